@@ -1,0 +1,5 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""Compiled core of cargohold: the hot paths, each with a pure-Python twin in
+cargohold/_fallback.py that must give identical results."""
+
+include "varint.pxi"

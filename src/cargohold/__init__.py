@@ -1,0 +1,88 @@
+"""cargohold: container-host metadata on LMDB, with containerd's garbage collector.
+
+>>> import cargohold
+>>> with cargohold.open("/var/lib/myhost") as db:
+...     ns = db.namespace("default")
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Optional
+
+from . import errors
+from .db import DB, Transaction
+from .model import (
+    RESOURCE_END,
+    RESOURCE_MAX,
+    Container,
+    Descriptor,
+    GCStats,
+    Image,
+    Info,
+    Kind,
+    Lease,
+    Mount,
+    Node,
+    Resource,
+    ResourceType,
+    RuntimeInfo,
+    Sandbox,
+    SnapshotInfo,
+    Status,
+    Usage,
+)
+from .namespaces import Namespace
+from .timeutil import Clock
+
+__version__ = "0.1.0"
+
+
+def open(root: "str | os.PathLike[str]", *, shared: bool = True,
+         publisher: Optional[Callable[[str, str, Any], None]] = None,
+         clock: Optional[Clock] = None, map_size: Optional[int] = None) -> DB:
+    """Open (creating if needed) the host metadata under `root` and initialise it.
+
+    Layout: ``root/meta`` (LMDB), ``root/content`` (blob store),
+    ``root/snapshots/<name>`` (snapshotters). The DB is a context manager.
+    """
+    root = os.fspath(root)
+    try:
+        os.makedirs(root, exist_ok=True)
+    except OSError as exc:
+        raise errors.Unavailable(f"cannot create root directory {root!r}: {exc}") from None
+    db = DB(os.path.join(root, "meta"), shared=shared, publisher=publisher, clock=clock,
+            map_size=map_size)
+    try:
+        db.init()
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+__all__ = [
+    "open",
+    "DB",
+    "Transaction",
+    "Namespace",
+    "errors",
+    "Node",
+    "ResourceType",
+    "RESOURCE_END",
+    "RESOURCE_MAX",
+    "Descriptor",
+    "Image",
+    "RuntimeInfo",
+    "Container",
+    "Sandbox",
+    "Lease",
+    "Resource",
+    "Info",
+    "Status",
+    "Kind",
+    "SnapshotInfo",
+    "Usage",
+    "Mount",
+    "GCStats",
+]

@@ -1,0 +1,25 @@
+"""Choose the compiled core or its pure-Python twin (the msgpack-python pattern).
+
+`CARGOHOLD_PUREPYTHON=1` forces the fallback; so does a missing extension.
+`COMPILED` says which one is in use.
+"""
+
+from __future__ import annotations
+
+import os
+
+if os.environ.get("CARGOHOLD_PUREPYTHON"):
+    from ._fallback import decode_varint, encode_varint
+
+    COMPILED = False
+else:
+    try:
+        from ._core import decode_varint, encode_varint
+
+        COMPILED = True
+    except ImportError:
+        from ._fallback import decode_varint, encode_varint
+
+        COMPILED = False
+
+__all__ = ["COMPILED", "decode_varint", "encode_varint"]

@@ -1,0 +1,357 @@
+"""The metadata database: initialisation and migrations, transactions,
+the writer lock, dirty tracking and mutation callbacks.
+
+Locking, as owned by this module:
+
+* ``wlock`` (``<meta>/gc.lock``) is containerd's ``wlock``: every write
+  transaction holds it *shared* for its whole life; the garbage collector
+  holds it *exclusive* while it marks and sweeps. Because it is a flock, it
+  holds off writers of every process that opened the same root, not just
+  this one. Read transactions never take it: readers never block and are
+  never blocked.
+* Below it, `cargohold.kv` serialises the write transactions themselves.
+
+A store method called inside ``with db.update()`` (or ``db.view()``) in the
+same thread joins that transaction even without ``tx=``; only the outermost
+block commits. Mutation callbacks run after the commit, with the lock
+released, so a callback may start a collection.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, Callable, Mapping, Optional
+
+from . import migrations, schema
+from ._native import decode_varint, encode_varint
+from .errors import Corrupted, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from .kv import Env
+from .locks import FileLock
+from .timeutil import Clock, to_ns, utcnow
+
+MutationCallback = Callable[[bool], None]
+Publisher = Callable[[str, str, Any], None]
+
+
+class Transaction:
+    """One metadata transaction, handed to store methods as ``tx=``.
+
+    Besides the key-value transaction (`kv`) it collects what must happen
+    only if it commits: dirty backends, events and other post-commit work;
+    and what must be undone if it does not (`on_abort`).
+    """
+
+    __slots__ = ("db", "kv", "write", "now", "_dirty", "_dirty_content", "_dirty_snapshotters",
+                 "_after", "_undo", "_namespaces")
+
+    def __init__(self, db: "DB", kv_txn, write: bool) -> None:
+        self.db = db
+        self.kv = kv_txn
+        self.write = write
+        self.now: int = to_ns(db.clock())
+        """The transaction's timestamp (ns): every object it touches gets the same one."""
+        self._dirty = False
+        self._dirty_content = False
+        self._dirty_snapshotters: set[str] = set()
+        self._after: list[Callable[[], None]] = []
+        self._undo: list[Callable[[], None]] = []
+        self._namespaces: set[str] = set()
+
+    def require_write(self) -> None:
+        if not self.write:
+            raise InvalidArgument("this call writes, but the transaction given is read-only (use db.update())")
+
+    def mark_dirty(self, *, content: bool = False, snapshotter: Optional[str] = None) -> None:
+        """Record a deletion: the next collection must run, and clean these backends."""
+        self.require_write()
+        self._dirty = True
+        if content and not self._dirty_content:
+            self._dirty_content = True
+            self.kv.put(schema.T_META, schema.META_DIRTY_CONTENT, b"")
+        if snapshotter is not None and snapshotter not in self._dirty_snapshotters:
+            self._dirty_snapshotters.add(snapshotter)
+            self.kv.put(schema.T_META, schema.dirty_snapshotter_key(snapshotter), b"")
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        """Run fn once the transaction has committed (events, backend work)."""
+        self._after.append(fn)
+
+    def on_abort(self, fn: Callable[[], None]) -> None:
+        """Run fn if the transaction does not commit (undo backend side effects)."""
+        self._undo.append(fn)
+
+    def publish(self, namespace: str, topic: str, event: Any) -> None:
+        """Publish an event through the DB's publisher after the commit."""
+        if self.db.publisher is not None:
+            self.after_commit(lambda: self.db.publisher(namespace, topic, event))
+
+    def ensure_namespace(self, name: str) -> None:
+        """Create the namespace record if missing: a namespace exists once written in."""
+        if name in self._namespaces:
+            return
+        self.require_write()
+        record = schema.pack({"labels": {}, "created": self.now})
+        self.kv.put(schema.T_NAMESPACES, name.encode(), record, overwrite=False)
+        self._namespaces.add(name)
+
+    def next_sequence(self, name: str) -> int:
+        """A per-database counter, incremented in this transaction (1, 2, ...)."""
+        key = schema.META_SEQUENCE + name.encode()
+        raw = self.kv.get(schema.T_META, key)
+        value = (decode_varint(raw)[0] if raw else 0) + 1
+        self.kv.put(schema.T_META, key, encode_varint(value))
+        return value
+
+
+class _TxContext:
+    """Context manager behind `DB.update()` and `DB.view()`."""
+
+    __slots__ = ("db", "write", "tx", "joined", "_lock")
+
+    def __init__(self, db: "DB", write: bool) -> None:
+        self.db = db
+        self.write = write
+        self.tx: Optional[Transaction] = None
+        self.joined = False
+        self._lock = None
+
+    def __enter__(self) -> Transaction:
+        db = self.db
+        current = db._current()
+        if current is not None:
+            if self.write and not current.write:
+                raise FailedPrecondition("cannot write inside a read transaction (db.view())")
+            self.joined = True
+            self.tx = current
+            return current
+        db._require_open()
+        if self.write:
+            self._lock = db.wlock.shared()
+            self._lock.__enter__()
+        try:
+            kv_txn = db._env.write() if self.write else db._env.read()
+        except BaseException:
+            self._release()
+            raise
+        self.tx = Transaction(db, kv_txn, self.write)
+        db._local.tx = self.tx
+        return self.tx
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.__exit__(None, None, None)
+            self._lock = None
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.joined:
+            return
+        tx = self.tx
+        self.db._local.tx = None
+        try:
+            if exc_type is None:
+                try:
+                    tx.kv.commit()
+                except BaseException:
+                    _run_all(tx._undo)
+                    raise
+            else:
+                tx.kv.abort()
+                _run_all(tx._undo)
+                return
+        finally:
+            self._release()
+        if self.write:
+            self.db._committed(tx)
+
+
+def _run_all(fns: list) -> None:
+    for fn in fns:
+        try:
+            fn()
+        except Exception:  # cleanup must not hide the error that caused it
+            pass
+
+
+class DB:
+    """Metadata of one container host on one LMDB environment.
+
+    ``content_store`` is the backend blob store (`cargohold.content.LocalStore`),
+    ``snapshotters`` maps names to snapshot backends. ``shared=True`` lets a
+    namespace commit a blob another namespace already stored without sending
+    its bytes again (containerd's shared content policy).
+    """
+
+    def __init__(self, meta_path: str, content_store: Any = None,
+                 snapshotters: Optional[Mapping[str, Any]] = None, shared: bool = True,
+                 publisher: Optional[Publisher] = None, clock: Optional[Clock] = None,
+                 *, map_size: Optional[int] = None) -> None:
+        self.path = os.fspath(meta_path)
+        self.content_store = content_store
+        self.snapshotters: dict[str, Any] = dict(snapshotters or {})
+        self.shared = shared
+        self.publisher = publisher
+        self.clock: Clock = clock or utcnow
+        self._env = Env(self.path, schema.TABLES, map_size=map_size)
+        self.wlock = FileLock(os.path.join(self.path, "gc.lock"))
+        self._local = threading.local()
+        self._callbacks: list[MutationCallback] = []
+        self._dirty = 0
+        self._dirty_lock = threading.Lock()
+        self._initialized = False
+        self._closed = False
+        self._stores: dict[str, Any] = {}
+
+    # -- life cycle ----------------------------------------------------------------
+
+    def init(self) -> None:
+        """Bring the schema up to date: run pending migrations in one write transaction."""
+        with self._env.write() as kv_txn:
+            tx = Transaction(self, kv_txn, True)
+            raw_schema = kv_txn.get(schema.T_META, schema.META_SCHEMA)
+            if raw_schema is not None and raw_schema != schema.SCHEMA:
+                raise FailedPrecondition(
+                    f"metadata database {self.path!r} uses schema {raw_schema!r}, expected {schema.SCHEMA!r}"
+                )
+            current = self.version_in(kv_txn)
+            latest = migrations.latest_version()
+            if current > latest:
+                raise FailedPrecondition(
+                    f"metadata database {self.path!r} is at version {current}, newer than the "
+                    f"version {latest} this cargohold understands: upgrade cargohold to open it"
+                )
+            for migration in migrations.pending(current):
+                migration.apply(tx)
+            if current != latest:
+                kv_txn.put(schema.T_META, schema.META_VERSION, encode_varint(latest))
+        self._initialized = True
+
+    def version_in(self, kv_txn) -> int:
+        raw = kv_txn.get(schema.T_META, schema.META_VERSION)
+        if raw is None:
+            return 0
+        try:
+            value, end = decode_varint(raw)
+        except InvalidArgument as exc:
+            raise Corrupted(f"metadata database {self.path!r} has a damaged version: {exc}") from None
+        if end != len(raw):
+            raise Corrupted(f"metadata database {self.path!r} has a damaged version: {raw!r}")
+        return value
+
+    @property
+    def version(self) -> int:
+        """The db version stored on disk."""
+        with self._env.read() as kv_txn:
+            return self.version_in(kv_txn)
+
+    def close(self) -> None:
+        """Close the database (waits for open transactions); backends are closed too."""
+        if self._closed:
+            return
+        self._closed = True
+        self._env.close()
+        self.wlock.close()
+        for backend in [self.content_store, *self.snapshotters.values()]:
+            close = getattr(backend, "close", None)
+            if close is not None:
+                close()
+
+    def __enter__(self) -> "DB":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _require_open(self) -> None:
+        if self._closed:
+            raise Unavailable(f"metadata database {self.path!r} is closed")
+        if not self._initialized:
+            raise FailedPrecondition("DB.init() must be called before the database is used")
+
+    # -- transactions --------------------------------------------------------------
+
+    def update(self) -> _TxContext:
+        """A write transaction: ``with db.update() as tx: ...`` commits on success, rolls back on error."""
+        return _TxContext(self, True)
+
+    def view(self) -> _TxContext:
+        """A read transaction: a consistent snapshot that never blocks writers."""
+        return _TxContext(self, False)
+
+    def _current(self) -> Optional[Transaction]:
+        return getattr(self._local, "tx", None)
+
+    def transaction(self, tx: Optional[Transaction], write: bool) -> Any:
+        """The context a store method runs in: the caller's `tx` if given, else a new one."""
+        if tx is None:
+            return self.update() if write else self.view()
+        if not isinstance(tx, Transaction) or tx.db is not self:
+            raise InvalidArgument("tx must be a transaction of this database")
+        if write:
+            tx.require_write()
+        return _Given(tx)
+
+    def register_mutation_callback(self, fn: MutationCallback) -> None:
+        """Call fn(dirty) after each committed update; dirty says a deletion awaits collection."""
+        if not callable(fn):
+            raise InvalidArgument(f"mutation callback must be callable, not {fn!r}")
+        self._callbacks.append(fn)
+
+    def _committed(self, tx: Transaction) -> None:
+        if tx._dirty:
+            with self._dirty_lock:
+                self._dirty += 1
+        _run_all(tx._after)
+        dirty = self._dirty > 0
+        for fn in list(self._callbacks):
+            fn(dirty)
+
+    @property
+    def dirty(self) -> int:
+        """Number of committed updates with deletions since the last collection."""
+        return self._dirty
+
+    def _reset_dirty(self) -> None:
+        with self._dirty_lock:
+            self._dirty = 0
+
+    # -- stores ----------------------------------------------------------------------
+
+    @property
+    def namespaces(self):
+        """The namespace store (create, list, labels, set_label, delete)."""
+        from .namespaces import NamespaceStore
+
+        store = self._stores.get("namespaces")
+        if store is None:
+            store = self._stores["namespaces"] = NamespaceStore(self)
+        return store
+
+    def namespace(self, name: str):
+        """A handle on one namespace; validates the identifier, creates nothing."""
+        from .namespaces import Namespace
+
+        return Namespace(self, name)
+
+    def snapshotter_backend(self, name: str) -> Any:
+        if not isinstance(name, str):
+            raise InvalidArgument(f"snapshotter name must be a string, not {name!r}")
+        try:
+            return self.snapshotters[name]
+        except KeyError:
+            raise NotFound(f"snapshotter {name!r} not found (have: {', '.join(sorted(self.snapshotters)) or 'none'})") from None
+
+
+class _Given:
+    """Context manager that hands back a transaction the caller owns."""
+
+    __slots__ = ("tx",)
+
+    def __init__(self, tx: Transaction) -> None:
+        self.tx = tx
+
+    def __enter__(self) -> Transaction:
+        return self.tx
+
+    def __exit__(self, *exc) -> None:
+        return None

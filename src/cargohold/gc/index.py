@@ -1,0 +1,266 @@
+"""The garbage collector's node table, kept by the stores.
+
+Every collectible object (content, snapshot, image, lease, ingest) and every
+root holder (container, sandbox) has one entry in table ``gc``, written in the
+same transaction as its record. The key is the packed node key
+(`schema.pack_node`); the value says whether the node is a root and lists
+its outgoing edges, so the mark phase reads one table and decodes no record.
+
+Value layout (little endian)::
+
+    u8 flags                      ROOT, EXPIRES, FLAT, HIDDEN, USEDAT
+    [i64 expire]                  if EXPIRES: a root only until this time (ns)
+    [u8 n, n * i64 usedat]        if USEDAT: gc.cond.value-usedat timestamps
+    edge*                         until the end:
+      u8 kind, u16 len, target    STRONG, REF, BREF
+      ... then u8 op, i64 dur     COND (op is '<' or '>')
+      u8 kind, u16 len, suffix, u16 len, value     LABEL (collector reference)
+
+Edge kinds:
+
+* STRONG: followed even when the node is reached through a flat lease, which
+  then passes flatness on (snapshot → parent, image → target, container →
+  snapshot, ingest → expected content).
+* REF: a label reference, not followed from a flat node.
+* BREF: a back reference, an edge *from* the target *to* this node.
+* COND: a conditional reference to a snapshot, live while the snapshot's
+  usedat timestamp satisfies ``now - usedat <op> dur``.
+* LABEL: ``containerd.io/gc.ref.<suffix>`` = value, resolved at mark time to a
+  node of the collector whose reference label matches the suffix.
+
+Lease resources live in table ``leaseres`` (``<ns>\\0<lease>\\0<type><key>``),
+one row each, so adding one never rewrites the lease.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Iterable, Mapping, Optional
+
+from .. import schema
+from ..errors import Corrupted, InvalidArgument, Unsupported
+from ..model import RESOURCE_MAX, Resource, ResourceType
+from . import labels as gclabels
+
+if TYPE_CHECKING:
+    from ..db import Transaction
+
+F_ROOT = 0x01
+F_EXPIRES = 0x02
+F_FLAT = 0x04
+F_HIDDEN = 0x08
+F_USEDAT = 0x10
+
+E_STRONG = 1
+E_REF = 2
+E_BREF = 3
+E_COND = 4
+E_LABEL = 5
+
+SANDBOX = RESOURCE_MAX
+"""Internal node type of sandboxes: root holders that are not resources."""
+
+_I64 = struct.Struct("<q")
+_U16 = struct.Struct("<H")
+
+
+def _chunk(data: bytes) -> bytes:
+    if len(data) > 0xFFFF:
+        raise InvalidArgument(f"reference of {len(data)} bytes is too long")
+    return _U16.pack(len(data)) + data
+
+
+def encode(*, root: bool = False, expire: Optional[int] = None, flat: bool = False,
+           hidden: bool = False, usedat: Iterable[int] = (), strong: Iterable[bytes] = (),
+           refs: Optional[gclabels.LabelRefs] = None) -> bytes:
+    """The table value of one node."""
+    usedat = list(usedat)[:255]
+    flags = ((F_ROOT if root else 0) | (F_EXPIRES if expire is not None else 0)
+             | (F_FLAT if flat else 0) | (F_HIDDEN if hidden else 0) | (F_USEDAT if usedat else 0))
+    out = [bytes((flags,))]
+    if expire is not None:
+        out.append(_I64.pack(expire))
+    if usedat:
+        out.append(bytes((len(usedat),)))
+        out.extend(_I64.pack(t) for t in usedat)
+    for target in strong:
+        out.append(bytes((E_STRONG,)) + _chunk(target))
+    if refs is not None:
+        for target in refs.refs:
+            out.append(bytes((E_REF,)) + _chunk(target))
+        for target in refs.brefs:
+            out.append(bytes((E_BREF,)) + _chunk(target))
+        for target, op, duration in refs.conds:
+            out.append(bytes((E_COND,)) + _chunk(target) + op.encode() + _I64.pack(duration))
+        for suffix, value in refs.collector:
+            out.append(bytes((E_LABEL,)) + _chunk(suffix.encode()) + _chunk(value.encode()))
+    return b"".join(out)
+
+
+@dataclass
+class Entry:
+    """A decoded node-table value."""
+
+    flags: int
+    expire: Optional[int] = None
+    usedat: list = field(default_factory=list)
+    edges: list = field(default_factory=list)
+    """(kind, target bytes, extra): extra is (op, dur) for COND, the value bytes for LABEL."""
+
+
+def decode(value: bytes) -> Entry:
+    """Parse a node-table value (the pure-Python reader; the mark phase has its own)."""
+    try:
+        entry = Entry(value[0])
+        pos = 1
+        if entry.flags & F_EXPIRES:
+            entry.expire = _I64.unpack_from(value, pos)[0]
+            pos += 8
+        if entry.flags & F_USEDAT:
+            count = value[pos]
+            pos += 1
+            entry.usedat = [_I64.unpack_from(value, pos + 8 * i)[0] for i in range(count)]
+            pos += 8 * count
+        while pos < len(value):
+            kind = value[pos]
+            size = _U16.unpack_from(value, pos + 1)[0]
+            target = bytes(value[pos + 3:pos + 3 + size])
+            if len(target) != size:
+                raise ValueError("truncated edge")
+            pos += 3 + size
+            extra = None
+            if kind == E_COND:
+                extra = (chr(value[pos]), _I64.unpack_from(value, pos + 1)[0])
+                pos += 9
+            elif kind == E_LABEL:
+                vsize = _U16.unpack_from(value, pos)[0]
+                extra = bytes(value[pos + 2:pos + 2 + vsize])
+                pos += 2 + vsize
+            elif kind not in (E_STRONG, E_REF, E_BREF):
+                raise ValueError(f"unknown edge kind {kind}")
+            entry.edges.append((kind, target, extra))
+        return entry
+    except (IndexError, struct.error, ValueError) as exc:
+        raise Corrupted(f"damaged garbage-collection entry: {exc}") from None
+
+
+# -- writers used by the stores ---------------------------------------------------------
+
+
+def _put(tx: "Transaction", rtype: int, ns: str, key: str, value: bytes) -> None:
+    tx.kv.put(schema.T_GC, schema.pack_node(rtype, ns, key), value)
+
+
+def remove(tx: "Transaction", rtype: int, ns: str, key: str) -> None:
+    """Drop a node's entry (its record is being deleted)."""
+    tx.kv.delete(schema.T_GC, schema.pack_node(rtype, ns, key))
+
+
+def index_content(tx: "Transaction", ns: str, digest: str, labels: Optional[Mapping[str, str]]) -> None:
+    refs = gclabels.parse(ns, labels)
+    refs.usedat = []
+    _put(tx, ResourceType.CONTENT, ns, digest, encode(root=refs.root, refs=refs))
+
+
+def index_snapshot(tx: "Transaction", ns: str, snapshotter: str, key: str, parent: str,
+                   labels: Optional[Mapping[str, str]]) -> None:
+    refs = gclabels.parse(ns, labels)
+    refs.conds = []
+    strong = [schema.pack_node(ResourceType.SNAPSHOT, ns, f"{snapshotter}/{parent}")] if parent else []
+    _put(tx, ResourceType.SNAPSHOT, ns, f"{snapshotter}/{key}",
+         encode(root=refs.root, usedat=refs.usedat, strong=strong, refs=refs))
+
+
+def index_image(tx: "Transaction", ns: str, name: str, target_digest: str,
+                labels: Optional[Mapping[str, str]]) -> None:
+    refs = gclabels.parse(ns, labels)
+    refs.root, refs.usedat = False, []
+    strong = [schema.pack_node(ResourceType.CONTENT, ns, target_digest)] if target_digest else []
+    _put(tx, ResourceType.IMAGE, ns, name,
+         encode(root=True, expire=gclabels.expiry(labels), strong=strong, refs=refs))
+
+
+def index_container(tx: "Transaction", ns: str, container_id: str, snapshotter: str,
+                    snapshot_key: str, labels: Optional[Mapping[str, str]]) -> None:
+    refs = gclabels.parse(ns, labels)
+    refs.root, refs.usedat, refs.conds = False, [], []
+    strong = ([schema.pack_node(ResourceType.SNAPSHOT, ns, f"{snapshotter}/{snapshot_key}")]
+              if snapshotter else [])
+    _put(tx, ResourceType.CONTAINER, ns, container_id,
+         encode(root=True, hidden=True, strong=strong, refs=refs))
+
+
+def index_sandbox(tx: "Transaction", ns: str, sandbox_id: str, labels: Optional[Mapping[str, str]]) -> None:
+    refs = gclabels.parse(ns, labels)
+    refs.root, refs.usedat, refs.conds, refs.brefs = False, [], [], []
+    _put(tx, SANDBOX, ns, sandbox_id, encode(root=True, hidden=True, refs=refs))
+
+
+def index_lease(tx: "Transaction", ns: str, lease_id: str, labels: Optional[Mapping[str, str]]) -> None:
+    _put(tx, ResourceType.LEASE, ns, lease_id,
+         encode(root=True, expire=gclabels.expiry(labels), flat=gclabels.is_flat(labels)))
+
+
+def index_ingest(tx: "Transaction", ns: str, ref: str, expire: Optional[int], expected: str) -> None:
+    """An ingest is a root until `expire`; a leased ingest has none and lives by its lease."""
+    strong = [schema.pack_node(ResourceType.CONTENT, ns, expected)] if expected else []
+    _put(tx, ResourceType.INGEST, ns, ref, encode(root=expire is not None, expire=expire, strong=strong))
+
+
+# -- lease resources ------------------------------------------------------------------------
+
+_SNAPSHOTS = "snapshots/"
+
+
+def resource_ref(resource: Resource) -> tuple[int, str]:
+    """(node type, node key) of a lease resource; Unsupported for an unknown resource type."""
+    rtype = resource.type
+    if rtype == "content":
+        return ResourceType.CONTENT, resource.id
+    if rtype == "ingests":
+        return ResourceType.INGEST, resource.id
+    if rtype == "images":
+        return ResourceType.IMAGE, resource.id
+    if rtype.startswith(_SNAPSHOTS) and len(rtype) > len(_SNAPSHOTS):
+        return ResourceType.SNAPSHOT, f"{rtype[len(_SNAPSHOTS):]}/{resource.id}"
+    raise Unsupported(f"unsupported lease resource type {rtype!r}")
+
+
+def ref_resource(rtype: int, key: str) -> Resource:
+    """The Resource a (node type, node key) of a lease row stands for."""
+    if rtype == ResourceType.CONTENT:
+        return Resource(key, "content")
+    if rtype == ResourceType.INGEST:
+        return Resource(key, "ingests")
+    if rtype == ResourceType.IMAGE:
+        return Resource(key, "images")
+    if rtype == ResourceType.SNAPSHOT:
+        snapshotter, _, name = key.partition("/")
+        return Resource(name, f"{_SNAPSHOTS}{snapshotter}")
+    raise Corrupted(f"damaged lease resource entry of type {rtype}")
+
+
+def _lease_key(ns: str, lease_id: str, resource: Resource) -> bytes:
+    rtype, key = resource_ref(resource)
+    return schema.lease_resource_key(ns, lease_id, rtype, key)
+
+
+def lease_add(tx: "Transaction", ns: str, lease_id: str, resource: Resource) -> None:
+    """Record a lease resource (the lease record must exist: the lease store checks)."""
+    tx.kv.put(schema.T_LEASERES, _lease_key(ns, lease_id, resource), b"")
+
+
+def lease_remove(tx: "Transaction", ns: str, lease_id: str, resource: Resource) -> bool:
+    return tx.kv.delete(schema.T_LEASERES, _lease_key(ns, lease_id, resource))
+
+
+def lease_resources(tx: "Transaction", ns: str, lease_id: str) -> list[Resource]:
+    prefix = schema.lease_resource_key(ns, lease_id)
+    return [ref_resource(key[len(prefix)], schema.text(key[len(prefix) + 1:]))
+            for key, _ in tx.kv.scan(schema.T_LEASERES, prefix)]
+
+
+def lease_drop(tx: "Transaction", ns: str, lease_id: str) -> int:
+    """Forget every resource of a lease (the lease is being deleted)."""
+    return tx.kv.delete_prefix(schema.T_LEASERES, schema.lease_resource_key(ns, lease_id))

@@ -1,0 +1,102 @@
+"""Reader/writer locks shared by threads *and* processes, built on flock(2).
+
+Each acquisition uses its own open file description, so two threads of one
+process exclude each other exactly as two processes do. A lock dies with its
+holder: a killed process never leaves a stale lock behind.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+import time
+import weakref
+from contextlib import contextmanager
+from typing import Iterator, Optional
+
+from .errors import Unavailable
+
+_ALL_LOCKS: "weakref.WeakSet[FileLock]" = weakref.WeakSet()
+
+
+class FileLock:
+    """A shared/exclusive lock on one file, usable across threads and processes."""
+
+    def __init__(self, path: str) -> None:
+        self.path = os.fspath(path)
+        self._pool: list[int] = []
+        self._pool_lock = threading.Lock()
+        _ALL_LOCKS.add(self)
+
+    def _fd(self) -> int:
+        with self._pool_lock:
+            if self._pool:
+                return self._pool.pop()
+        return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
+    def _release(self, fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        with self._pool_lock:
+            if len(self._pool) < 8:
+                self._pool.append(fd)
+                return
+        os.close(fd)
+
+    def _acquire(self, mode: int, timeout: Optional[float]) -> int:
+        fd = self._fd()
+        try:
+            if timeout is None:
+                fcntl.flock(fd, mode)
+                return fd
+            deadline = time.monotonic() + timeout
+            delay = 0.0005
+            while True:
+                try:
+                    fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                    return fd
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise Unavailable(f"lock {self.path!r} is held by another writer") from None
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.02)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    @contextmanager
+    def shared(self, timeout: Optional[float] = None) -> Iterator[None]:
+        """Hold the lock shared (many holders at once)."""
+        fd = self._acquire(fcntl.LOCK_SH, timeout)
+        try:
+            yield
+        finally:
+            self._release(fd)
+
+    @contextmanager
+    def exclusive(self, timeout: Optional[float] = None) -> Iterator[None]:
+        """Hold the lock alone."""
+        fd = self._acquire(fcntl.LOCK_EX, timeout)
+        try:
+            yield
+        finally:
+            self._release(fd)
+
+    def close(self) -> None:
+        with self._pool_lock:
+            pool, self._pool = self._pool, []
+        for fd in pool:
+            os.close(fd)
+
+    def _forget_after_fork(self) -> None:
+        # Inherited descriptors share their lock with the parent: never reuse them.
+        self._pool = []
+        self._pool_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    for lock in list(_ALL_LOCKS):
+        lock._forget_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,229 @@
+"""Public value types: graph nodes, resource types and the frozen data classes
+of every stored object. Timestamps are timezone-aware UTC datetimes."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Mapping, NamedTuple, Optional
+
+
+class ResourceType(enum.IntEnum):
+    """Kinds of node the garbage collector knows (containerd's gc.ResourceType)."""
+
+    UNKNOWN = 0
+    CONTENT = 1
+    SNAPSHOT = 2
+    CONTAINER = 3
+    TASK = 4
+    IMAGE = 5
+    LEASE = 6
+    INGEST = 7
+
+
+RESOURCE_END = 8
+"""First value available to collectible resource types."""
+
+RESOURCE_MAX = 0x1F
+"""Collectible resource types lie in [RESOURCE_END, RESOURCE_MAX)."""
+
+
+class Node(NamedTuple):
+    """One resource as the garbage collector sees it.
+
+    Snapshot keys are ``"<snapshotter>/<key>"``, content keys are digests.
+    """
+
+    type: int
+    namespace: str
+    key: str
+
+
+def _labels(value: Optional[Mapping[str, str]]) -> dict:
+    return dict(value) if value else {}
+
+
+class _Frozen:
+    """Mixin: copy the mutable label/annotation mappings given to a frozen dataclass."""
+
+    _mappings: tuple = ()
+
+    def __post_init__(self) -> None:
+        for name in self._mappings:
+            object.__setattr__(self, name, _labels(getattr(self, name)))
+
+
+@dataclass(frozen=True)
+class Descriptor(_Frozen):
+    """An OCI content descriptor: what an image's target points at."""
+
+    media_type: str
+    digest: str
+    size: int
+    annotations: Optional[dict] = None
+    _mappings = ("annotations",)
+
+
+@dataclass(frozen=True)
+class Image(_Frozen):
+    name: str
+    target: Descriptor
+    labels: Optional[dict] = None
+    created_at: Optional[datetime] = None
+    updated_at: Optional[datetime] = None
+    _mappings = ("labels",)
+
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    name: str
+    options: Any = None
+
+
+@dataclass(frozen=True)
+class Container(_Frozen):
+    id: str
+    runtime: RuntimeInfo = field(default_factory=lambda: RuntimeInfo(""))
+    spec: bytes = b""
+    snapshotter: str = ""
+    snapshot_key: str = ""
+    image: str = ""
+    labels: Optional[dict] = None
+    extensions: Optional[dict] = None
+    sandbox_id: str = ""
+    created_at: Optional[datetime] = None
+    updated_at: Optional[datetime] = None
+    _mappings = ("labels", "extensions")
+
+
+@dataclass(frozen=True)
+class Sandbox(_Frozen):
+    id: str
+    runtime: RuntimeInfo = field(default_factory=lambda: RuntimeInfo(""))
+    spec: bytes = b""
+    sandboxer: str = ""
+    labels: Optional[dict] = None
+    extensions: Optional[dict] = None
+    created_at: Optional[datetime] = None
+    updated_at: Optional[datetime] = None
+    _mappings = ("labels", "extensions")
+
+
+@dataclass(frozen=True)
+class Lease(_Frozen):
+    id: str
+    created_at: Optional[datetime] = None
+    labels: Optional[dict] = None
+    _mappings = ("labels",)
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A resource held by a lease; type is "content", "ingests", "images" or "snapshots/<snapshotter>"."""
+
+    id: str
+    type: str
+
+
+@dataclass(frozen=True)
+class Info(_Frozen):
+    """A committed blob as one namespace sees it."""
+
+    digest: str
+    size: int = 0
+    labels: Optional[dict] = None
+    created_at: Optional[datetime] = None
+    updated_at: Optional[datetime] = None
+    _mappings = ("labels",)
+
+
+@dataclass(frozen=True)
+class Status:
+    """Progress of an ingest (an open or resumable content writer)."""
+
+    ref: str
+    offset: int = 0
+    total: int = 0
+    expected: str = ""
+    started_at: Optional[datetime] = None
+    updated_at: Optional[datetime] = None
+
+
+class Kind(enum.IntEnum):
+    """Snapshot kinds, numbered as containerd numbers them."""
+
+    UNKNOWN = 0
+    VIEW = 1
+    ACTIVE = 2
+    COMMITTED = 3
+
+    def __str__(self) -> str:
+        return self.name.capitalize()
+
+
+@dataclass(frozen=True)
+class SnapshotInfo(_Frozen):
+    name: str
+    parent: str = ""
+    kind: Kind = Kind.UNKNOWN
+    labels: Optional[dict] = None
+    created_at: Optional[datetime] = None
+    updated_at: Optional[datetime] = None
+    _mappings = ("labels",)
+
+
+@dataclass(frozen=True)
+class Usage:
+    size: int = 0
+    inodes: int = 0
+
+
+@dataclass(frozen=True)
+class Mount:
+    type: str
+    source: str
+    options: tuple = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "options", tuple(self.options))
+
+
+@dataclass
+class GCStats:
+    """Durations (float seconds) of the phases of one garbage collection.
+
+    ``meta_d`` is the time writers were held off (mark, sweep and commit);
+    ``content_d`` and ``snapshot_d`` time the backend cleanups that follow.
+    """
+
+    meta_d: float = 0.0
+    content_d: float = 0.0
+    snapshot_d: dict = field(default_factory=dict)
+    removed: list = field(default_factory=list)
+
+    def elapsed(self) -> float:
+        """The time the collection blocked writers (containerd's `Elapsed`)."""
+        return self.meta_d
+
+
+__all__ = [
+    "ResourceType",
+    "RESOURCE_END",
+    "RESOURCE_MAX",
+    "Node",
+    "Descriptor",
+    "Image",
+    "RuntimeInfo",
+    "Container",
+    "Sandbox",
+    "Lease",
+    "Resource",
+    "Info",
+    "Status",
+    "Kind",
+    "SnapshotInfo",
+    "Usage",
+    "Mount",
+    "GCStats",
+]

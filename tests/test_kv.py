@@ -1,0 +1,158 @@
+"""The LMDB engine: transactions, map growth, error translation."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+
+from cargohold import errors
+from cargohold.kv import Env
+from conftest import run_python
+
+TABLES = ("a", "b")
+
+
+@pytest.fixture
+def env(tmp_path):
+    e = Env(tmp_path / "env", TABLES, map_size=1 << 20)
+    yield e
+    e.close()
+
+
+def test_put_get_scan_delete(env):
+    with env.write() as txn:
+        for i in range(10):
+            txn.put("a", b"k%02d" % i, b"v%d" % i)
+        txn.put("b", b"k00", b"other")
+        assert txn.put("a", b"k00", b"x", overwrite=False) is False
+    with env.read() as txn:
+        assert txn.get("a", b"k03") == b"v3"
+        assert txn.get("b", b"k00") == b"other"
+        assert [k for k, _ in txn.scan("a", b"k0")] == [b"k%02d" % i for i in range(10)]
+        assert [k for k, _ in txn.scan("a", b"k0", start=b"k05")] == [b"k%02d" % i for i in range(5, 10)]
+        assert txn.count("a") == 10
+    with env.write() as txn:
+        assert txn.delete_prefix("a", b"k0") == 10
+        assert txn.delete("a", b"missing") is False
+    with env.read() as txn:
+        assert txn.count("a") == 0
+
+
+def test_failed_transaction_rolls_back(env):
+    with pytest.raises(RuntimeError):
+        with env.write() as txn:
+            txn.put("a", b"key", b"value")
+            raise RuntimeError("boom")
+    with env.read() as txn:
+        assert txn.get("a", b"key") is None
+
+
+def test_write_in_read_transaction_refused(env):
+    with env.read() as txn:
+        with pytest.raises(errors.InvalidArgument):
+            txn.put("a", b"k", b"v")
+
+
+def test_over_long_key_is_invalid_argument(env):
+    with env.write() as txn:
+        with pytest.raises(errors.InvalidArgument, match="512 bytes"):
+            txn.put("a", b"x" * 512, b"v")
+
+
+def test_unknown_table(env):
+    with env.read() as txn:
+        with pytest.raises(errors.InvalidArgument, match="unknown table"):
+            txn.get("zzz", b"k")
+
+
+def test_map_grows_within_one_transaction(env):
+    """Writing 8 MiB into a 1 MiB map in one transaction succeeds (abort, grow, replay)."""
+    start = env.map_size
+    blob = os.urandom(4096)
+    with env.write() as txn:
+        for i in range(2048):
+            txn.put("a", b"%06d" % i, blob)
+    assert env.map_size > start
+    with env.read() as txn:
+        assert txn.count("a") == 2048
+        assert txn.get("a", b"001234") == blob
+
+
+def test_map_grows_across_transactions(env):
+    blob = os.urandom(2048)
+    for batch in range(20):
+        with env.write() as txn:
+            for i in range(200):
+                txn.put("b", b"%02d-%04d" % (batch, i), blob)
+    with env.read() as txn:
+        assert txn.count("b") == 4000
+
+
+def test_growth_waits_for_readers_in_other_threads(env):
+    """A reader open in another thread keeps its snapshot while the map grows under it."""
+    with env.write() as txn:
+        txn.put("a", b"before", b"1")
+    opened = threading.Event()
+    release = threading.Event()
+    seen = []
+
+    def reader():
+        with env.read() as txn:
+            opened.set()
+            release.wait(10)
+            seen.append(txn.get("a", b"before"))
+            seen.append(txn.get("a", b"after"))
+
+    t = threading.Thread(target=reader)
+    t.start()
+    opened.wait(10)
+    writer_done = threading.Event()
+
+    def writer():
+        blob = os.urandom(4096)
+        with env.write() as txn:
+            for i in range(1024):
+                txn.put("a", b"after" if i == 0 else b"%06d" % i, blob)
+        writer_done.set()
+
+    w = threading.Thread(target=writer)
+    w.start()
+    release.set()
+    t.join(20)
+    w.join(20)
+    assert writer_done.is_set()
+    assert seen == [b"1", None]
+
+
+def test_growth_by_another_process_is_adopted(tmp_path):
+    path = tmp_path / "shared"
+    env = Env(path, TABLES, map_size=1 << 20)
+    try:
+        with env.write() as txn:
+            txn.put("a", b"mine", b"1")
+        run_python(f"""
+            import os
+            from cargohold.kv import Env
+            env = Env({str(path)!r}, {TABLES!r}, map_size=1 << 20)
+            with env.write() as txn:
+                for i in range(4096):
+                    txn.put("a", b"%06d" % i, os.urandom(2048))
+            env.close()
+        """)
+        with env.read() as txn:
+            assert txn.count("a") == 4097
+        with env.write() as txn:
+            txn.put("a", b"again", b"2")
+        with env.read() as txn:
+            assert txn.get("a", b"again") == b"2"
+    finally:
+        env.close()
+
+
+def test_closed_env_is_unavailable(tmp_path):
+    env = Env(tmp_path / "c", TABLES)
+    env.close()
+    with pytest.raises(errors.Unavailable):
+        env.read()
