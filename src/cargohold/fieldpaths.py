@@ -1,0 +1,41 @@
+"""containerd's field-path updates, shared by every store's ``update(obj, *fieldpaths)``.
+
+With no field paths every updatable field is replaced. ``labels`` replaces all
+labels, ``labels.<key>`` copies one key from the new object (absent or empty
+deletes it). Labels with empty values are never stored.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Mapping, Optional
+
+from .validation import validate_labels
+
+
+def clean_labels(labels: Optional[Mapping[str, str]]) -> dict:
+    """Validated copy without empty values (containerd never stores an empty label)."""
+    return {k: v for k, v in validate_labels(labels).items() if v != ""}
+
+
+def split(paths: Iterable[str], prefix: str) -> tuple[list[str], list[str]]:
+    """(keys of ``<prefix>.<key>`` paths, other paths)."""
+    keys, others = [], []
+    dotted = prefix + "."
+    for path in paths:
+        if path.startswith(dotted):
+            keys.append(path[len(dotted):])
+        else:
+            others.append(path)
+    return keys, others
+
+
+def merge_map(current: Mapping[str, str], new: Mapping[str, str], keys: Iterable[str]) -> dict:
+    """Copy each of `keys` from new into a copy of current (missing or empty deletes)."""
+    merged = dict(current)
+    for key in keys:
+        value = new.get(key, "")
+        if value == "":
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
