@@ -19,16 +19,22 @@ released, so a callback may start a collection.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
-from typing import Any, Callable, Mapping, Optional
+import time
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 from . import migrations, schema
 from ._native import decode_varint, encode_varint
 from .errors import Corrupted, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from .gc import context as gccontext
 from .kv import Env
 from .locks import FileLock
+from .model import GCStats, Node
 from .timeutil import Clock, to_ns, utcnow
+
+log = logging.getLogger("cargohold.gc")
 
 MutationCallback = Callable[[bool], None]
 Publisher = Callable[[str, str, Any], None]
@@ -66,12 +72,14 @@ class Transaction:
         """Record a deletion: the next collection must run, and clean these backends."""
         self.require_write()
         self._dirty = True
+        # The marker's value is a fresh token: the collector clears a marker only
+        # if it still holds the token it saw, so a newer deletion is never lost.
         if content and not self._dirty_content:
             self._dirty_content = True
-            self.kv.put(schema.T_META, schema.META_DIRTY_CONTENT, b"")
+            self.kv.put(schema.T_META, schema.META_DIRTY_CONTENT, os.urandom(8))
         if snapshotter is not None and snapshotter not in self._dirty_snapshotters:
             self._dirty_snapshotters.add(snapshotter)
-            self.kv.put(schema.T_META, schema.dirty_snapshotter_key(snapshotter), b"")
+            self.kv.put(schema.T_META, schema.dirty_snapshotter_key(snapshotter), os.urandom(8))
 
     def after_commit(self, fn: Callable[[], None]) -> None:
         """Run fn once the transaction has committed (events, backend work)."""
@@ -105,16 +113,22 @@ class Transaction:
 
 
 class _TxContext:
-    """Context manager behind `DB.update()` and `DB.view()`."""
+    """Context manager behind `DB.update()` and `DB.view()`.
 
-    __slots__ = ("db", "write", "tx", "joined", "_lock")
+    The collector runs its own write transactions with ``internal=True``: it
+    already holds the writer lock exclusively, and its commits are not
+    mutations to report (no callbacks, post-commit hooks left to the caller).
+    """
 
-    def __init__(self, db: "DB", write: bool) -> None:
+    __slots__ = ("db", "write", "tx", "joined", "_lock", "internal")
+
+    def __init__(self, db: "DB", write: bool, internal: bool = False) -> None:
         self.db = db
         self.write = write
         self.tx: Optional[Transaction] = None
         self.joined = False
         self._lock = None
+        self.internal = internal
 
     def __enter__(self) -> Transaction:
         db = self.db
@@ -126,7 +140,7 @@ class _TxContext:
             self.tx = current
             return current
         db._require_open()
-        if self.write:
+        if self.write and not self.internal:
             self._lock = db.wlock.shared()
             self._lock.__enter__()
         try:
@@ -161,7 +175,7 @@ class _TxContext:
                 return
         finally:
             self._release()
-        if self.write:
+        if self.write and not self.internal:
             self.db._committed(tx)
 
 
@@ -201,6 +215,7 @@ class DB:
         self._initialized = False
         self._closed = False
         self._stores: dict[str, Any] = {}
+        self._collectors: dict[int, Any] = {}
 
     # -- life cycle ----------------------------------------------------------------
 
@@ -340,6 +355,32 @@ class DB:
             return self.snapshotters[name]
         except KeyError:
             raise NotFound(f"snapshotter {name!r} not found (have: {', '.join(sorted(self.snapshotters)) or 'none'})") from None
+
+
+class _DirtyMarkers:
+    __slots__ = ("content", "snapshotters")
+
+    def __init__(self) -> None:
+        self.content: Optional[bytes] = None
+        self.snapshotters: dict[str, bytes] = {}
+
+
+def _dirty_markers(tx: Transaction) -> _DirtyMarkers:
+    """The backends whose deletions await cleanup, with the token of each marker."""
+    found = _DirtyMarkers()
+    found.content = tx.kv.get(schema.T_META, schema.META_DIRTY_CONTENT)
+    prefix = schema.META_DIRTY_SNAPSHOTTER
+    for key, token in tx.kv.scan(schema.T_META, prefix):
+        found.snapshotters[schema.text(key[len(prefix):], "snapshotter")] = token
+    return found
+
+
+def _packed(node: Any) -> bytes:
+    try:
+        rtype, namespace, key = node
+        return schema.pack_node(int(rtype), namespace, key)
+    except (TypeError, ValueError, OverflowError, AttributeError):
+        raise InvalidArgument(f"{node!r} is not a Node(type, namespace, key)") from None
 
 
 class _Given:
