@@ -180,8 +180,9 @@ def apply_fieldpaths(current: Any, new: Any, paths: Iterable[str], *, fields: Ma
     """current with `paths` copied from new (containerd's field mask).
 
     `fields` and `maps` map a path to an attribute: the path replaces the
-    attribute; ``<map path>.<key>`` copies one key of a map attribute (absent,
-    None or "" in new deletes it). Any other path is InvalidArgument.
+    attribute; ``<map path>.<key>`` copies one key of a map attribute (absent
+    or None in new deletes it; validation then drops empty labels). Any other
+    path is InvalidArgument.
     """
     changes: dict = {}
     for path in paths:
@@ -190,7 +191,7 @@ def apply_fieldpaths(current: Any, new: Any, paths: Iterable[str], *, fields: Ma
             attr = maps[head]
             merged = dict(changes.get(attr, getattr(current, attr)) or {})
             value = (getattr(new, attr) or {}).get(key)
-            if value is None or value == "":
+            if value is None:
                 merged.pop(key, None)
             else:
                 merged[key] = value
