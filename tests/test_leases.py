@@ -324,3 +324,12 @@ def test_damaged_record_is_corrupted(db, ns, raw):
         tx.kv.put(schema.T_OBJECTS, schema.object_key("testing", schema.K_LEASE, "l"), raw)
     with pytest.raises(errors.Corrupted, match="lease 'l'"):
         ns.leases.list()
+
+
+def test_deleting_the_namespace_drops_its_leases(db, ns):
+    ns.leases.create("l")
+    for r in EVERY_TYPE:
+        ns.leases.add_resource("l", r)
+    db.namespaces.delete("testing")
+    assert record_count(db) == (0, 0, 0, 0)
+    assert ns.leases.list() == []
