@@ -116,6 +116,9 @@ def test_readers_in_threads_beside_a_writer(db):
             while len(observed) == count and time.monotonic() < deadline:
                 time.sleep(0.0005)  # readers progress while the writer holds its transaction
             assert len(observed) > count
+    deadline = time.monotonic() + 5
+    while 50 not in observed and time.monotonic() < deadline:
+        time.sleep(0.001)  # the last commit becomes visible to readers
     stop.set()
     for r in readers:
         r.join(10)
