@@ -267,10 +267,11 @@ def parse(*filters: str) -> Filter:
 
 
 def check_map(fieldpath: Sequence[str], mapping: Optional[Mapping[str, str]]) -> tuple[str, bool]:
-    """Look one key up in a label-like map (the path must be exactly one component)."""
-    if len(fieldpath) != 1 or not mapping:
+    """Look a key up in a label-like map; the rest of the path joined by dots is the key,
+    so ``labels.a.b`` and ``labels."a.b"`` both find the label ``a.b`` (as containerd)."""
+    if not mapping:
         return "", False
-    value = mapping.get(fieldpath[0])
+    value = mapping.get(".".join(fieldpath))
     return ("", False) if value is None else (value, True)
 
 

@@ -24,6 +24,23 @@ Tables (LMDB named databases) of the metadata environment ``root/meta``:
     ``ingest``           ingest ref
     ``snapshot``         snapshotter name, snapshot key
     ===================  ==============================================
+
+    Records (msgpack maps; ``c``/``u``: created/updated, int ns; ``l``: labels,
+    never with empty values; ``x``: extensions, name → msgpack value):
+
+    ===================  ==============================================
+    kind                 record
+    ===================  ==============================================
+    ``image``            ``t``: target {``m`` media type, ``d`` digest,
+                         ``s`` size, ``a`` annotations}, ``l``, ``c``, ``u``
+    ``container``        ``r`` runtime name, ``o`` runtime options, ``s``
+                         spec (bytes), ``sn`` snapshotter, ``k`` snapshot
+                         key, ``i`` image, ``sb`` sandbox id, ``l``, ``x``,
+                         ``c``, ``u``
+    ``sandbox``          ``r``, ``o``, ``s`` as for containers, ``sx``
+                         sandboxer, ``l``, ``x``, ``c``, ``u``
+    ``lease``            ``l``, ``c`` (its resources are in ``leaseres``)
+    ===================  ==============================================
 ``gc``
     the garbage collector's node table: one entry per collectible object and
     per root holder (container, sandbox), keyed by the packed node key, whose
