@@ -34,7 +34,7 @@ from .locks import FileLock
 from .model import GCStats, Node
 from .timeutil import Clock, to_ns, utcnow
 
-log = logging.getLogger("cargohold.gc")
+log = logging.getLogger("cargohold")
 
 MutationCallback = Callable[[bool], None]
 Publisher = Callable[[str, str, Any], None]
@@ -90,9 +90,15 @@ class Transaction:
         self._undo.append(fn)
 
     def publish(self, namespace: str, topic: str, event: Any) -> None:
-        """Publish an event through the DB's publisher after the commit."""
-        if self.db.publisher is not None:
-            self.after_commit(lambda: self.db.publisher(namespace, topic, event))
+        """Publish an event through the DB's publisher after the commit (a failing publisher is logged)."""
+        publisher = self.db.publisher
+        if publisher is not None:
+            def send() -> None:
+                try:
+                    publisher(namespace, topic, event)
+                except Exception:
+                    log.exception("publishing %s failed", topic)
+            self.after_commit(send)
 
     def ensure_namespace(self, name: str) -> None:
         """Create the namespace record if missing: a namespace exists once written in."""
@@ -313,13 +319,21 @@ class DB:
         self._callbacks.append(fn)
 
     def _committed(self, tx: Transaction) -> None:
+        """Post-commit work: hooks, then mutation callbacks; then re-raise a hook's error."""
         if tx._dirty:
             with self._dirty_lock:
                 self._dirty += 1
-        _run_all(tx._after)
+        error: Optional[BaseException] = None
+        for fn in tx._after:
+            try:
+                fn()
+            except Exception as exc:
+                error = error or exc
         dirty = self._dirty > 0
         for fn in list(self._callbacks):
             fn(dirty)
+        if error is not None:
+            raise error
 
     @property
     def dirty(self) -> int:
