@@ -79,8 +79,9 @@ def _write(out: BinaryIO, entries: list[Descriptor], blobs: Iterable[tuple[Descr
                     tar.addfile(_member(directory, directory=True))
             reader = VerifiedReader(stream, descriptor.digest, descriptor.size,
                                     f"exported {describe(descriptor)}")
-            tar.addfile(_member(path, descriptor.size), reader)
-            reader.read(1)  # checks that the stream ends where the descriptor says
+            buffered = io.BufferedReader(reader)  # tarfile wants full reads; streams may give less
+            tar.addfile(_member(path, descriptor.size), buffered)
+            buffered.read(1)  # checks that the stream ends where the descriptor says
             written.add(descriptor.digest)
         missing = sorted({d.digest for d in entries} - written)
         if missing:

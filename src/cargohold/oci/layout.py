@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import posixpath
 import stat
 import tarfile
 from dataclasses import dataclass
@@ -82,10 +83,22 @@ class _Section(io.RawIOBase):
         super().close()
 
 
-def _clean_member(name: str, archive: str) -> str:
-    if name.startswith("/") or ".." in name.split("/"):
-        raise InvalidArgument(f"image archive {archive}: member {name!r} escapes the archive")
-    return "/".join(part for part in name.split("/") if part not in ("", "."))
+def _escapes(name: str) -> bool:
+    return name.startswith("/") or ".." in name.split("/")
+
+
+def _clean_member(member: tarfile.TarInfo, archive: str) -> str:
+    if _escapes(member.name):
+        raise InvalidArgument(f"image archive {archive}: member {member.name!r} escapes the archive")
+    name = "/".join(part for part in member.name.split("/") if part not in ("", "."))
+    if member.issym() or member.islnk():
+        target = member.linkname
+        if member.issym() and not target.startswith("/"):
+            target = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
+        if _escapes(target):
+            raise InvalidArgument(f"image archive {archive}: member {member.name!r} links to "
+                                  f"{member.linkname!r}, which escapes the archive")
+    return name
 
 
 class _TarSource:
@@ -100,11 +113,7 @@ class _TarSource:
         try:
             with tarfile.open(path, "r:") as tar:
                 for member in tar:
-                    name = _clean_member(member.name, path)
-                    if member.issym():
-                        _clean_member(os.path.join(os.path.dirname(name), member.linkname), path)
-                    elif member.islnk():
-                        _clean_member(member.linkname, path)
+                    name = _clean_member(member, path)
                     regular = member.isreg() and not member.issparse()
                     self._members[name] = (member.offset_data, member.size) if regular else None
         except tarfile.TarError as exc:
@@ -244,13 +253,13 @@ class ImageArchive:
         """
         matcher = _matcher(platform, all_platforms)
         with self._context():
+            entries = parse_index(self._fetch(self.index), self.index.media_type, INDEX_FILE).manifests
             blobs = list(walk([self.index], self._fetch, matcher))
             root = blobs[0]
             if not root.children:
                 raise NotFound(f"no manifest in index.json matches platform {matcher!r}")
             for blob in blobs[1:]:
                 self._open(blob.descriptor).close()
-            entries = parse_index(self._fetch(self.index), self.index.media_type, INDEX_FILE).manifests
         images = tuple(ImageRef(naming.image_name(entry.descriptor.annotations, base_name), entry.descriptor)
                        for entry in entries
                        if entry.platform is None or matcher.match(entry.platform))

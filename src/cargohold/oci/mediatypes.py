@@ -78,26 +78,40 @@ def is_layer(media_type: str) -> bool:
     return base in _DOCKER_LAYERS or base in _EROFS_LAYERS
 
 
+_NOT_A_LAYER = "not a tar layer (plain, gzip or zstd)"
+_NOT_KNOWN = "not an index, manifest, config or tar layer (plain, gzip or zstd)"
+
+
+def _layer(media_type: str) -> tuple[str, str]:
+    """(compression, "") for a tar layer type cargohold can apply, else ("", why not)."""
+    base, suffixes = _split(media_type)
+    if base in _OCI_LAYER_BASES and len(suffixes) <= 1:
+        compression = suffixes[0] if suffixes else ""
+        if compression in ("", "gzip", "zstd"):
+            return compression, ""
+    elif not suffixes:
+        if base in (DOCKER_LAYER, DOCKER_LAYER_FOREIGN):
+            return "", ""
+        if base in (DOCKER_LAYER_GZIP, DOCKER_LAYER_FOREIGN_GZIP):
+            return "gzip", ""
+        if base == DOCKER_LAYER_ZSTD:
+            return "zstd", ""
+    if "encrypted" in suffixes:
+        return "", "encrypted layers are not supported"
+    if media_type == DOCKER_MANIFEST_V1:
+        return "", "Docker schema 1 is not supported"
+    return "", _NOT_A_LAYER
+
+
 def layer_compression(media_type: str) -> str:
     """The compression a supported layer type declares: "gzip", "zstd" or "" (none).
 
     Raises Unsupported for anything that is not a tar layer cargohold can apply.
     """
-    base, suffixes = _split(media_type)
-    if base in _OCI_LAYER_BASES and len(suffixes) <= 1:
-        compression = suffixes[0] if suffixes else ""
-        if compression in ("", "gzip", "zstd"):
-            return compression
-    elif not suffixes:
-        if base in (DOCKER_LAYER, DOCKER_LAYER_FOREIGN):
-            return ""
-        if base in (DOCKER_LAYER_GZIP, DOCKER_LAYER_FOREIGN_GZIP):
-            return "gzip"
-        if base == DOCKER_LAYER_ZSTD:
-            return "zstd"
-    if "encrypted" in suffixes:
-        raise Unsupported(f"unsupported media type {media_type!r}: encrypted layers are not supported")
-    raise Unsupported(f"unsupported media type {media_type!r}: not a tar layer (plain, gzip or zstd)")
+    compression, problem = _layer(media_type)
+    if problem:
+        raise Unsupported(f"unsupported media type {media_type!r}: {problem}")
+    return compression
 
 
 def check_supported(media_type: str, what: str) -> None:
@@ -106,11 +120,9 @@ def check_supported(media_type: str, what: str) -> None:
         return
     if media_type in _OPAQUE_TYPES:
         return
-    if media_type == DOCKER_MANIFEST_V1:
-        raise Unsupported(f"unsupported media type {media_type!r} of {what}: Docker schema 1 is not supported")
     if not media_type:
-        raise Unsupported(f"unsupported media type of {what}: the descriptor has none")
-    try:
-        layer_compression(media_type)
-    except Unsupported as exc:
-        raise Unsupported(f"{exc} ({what})") from None
+        raise Unsupported(f"unsupported media type of {what}: its descriptor has none")
+    problem = _layer(media_type)[1]
+    if problem:
+        problem = _NOT_KNOWN if problem == _NOT_A_LAYER else problem
+        raise Unsupported(f"unsupported media type {media_type!r} of {what}: {problem}")

@@ -54,10 +54,8 @@ def children(descriptor: Descriptor, fetch: Fetch) -> tuple:
     """The index entries (for an index) or config and layers (for a manifest) of a blob.
 
     Configs are read and must be JSON objects; other leaves have no children.
-    Raises Unsupported for a media type cargohold cannot import.
     """
     what = describe(descriptor)
-    mediatypes.check_supported(descriptor.media_type, what)
     media_type = descriptor.media_type
     if mediatypes.is_index(media_type):
         return parse_index(fetch(descriptor), media_type, what).manifests
@@ -73,9 +71,13 @@ def walk(roots: Iterable[Descriptor], fetch: Fetch, matcher: Matcher = ALL) -> I
     """Every blob reachable from `roots`, once each, parents first.
 
     Index entries with a platform the matcher rejects are skipped with all
-    they reach; entries without a platform are always kept.
+    they reach; entries without a platform are always kept. Raises
+    Unsupported for a reached media type cargohold cannot import.
     """
     seen: set[str] = set()
+    roots = list(roots)
+    for root in roots:
+        mediatypes.check_supported(root.media_type, describe(root))
     stack = [iter(roots)]
     while stack:
         descriptor = next(stack[-1], None)
@@ -87,6 +89,8 @@ def walk(roots: Iterable[Descriptor], fetch: Fetch, matcher: Matcher = ALL) -> I
         seen.add(descriptor.digest)
         kept = tuple(entry.descriptor for entry in children(descriptor, fetch)
                      if entry.platform is None or matcher.match(entry.platform))
+        for child in kept:
+            mediatypes.check_supported(child.media_type, f"{describe(child)} in {describe(descriptor)}")
         yield Blob(descriptor, kept, children_labels(kept))
         if kept:
             stack.append(iter(kept))
