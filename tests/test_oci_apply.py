@@ -57,6 +57,7 @@ def test_files_dirs_modes_times_and_xattrs(target):
              .symlink("usr/bin/rel", "suid")
              .symlink("abs", "/etc/conf")
              .fifo("run/pipe", mode=0o620)
+             .file("precise", b"", mtime=1_200_000_000.25)  # a PAX time with a fraction
              .bytes())
     result = apply(target, layer)
     assert result == oci.AppliedLayer(sha256(layer), len(layer))
@@ -72,6 +73,7 @@ def test_files_dirs_modes_times_and_xattrs(target):
     assert os.readlink(target / "abs") == "/etc/conf"
     assert stat.S_ISFIFO((target / "run/pipe").lstat().st_mode)
     assert stat.S_IMODE((target / "run").stat().st_mode) == 0o755  # implied parent
+    assert (target / "precise").stat().st_mtime_ns == 1_200_000_000_250_000_000
 
 
 @needs_root

@@ -11,6 +11,7 @@ from cargohold import oci
 from cargohold.errors import InvalidArgument, Unsupported
 from cargohold.model import Descriptor
 from cargohold.oci import mediatypes
+from cargohold.oci.gclabels import child_label_keys
 from cargohold.oci.platforms import ALL, Platform, compatible, normalize, only, only_strict, ordered, parse
 
 D = ["sha256:" + c * 64 for c in "0123456789abcdef"]
@@ -59,8 +60,8 @@ def test_label_numbering_is_per_key_and_unnumbered_keys_count_from_one():
 def test_layer_and_config_classification_follows_containerd():
     for layer in (mediatypes.OCI_LAYER, mediatypes.OCI_LAYER + "+gzip+encrypted", mediatypes.DOCKER_LAYER_FOREIGN_GZIP,
                   "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd", "application/vnd.erofs"):
-        assert oci.child_label_keys(Descriptor(layer, D[0], 1)) == ["containerd.io/gc.ref.content.l."]
-    assert oci.child_label_keys(Descriptor(mediatypes.CONTAINERD_CHECKPOINT_CONFIG, D[0], 1)) == [
+        assert child_label_keys(Descriptor(layer, D[0], 1)) == ["containerd.io/gc.ref.content.l."]
+    assert child_label_keys(Descriptor(mediatypes.CONTAINERD_CHECKPOINT_CONFIG, D[0], 1)) == [
         "containerd.io/gc.ref.content.config"]
 
 

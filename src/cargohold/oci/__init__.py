@@ -18,21 +18,11 @@ Unpack: `resolve_manifest` picks the platform's manifest, `parse_config` and
 a layer into a directory, verifying its diff ID. Export: `write_archive`.
 """
 
+from . import platforms
 from .apply import AppliedLayer, apply_layer
-from .compression import decompressed
-from .digests import VerifiedReader, blob_path
-from .documents import (
-    MAX_DOCUMENT_SIZE,
-    ImageConfig,
-    Index,
-    IndexEntry,
-    Manifest,
-    parse_config,
-    parse_index,
-    parse_manifest,
-)
-from .export import index_entry, write_archive
-from .gclabels import child_label_keys, children_labels, snapshot_label
+from .documents import ImageConfig, Manifest, parse_config, parse_manifest
+from .export import write_archive
+from .gclabels import children_labels, snapshot_label
 from .identity import RootfsLayer, chain_id, chain_ids, rootfs_layers
 from .layout import ImageArchive, ImageRef, ImportPlan, open_archive
 from .naming import IMAGE_NAME, REF_NAME, image_name, oci_reference_name
@@ -40,11 +30,9 @@ from .platforms import Platform
 from .walk import Blob, Fetch, resolve_manifest, walk
 
 __all__ = [
-    "AppliedLayer", "apply_layer", "decompressed", "VerifiedReader", "blob_path",
-    "MAX_DOCUMENT_SIZE", "ImageConfig", "Index", "IndexEntry", "Manifest",
-    "parse_config", "parse_index", "parse_manifest", "index_entry", "write_archive",
-    "child_label_keys", "children_labels", "snapshot_label", "RootfsLayer", "chain_id",
-    "chain_ids", "rootfs_layers", "ImageArchive", "ImageRef", "ImportPlan", "open_archive",
-    "IMAGE_NAME", "REF_NAME", "image_name", "oci_reference_name", "Platform", "Blob", "Fetch",
-    "resolve_manifest", "walk",
+    "platforms", "AppliedLayer", "apply_layer", "ImageConfig", "Manifest", "parse_config",
+    "parse_manifest", "write_archive", "children_labels", "snapshot_label", "RootfsLayer",
+    "chain_id", "chain_ids", "rootfs_layers", "ImageArchive", "ImageRef", "ImportPlan",
+    "open_archive", "IMAGE_NAME", "REF_NAME", "image_name", "oci_reference_name", "Platform",
+    "Blob", "Fetch", "resolve_manifest", "walk",
 ]

@@ -23,6 +23,7 @@ discards the active snapshot. Memory stays bounded whatever the layer's size.
 
 from __future__ import annotations
 
+import decimal
 import errno
 import os
 import posixpath
@@ -75,6 +76,15 @@ def clean_name(name: str, what: str) -> list[str]:
     if ".." in parts:
         raise InvalidArgument(f"{what}: path {name!r} contains '..'")
     return parts
+
+
+def _times(member: tarfile.TarInfo) -> tuple[int, int]:
+    """(atime, mtime) in nanoseconds: the modification time, exact even from a fractional PAX record."""
+    try:
+        ns = int(decimal.Decimal(member.pax_headers["mtime"]) * 1_000_000_000)
+    except (KeyError, decimal.InvalidOperation):
+        ns = int(member.mtime) * 1_000_000_000
+    return ns, ns
 
 
 def _remove(path: str) -> None:
@@ -146,7 +156,7 @@ class _Applier:
         for path, member in self.dirs:
             if os.path.isdir(path) and not os.path.islink(path):
                 os.chmod(path, member.mode & 0o7777)
-                os.utime(path, ns=(int(member.mtime * 1e9),) * 2, follow_symlinks=False)
+                os.utime(path, ns=_times(member), follow_symlinks=False)
 
     def entry(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
         parts = clean_name(member.name, self.what)
@@ -275,7 +285,7 @@ class _Applier:
             return
         if not member.issym():
             os.chmod(path, member.mode & 0o7777)
-        os.utime(path, ns=(int(member.mtime * 1e9),) * 2, follow_symlinks=False)
+        os.utime(path, ns=_times(member), follow_symlinks=False)
 
 
 def apply_layer(root: "str | os.PathLike[str]", stream: BinaryIO, *,

@@ -182,13 +182,16 @@ class ImageArchive:
         except Error as exc:
             raise type(exc)(f"image archive {self.path}: {exc}") from None
 
-    def _read_file(self, name: str) -> bytes:
+    def _locate(self, name: str, missing: str) -> tuple[BinaryIO, int]:
         try:
-            f, size = self._source.open(name)
+            return self._source.open(name)
         except FileNotFoundError:
-            raise InvalidArgument(f"not an OCI image layout: {name} is missing") from None
+            raise InvalidArgument(missing) from None
         except OSError as exc:
             raise InvalidArgument(f"{name} cannot be read: {exc.strerror}") from None
+
+    def _read_file(self, name: str) -> bytes:
+        f, size = self._locate(name, f"not an OCI image layout: {name} is missing")
         with f:
             if size > MAX_DOCUMENT_SIZE:
                 raise InvalidArgument(f"{name} is {size} bytes, larger than {MAX_DOCUMENT_SIZE}")
@@ -206,12 +209,7 @@ class ImageArchive:
             name = INDEX_FILE
         else:
             name = blob_path(descriptor.digest)
-        try:
-            f, size = self._source.open(name)
-        except FileNotFoundError:
-            raise InvalidArgument(f"{what} is missing from the archive") from None
-        except OSError as exc:
-            raise InvalidArgument(f"{what} cannot be read: {exc.strerror}") from None
+        f, size = self._locate(name, f"{what} is missing from the archive")
         if size != descriptor.size:
             f.close()
             raise InvalidArgument(
