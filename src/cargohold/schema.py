@@ -23,6 +23,11 @@ Tables (LMDB named databases) of the metadata environment ``root/meta``:
     ``blob``             digest (content committed in the namespace)
     ``ingest``           ingest ref
     ``snapshot``         snapshotter name, snapshot key
+                         record ``{"id", "bkey", "parent", "pid", "kind",
+                         "labels", "created", "updated"}`` (the backend's own
+                         metastore: `cargohold.snapshots.storage`)
+    ``snapchild``        snapshotter name, parent's id (decimal), child
+                         key; value ``b""``: the parent's children
     ===================  ==============================================
 
     Records (msgpack maps; ``c``/``u``: created/updated, int ns; ``l``: labels,
@@ -78,6 +83,7 @@ K_LEASE = b"lease"
 K_BLOB = b"blob"
 K_INGEST = b"ingest"
 K_SNAPSHOT = b"snapshot"
+K_SNAPSHOT_CHILD = b"snapchild"
 
 DATA_KINDS = (K_IMAGE, K_BLOB, K_CONTAINER, K_SNAPSHOT, K_SANDBOX)
 """Kinds whose presence makes a namespace non-empty (it cannot be deleted)."""
