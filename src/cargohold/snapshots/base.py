@@ -14,7 +14,6 @@ another, and may delete every directory that no record owns.
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from typing import Iterator, Optional
 
@@ -23,7 +22,7 @@ from ..model import Kind, Mount, SnapshotInfo, Usage
 from ..timeutil import Clock, to_ns, utcnow
 from ..validation import validate_labels
 from . import storage
-from .fsutil import disk_usage
+from .fsutil import disk_usage, remove_tree
 
 
 class DirectorySnapshotter:
@@ -122,7 +121,7 @@ class DirectorySnapshotter:
         except BaseException:
             for leftover in (temp, final):
                 if leftover is not None:
-                    shutil.rmtree(leftover, ignore_errors=True)
+                    _discard(leftover)
             raise
         return self._mounts(snapshot)
 
@@ -172,7 +171,7 @@ class DirectorySnapshotter:
                 os.rename(moved, path)
             raise
         if moved is not None:
-            shutil.rmtree(moved, ignore_errors=True)
+            _discard(moved)
 
     def cleanup(self) -> None:
         """Delete every directory under ``snapshots/`` that no snapshot record owns."""
@@ -180,15 +179,17 @@ class DirectorySnapshotter:
             owned = {str(snapshot_id) for snapshot_id in storage.ids(txn)}
             orphans = [entry.path for entry in os.scandir(self._snapshots_dir) if entry.name not in owned]
         for path in orphans:
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                try:
-                    os.unlink(path)
-                except FileNotFoundError:
-                    pass  # another cleanup got there first
+            _discard(path)
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
             self._store.close()
+
+
+def _discard(path: str) -> None:
+    """Delete a tree no record owns any more; what fails stays for the next `cleanup`."""
+    try:
+        remove_tree(path)
+    except OSError:
+        pass

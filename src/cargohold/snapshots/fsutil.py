@@ -14,6 +14,8 @@ import stat
 from ..model import Usage
 
 _IGNORED_XATTR_ERRORS = (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.EACCES, errno.ENODATA)
+_NO_COPY_RANGE = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP)
+_CHUNK = 1 << 30
 
 
 def copy_tree(src: str, dst: str) -> None:
@@ -46,7 +48,7 @@ def copy_tree(src: str, dst: str) -> None:
                         continue
                     linked[(st.st_dev, st.st_ino)] = target
                 if stat.S_ISREG(mode):
-                    shutil.copyfile(source, target, follow_symlinks=False)
+                    copy_file(source, target)
                 elif stat.S_ISLNK(mode):
                     os.symlink(os.readlink(source), target)
                 elif stat.S_ISFIFO(mode):
@@ -60,6 +62,29 @@ def copy_tree(src: str, dst: str) -> None:
     for source, target, st in reversed(finish):
         copy_attributes(source, target, st)
     copy_attributes(src, dst, os.lstat(src))
+
+
+def copy_file(source: str, target: str) -> None:
+    """Copy one regular file's bytes into a new file (in the kernel where it can)."""
+    src = os.open(source, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    try:
+        dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                while os.copy_file_range(src, dst, _CHUNK):
+                    pass
+            except OSError as exc:
+                if exc.errno not in _NO_COPY_RANGE:
+                    raise
+                os.lseek(src, 0, os.SEEK_SET)
+                os.lseek(dst, 0, os.SEEK_SET)
+                os.ftruncate(dst, 0)
+                with open(src, "rb", closefd=False) as fin, open(dst, "wb", closefd=False) as fout:
+                    shutil.copyfileobj(fin, fout)
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
 
 
 def copy_attributes(source: str, target: str, st: os.stat_result) -> None:
@@ -95,6 +120,41 @@ def _copy_xattrs(source: str, target: str) -> None:
         except OSError as exc:
             if exc.errno not in _IGNORED_XATTR_ERRORS:
                 raise
+
+
+def remove_tree(path: str) -> None:
+    """Delete `path` and everything under it, however deep; a missing path is fine."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        os.unlink(path)
+        return
+    pending = [path]
+    while pending:
+        current = pending[-1]
+        try:
+            _make_traversable(current)
+            entries = list(os.scandir(current))
+        except FileNotFoundError:
+            pending.pop()
+            continue
+        subdirs = [entry.path for entry in entries if entry.is_dir(follow_symlinks=False)]
+        for entry in entries:
+            if not entry.is_dir(follow_symlinks=False):
+                os.unlink(entry.path)
+        if subdirs:
+            pending.extend(subdirs)  # `current` is emptied when we come back to it
+        else:
+            os.rmdir(current)
+            pending.pop()
+
+
+def _make_traversable(directory: str) -> None:
+    mode = os.lstat(directory).st_mode
+    if mode & 0o700 != 0o700:
+        os.chmod(directory, stat.S_IMODE(mode) | 0o700)
 
 
 def disk_usage(root: str) -> Usage:
