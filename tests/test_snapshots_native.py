@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from cargohold.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from cargohold.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from cargohold.model import Kind, Mount, Usage
 from cargohold.snapshots import NativeSnapshotter
 from cargohold.snapshots.fsutil import disk_usage
@@ -216,3 +216,27 @@ def test_metastore_survives_a_reopen(tmp_path):
         assert backend.prepare("b", "base") == [Mount("bind", backend.snapshot_dir(2), ("rw", "rbind"))]
     finally:
         backend.close()
+
+
+def test_a_stale_directory_under_a_fresh_id_is_replaced(native):
+    stale = native.snapshot_dir(1)
+    os.makedirs(os.path.join(stale, "left-over"))
+    assert native.prepare("a") == [Mount("bind", stale, ("rw", "rbind"))]
+    assert os.listdir(stale) == []
+
+
+def test_filesystem_failures_are_reported_as_cargohold_errors(native):
+    native.prepare("a")
+    snapshots = os.path.join(native.root, "snapshots")
+    os.rename(snapshots, snapshots + ".away")
+    with open(snapshots, "w"):
+        pass  # a file where the snapshot directories should be
+    with pytest.raises(Unavailable, match="cannot create snapshot 'b'.*snapshots"):
+        native.prepare("b")
+    with pytest.raises(Unavailable, match="cannot measure snapshot 'a'"):
+        native.usage("a")
+    assert [info.name for info in native.walk()] == ["a"]
+    os.unlink(snapshots)
+    os.rename(snapshots + ".away", snapshots)
+    native.prepare("b")
+    assert sorted(os.listdir(snapshots)) == ["1", "2"]  # the failed call used no id

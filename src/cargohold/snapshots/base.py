@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from typing import Iterator, Optional
 
 from ..errors import InvalidArgument, Unavailable
@@ -80,7 +81,8 @@ class DirectorySnapshotter:
         with self._store.read() as txn:
             snapshot_id, info, usage = storage.get_info(txn, key)
         if info.kind == Kind.ACTIVE:
-            usage = disk_usage(self._changes_path(snapshot_id))
+            with _filesystem(f"measure snapshot {key!r}", self._changes_path(snapshot_id)):
+                usage = disk_usage(self._changes_path(snapshot_id))
         return usage
 
     def mounts(self, key: str) -> list[Mount]:
@@ -111,13 +113,14 @@ class DirectorySnapshotter:
         labels = validate_labels(labels)
         temp = final = None
         try:
-            with self._store.write() as txn:
+            with _filesystem(f"create snapshot {key!r}", self._snapshots_dir), self._store.write() as txn:
                 snapshot = storage.create(txn, kind, key, parent, labels, self._now())
                 temp = tempfile.mkdtemp(prefix="new-", dir=self._snapshots_dir)
                 self._populate(temp, snapshot)
-                final = self.snapshot_dir(snapshot.id)
-                os.rename(temp, final)
-                temp = None
+                path = self.snapshot_dir(snapshot.id)
+                remove_tree(path)  # a fresh id's directory can only be an orphan
+                os.rename(temp, path)
+                temp, final = None, path
         except BaseException:
             for leftover in (temp, final):
                 if leftover is not None:
@@ -132,7 +135,8 @@ class DirectorySnapshotter:
         labels = validate_labels(labels)
         with self._store.write() as txn:
             snapshot_id = storage.get_info(txn, key)[0]
-            usage = disk_usage(self._changes_path(snapshot_id))
+            with _filesystem(f"measure snapshot {key!r}", self._changes_path(snapshot_id)):
+                usage = disk_usage(self._changes_path(snapshot_id))
             storage.commit_active(txn, key, name, usage, labels, self._now())
 
     def uncommit(self, name: str, active: SnapshotInfo) -> None:
@@ -160,12 +164,14 @@ class DirectorySnapshotter:
         storage.check_key(key)
         moved = None
         try:
-            with self._store.write() as txn:
+            with _filesystem(f"remove snapshot {key!r}", self._snapshots_dir), self._store.write() as txn:
                 snapshot_id = storage.remove(txn, key)[0]
                 path = self.snapshot_dir(snapshot_id)
                 if os.path.lexists(path):
-                    moved = os.path.join(self._snapshots_dir, f"rm-{snapshot_id}")
-                    os.rename(path, moved)
+                    doomed = os.path.join(self._snapshots_dir, f"rm-{snapshot_id}")
+                    remove_tree(doomed)
+                    os.rename(path, doomed)
+                    moved = doomed
         except BaseException:
             if moved is not None:
                 os.rename(moved, path)
@@ -175,7 +181,7 @@ class DirectorySnapshotter:
 
     def cleanup(self) -> None:
         """Delete every directory under ``snapshots/`` that no snapshot record owns."""
-        with self._store.write() as txn:
+        with _filesystem("list snapshot directories", self._snapshots_dir), self._store.write() as txn:
             owned = {str(snapshot_id) for snapshot_id in storage.ids(txn)}
             orphans = [entry.path for entry in os.scandir(self._snapshots_dir) if entry.name not in owned]
         for path in orphans:
@@ -185,6 +191,15 @@ class DirectorySnapshotter:
         if not self._closed:
             self._closed = True
             self._store.close()
+
+
+@contextmanager
+def _filesystem(action: str, where: str) -> Iterator[None]:
+    """Report a filesystem failure as a cargohold error that names the action and path."""
+    try:
+        yield
+    except OSError as exc:
+        raise Unavailable(f"cannot {action} in {where!r}: {exc}") from exc
 
 
 def _discard(path: str) -> None:

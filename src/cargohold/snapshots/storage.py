@@ -174,7 +174,7 @@ def update_info(txn: Txn, info: SnapshotInfo, paths: Iterable[str], now: int) ->
 
 def update_labels(current: Mapping[str, str], info: SnapshotInfo, paths: Iterable[str]) -> dict:
     """The labels after containerd's field-path update of a snapshot."""
-    paths = list(paths)
+    paths = [require_str(path, "field path") for path in paths]
     new = fieldpaths.clean_labels(info.labels)
     if not paths:
         return new
@@ -222,13 +222,16 @@ def uncommit(txn: Txn, name: str, active: SnapshotInfo) -> None:
         raise FailedPrecondition(f"snapshot {name!r} is not committed")
     if txn.has_prefix(T_PARENTS, _ID.pack(record["id"])):
         raise FailedPrecondition(f"cannot revert the commit of {name!r}: it has children")
-    restored = dict(record, kind=int(Kind.ACTIVE), labels=dict(active.labels), size=0, inodes=0)
-    for field_name, when in (("created", active.created_at), ("updated", active.updated_at)):
-        if when is not None:
-            restored[field_name] = to_ns(when)
+    restored = dict(record, kind=int(Kind.ACTIVE), labels=dict(active.labels), size=0, inodes=0,
+                    created=_ns_or(active.created_at, record["created"]),
+                    updated=_ns_or(active.updated_at, record["updated"]))
     txn.delete(T_SNAPSHOTS, name.encode())
     _put(txn, active.name, restored)
     _relink(txn, restored, active.name)
+
+
+def _ns_or(when, default: int) -> int:
+    return default if when is None else to_ns(when)
 
 
 def _relink(txn: Txn, record: dict, key: str) -> None:
