@@ -68,18 +68,8 @@ def is_dirty(db, name):
         return t.kv.get(schema.T_META, schema.dirty_snapshotter_key(name)) is not None
 
 
-def create_lease(db, ns, lease_id):
-    """A lease record as the lease store writes it (that store is not part of this change)."""
-    with db.update() as t:
-        t.ensure_namespace(ns)
-        t.kv.put(schema.T_OBJECTS, schema.object_key(ns, schema.K_LEASE, lease_id),
-                 schema.pack({"labels": {}, "created": t.now}))
-        index.index_lease(t, ns, lease_id, {})
-
-
 def lease_resources(db, ns, lease_id):
-    with db.view() as t:
-        return sorted(index.lease_resources(t, ns, lease_id), key=lambda r: r.id)
+    return sorted(db.namespace(ns).leases.list_resources(lease_id), key=lambda r: r.id)
 
 
 def test_unknown_snapshotter_is_not_found(host):
@@ -158,7 +148,7 @@ def test_bad_input_is_refused_and_changes_nothing(host, sn, backend_name, publis
 def test_keys_of_the_longest_allowed_sizes_fit(host, backend_name):
     ns_name = "n" * 76
     lease = "l" * 76
-    create_lease(host, ns_name, lease)
+    host.namespace(ns_name).leases.create(lease)
     sn = host.namespace(ns_name).with_lease(lease).snapshotter(backend_name)
     parent, child, name = "é" * 127 + "p", "é" * 127 + "c", "é" * 127 + "n"
     assert len(parent.encode()) == 255
@@ -178,8 +168,8 @@ def test_keys_of_the_longest_allowed_sizes_fit(host, backend_name):
 
 
 def test_leased_handles_put_snapshots_in_the_lease(host, backend_name):
-    create_lease(host, "default", "l1")
     ns = host.namespace("default")
+    ns.leases.create("l1")
     leased = ns.with_lease("l1").snapshotter(backend_name)
     plain = ns.snapshotter(backend_name)
     kind = f"snapshots/{backend_name}"

@@ -202,6 +202,8 @@ def test_commit_of_view_is_refused(sn):
         sn.commit("from-committed", "base")
     with pytest.raises(NotFound, match="missing"):
         sn.commit("from-missing", "missing")
+    with pytest.raises(AlreadyExists, match="base"):  # a taken name is reported first, as containerd does
+        sn.commit("base", "missing")
     assert names(sn) == ["base", "v"]
     assert sn.stat("v").kind == Kind.VIEW
 

@@ -23,9 +23,6 @@ Tables (LMDB named databases) of the metadata environment ``root/meta``:
     ``blob``             digest (content committed in the namespace)
     ``ingest``           ingest ref
     ``snapshot``         snapshotter name, snapshot key
-                         record ``{"id", "bkey", "parent", "pid", "kind",
-                         "labels", "created", "updated"}`` (the backend's own
-                         metastore: `cargohold.snapshots.storage`)
     ``snapchild``        snapshotter name, parent's id (decimal), child
                          key; value ``b""``: the parent's children
     ===================  ==============================================
@@ -45,6 +42,10 @@ Tables (LMDB named databases) of the metadata environment ``root/meta``:
     ``sandbox``          ``r``, ``o``, ``s`` as for containers, ``sx``
                          sandboxer, ``l``, ``x``, ``c``, ``u``
     ``lease``            ``l``, ``c`` (its resources are in ``leaseres``)
+    ``snapshot``         ``i`` id, ``b`` backend key ``<ns>/<i>/<key>``,
+                         ``p`` parent key, ``pi`` parent's id (0: none),
+                         ``k`` kind, ``l``, ``c``, ``u`` (the backends'
+                         own metastores: `cargohold.snapshots.storage`)
     ===================  ==============================================
 ``gc``
     the garbage collector's node table: one entry per collectible object and

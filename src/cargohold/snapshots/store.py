@@ -6,9 +6,10 @@ one to a backend key ``<ns>/<id>/<key>`` (``id`` from a per-snapshotter
 sequence, so backend keys are never reused) and keeps, in the same
 transaction, the record, the parent's children and the GC node-table entry:
 
-* record ``objects: <ns>\\0snapshot\\0<snapshotter>\\0<key>`` →
-  ``{"id", "bkey", "parent", "pid", "kind", "labels", "created", "updated"}``
-  (``pid`` is the parent's id, 0 without a parent; timestamps in ns);
+* record ``objects: <ns>\\0snapshot\\0<snapshotter>\\0<key>`` → ``i`` id,
+  ``b`` backend key, ``p`` parent key ("" for none), ``pi`` the parent's id
+  (0 for none), ``k`` kind (`Kind`), ``l`` labels, ``c``/``u`` created and
+  updated (ns), as listed in `cargohold.schema`;
 * children ``objects: <ns>\\0snapchild\\0<snapshotter>\\0<parent id>\\0<child key>``
   → ``b""``: keyed by the parent's id, never by two full keys, so every key
   stays far below LMDB's 511 bytes (keys are at most 255 bytes).
@@ -87,7 +88,25 @@ class Snapshotter:
 
     def _put(self, t: "Transaction", key: str, record: dict) -> None:
         t.kv.put(schema.T_OBJECTS, _record_key(self._ns.name, self.name, key), schema.pack(record))
-        index.index_snapshot(t, self._ns.name, self.name, key, record["parent"], record["labels"])
+        index.index_snapshot(t, self._ns.name, self.name, key, record["p"], record["l"])
+
+    def _add(self, t: "Transaction", key: str, record: dict) -> None:
+        """Store a new record and its parent's link to it."""
+        t.ensure_namespace(self._ns.name)
+        self._put(t, key, record)
+        if record["p"]:
+            t.kv.put(schema.T_OBJECTS, _child_key(self._ns.name, self.name, record["pi"], key), b"")
+
+    def _check_free(self, t: "Transaction", key: str) -> None:
+        if self._get(t, key) is not None:
+            raise AlreadyExists(f"snapshot {key!r} already exists in snapshotter {self.name!r} "
+                                f"of namespace {self._ns.name!r}")
+
+    def _reserve(self, t: "Transaction", key: str) -> tuple[int, str]:
+        """A fresh id and backend key for `key`; the creation lock is held from now on."""
+        snapshot_id = t.next_sequence(_sequence_name(self.name))
+        _hold_creation_lock(t, self._db, self.name)
+        return snapshot_id, f"{self._ns.name}/{snapshot_id}/{key}"
 
     def _resource(self, key: str) -> Resource:
         return Resource(key, self._resource_type)
@@ -111,7 +130,7 @@ class Snapshotter:
     def _backend_key(self, key: str, tx: Optional["Transaction"]) -> str:
         validate_key(key, "snapshot key")
         with self._db.transaction(tx, write=False) as t:
-            return self._require(t, key)["bkey"]
+            return self._require(t, key)["b"]
 
     def walk(self, *filter_args: str, tx: Optional["Transaction"] = None) -> Iterator[SnapshotInfo]:
         """The namespace's snapshots matching any of the filters, in key order.
@@ -149,31 +168,24 @@ class Snapshotter:
         labels = clean_labels(labels)
         ns = self._ns.name
         with self._db.transaction(tx, write=True) as t:
-            if self._get(t, key) is not None:
-                raise AlreadyExists(f"snapshot {key!r} already exists in snapshotter {self.name!r} "
-                                    f"of namespace {ns!r}")
+            self._check_free(t, key)
             parent_id, backend_parent = 0, ""
             if parent:
                 parent_record = self._get(t, parent)
                 if parent_record is None:
                     raise NotFound(f"parent snapshot {parent!r} does not exist in snapshotter "
                                    f"{self.name!r} of namespace {ns!r}")
-                if parent_record["kind"] != Kind.COMMITTED:
+                if parent_record["k"] != Kind.COMMITTED:
                     raise InvalidArgument(f"parent snapshot {parent!r} is not committed")
-                parent_id, backend_parent = parent_record["id"], parent_record["bkey"]
-            snapshot_id = t.next_sequence(_sequence_name(self.name))
-            backend_key = f"{ns}/{snapshot_id}/{key}"
-            _hold_creation_lock(t, self._db, self.name)
+                parent_id, backend_parent = parent_record["i"], parent_record["b"]
+            snapshot_id, backend_key = self._reserve(t, key)
             create = self._backend.prepare if kind == Kind.ACTIVE else self._backend.view
             mounts = create(backend_key, backend_parent)
             undo = lambda: self._backend.remove(backend_key)  # noqa: E731
             with _undo_on_error(undo):
                 leases.attach(t, self._ns, self._resource(key))
-                t.ensure_namespace(ns)
-                self._put(t, key, {"id": snapshot_id, "bkey": backend_key, "parent": parent, "pid": parent_id,
-                                   "kind": int(kind), "labels": labels, "created": t.now, "updated": t.now})
-                if parent:
-                    t.kv.put(schema.T_OBJECTS, _child_key(ns, self.name, parent_id, key), b"")
+                self._add(t, key, {"i": snapshot_id, "b": backend_key, "p": parent, "pi": parent_id,
+                                   "k": int(kind), "l": labels, "c": t.now, "u": t.now})
             _push_undo(t, undo)
             if kind == Kind.ACTIVE:
                 t.publish(ns, events.TOPIC_SNAPSHOT_PREPARE, events.SnapshotPrepare(key, parent, self.name))
@@ -190,31 +202,23 @@ class Snapshotter:
         labels = clean_labels(labels)
         ns = self._ns.name
         with self._db.transaction(tx, write=True) as t:
-            if self._get(t, name) is not None:
-                raise AlreadyExists(f"snapshot {name!r} already exists in snapshotter {self.name!r} "
-                                    f"of namespace {ns!r}")
+            self._check_free(t, name)
             active = self._require(t, key)
-            if active["kind"] != Kind.ACTIVE:
-                raise FailedPrecondition(f"snapshot {key!r} is a {Kind(active['kind'])!s} snapshot, "
+            if active["k"] != Kind.ACTIVE:
+                raise FailedPrecondition(f"snapshot {key!r} is a {Kind(active['k'])!s} snapshot, "
                                          "not active: only active snapshots can be committed")
-            snapshot_id = t.next_sequence(_sequence_name(self.name))
-            backend_name = f"{ns}/{snapshot_id}/{name}"
-            _hold_creation_lock(t, self._db, self.name)
-            before = self._backend.stat(active["bkey"])
-            self._backend.commit(backend_name, active["bkey"])
+            snapshot_id, backend_name = self._reserve(t, name)
+            before = self._backend.stat(active["b"])
+            self._backend.commit(backend_name, active["b"])
             undo = lambda: self._backend.uncommit(backend_name, before)  # noqa: E731
             with _undo_on_error(undo):
                 leases.attach(t, self._ns, self._resource(name))
                 if self._ns.lease is not None:
                     index.lease_remove(t, ns, self._ns.lease, self._resource(key))
-                t.ensure_namespace(ns)
                 _delete(t, ns, self.name, key, active)
-                parent = active["parent"]
-                self._put(t, name, {"id": snapshot_id, "bkey": backend_name, "parent": parent,
-                                    "pid": active["pid"], "kind": int(Kind.COMMITTED), "labels": labels,
-                                    "created": t.now, "updated": t.now})
-                if parent:
-                    t.kv.put(schema.T_OBJECTS, _child_key(ns, self.name, active["pid"], name), b"")
+                self._add(t, name, {"i": snapshot_id, "b": backend_name, "p": active["p"],
+                                    "pi": active["pi"], "k": int(Kind.COMMITTED), "l": labels,
+                                    "c": t.now, "u": t.now})
             _push_undo(t, undo)
             t.publish(ns, events.TOPIC_SNAPSHOT_COMMIT, events.SnapshotCommit(key, name, self.name))
 
@@ -227,7 +231,7 @@ class Snapshotter:
         ns = self._ns.name
         with self._db.transaction(tx, write=True) as t:
             record = self._require(t, key)
-            children = schema.object_prefix(ns, schema.K_SNAPSHOT_CHILD, self.name, str(record["id"]))
+            children = schema.object_prefix(ns, schema.K_SNAPSHOT_CHILD, self.name, str(record["i"]))
             child = next(t.kv.scan(schema.T_OBJECTS, children), None)
             if child is not None:
                 raise FailedPrecondition(f"cannot remove snapshot {key!r}: it has children "
@@ -249,16 +253,16 @@ class Snapshotter:
         validate_key(info.name, "snapshot key")
         with self._db.transaction(tx, write=True) as t:
             record = self._require(t, info.name)
-            record["labels"] = storage.update_labels(record["labels"], info, fieldpaths)
-            record["updated"] = t.now
+            record["l"] = storage.update_labels(record["l"], info, fieldpaths)
+            record["u"] = t.now
             t.ensure_namespace(self._ns.name)
             self._put(t, info.name, record)
             return _info(info.name, record)
 
 
 def _info(key: str, record: dict) -> SnapshotInfo:
-    return SnapshotInfo(key, record["parent"], Kind(record["kind"]), record["labels"],
-                        from_ns(record["created"]), from_ns(record["updated"]))
+    return SnapshotInfo(key, record["p"], Kind(record["k"]), record["l"],
+                        from_ns(record["c"]), from_ns(record["u"]))
 
 
 def _record_key(ns: str, snapshotter: str, key: str) -> bytes:
@@ -276,10 +280,10 @@ def _sequence_name(snapshotter: str) -> str:
 def _delete(t: "Transaction", ns: str, snapshotter: str, key: str, record: dict) -> None:
     """Drop a record, its link from its parent, its children links and its node entry."""
     t.kv.delete(schema.T_OBJECTS, _record_key(ns, snapshotter, key))
-    if record["parent"]:
-        t.kv.delete(schema.T_OBJECTS, _child_key(ns, snapshotter, record["pid"], key))
+    if record["p"]:
+        t.kv.delete(schema.T_OBJECTS, _child_key(ns, snapshotter, record["pi"], key))
     t.kv.delete_prefix(schema.T_OBJECTS,
-                       schema.object_prefix(ns, schema.K_SNAPSHOT_CHILD, snapshotter, str(record["id"])))
+                       schema.object_prefix(ns, schema.K_SNAPSHOT_CHILD, snapshotter, str(record["i"])))
     index.remove(t, ResourceType.SNAPSHOT, ns, f"{snapshotter}/{key}")
 
 
@@ -412,7 +416,7 @@ def collect_backend(db: "DB", name: str) -> float:
 def _referenced_keys(db: "DB", name: str) -> set:
     with db.view() as t:
         namespaces = [schema.text(raw, "namespace") for raw in t.kv.keys(schema.T_NAMESPACES)]
-        return {schema.unpack(raw, "snapshot record")["bkey"]
+        return {schema.unpack(raw, "snapshot record")["b"]
                 for ns in namespaces
                 for _, raw in t.kv.scan(schema.T_OBJECTS, schema.object_prefix(ns, schema.K_SNAPSHOT, name))}
 
