@@ -206,7 +206,8 @@ def commit_active(txn: Txn, key: str, name: str, usage: Usage, labels: Mapping[s
         raise AlreadyExists(f"snapshot {name!r} already exists")
     record = _require(txn, key)
     if record["kind"] != Kind.ACTIVE:
-        raise FailedPrecondition(f"snapshot {key!r} is {Kind(record['kind'])!s}, not active: only active snapshots can be committed")
+        raise FailedPrecondition(f"snapshot {key!r} is {Kind(record['kind'])!s}, not active: "
+                                 "only active snapshots can be committed")
     committed = dict(record, kind=int(Kind.COMMITTED), labels=dict(labels), created=now, updated=now,
                      size=usage.size, inodes=usage.inodes)
     txn.delete(T_SNAPSHOTS, key.encode())
@@ -272,9 +273,8 @@ def adaptor(info: SnapshotInfo) -> filters.Adaptor:
         if head == "kind":
             kind = _KIND_NAMES.get(info.kind)
             return (kind, True) if kind else ("", False)
-        if head == "labels" and len(path) > 1 and info.labels:
-            value = info.labels.get(".".join(path[1:]))
-            return ("", False) if value is None else (value, True)
+        if head == "labels":
+            return filters.check_map(path[1:], info.labels)
         return "", False
 
     return lookup
