@@ -271,6 +271,7 @@ def test_walk_filters(sn):
     assert names(sn, "kind==view") == ["v1"]
     assert names(sn, "parent==c1") == ["a1", "v1"]
     assert names(sn, 'labels."a.b"==c') == ["a1"]
+    assert names(sn, "labels.a.b==c") == ["a1"]
     assert names(sn, "labels.team") == ["a1", "c1"]
     assert names(sn, "labels.team!=x") == ["a1", "v1"]
     assert names(sn, "name~=^a", "name==v1") == ["a1", "v1"]
