@@ -13,7 +13,7 @@ import pytest
 from snapshot_mounts import can_mount, mounted, read_layers, read_tree, report_skipped  # noqa: F401
 
 from cargohold.errors import FailedPrecondition
-from cargohold.model import Kind, Mount
+from cargohold.model import Mount
 from cargohold.snapshots import OverlaySnapshotter
 from cargohold.snapshots.overlay import needs_userxattr, supports_index
 
