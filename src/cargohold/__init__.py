@@ -51,14 +51,38 @@ def open(root: "str | os.PathLike[str]", *, shared: bool = True,
         os.makedirs(root, exist_ok=True)
     except OSError as exc:
         raise errors.Unavailable(f"cannot create root directory {root!r}: {exc}") from None
-    db = DB(os.path.join(root, "meta"), shared=shared, publisher=publisher, clock=clock,
-            map_size=map_size)
+    snapshotters = _open_snapshotters(os.path.join(root, "snapshots"), clock)
+    try:
+        db = DB(os.path.join(root, "meta"), snapshotters=snapshotters, shared=shared,
+                publisher=publisher, clock=clock, map_size=map_size)
+    except BaseException:
+        _close_all(snapshotters)
+        raise
     try:
         db.init()
     except BaseException:
         db.close()
         raise
     return db
+
+
+def _open_snapshotters(path: str, clock: Optional[Clock]) -> dict:
+    """The snapshot backends of a root: ``native`` and ``overlay``, each in its own directory."""
+    from .snapshots import NativeSnapshotter, OverlaySnapshotter
+
+    opened: dict = {}
+    try:
+        for name, backend in (("native", NativeSnapshotter), ("overlay", OverlaySnapshotter)):
+            opened[name] = backend(os.path.join(path, name), clock=clock)
+    except BaseException:
+        _close_all(opened)
+        raise
+    return opened
+
+
+def _close_all(backends: dict) -> None:
+    for backend in backends.values():
+        backend.close()
 
 
 __all__ = [

@@ -23,6 +23,8 @@ Tables (LMDB named databases) of the metadata environment ``root/meta``:
     ``blob``             digest (content committed in the namespace)
     ``ingest``           ingest ref
     ``snapshot``         snapshotter name, snapshot key
+    ``snapchild``        snapshotter name, parent's id (decimal), child
+                         key; value ``b""``: the parent's children
     ===================  ==============================================
 
     Records (msgpack maps; ``c``/``u``: created/updated, int ns; ``l``: labels,
@@ -40,6 +42,10 @@ Tables (LMDB named databases) of the metadata environment ``root/meta``:
     ``sandbox``          ``r``, ``o``, ``s`` as for containers, ``sx``
                          sandboxer, ``l``, ``x``, ``c``, ``u``
     ``lease``            ``l``, ``c`` (its resources are in ``leaseres``)
+    ``snapshot``         ``i`` id, ``b`` backend key ``<ns>/<i>/<key>``,
+                         ``p`` parent key, ``pi`` parent's id (0: none),
+                         ``k`` kind, ``l``, ``c``, ``u`` (the backends'
+                         own metastores: `cargohold.snapshots.storage`)
     ===================  ==============================================
 ``gc``
     the garbage collector's node table: one entry per collectible object and
@@ -78,6 +84,7 @@ K_LEASE = b"lease"
 K_BLOB = b"blob"
 K_INGEST = b"ingest"
 K_SNAPSHOT = b"snapshot"
+K_SNAPSHOT_CHILD = b"snapchild"
 
 DATA_KINDS = (K_IMAGE, K_BLOB, K_CONTAINER, K_SNAPSHOT, K_SANDBOX)
 """Kinds whose presence makes a namespace non-empty (it cannot be deleted)."""

@@ -1,0 +1,282 @@
+"""Reading an OCI image layout, given as a directory or as a tar of one.
+
+This is what ``skopeo copy ... oci:DIR`` / ``oci-archive:FILE``, ``umoci`` and
+``docker save`` (OCI mode) write: ``oci-layout``, ``index.json`` and
+``blobs/<alg>/<hex>``. Blobs are read on demand, never extracted, and every
+read is checked against its descriptor's size and digest while it streams.
+A tar is read in place: one scan of its headers, then each blob is a byte
+range of the file, so any number of blobs may be open at once.
+
+`ImageArchive.plan` decides what an import stores (containerd's `Import`):
+every blob index.json reaches for the chosen platforms, each with the GC
+labels containerd gives it, and the images to create with their names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import posixpath
+import stat
+import tarfile
+from dataclasses import dataclass
+from typing import BinaryIO, Iterator, Optional, Union
+
+from ..errors import Error, InvalidArgument, NotFound, Unsupported
+from ..model import Descriptor
+from . import mediatypes, naming
+from .digests import VerifiedReader, blob_path, digest_bytes
+from .documents import MAX_DOCUMENT_SIZE, load_json, parse_index
+from .platforms import ALL, Matcher, Platform, default, only_strict, parse
+from .walk import Blob, describe, walk
+
+LAYOUT_FILE = "oci-layout"
+INDEX_FILE = "index.json"
+LAYOUT_VERSION = "1.0.0"
+
+_COMPRESSED_MAGIC = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd", b"BZh": "bzip2",
+                     b"\xfd7zXZ\x00": "xz"}
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """An image an import creates: its name (None when the archive gives none) and target."""
+
+    name: Optional[str]
+    target: Descriptor
+
+
+@dataclass(frozen=True)
+class ImportPlan:
+    """What importing an archive stores.
+
+    `index` is index.json itself (containerd stores it too, unnamed);
+    `blobs` are the blobs it reaches, parents before children, each with its
+    GC labels; `images` are the images to create, in index.json order.
+    """
+
+    index: Blob
+    blobs: tuple
+    images: tuple
+
+
+class _Section(io.RawIOBase):
+    """A byte range of a file, read through its own handle."""
+
+    def __init__(self, path: str, offset: int, size: int) -> None:
+        super().__init__()
+        self._file = open(path, "rb")
+        self._file.seek(offset)
+        self._left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = self._file.readinto(memoryview(buffer)[: min(len(buffer), self._left)])
+        self._left -= n
+        return n
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+def _escapes(name: str) -> bool:
+    return name.startswith("/") or ".." in name.split("/")
+
+
+def _clean_member(member: tarfile.TarInfo, archive: str) -> str:
+    if _escapes(member.name):
+        raise InvalidArgument(f"image archive {archive}: member {member.name!r} escapes the archive")
+    name = "/".join(part for part in member.name.split("/") if part not in ("", "."))
+    if member.issym() or member.islnk():
+        target = member.linkname
+        if member.issym() and not target.startswith("/"):
+            target = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
+        if _escapes(target):
+            raise InvalidArgument(f"image archive {archive}: member {member.name!r} links to "
+                                  f"{member.linkname!r}, which escapes the archive")
+    return name
+
+
+class _TarSource:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        with open(path, "rb") as f:
+            head = f.read(6)
+        for magic, kind in _COMPRESSED_MAGIC.items():
+            if head.startswith(magic):
+                raise InvalidArgument(f"image archive {path} is {kind}-compressed: decompress it first")
+        self._members: dict[str, Optional[tuple[int, int]]] = {}
+        try:
+            with tarfile.open(path, "r:") as tar:
+                for member in tar:
+                    name = _clean_member(member, path)
+                    regular = member.isreg() and not member.issparse()
+                    self._members[name] = (member.offset_data, member.size) if regular else None
+        except tarfile.TarError as exc:
+            raise InvalidArgument(f"image archive {path} is not a readable tar: {exc}") from None
+
+    def open(self, name: str) -> tuple[BinaryIO, int]:
+        if name not in self._members:
+            raise FileNotFoundError(name)
+        entry = self._members[name]
+        if entry is None:
+            raise InvalidArgument(f"{name} is not a regular file in the archive")
+        offset, size = entry
+        return _Section(self.path, offset, size), size
+
+
+class _DirectorySource:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._real = os.path.realpath(path)
+
+    def open(self, name: str) -> tuple[BinaryIO, int]:
+        full = os.path.realpath(os.path.join(self._real, name))
+        if os.path.commonpath([full, self._real]) != self._real:
+            raise InvalidArgument(f"{name} points outside the layout directory")
+        f = open(full, "rb")
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            f.close()
+            raise InvalidArgument(f"{name} is not a regular file")
+        return f, st.st_size
+
+
+class ImageArchive:
+    """An OCI image layout opened for reading (a context manager).
+
+    ``index`` is the descriptor of index.json. Not for concurrent use from
+    several threads, but several blobs may be open at once.
+    """
+
+    def __init__(self, path: "str | os.PathLike[str]") -> None:
+        self.path = os.fspath(path)
+        if os.path.isdir(self.path):
+            self._source: Union[_TarSource, _DirectorySource] = _DirectorySource(self.path)
+        elif os.path.isfile(self.path):
+            self._source = _TarSource(self.path)
+        else:
+            raise NotFound(f"image archive {self.path} does not exist")
+        with self._context():
+            self._check_layout()
+            data = self._read_file(INDEX_FILE)
+            self.index = Descriptor(mediatypes.OCI_INDEX, digest_bytes(data), len(data))
+
+    def __enter__(self) -> "ImageArchive":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the archive (nothing is held open between reads)."""
+
+    @contextlib.contextmanager
+    def _context(self) -> Iterator[None]:
+        try:
+            yield
+        except Error as exc:
+            raise type(exc)(f"image archive {self.path}: {exc}") from None
+
+    def _locate(self, name: str, missing: str) -> tuple[BinaryIO, int]:
+        try:
+            return self._source.open(name)
+        except FileNotFoundError:
+            raise InvalidArgument(missing) from None
+        except OSError as exc:
+            raise InvalidArgument(f"{name} cannot be read: {exc.strerror}") from None
+
+    def _read_file(self, name: str) -> bytes:
+        f, size = self._locate(name, f"not an OCI image layout: {name} is missing")
+        with f:
+            if size > MAX_DOCUMENT_SIZE:
+                raise InvalidArgument(f"{name} is {size} bytes, larger than {MAX_DOCUMENT_SIZE}")
+            return f.read()
+
+    def _check_layout(self) -> None:
+        layout = load_json(self._read_file(LAYOUT_FILE), LAYOUT_FILE)
+        version = layout.get("imageLayoutVersion")
+        if version != LAYOUT_VERSION:
+            raise Unsupported(f"unsupported {LAYOUT_FILE} version {version!r} (expected {LAYOUT_VERSION})")
+
+    def _open(self, descriptor: Descriptor, prefix: str = "") -> BinaryIO:
+        what = describe(descriptor)
+        if descriptor.digest == self.index.digest and descriptor.size == self.index.size:
+            name = INDEX_FILE
+        else:
+            name = blob_path(descriptor.digest)
+        f, size = self._locate(name, f"{what} is missing from the archive")
+        if size != descriptor.size:
+            f.close()
+            raise InvalidArgument(
+                f"{what}: size mismatch, the archive holds {size} bytes, its descriptor declares "
+                f"{descriptor.size}")
+        return VerifiedReader(f, descriptor.digest, descriptor.size, prefix + what)
+
+    def _fetch(self, descriptor: Descriptor) -> bytes:
+        what = describe(descriptor)
+        if descriptor.size > MAX_DOCUMENT_SIZE:
+            raise InvalidArgument(f"{what} is {descriptor.size} bytes, larger than {MAX_DOCUMENT_SIZE}")
+        with self._open(descriptor) as f:
+            return f.read()
+
+    def open_blob(self, descriptor: Descriptor) -> BinaryIO:
+        """A binary stream of a blob that raises InvalidArgument if it proves not to match `descriptor`.
+
+        A missing blob or a size mismatch fails at once; a wrong digest when
+        the last byte is read. Close it after use (it is a context manager).
+        """
+        with self._context():
+            return io.BufferedReader(self._open(descriptor, f"image archive {self.path}: "))
+
+    def read_blob(self, descriptor: Descriptor) -> bytes:
+        """The verified bytes of a document blob (at most MAX_DOCUMENT_SIZE)."""
+        with self._context():
+            return self._fetch(descriptor)
+
+    def plan(self, *, base_name: Optional[str] = None, platform: Union[str, Platform, None] = None,
+             all_platforms: bool = False) -> ImportPlan:
+        """Decide what importing this archive stores, reading and checking every document.
+
+        `platform` (a specifier such as ``"linux/arm64"``, or a Platform)
+        keeps only that platform, as ``ctr import --platform`` does; by
+        default the host platform and those it can run are kept
+        (containerd's `platforms.Default()`); `all_platforms` keeps all.
+        Every blob's presence and size are checked; digests are checked as
+        blobs are streamed. Raises NotFound when no manifest matches.
+        """
+        matcher = _matcher(platform, all_platforms)
+        with self._context():
+            entries = parse_index(self._fetch(self.index), self.index.media_type, INDEX_FILE).manifests
+            blobs = list(walk([self.index], self._fetch, matcher))
+            root = blobs[0]
+            if not root.children:
+                raise NotFound(f"no manifest in index.json matches platform {matcher!r}")
+            for blob in blobs[1:]:
+                self._open(blob.descriptor).close()
+        images = tuple(ImageRef(naming.image_name(entry.descriptor.annotations, base_name), entry.descriptor)
+                       for entry in entries
+                       if entry.platform is None or matcher.match(entry.platform))
+        return ImportPlan(root, tuple(blobs[1:]), images)
+
+
+def _matcher(platform: Union[str, Platform, None], all_platforms: bool) -> Matcher:
+    if all_platforms:
+        return ALL
+    if platform is None:
+        return default()
+    return only_strict(parse(platform) if isinstance(platform, str) else platform)
+
+
+def open_archive(path: "str | os.PathLike[str]") -> ImageArchive:
+    """Open an OCI image layout directory or tar for reading.
+
+    Raises NotFound if `path` does not exist, InvalidArgument if it is not an
+    OCI layout (no oci-layout or index.json, a compressed or unreadable tar,
+    a member path escaping the archive), Unsupported for another layout version.
+    """
+    return ImageArchive(path)

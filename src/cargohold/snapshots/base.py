@@ -1,0 +1,210 @@
+"""What the directory snapshotters share: one directory per snapshot under
+``<root>/snapshots/<id>``, their metastore in ``<root>/metadata``, and the
+life cycle of those directories.
+
+A directory is built under a temporary name (``new-*``) and renamed to its id
+inside the backend's write transaction; removal renames it to ``rm-<id>``
+inside the transaction and deletes it after the commit. Because creations
+and `cleanup` both run inside a write transaction of the backend's LMDB
+environment (whose writer lock is a flock, see `cargohold.kv`), cleanup never
+sees a half-built directory of a creation in flight, in this process or
+another, and may delete every directory that no record owns.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from typing import Iterator, Optional
+
+from ..errors import InvalidArgument, Unavailable
+from ..model import Kind, Mount, SnapshotInfo, Usage
+from ..timeutil import Clock, to_ns, utcnow
+from ..validation import validate_labels
+from . import storage
+from .fsutil import disk_usage, remove_tree
+
+
+class DirectorySnapshotter:
+    """A snapshot backend keeping each snapshot in its own directory.
+
+    Subclasses say how a new snapshot's directory is filled (`_populate`),
+    which directory holds its changes (`_changes_path`) and how it is
+    mounted (`_mounts`).
+    """
+
+    def __init__(self, root: "str | os.PathLike[str]", *, clock: Optional[Clock] = None) -> None:
+        self.root = os.path.abspath(os.fspath(root))
+        self._clock = clock or utcnow
+        self._snapshots_dir = os.path.join(self.root, "snapshots")
+        try:
+            os.makedirs(self._snapshots_dir, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise Unavailable(f"cannot create snapshotter directory {self._snapshots_dir!r}: {exc}") from None
+        self._store = storage.MetaStore(os.path.join(self.root, "metadata"))
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.root!r})"
+
+    # -- layout ---------------------------------------------------------------------
+
+    def snapshot_dir(self, snapshot_id: int) -> str:
+        return os.path.join(self._snapshots_dir, str(snapshot_id))
+
+    def _changes_path(self, snapshot_id: int) -> str:
+        """The directory holding what the snapshot adds to its parents."""
+        raise NotImplementedError
+
+    def _populate(self, directory: str, snapshot: storage.Snapshot) -> None:
+        """Fill the new snapshot's (temporary) directory."""
+        raise NotImplementedError
+
+    def _mounts(self, snapshot: storage.Snapshot) -> list[Mount]:
+        raise NotImplementedError
+
+    def _now(self) -> int:
+        return to_ns(self._clock())
+
+    # -- queries ----------------------------------------------------------------------
+
+    def stat(self, key: str) -> SnapshotInfo:
+        """The info of a snapshot of any kind; NotFound if it does not exist."""
+        storage.check_key(key)
+        with self._store.read() as txn:
+            return storage.get_info(txn, key)[1]
+
+    def usage(self, key: str) -> Usage:
+        """Bytes and inodes: measured now for an active snapshot, recorded at commit otherwise."""
+        storage.check_key(key)
+        with self._store.read() as txn:
+            snapshot_id, info, usage = storage.get_info(txn, key)
+        if info.kind == Kind.ACTIVE:
+            with _filesystem(f"measure snapshot {key!r}", self._changes_path(snapshot_id)):
+                usage = disk_usage(self._changes_path(snapshot_id))
+        return usage
+
+    def mounts(self, key: str) -> list[Mount]:
+        """The mounts of an active snapshot or view (FailedPrecondition for a committed one)."""
+        storage.check_key(key)
+        with self._store.read() as txn:
+            return self._mounts(storage.get_snapshot(txn, key))
+
+    def walk(self, *filters: str) -> Iterator[SnapshotInfo]:
+        """Every snapshot matching the filters (containerd's syntax), in key order."""
+        with self._store.read() as txn:
+            return iter(list(storage.walk(txn, *filters)))
+
+    # -- changes ---------------------------------------------------------------------
+
+    def prepare(self, key: str, parent: str = "", labels: Optional[dict] = None) -> list[Mount]:
+        """Create an active (writable) snapshot on top of committed `parent`."""
+        return self._create(Kind.ACTIVE, key, parent, labels)
+
+    def view(self, key: str, parent: str = "", labels: Optional[dict] = None) -> list[Mount]:
+        """Create a read-only view of committed `parent`."""
+        return self._create(Kind.VIEW, key, parent, labels)
+
+    def _create(self, kind: Kind, key: str, parent: str, labels: Optional[dict]) -> list[Mount]:
+        storage.check_key(key)
+        if parent:
+            storage.check_key(parent, "parent snapshot key")
+        labels = validate_labels(labels)
+        temp = final = None
+        try:
+            with _filesystem(f"create snapshot {key!r}", self._snapshots_dir), self._store.write() as txn:
+                snapshot = storage.create(txn, kind, key, parent, labels, self._now())
+                temp = tempfile.mkdtemp(prefix="new-", dir=self._snapshots_dir)
+                self._populate(temp, snapshot)
+                path = self.snapshot_dir(snapshot.id)
+                remove_tree(path)  # a fresh id's directory can only be an orphan
+                os.rename(temp, path)
+                temp, final = None, path
+        except BaseException:
+            for leftover in (temp, final):
+                if leftover is not None:
+                    _discard(leftover)
+            raise
+        return self._mounts(snapshot)
+
+    def commit(self, name: str, key: str, labels: Optional[dict] = None) -> None:
+        """Turn active snapshot `key` into committed snapshot `name` (key is gone afterwards)."""
+        storage.check_key(name, "snapshot name")
+        storage.check_key(key)
+        labels = validate_labels(labels)
+        with self._store.write() as txn:
+            snapshot_id = storage.get_info(txn, key)[0]
+            with _filesystem(f"measure snapshot {key!r}", self._changes_path(snapshot_id)):
+                usage = disk_usage(self._changes_path(snapshot_id))
+            storage.commit_active(txn, key, name, usage, labels, self._now())
+
+    def uncommit(self, name: str, active: SnapshotInfo) -> None:
+        """Revert a commit whose caller failed: `name` becomes active snapshot `active` again.
+
+        `active` is the `stat` of the active snapshot taken before `commit`.
+        """
+        storage.check_key(name, "snapshot name")
+        if not isinstance(active, SnapshotInfo):
+            raise InvalidArgument(f"active must be a SnapshotInfo, not {active!r}")
+        storage.check_key(active.name)
+        with self._store.write() as txn:
+            storage.uncommit(txn, name, active)
+
+    def update(self, info: SnapshotInfo, *fieldpaths: str) -> SnapshotInfo:
+        """Update labels (field paths ``labels`` or ``labels.<key>``; none means all labels)."""
+        if not isinstance(info, SnapshotInfo):
+            raise InvalidArgument(f"info must be a SnapshotInfo, not {info!r}")
+        storage.check_key(info.name)
+        with self._store.write() as txn:
+            return storage.update_info(txn, info, fieldpaths, self._now())
+
+    def remove(self, key: str) -> None:
+        """Remove a snapshot and its directory; FailedPrecondition while it has children."""
+        storage.check_key(key)
+        moved = None
+        try:
+            with _filesystem(f"remove snapshot {key!r}", self._snapshots_dir), self._store.write() as txn:
+                snapshot_id = storage.remove(txn, key)[0]
+                path = self.snapshot_dir(snapshot_id)
+                if os.path.lexists(path):
+                    doomed = os.path.join(self._snapshots_dir, f"rm-{snapshot_id}")
+                    remove_tree(doomed)
+                    os.rename(path, doomed)
+                    moved = doomed
+        except BaseException:
+            if moved is not None:
+                os.rename(moved, path)
+            raise
+        if moved is not None:
+            _discard(moved)
+
+    def cleanup(self) -> None:
+        """Delete every directory under ``snapshots/`` that no snapshot record owns."""
+        with _filesystem("list snapshot directories", self._snapshots_dir), self._store.write() as txn:
+            owned = {str(snapshot_id) for snapshot_id in storage.ids(txn)}
+            orphans = [entry.path for entry in os.scandir(self._snapshots_dir) if entry.name not in owned]
+        for path in orphans:
+            _discard(path)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._store.close()
+
+
+@contextmanager
+def _filesystem(action: str, where: str) -> Iterator[None]:
+    """Report a filesystem failure as a cargohold error that names the action and path."""
+    try:
+        yield
+    except OSError as exc:
+        raise Unavailable(f"cannot {action} in {where!r}: {exc}") from exc
+
+
+def _discard(path: str) -> None:
+    """Delete a tree no record owns any more; what fails stays for the next `cleanup`."""
+    try:
+        remove_tree(path)
+    except OSError:
+        pass

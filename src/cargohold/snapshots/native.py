@@ -1,0 +1,34 @@
+"""The native snapshotter (containerd's ``snapshots/native``): every active
+snapshot is a full copy of its parent's tree, so it works on any filesystem
+and mounts as a plain bind mount.
+
+Layout under the root: ``metadata/`` (the metastore) and ``snapshots/<id>/``,
+the snapshot's tree. A view of a parent adds no directory of its own content:
+it mounts the parent's tree read-only.
+"""
+
+from __future__ import annotations
+
+from ..model import Kind, Mount
+from .base import DirectorySnapshotter
+from .fsutil import copy_tree
+from .storage import Snapshot
+
+
+class NativeSnapshotter(DirectorySnapshotter):
+    """Copying snapshot backend; see the module docstring for the layout."""
+
+    def _changes_path(self, snapshot_id: int) -> str:
+        return self.snapshot_dir(snapshot_id)
+
+    def _populate(self, directory: str, snapshot: Snapshot) -> None:
+        if snapshot.kind == Kind.ACTIVE and snapshot.parent_ids:
+            copy_tree(self.snapshot_dir(snapshot.parent_ids[0]), directory)
+
+    def _mounts(self, snapshot: Snapshot) -> list[Mount]:
+        if snapshot.kind == Kind.ACTIVE or not snapshot.parent_ids:
+            source = self.snapshot_dir(snapshot.id)
+        else:
+            source = self.snapshot_dir(snapshot.parent_ids[0])
+        flag = "ro" if snapshot.kind == Kind.VIEW else "rw"
+        return [Mount("bind", source, (flag, "rbind"))]

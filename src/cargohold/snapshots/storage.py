@@ -1,0 +1,280 @@
+"""The metastore of a snapshot backend (containerd's ``snapshots/storage``).
+
+Each backend keeps its own LMDB environment, ``<backend root>/metadata``,
+separate from the metadata database: it knows only backend keys. Tables:
+
+==============  ========================================  =====================================
+table           key                                       value
+==============  ========================================  =====================================
+``snapshots``   backend key (UTF-8, at most 511 bytes)    msgpack ``{"id", "kind", "parent",
+                                                          "labels", "created", "updated",
+                                                          "size", "inodes"}``
+``parents``     parent id, child id (two big-endian u64)  child key (the parent's children)
+``meta``        ``b"seq"``                                msgpack int: the last id handed out
+==============  ========================================  =====================================
+
+``id`` names the snapshot's directory and never changes, not even on commit;
+ids are never reused. ``kind`` is a `Kind` value, ``parent`` the parent's key
+("" for none), timestamps are integer ns, ``size``/``inodes`` the usage
+measured at commit (0 before). Functions take a `kv.Txn` of this store.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, Mapping, Optional
+
+from .. import fieldpaths, filters, schema
+from ..errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from ..kv import MAX_KEY_SIZE, Env, Txn
+from ..model import Kind, SnapshotInfo, Usage
+from ..timeutil import from_ns, to_ns
+from ..validation import require_str
+
+T_SNAPSHOTS = "snapshots"
+T_PARENTS = "parents"
+T_META = "meta"
+TABLES = (T_SNAPSHOTS, T_PARENTS, T_META)
+
+_SEQ = b"seq"
+_ID = struct.Struct(">Q")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a backend needs to lay out and mount one snapshot."""
+
+    id: int
+    kind: Kind
+    parent_ids: list = field(default_factory=list)
+    """Ids of the parent chain, nearest parent first."""
+
+
+class MetaStore:
+    """The backend's own LMDB environment."""
+
+    def __init__(self, path: str) -> None:
+        self.env = Env(path, TABLES)
+
+    def read(self) -> Txn:
+        return self.env.read()
+
+    def write(self) -> Txn:
+        return self.env.write()
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def check_key(key: object, what: str = "snapshot key") -> str:
+    """A backend key: non-empty text without NUL that fits an LMDB key."""
+    require_str(key, what)
+    if not key:
+        raise InvalidArgument(f"{what} must not be empty")
+    if "\x00" in key:
+        raise InvalidArgument(f"{what} {key[:80]!r} must not contain a NUL character")
+    try:
+        size = len(key.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"{what} {key[:80]!r} is not valid Unicode text") from None
+    if size > MAX_KEY_SIZE:
+        raise InvalidArgument(f"{what} {key[:80]!r}... is {size} bytes, more than the {MAX_KEY_SIZE}-byte limit")
+    return key
+
+
+def _record(txn: Txn, key: str) -> Optional[dict]:
+    raw = txn.get(T_SNAPSHOTS, key.encode())
+    return None if raw is None else schema.unpack(raw, f"backend snapshot {key!r}")
+
+
+def _require(txn: Txn, key: str) -> dict:
+    record = _record(txn, key)
+    if record is None:
+        raise NotFound(f"snapshot {key!r} does not exist")
+    return record
+
+
+def _put(txn: Txn, key: str, record: dict) -> None:
+    txn.put(T_SNAPSHOTS, key.encode(), schema.pack(record))
+
+
+def _link(parent_id: int, child_id: int) -> bytes:
+    return _ID.pack(parent_id) + _ID.pack(child_id)
+
+
+def _info(key: str, record: dict) -> SnapshotInfo:
+    return SnapshotInfo(key, record["parent"], Kind(record["kind"]), record["labels"],
+                        from_ns(record["created"]), from_ns(record["updated"]))
+
+
+def _parent_ids(txn: Txn, record: dict) -> list:
+    ids = []
+    while record["parent"]:
+        parent = record["parent"]
+        record = _record(txn, parent)
+        if record is None:
+            raise NotFound(f"parent snapshot {parent!r} does not exist")
+        ids.append(record["id"])
+    return ids
+
+
+def _next_id(txn: Txn) -> int:
+    raw = txn.get(T_META, _SEQ)
+    value = (schema.unpack(raw, "backend sequence") if raw else 0) + 1
+    txn.put(T_META, _SEQ, schema.pack(value))
+    return value
+
+
+def create(txn: Txn, kind: Kind, key: str, parent: str, labels: Mapping[str, str], now: int) -> Snapshot:
+    """Record a new active or view snapshot on a committed parent."""
+    if kind not in (Kind.ACTIVE, Kind.VIEW):
+        raise InvalidArgument(f"snapshot kind {kind!s} cannot be created; only Active or View")
+    parent_record = None
+    if parent:
+        parent_record = _record(txn, parent)
+        if parent_record is None:
+            raise NotFound(f"parent snapshot {parent!r} does not exist")
+        if parent_record["kind"] != Kind.COMMITTED:
+            raise InvalidArgument(f"parent {parent!r} is not a committed snapshot")
+    if _record(txn, key) is not None:
+        raise AlreadyExists(f"snapshot {key!r} already exists")
+    snapshot_id = _next_id(txn)
+    _put(txn, key, {"id": snapshot_id, "kind": int(kind), "parent": parent, "labels": dict(labels),
+                    "created": now, "updated": now, "size": 0, "inodes": 0})
+    parent_ids = []
+    if parent_record is not None:
+        txn.put(T_PARENTS, _link(parent_record["id"], snapshot_id), key.encode())
+        parent_ids = [parent_record["id"], *_parent_ids(txn, parent_record)]
+    return Snapshot(snapshot_id, kind, parent_ids)
+
+
+def get_info(txn: Txn, key: str) -> tuple[int, SnapshotInfo, Usage]:
+    record = _require(txn, key)
+    return record["id"], _info(key, record), Usage(record["size"], record["inodes"])
+
+
+def get_snapshot(txn: Txn, key: str) -> Snapshot:
+    """The layout of an active or view snapshot (the ones that can be mounted)."""
+    record = _require(txn, key)
+    kind = Kind(record["kind"])
+    if kind not in (Kind.ACTIVE, Kind.VIEW):
+        raise FailedPrecondition(f"snapshot {key!r} is {kind!s}: only active snapshots and views have mounts")
+    return Snapshot(record["id"], kind, _parent_ids(txn, record))
+
+
+def update_info(txn: Txn, info: SnapshotInfo, paths: Iterable[str], now: int) -> SnapshotInfo:
+    """Replace labels (``labels``) or single ones (``labels.<key>``); nothing else is mutable."""
+    record = _require(txn, info.name)
+    record["labels"] = update_labels(record["labels"], info, paths)
+    record["updated"] = now
+    _put(txn, info.name, record)
+    return _info(info.name, record)
+
+
+def update_labels(current: Mapping[str, str], info: SnapshotInfo, paths: Iterable[str]) -> dict:
+    """The labels after containerd's field-path update of a snapshot."""
+    paths = [require_str(path, "field path") for path in paths]
+    new = fieldpaths.clean_labels(info.labels)
+    if not paths:
+        return new
+    keys, others = fieldpaths.split(paths, "labels")
+    for path in others:
+        if path != "labels":
+            raise InvalidArgument(f"cannot update {path!r} field on snapshot {info.name!r}")
+    labels = new if others else dict(current)
+    return fieldpaths.merge_map(labels, new, keys)
+
+
+def remove(txn: Txn, key: str) -> tuple[int, Kind]:
+    """Forget a snapshot without children; returns its id and kind."""
+    record = _require(txn, key)
+    snapshot_id = record["id"]
+    if txn.has_prefix(T_PARENTS, _ID.pack(snapshot_id)):
+        raise FailedPrecondition(f"cannot remove snapshot {key!r}: it has children")
+    if record["parent"]:
+        parent = _record(txn, record["parent"])
+        if parent is not None:
+            txn.delete(T_PARENTS, _link(parent["id"], snapshot_id))
+    txn.delete(T_SNAPSHOTS, key.encode())
+    return snapshot_id, Kind(record["kind"])
+
+
+def commit_active(txn: Txn, key: str, name: str, usage: Usage, labels: Mapping[str, str], now: int) -> int:
+    """Turn active snapshot `key` into committed snapshot `name`, keeping its id."""
+    if _record(txn, name) is not None:
+        raise AlreadyExists(f"snapshot {name!r} already exists")
+    record = _require(txn, key)
+    if record["kind"] != Kind.ACTIVE:
+        raise FailedPrecondition(f"snapshot {key!r} is {Kind(record['kind'])!s}, not active: "
+                                 "only active snapshots can be committed")
+    committed = dict(record, kind=int(Kind.COMMITTED), labels=dict(labels), created=now, updated=now,
+                     size=usage.size, inodes=usage.inodes)
+    txn.delete(T_SNAPSHOTS, key.encode())
+    _put(txn, name, committed)
+    _relink(txn, committed, name)
+    return record["id"]
+
+
+def uncommit(txn: Txn, name: str, active: SnapshotInfo) -> None:
+    """Undo `commit_active`: committed `name` becomes the active snapshot `active` again."""
+    record = _require(txn, name)
+    if record["kind"] != Kind.COMMITTED:
+        raise FailedPrecondition(f"snapshot {name!r} is not committed")
+    if txn.has_prefix(T_PARENTS, _ID.pack(record["id"])):
+        raise FailedPrecondition(f"cannot revert the commit of {name!r}: it has children")
+    restored = dict(record, kind=int(Kind.ACTIVE), labels=dict(active.labels), size=0, inodes=0,
+                    created=_ns_or(active.created_at, record["created"]),
+                    updated=_ns_or(active.updated_at, record["updated"]))
+    txn.delete(T_SNAPSHOTS, name.encode())
+    _put(txn, active.name, restored)
+    _relink(txn, restored, active.name)
+
+
+def _ns_or(when, default: int) -> int:
+    return default if when is None else to_ns(when)
+
+
+def _relink(txn: Txn, record: dict, key: str) -> None:
+    if record["parent"]:
+        parent = _require(txn, record["parent"])
+        txn.put(T_PARENTS, _link(parent["id"], record["id"]), key.encode())
+
+
+def walk(txn: Txn, *filter_args: str) -> Iterator[SnapshotInfo]:
+    """Every snapshot that passes the filters, in key order."""
+    matcher = filters.parse(*filter_args)
+    for raw_key, raw in txn.scan(T_SNAPSHOTS):
+        key = schema.text(raw_key, "backend snapshot key")
+        info = _info(key, schema.unpack(raw, f"backend snapshot {key!r}"))
+        if matcher.match(adaptor(info)):
+            yield info
+
+
+def ids(txn: Txn) -> set:
+    """The ids of every recorded snapshot (the directories that must stay)."""
+    return {schema.unpack(raw, "backend snapshot")["id"] for _, raw in txn.scan(T_SNAPSHOTS)}
+
+
+_KIND_NAMES = {Kind.ACTIVE: "active", Kind.VIEW: "view", Kind.COMMITTED: "committed"}
+
+
+def adaptor(info: SnapshotInfo) -> filters.Adaptor:
+    """containerd's snapshot filter fields: name, parent, kind, labels.<key>."""
+
+    def lookup(path):
+        if not path:
+            return "", False
+        head = path[0]
+        if head == "name":
+            return info.name, True
+        if head == "parent":
+            return info.parent, True
+        if head == "kind":
+            kind = _KIND_NAMES.get(info.kind)
+            return (kind, True) if kind else ("", False)
+        if head == "labels":
+            return filters.check_map(path[1:], info.labels)
+        return "", False
+
+    return lookup

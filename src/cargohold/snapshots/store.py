@@ -1,0 +1,446 @@
+"""The namespaced snapshotter, ``ns.snapshotter(name)`` (containerd's
+``metadata/snapshot.go``), and the garbage collector's hooks into it.
+
+Every namespace sees its own snapshot keys. The metadata database maps each
+one to a backend key ``<ns>/<id>/<key>`` (``id`` from a per-snapshotter
+sequence, so backend keys are never reused) and keeps, in the same
+transaction, the record, the parent's children and the GC node-table entry:
+
+* record ``objects: <ns>\\0snapshot\\0<snapshotter>\\0<key>`` → ``i`` id,
+  ``b`` backend key, ``p`` parent key ("" for none), ``pi`` the parent's id
+  (0 for none), ``k`` kind (`Kind`), ``l`` labels, ``c``/``u`` created and
+  updated (ns), as listed in `cargohold.schema`;
+* children ``objects: <ns>\\0snapchild\\0<snapshotter>\\0<parent id>\\0<child key>``
+  → ``b""``: keyed by the parent's id, never by two full keys, so every key
+  stays far below LMDB's 511 bytes (keys are at most 255 bytes).
+
+Backend work (creating or committing a backend snapshot) happens inside the
+caller's metadata transaction; if that transaction does not commit, the work
+is undone, newest first (the backend snapshot is removed, a commit reverted).
+Removing a snapshot only deletes metadata and marks the snapshotter dirty:
+the backend snapshot goes at the next `collect_backend`.
+
+Locking — the creation lock, owned by this module:
+``<meta>/snapshots-<name>.lock`` (a `cargohold.locks.FileLock`, so it works
+across threads and processes). A transaction that creates a backend snapshot
+(prepare, view, commit) holds it *shared* from just before the backend call
+until the transaction commits or aborts. `collect_backend` holds it
+*exclusive* while it reads which backend keys the metadata references and
+lists the backend's snapshots; every creation that was in flight then has
+committed (its key is referenced) or aborted (its snapshot was removed), so
+nothing it lists as unreferenced belongs to a creation in flight. It removes
+them after releasing the lock: an unreferenced backend key can never become
+referenced again, because new records only name fresh backend keys. Lock
+order is metadata writer, then creation lock, then backend writer;
+`collect_backend` takes no metadata writer lock, so the order cannot cycle.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import weakref
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional
+from urllib.parse import quote
+
+from .. import events, filters, leases, schema
+from ..errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from ..fieldpaths import clean_labels
+from ..gc import index
+from ..locks import FileLock
+from ..model import Kind, Mount, Resource, ResourceType, SnapshotInfo, Usage
+from ..timeutil import from_ns
+from ..validation import require_str, validate_key
+from . import storage
+
+if TYPE_CHECKING:
+    from ..db import DB, Transaction
+    from ..namespaces import Namespace
+
+
+class Snapshotter:
+    """One snapshotter as one namespace sees it; every method takes ``tx=``."""
+
+    def __init__(self, ns: "Namespace", name: str) -> None:
+        self._ns = ns
+        self._db = ns.db
+        self.name = name
+        self._backend = ns.db.snapshotter_backend(name)
+        self._resource_type = f"snapshots/{name}"
+
+    def __repr__(self) -> str:
+        return f"Snapshotter({self._ns!r}, {self.name!r})"
+
+    # -- records ----------------------------------------------------------------------
+
+    def _get(self, t: "Transaction", key: str) -> Optional[dict]:
+        raw = t.kv.get(schema.T_OBJECTS, _record_key(self._ns.name, self.name, key))
+        return None if raw is None else schema.unpack(raw, f"snapshot {key!r}")
+
+    def _require(self, t: "Transaction", key: str) -> dict:
+        record = self._get(t, key)
+        if record is None:
+            raise NotFound(f"snapshot {key!r} does not exist in snapshotter {self.name!r} "
+                           f"of namespace {self._ns.name!r}")
+        return record
+
+    def _put(self, t: "Transaction", key: str, record: dict) -> None:
+        t.kv.put(schema.T_OBJECTS, _record_key(self._ns.name, self.name, key), schema.pack(record))
+        index.index_snapshot(t, self._ns.name, self.name, key, record["p"], record["l"])
+
+    def _add(self, t: "Transaction", key: str, record: dict) -> None:
+        """Store a new record and its parent's link to it."""
+        t.ensure_namespace(self._ns.name)
+        self._put(t, key, record)
+        if record["p"]:
+            t.kv.put(schema.T_OBJECTS, _child_key(self._ns.name, self.name, record["pi"], key), b"")
+
+    def _check_free(self, t: "Transaction", key: str) -> None:
+        if self._get(t, key) is not None:
+            raise AlreadyExists(f"snapshot {key!r} already exists in snapshotter {self.name!r} "
+                                f"of namespace {self._ns.name!r}")
+
+    def _reserve(self, t: "Transaction", key: str) -> tuple[int, str]:
+        """A fresh id and backend key for `key`; the creation lock is held from now on."""
+        snapshot_id = t.next_sequence(_sequence_name(self.name))
+        _hold_creation_lock(t, self._db, self.name)
+        return snapshot_id, f"{self._ns.name}/{snapshot_id}/{key}"
+
+    def _resource(self, key: str) -> Resource:
+        return Resource(key, self._resource_type)
+
+    # -- queries ----------------------------------------------------------------------
+
+    def stat(self, key: str, *, tx: Optional["Transaction"] = None) -> SnapshotInfo:
+        """The snapshot's info; NotFound if the namespace has no such snapshot."""
+        validate_key(key, "snapshot key")
+        with self._db.transaction(tx, write=False) as t:
+            return _info(key, self._require(t, key))
+
+    def usage(self, key: str, *, tx: Optional["Transaction"] = None) -> Usage:
+        """Bytes and inodes the snapshot uses (measured now while it is active)."""
+        return self._backend.usage(self._backend_key(key, tx))
+
+    def mounts(self, key: str, *, tx: Optional["Transaction"] = None) -> list[Mount]:
+        """The mounts of an active snapshot or a view (again, as prepare/view returned them)."""
+        return self._backend.mounts(self._backend_key(key, tx))
+
+    def _backend_key(self, key: str, tx: Optional["Transaction"]) -> str:
+        validate_key(key, "snapshot key")
+        with self._db.transaction(tx, write=False) as t:
+            return self._require(t, key)["b"]
+
+    def walk(self, *filter_args: str, tx: Optional["Transaction"] = None) -> Iterator[SnapshotInfo]:
+        """The namespace's snapshots matching any of the filters, in key order.
+
+        Fields: ``name``, ``parent``, ``kind`` (active, view, committed), ``labels.<key>``.
+        """
+        matcher = filters.parse(*filter_args)
+        prefix = schema.object_prefix(self._ns.name, schema.K_SNAPSHOT, self.name)
+        with self._db.transaction(tx, write=False) as t:
+            found = []
+            for raw_key, raw in t.kv.scan(schema.T_OBJECTS, prefix):
+                key = schema.text(raw_key[len(prefix):], "snapshot key")
+                info = _info(key, schema.unpack(raw, f"snapshot {key!r}"))
+                if matcher.match(storage.adaptor(info)):
+                    found.append(info)
+        return iter(found)
+
+    # -- changes ------------------------------------------------------------------------
+
+    def prepare(self, key: str, parent: str = "", labels: Optional[dict] = None, *,
+                tx: Optional["Transaction"] = None) -> list[Mount]:
+        """Create an active snapshot on committed `parent` ("" for none); returns its mounts."""
+        return self._create(Kind.ACTIVE, key, parent, labels, tx)
+
+    def view(self, key: str, parent: str = "", labels: Optional[dict] = None, *,
+             tx: Optional["Transaction"] = None) -> list[Mount]:
+        """Create a read-only view of committed `parent`; returns its mounts."""
+        return self._create(Kind.VIEW, key, parent, labels, tx)
+
+    def _create(self, kind: Kind, key: str, parent: str, labels: Optional[dict],
+                tx: Optional["Transaction"]) -> list[Mount]:
+        validate_key(key, "snapshot key")
+        if require_str(parent, "parent snapshot key"):
+            validate_key(parent, "parent snapshot key")
+        labels = clean_labels(labels)
+        ns = self._ns.name
+        with self._db.transaction(tx, write=True) as t:
+            self._check_free(t, key)
+            parent_id, backend_parent = 0, ""
+            if parent:
+                parent_record = self._get(t, parent)
+                if parent_record is None:
+                    raise NotFound(f"parent snapshot {parent!r} does not exist in snapshotter "
+                                   f"{self.name!r} of namespace {ns!r}")
+                if parent_record["k"] != Kind.COMMITTED:
+                    raise InvalidArgument(f"parent snapshot {parent!r} is not committed")
+                parent_id, backend_parent = parent_record["i"], parent_record["b"]
+            snapshot_id, backend_key = self._reserve(t, key)
+            create = self._backend.prepare if kind == Kind.ACTIVE else self._backend.view
+            mounts = create(backend_key, backend_parent)
+            undo = lambda: self._backend.remove(backend_key)  # noqa: E731
+            with _undo_on_error(undo):
+                leases.attach(t, self._ns, self._resource(key))
+                self._add(t, key, {"i": snapshot_id, "b": backend_key, "p": parent, "pi": parent_id,
+                                   "k": int(kind), "l": labels, "c": t.now, "u": t.now})
+            _push_undo(t, undo)
+            if kind == Kind.ACTIVE:
+                t.publish(ns, events.TOPIC_SNAPSHOT_PREPARE, events.SnapshotPrepare(key, parent, self.name))
+        return mounts
+
+    def commit(self, name: str, key: str, labels: Optional[dict] = None, *,
+               tx: Optional["Transaction"] = None) -> None:
+        """Commit active snapshot `key` as `name`; `key` is gone afterwards.
+
+        AlreadyExists if `name` exists, FailedPrecondition unless `key` is active.
+        """
+        validate_key(name, "snapshot name")
+        validate_key(key, "snapshot key")
+        labels = clean_labels(labels)
+        ns = self._ns.name
+        with self._db.transaction(tx, write=True) as t:
+            self._check_free(t, name)
+            active = self._require(t, key)
+            if active["k"] != Kind.ACTIVE:
+                raise FailedPrecondition(f"snapshot {key!r} is a {Kind(active['k'])!s} snapshot, "
+                                         "not active: only active snapshots can be committed")
+            snapshot_id, backend_name = self._reserve(t, name)
+            before = self._backend.stat(active["b"])
+            self._backend.commit(backend_name, active["b"])
+            undo = lambda: self._backend.uncommit(backend_name, before)  # noqa: E731
+            with _undo_on_error(undo):
+                leases.attach(t, self._ns, self._resource(name))
+                if self._ns.lease is not None:
+                    index.lease_remove(t, ns, self._ns.lease, self._resource(key))
+                _delete(t, ns, self.name, key, active)
+                self._add(t, name, {"i": snapshot_id, "b": backend_name, "p": active["p"],
+                                    "pi": active["pi"], "k": int(Kind.COMMITTED), "l": labels,
+                                    "c": t.now, "u": t.now})
+            _push_undo(t, undo)
+            t.publish(ns, events.TOPIC_SNAPSHOT_COMMIT, events.SnapshotCommit(key, name, self.name))
+
+    def remove(self, key: str, *, tx: Optional["Transaction"] = None) -> None:
+        """Remove a snapshot of any kind; FailedPrecondition while it has children.
+
+        The backend snapshot is deleted by the next garbage collection.
+        """
+        validate_key(key, "snapshot key")
+        ns = self._ns.name
+        with self._db.transaction(tx, write=True) as t:
+            record = self._require(t, key)
+            children = schema.object_prefix(ns, schema.K_SNAPSHOT_CHILD, self.name, str(record["i"]))
+            child = next(t.kv.scan(schema.T_OBJECTS, children), None)
+            if child is not None:
+                raise FailedPrecondition(f"cannot remove snapshot {key!r}: it has children "
+                                         f"(such as {schema.text(child[0][len(children):])!r})")
+            t.ensure_namespace(ns)
+            _delete(t, ns, self.name, key, record)
+            if self._ns.lease is not None:
+                index.lease_remove(t, ns, self._ns.lease, self._resource(key))
+            t.mark_dirty(snapshotter=self.name)
+            t.publish(ns, events.TOPIC_SNAPSHOT_REMOVE, events.SnapshotRemove(key, self.name))
+
+    def update(self, info: SnapshotInfo, *fieldpaths: str, tx: Optional["Transaction"] = None) -> SnapshotInfo:
+        """Update labels: field paths ``labels`` or ``labels.<key>``, none meaning all labels.
+
+        Other fields are immutable (InvalidArgument).
+        """
+        if not isinstance(info, SnapshotInfo):
+            raise InvalidArgument(f"update needs a SnapshotInfo, not {type(info).__name__}")
+        validate_key(info.name, "snapshot key")
+        with self._db.transaction(tx, write=True) as t:
+            record = self._require(t, info.name)
+            record["l"] = storage.update_labels(record["l"], info, fieldpaths)
+            record["u"] = t.now
+            t.ensure_namespace(self._ns.name)
+            self._put(t, info.name, record)
+            return _info(info.name, record)
+
+
+def _info(key: str, record: dict) -> SnapshotInfo:
+    return SnapshotInfo(key, record["p"], Kind(record["k"]), record["l"],
+                        from_ns(record["c"]), from_ns(record["u"]))
+
+
+def _record_key(ns: str, snapshotter: str, key: str) -> bytes:
+    return schema.object_key(ns, schema.K_SNAPSHOT, snapshotter, key)
+
+
+def _child_key(ns: str, snapshotter: str, parent_id: int, child: str) -> bytes:
+    return schema.object_key(ns, schema.K_SNAPSHOT_CHILD, snapshotter, str(parent_id), child)
+
+
+def _sequence_name(snapshotter: str) -> str:
+    return f"snapshots/{snapshotter}"
+
+
+def _delete(t: "Transaction", ns: str, snapshotter: str, key: str, record: dict) -> None:
+    """Drop a record, its link from its parent, its children links and its node entry."""
+    t.kv.delete(schema.T_OBJECTS, _record_key(ns, snapshotter, key))
+    if record["p"]:
+        t.kv.delete(schema.T_OBJECTS, _child_key(ns, snapshotter, record["pi"], key))
+    t.kv.delete_prefix(schema.T_OBJECTS,
+                       schema.object_prefix(ns, schema.K_SNAPSHOT_CHILD, snapshotter, str(record["i"])))
+    index.remove(t, ResourceType.SNAPSHOT, ns, f"{snapshotter}/{key}")
+
+
+# -- undo and the creation lock, per transaction --------------------------------------------
+
+
+class _TxState:
+    """Backend work of one open transaction: undo steps and creation locks held."""
+
+    __slots__ = ("undo", "held")
+
+    def __init__(self) -> None:
+        self.undo: list[Callable[[], None]] = []
+        self.held: dict[str, object] = {}
+
+
+_states: dict[int, _TxState] = {}
+
+
+def _state(t: "Transaction") -> _TxState:
+    state = _states.get(id(t))
+    if state is None:
+        state = _states[id(t)] = _TxState()
+        t.on_abort(lambda: _finish(t, aborted=True))
+        t.after_commit(lambda: _finish(t, aborted=False))
+    return state
+
+
+def _finish(t: "Transaction", aborted: bool) -> None:
+    state = _states.pop(id(t), None)
+    if state is None:
+        return
+    try:
+        if aborted:
+            for fn in reversed(state.undo):  # newest first: a child goes before its parent
+                _quietly(fn)
+    finally:
+        for held in state.held.values():
+            held.__exit__(None, None, None)
+
+
+def _push_undo(t: "Transaction", fn: Callable[[], None]) -> None:
+    _state(t).undo.append(fn)
+
+
+@contextmanager
+def _undo_on_error(undo: Callable[[], None]) -> Iterator[None]:
+    """Run `undo` if the block raises, then let the error through."""
+    try:
+        yield
+    except BaseException:
+        _quietly(undo)
+        raise
+
+
+def _quietly(fn: Callable[[], None]) -> None:
+    try:
+        fn()
+    except Exception:  # undo is best effort; collect_backend removes what it leaves
+        pass
+
+
+_locks: "weakref.WeakKeyDictionary[DB, dict[str, FileLock]]" = weakref.WeakKeyDictionary()
+_locks_guard = threading.Lock()
+
+
+def creation_lock(db: "DB", name: str) -> FileLock:
+    """The creation lock of snapshotter `name` of `db` (see the module docstring)."""
+    with _locks_guard:
+        per_db = _locks.setdefault(db, {})
+        lock = per_db.get(name)
+        if lock is None:
+            lock = per_db[name] = FileLock(os.path.join(db.path, f"snapshots-{quote(name, safe='')}.lock"))
+        return lock
+
+
+def _hold_creation_lock(t: "Transaction", db: "DB", name: str) -> None:
+    state = _state(t)
+    if name not in state.held:
+        held = creation_lock(db, name).shared()
+        held.__enter__()
+        state.held[name] = held
+
+
+# -- garbage collection -------------------------------------------------------------------
+
+
+def remove_for_gc(tx: "Transaction", ns: str, node_key: str) -> None:
+    """Delete the snapshot record of node key ``<snapshotter>/<key>`` in a collection's sweep.
+
+    Drops the record, its node-table entry and its parent's link to it, and
+    marks the snapshotter dirty. No validation and no event: the collector
+    decided, and publishes ``/snapshot/remove`` itself.
+    """
+    snapshotter, _, key = node_key.partition("/")
+    raw = tx.kv.get(schema.T_OBJECTS, _record_key(ns, snapshotter, key))
+    if raw is None:
+        index.remove(tx, ResourceType.SNAPSHOT, ns, node_key)
+    else:
+        _delete(tx, ns, snapshotter, key, schema.unpack(raw, f"snapshot {key!r}"))
+    tx.mark_dirty(snapshotter=snapshotter)
+
+
+def collect_backend(db: "DB", name: str) -> float:
+    """Remove every backend snapshot of `name` that no namespace references; return the seconds taken.
+
+    Leaves go first; a snapshot that still has children (it gained one, or
+    one of them is referenced) is skipped, as containerd's ``pruneBranch``
+    does. Then the backend deletes directories no record owns. Must run
+    outside any transaction of this thread (it waits for creations in
+    flight, which would include that transaction's own).
+    """
+    started = time.perf_counter()
+    if db._current() is not None:
+        raise FailedPrecondition("collect_backend must not run inside a transaction: "
+                                 "it waits for the snapshot creations that transaction holds")
+    backend = db.snapshotter_backend(name)
+    with creation_lock(db, name).exclusive():
+        referenced = _referenced_keys(db, name)
+        snapshots = list(backend.walk())
+    for key in _removal_order(snapshots, referenced):
+        try:
+            backend.remove(key)
+        except (FailedPrecondition, NotFound):
+            continue  # gained children, or another collector got there first
+    backend.cleanup()
+    return time.perf_counter() - started
+
+
+def _referenced_keys(db: "DB", name: str) -> set:
+    with db.view() as t:
+        namespaces = [schema.text(raw, "namespace") for raw in t.kv.keys(schema.T_NAMESPACES)]
+        return {schema.unpack(raw, "snapshot record")["b"]
+                for ns in namespaces
+                for _, raw in t.kv.scan(schema.T_OBJECTS, schema.object_prefix(ns, schema.K_SNAPSHOT, name))}
+
+
+def _removal_order(snapshots: Iterable[SnapshotInfo], referenced: set) -> list[str]:
+    """Unreferenced backend keys, every child before its parent (post-order)."""
+    snapshots = list(snapshots)
+    known = {info.name for info in snapshots}
+    children: dict[str, list[str]] = {}
+    roots = []
+    for info in snapshots:
+        if info.parent and info.parent in known:
+            children.setdefault(info.parent, []).append(info.name)
+        else:
+            roots.append(info.name)
+    order = []
+    for root in roots:
+        stack = [(root, False)]
+        while stack:
+            key, expanded = stack.pop()
+            if expanded:
+                if key not in referenced:
+                    order.append(key)
+                continue
+            stack.append((key, True))
+            stack.extend((child, False) for child in children.get(key, ()))
+    return order
