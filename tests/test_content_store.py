@@ -118,6 +118,22 @@ def test_shared_writer_checks_size_and_digest_at_commit(db):
     assert b.content.status("r").offset == 12
 
 
+def test_shared_writer_whose_blob_vanished(db):
+    a, b = db.namespace("a"), db.namespace("b")
+    d = put(a, "r", b"vanishing")
+    w = b.content.writer("r", expected=d)
+    os.unlink(db.content_store.blob_path(d))  # behind the store's back
+    with pytest.raises(errors.FailedPrecondition, match="no longer in the content store"):
+        w.commit(9, d)
+    with pytest.raises(errors.NotFound):
+        b.content.info(d)
+    with b.content.writer("r", expected=d) as w:
+        assert w.status().offset == 0  # nothing left to share: the bytes must come
+        w.write(b"vanishing")
+        w.commit(9, d)
+    assert b.content.read(d) == a.content.read(d) == b"vanishing"
+
+
 def test_shared_writer_appends_after_copying(db):
     a, b = db.namespace("a"), db.namespace("b")
     data = blob(1000, 3)

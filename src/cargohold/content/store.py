@@ -70,6 +70,12 @@ def _ingest_key(ns: str, ref: str) -> bytes:
     return schema.object_key(ns, schema.K_INGEST, ref)
 
 
+def _scan(t: "Transaction", ns: str, kind: bytes) -> list[tuple[str, bytes]]:
+    """(id, raw record) of every object of one kind in a namespace, in id order."""
+    prefix = schema.object_prefix(ns, kind)
+    return [(schema.text(key[len(prefix):], "object id"), raw) for key, raw in t.kv.scan(schema.T_OBJECTS, prefix)]
+
+
 def _blob_record(raw: bytes, digest: str) -> dict:
     return _record(raw, f"content record {digest}", ("s", "l", "c", "u"))
 
@@ -210,10 +216,8 @@ class ContentStore:
     def walk(self, *filter_args: str, tx: Optional["Transaction"] = None) -> Iterator[Info]:
         """The namespace's blobs matching the filters (``digest``, ``labels.<key>``)."""
         matcher = filters.parse(*filter_args)
-        prefix = schema.object_prefix(self._ns.name, schema.K_BLOB)
         with self._db.transaction(tx, write=False) as t:
-            digests = [(schema.text(key[len(prefix):], "digest"), raw)
-                       for key, raw in t.kv.scan(schema.T_OBJECTS, prefix)]
+            digests = _scan(t, self._ns.name, schema.K_BLOB)
         infos = [_info(digest, _blob_record(raw, digest)) for digest, raw in digests]
         return iter([i for i in infos if matcher.match(info_adaptor(i))])
 
@@ -333,10 +337,8 @@ class ContentStore:
     def statuses(self, *filter_args: str, tx: Optional["Transaction"] = None) -> list[Status]:
         """Every ingest of the namespace matching the filters (``ref``), by ref."""
         matcher = filters.parse(*filter_args)
-        prefix = schema.object_prefix(self._ns.name, schema.K_INGEST)
         with self._db.transaction(tx, write=False) as t:
-            refs = [(schema.text(key[len(prefix):], "ingest ref"), raw)
-                    for key, raw in t.kv.scan(schema.T_OBJECTS, prefix)]
+            refs = _scan(t, self._ns.name, schema.K_INGEST)
         records = [(ref, _ingest_record(raw, ref)) for ref, raw in refs]
         found = []
         for ref, record in records:
@@ -447,12 +449,13 @@ class Writer:
         store = self._store
         bw = self._bw
         bw.truncate(0)
+        copied = 0
         with _backend(store._db).open(self._expected) as f:
-            while bw.status().offset < keep:
-                chunk = f.read(min(CHUNK, keep - bw.status().offset))
+            while copied < keep:
+                chunk = f.read(min(CHUNK, keep - copied))
                 if not chunk:
                     raise Corrupted(f"content {self._expected} is shorter than its recorded size {self._size}")
-                bw.write(chunk)
+                copied += bw.write(chunk)
         with store._db.transaction(None, write=True) as t:
             record = store._ingest(t, self.ref)
             if record is not None and record["b"] == bw.ref:
@@ -482,6 +485,9 @@ class Writer:
             with _locked_update(store._db, tx) as t:
                 if self._shared:
                     actual, digest = self._size, self._expected
+                    if not _backend(store._db).exists(digest):
+                        raise FailedPrecondition(f"commit of ingest ref {self.ref!r}: content {digest} "
+                                                 f"is no longer in the content store; write its bytes")
                 else:
                     actual, digest = bw.status().offset, bw.digest()
                 if size and size != actual:
@@ -541,12 +547,9 @@ def _referenced(db: "DB") -> tuple[set, set]:
     with db.view() as t:
         for name, _ in t.kv.scan(schema.T_NAMESPACES):
             ns = schema.text(name, "namespace")
-            prefix = schema.object_prefix(ns, schema.K_BLOB)
-            digests.update(schema.text(key[len(prefix):], "digest")
-                           for key, _ in t.kv.scan(schema.T_OBJECTS, prefix))
-            prefix = schema.object_prefix(ns, schema.K_INGEST)
-            for key, raw in t.kv.scan(schema.T_OBJECTS, prefix):
-                record = _ingest_record(raw, schema.text(key[len(prefix):], "ingest ref"))
+            digests.update(digest for digest, _ in _scan(t, ns, schema.K_BLOB))
+            for ref, raw in _scan(t, ns, schema.K_INGEST):
+                record = _ingest_record(raw, ref)
                 refs.add(record["b"])
                 if record["sh"]:
                     digests.add(record["d"])  # a shared ingest retains the content it will commit
