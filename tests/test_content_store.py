@@ -21,7 +21,7 @@ from cargohold.content.store import (
 from cargohold.events import TOPIC_CONTENT_CREATE, TOPIC_CONTENT_DELETE, ContentCreate, ContentDelete
 from cargohold.gc import index
 from cargohold.timeutil import to_ns
-from content_util import EMPTY_SHA256, blob, digest_of, expect_line, periodic, spawn
+from content_util import EMPTY_SHA256, blob, digest_of, expect_line, files_under, periodic, spawn
 from storeutil import entry, record_count
 
 SHAREABLE = "containerd.io/namespace.shareable"
@@ -582,12 +582,16 @@ def test_bad_commit_arguments_change_nothing(db):
 @pytest.mark.parametrize("ref", ["../../x", "/etc/passwd", "../../../outside"])
 def test_refs_stay_inside_the_content_root(root, ref):
     with cargohold.open(root) as db:
+        before = files_under(root.parent)
         ns = db.namespace("default")
         with ns.content.writer(ref) as w:
             w.write(b"escape?")
         assert ns.content.status(ref).offset == 7
-        assert sorted(os.listdir(root.parent)) == ["root"]
-        assert sorted(os.listdir(root)) == ["content", "meta"]
+        added = files_under(root.parent) - before
+        inside = (os.path.join("root", "content") + os.sep, os.path.join("root", "meta") + os.sep)
+        assert added and all(p.startswith(inside) for p in added), added
+        (name,) = os.listdir(root / "content" / "ingest")
+        assert len(name) == 64 and set(name) <= set("0123456789abcdef")
 
 
 @pytest.mark.parametrize("damage", [b"\xc1", schema.pack({"s": 1})])
