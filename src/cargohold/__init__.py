@@ -11,6 +11,7 @@ import os
 from typing import Any, Callable, Optional
 
 from . import errors
+from .content import LocalStore
 from .db import DB, Transaction
 from .model import (
     RESOURCE_END,
@@ -53,7 +54,8 @@ def open(root: "str | os.PathLike[str]", *, shared: bool = True,
         raise errors.Unavailable(f"cannot create root directory {root!r}: {exc}") from None
     snapshotters = _open_snapshotters(os.path.join(root, "snapshots"), clock)
     try:
-        db = DB(os.path.join(root, "meta"), snapshotters=snapshotters, shared=shared,
+        content = LocalStore(os.path.join(root, "content"))
+        db = DB(os.path.join(root, "meta"), content, snapshotters=snapshotters, shared=shared,
                 publisher=publisher, clock=clock, map_size=map_size)
     except BaseException:
         _close_all(snapshotters)
@@ -90,6 +92,7 @@ __all__ = [
     "DB",
     "Transaction",
     "Namespace",
+    "LocalStore",
     "errors",
     "Node",
     "ResourceType",

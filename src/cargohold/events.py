@@ -37,3 +37,18 @@ class SnapshotRemove:
 @dataclass(frozen=True)
 class ImageDelete:
     name: str
+
+
+TOPIC_CONTENT_CREATE = "/content/create"
+TOPIC_CONTENT_DELETE = "/content/delete"
+
+
+@dataclass(frozen=True)
+class ContentCreate:
+    digest: str
+    size: int
+
+
+@dataclass(frozen=True)
+class ContentDelete:
+    digest: str

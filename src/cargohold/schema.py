@@ -46,6 +46,11 @@ Tables (LMDB named databases) of the metadata environment ``root/meta``:
                          ``p`` parent key, ``pi`` parent's id (0: none),
                          ``k`` kind, ``l``, ``c``, ``u`` (the backends'
                          own metastores: `cargohold.snapshots.storage`)
+    ``blob``             ``s`` size, ``l``, ``c``, ``u``
+    ``ingest``           ``b`` backend ingest ref, ``d`` expected digest
+                         (or ""), ``sh`` shared (commits the stored ``d``
+                         without its bytes), ``s`` size (total), ``e``
+                         expiry ns (None when leased), ``c``, ``u``
     ===================  ==============================================
 ``gc``
     the garbage collector's node table: one entry per collectible object and

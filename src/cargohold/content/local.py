@@ -1,0 +1,623 @@
+"""The local content store: a content-addressed blob store on disk (containerd's
+``content/local``), the backend behind every namespace's ``ns.content``.
+
+Layout under ``root``::
+
+    blobs/<alg>/<hex>        committed blobs (sha256, sha384, sha512), read-only
+    ingest/<sha256(ref)>/    one directory per ingest, named by a hash of its ref
+                             so that no ref can name a path outside the root
+        lock                 flocked by the writer that has the ingest open
+        meta                 JSON {"ref", "total", "alg", "started", "updated"} (ns),
+                             replaced atomically (write a temporary file, rename)
+        data                 the bytes written so far
+    cleanup.lock             see `cargohold.content.store` (commits vs. GC cleanup)
+
+Writers stream: each ``write`` goes to ``data`` and the running hash, so memory
+stays bounded whatever the blob size. An ingest resumes after a close, a
+reopen or a crash from the bytes in ``data`` (re-hashed in 1 MiB chunks). A
+commit verifies size and digest, fsyncs the data, renames it to its blob path
+and fsyncs the directory: a blob is either absent or complete.
+
+Locking, as owned by this module: a writer holds an exclusive flock on its
+ingest's ``lock`` file for as long as it is open; a second writer on the same
+ref, in this or any other process, gets Unavailable (the lock is taken
+without waiting). The kernel drops the lock when its holder dies, so a killed
+writer leaves a resumable ingest, never a stuck ref. Since an ingest directory
+is removed while its lock is held, whoever locks checks afterwards that the
+file it locked is still the one at the path, and starts over otherwise.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import functools
+import hashlib
+import io
+import json
+import os
+import time
+from typing import BinaryIO, Iterator, Optional
+
+from .. import filters
+from ..errors import AlreadyExists, Corrupted, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from ..locks import FileLock
+from ..model import Info, Status
+from ..timeutil import from_ns
+from ..validation import DIGEST_ALGORITHMS, validate_digest, validate_key, validate_size
+
+CHUNK = 1 << 20
+"""Bytes read at a time when hashing or copying: the bound on a writer's memory."""
+
+_LOCK_ATTEMPTS = 8
+
+ABANDONED_AFTER = 60.0
+"""Seconds after which an ingest directory without a ``meta`` is debris of a crash."""
+
+
+class IngestBusy(Unavailable):
+    """The ingest ref is open in another writer (of this or another process)."""
+
+
+def _os_errors(method):
+    """Report an operating-system failure (no space, no permission...) as Unavailable."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except OSError as exc:
+            raise Unavailable(f"content store {method.__name__} failed: {exc}") from None
+
+    return wrapper
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _hash_file(path: str, hasher, limit: Optional[int] = None) -> int:
+    """Feed the file (its first `limit` bytes) to hasher in chunks; return the byte count."""
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    total = 0
+    with open(path, "rb", buffering=0) as f:
+        while limit is None or total < limit:
+            want = CHUNK if limit is None else min(CHUNK, limit - total)
+            n = f.readinto(view[:want])
+            if not n:
+                break
+            hasher.update(view[:n])
+            total += n
+    return total
+
+
+def info_adaptor(info: Info) -> filters.Adaptor:
+    """Filter fields of a blob: ``digest`` and ``labels.<key>`` (containerd's AdaptInfo)."""
+    return filters.adaptor({"digest": info.digest}, {"labels": info.labels})
+
+
+def _status_adaptor(status: Status) -> filters.Adaptor:
+    return filters.adaptor({"ref": status.ref})
+
+
+class _IngestLock:
+    """The exclusive flock on one ingest directory's ``lock`` file."""
+
+    __slots__ = ("_file",)
+
+    def __init__(self, file: io.FileIO) -> None:
+        self._file = file
+
+    @classmethod
+    def acquire(cls, path: str, ref: str, *, create: bool = True) -> Optional["_IngestLock"]:
+        """Lock the ingest at `path`, creating the directory if `create`.
+
+        Unavailable if another writer holds it; None if the directory is gone
+        and `create` is false.
+        """
+        lock_path = os.path.join(path, "lock")
+        for _ in range(_LOCK_ATTEMPTS):
+            if create:
+                os.makedirs(path, exist_ok=True)
+            try:
+                file = io.FileIO(lock_path, "a")
+            except FileNotFoundError:
+                if not create:
+                    return None
+                continue  # removed between makedirs and open
+            try:
+                fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                file.close()
+                raise IngestBusy(f"ingest ref {ref!r} is open in another writer") from None
+            try:
+                current = os.stat(lock_path)
+            except FileNotFoundError:
+                current = None
+            mine = os.fstat(file.fileno())
+            if current is not None and (current.st_ino, current.st_dev) == (mine.st_ino, mine.st_dev):
+                return cls(file)
+            file.close()  # we locked a file that was removed meanwhile: start over
+            if not create:
+                return None
+        raise Unavailable(f"ingest ref {ref!r} keeps being removed while it is locked")
+
+    def release(self) -> None:
+        self._file.close()  # closing the descriptor drops the flock
+
+
+class LocalStore:
+    """A content-addressed blob store in a directory (see the module docstring)."""
+
+    def __init__(self, root: "str | os.PathLike[str]") -> None:
+        self.root = os.path.abspath(os.fspath(root))
+        self._blobs = os.path.join(self.root, "blobs")
+        self._ingests = os.path.join(self.root, "ingest")
+        try:
+            os.makedirs(self._blobs, exist_ok=True)
+            os.makedirs(self._ingests, exist_ok=True)
+        except OSError as exc:
+            raise Unavailable(f"cannot create content store {self.root!r}: {exc}") from None
+        self.cleanup_lock = FileLock(os.path.join(self.root, "cleanup.lock"))
+        """Held shared by commits, exclusive by the GC cleanup (`cargohold.content.store`)."""
+
+    def __repr__(self) -> str:
+        return f"LocalStore({self.root!r})"
+
+    def close(self) -> None:
+        self.cleanup_lock.close()
+
+    # -- paths -------------------------------------------------------------------------
+
+    def blob_path(self, digest: str) -> str:
+        """Where the blob of a (validated) digest lives."""
+        validate_digest(digest)
+        algorithm, _, encoded = digest.partition(":")
+        return os.path.join(self._blobs, algorithm, encoded)
+
+    def _ingest_path(self, ref: str) -> str:
+        return os.path.join(self._ingests, hashlib.sha256(ref.encode()).hexdigest())
+
+    # -- blobs -------------------------------------------------------------------------
+
+    @_os_errors
+    def info(self, digest: str) -> Info:
+        """Size and times of a blob; NotFound if absent. The backend keeps no labels."""
+        path = self.blob_path(digest)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise NotFound(f"content {digest} not found") from None
+        return Info(digest, st.st_size, {}, from_ns(st.st_mtime_ns), from_ns(st.st_mtime_ns))
+
+    def exists(self, digest: str) -> bool:
+        return os.path.exists(self.blob_path(digest))
+
+    @_os_errors
+    def open(self, digest: str) -> BinaryIO:
+        """A binary, seekable file object on the blob; NotFound if absent."""
+        path = self.blob_path(digest)
+        try:
+            return open(path, "rb")
+        except FileNotFoundError:
+            raise NotFound(f"content {digest} not found") from None
+
+    def read(self, digest: str) -> bytes:
+        """The whole blob."""
+        with self.open(digest) as f:
+            return f.read()
+
+    @_os_errors
+    def delete(self, digest: str) -> None:
+        """Remove a blob; NotFound if absent. Readers that have it open keep reading."""
+        try:
+            os.unlink(self.blob_path(digest))
+        except FileNotFoundError:
+            raise NotFound(f"content {digest} not found") from None
+
+    def walk(self, *filter_args: str) -> Iterator[Info]:
+        """Every blob (matching the filters: ``digest``, ``labels``), skipping stray files."""
+        matcher = filters.parse(*filter_args)
+        for algorithm in sorted(DIGEST_ALGORITHMS):
+            directory = os.path.join(self._blobs, algorithm)
+            try:
+                names = sorted(os.listdir(directory))
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise Unavailable(f"content store walk failed: {exc}") from None
+            for name in names:
+                digest = f"{algorithm}:{name}"
+                try:
+                    validate_digest(digest)
+                    info = self.info(digest)
+                except (InvalidArgument, NotFound):
+                    continue  # not a blob, or deleted while walking
+                if matcher.match(info_adaptor(info)):
+                    yield info
+
+    # -- ingests -----------------------------------------------------------------------
+
+    @_os_errors
+    def writer(self, ref: str, *, total: int = 0, expected: Optional[str] = None,
+               algorithm: Optional[str] = None) -> "LocalWriter":
+        """Open (or resume) the ingest `ref`.
+
+        AlreadyExists if `expected` is already stored; Unavailable if the ref is
+        open in another writer. The digest algorithm is `algorithm`, else that of
+        `expected`, else sha256. A resumed ingest keeps its bytes unless `total`
+        or the algorithm differ from what it was started with; then it restarts.
+        """
+        validate_key(ref, "ingest ref")
+        validate_size(total, "total")
+        if expected:
+            validate_digest(expected, "expected digest")
+            if self.exists(expected):
+                raise AlreadyExists(f"content {expected} already exists")
+        algorithm = algorithm or (expected.partition(":")[0] if expected else "sha256")
+        if algorithm not in DIGEST_ALGORITHMS:
+            raise InvalidArgument(f"unsupported digest algorithm {algorithm!r}")
+        path = self._ingest_path(ref)
+        lock = _IngestLock.acquire(path, ref)
+        try:
+            return LocalWriter._open(self, path, ref, lock, total, algorithm)
+        except BaseException:
+            lock.release()
+            raise
+
+    @_os_errors
+    def status(self, ref: str) -> Status:
+        """Progress of the ingest `ref`; NotFound if there is none."""
+        validate_key(ref, "ingest ref")
+        status = _read_status(self._ingest_path(ref))
+        if status is None:
+            raise NotFound(f"ingest ref {ref!r} not found")
+        if status.ref != ref:
+            raise Corrupted(f"ingest directory of ref {ref!r} records ref {status.ref!r}")
+        return status
+
+    @_os_errors
+    def statuses(self, *filter_args: str) -> list[Status]:
+        """Every ingest (matching the filters: ``ref``), in no particular order."""
+        matcher = filters.parse(*filter_args)
+        found = []
+        for path in self._ingest_dirs():
+            status = _read_status(path)
+            if status is not None and matcher.match(_status_adaptor(status)):
+                found.append(status)
+        return found
+
+    @_os_errors
+    def abort(self, ref: str) -> None:
+        """Discard the ingest `ref`; NotFound if there is none, Unavailable while it is open."""
+        validate_key(ref, "ingest ref")
+        path = self._ingest_path(ref)
+        if not os.path.isdir(path):
+            raise NotFound(f"ingest ref {ref!r} not found")
+        claim = self.claim(ref)
+        if _read_meta(path) is None and not os.path.exists(os.path.join(path, "data")):
+            claim.discard()
+            raise NotFound(f"ingest ref {ref!r} not found")
+        claim.discard()
+
+    @_os_errors
+    def claim(self, ref: str) -> "IngestClaim":
+        """Lock the ingest `ref` (Unavailable while it is open) to discard it later, or not."""
+        validate_key(ref, "ingest ref")
+        path = self._ingest_path(ref)
+        return IngestClaim(path, _IngestLock.acquire(path, ref))
+
+    @_os_errors
+    def clean_ingests(self, keep: "set[str]") -> list[str]:
+        """Discard every ingest whose ref is not in `keep`, skipping open ones.
+
+        Directories a crash left without a ``meta`` are discarded once they are
+        older than `ABANDONED_AFTER` seconds (a younger one may be a writer
+        between creating its directory and locking it). Ingests that are kept
+        are not even locked, so a writer resuming one is never turned away.
+        Returns the refs (or directory names) discarded.
+        """
+        removed = []
+        for path in self._ingest_dirs():
+            if not _orphan(path, _read_meta(path), keep):
+                continue
+            try:
+                lock = _IngestLock.acquire(path, path, create=False)
+            except Unavailable:
+                continue  # open in a writer
+            if lock is None:
+                continue
+            meta = _read_meta(path)  # again, now that nobody can change it
+            if meta is not None and meta["ref"] in keep:
+                lock.release()
+                continue
+            IngestClaim(path, lock).discard()
+            removed.append(meta["ref"] if meta else os.path.basename(path))
+        return removed
+
+    def _ingest_dirs(self) -> list[str]:
+        try:
+            names = os.listdir(self._ingests)
+        except FileNotFoundError:
+            return []
+        return [os.path.join(self._ingests, n) for n in sorted(names) if len(n) == 64]
+
+
+class IngestClaim:
+    """A locked ingest directory: `discard` removes it, `release` leaves it."""
+
+    __slots__ = ("_path", "_lock")
+
+    def __init__(self, path: str, lock: _IngestLock) -> None:
+        self._path = path
+        self._lock = lock
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    @_os_errors
+    def discard(self) -> None:
+        """Remove the ingest. ``meta`` goes first: a directory without one is abandoned."""
+        if self._lock is None:
+            return
+        try:
+            for name in ("meta", "meta.tmp", "data", "lock"):
+                _unlink(os.path.join(self._path, name))
+            try:
+                os.rmdir(self._path)
+            except OSError as exc:
+                # ENOTEMPTY: a new writer took the ref after the lock file went; it is theirs now.
+                if exc.errno not in (errno.ENOENT, errno.ENOTEMPTY):
+                    raise
+        finally:
+            self.release()
+
+
+def _orphan(path: str, meta: Optional[dict], keep: "set[str]") -> bool:
+    if meta is not None:
+        return meta["ref"] not in keep
+    try:
+        return time.time() - os.stat(path).st_mtime > ABANDONED_AFTER
+    except FileNotFoundError:
+        return False
+
+
+def _read_meta(path: str) -> Optional[dict]:
+    """The ingest's meta record, or None if missing or damaged (the ingest then restarts)."""
+    try:
+        with open(os.path.join(path, "meta"), "rb") as f:
+            meta = json.loads(f.read())
+    except (OSError, ValueError):
+        return None
+    if not (isinstance(meta, dict) and isinstance(meta.get("ref"), str)
+            and isinstance(meta.get("total"), int) and meta.get("alg") in DIGEST_ALGORITHMS
+            and isinstance(meta.get("started"), int) and isinstance(meta.get("updated"), int)):
+        return None
+    return meta
+
+
+def _write_meta(path: str, meta: dict) -> None:
+    tmp = os.path.join(path, "meta.tmp")
+    with open(tmp, "w") as f:
+        json.dump(meta, f)
+    os.replace(tmp, os.path.join(path, "meta"))
+
+
+def _read_status(path: str) -> Optional[Status]:
+    meta = _read_meta(path)
+    if meta is None:
+        return None
+    try:
+        st = os.stat(os.path.join(path, "data"))
+    except FileNotFoundError:
+        return None
+    updated = max(meta["updated"], st.st_mtime_ns)
+    return Status(meta["ref"], st.st_size, meta["total"], "", from_ns(meta["started"]), from_ns(updated))
+
+
+class LocalWriter:
+    """An open ingest: writes stream to disk and to the running hash.
+
+    Closing (or leaving the ``with`` block) without committing keeps the
+    ingest for a later writer to resume; `commit` and `close` release the ref.
+    """
+
+    def __init__(self, store: LocalStore, path: str, ref: str, lock: _IngestLock, data: io.FileIO,
+                 hasher, offset: int, meta: dict, created: bool) -> None:
+        self._store = store
+        self._path = path
+        self.ref = ref
+        self._lock: Optional[_IngestLock] = lock
+        self._data: Optional[io.FileIO] = data
+        self._hash = hasher
+        self._offset = offset
+        self._meta = meta
+        self._updated = meta["updated"]
+        self.created = created
+        """True if this writer started the ingest (nothing was there to resume)."""
+
+    @classmethod
+    def _open(cls, store: LocalStore, path: str, ref: str, lock: _IngestLock, total: int,
+              algorithm: str) -> "LocalWriter":
+        data_path = os.path.join(path, "data")
+        meta = _read_meta(path)
+        if meta is not None and meta["ref"] != ref:
+            raise Corrupted(f"ingest directory of ref {ref!r} records ref {meta['ref']!r}")
+        resumable = (meta is not None and meta["alg"] == algorithm and os.path.exists(data_path)
+                     and (not total or not meta["total"] or total == meta["total"]))
+        hasher = hashlib.new(algorithm)
+        if resumable:
+            offset = _hash_file(data_path, hasher)
+            if total and not meta["total"]:
+                meta["total"] = total
+                _write_meta(path, meta)
+        else:
+            now = time.time_ns()
+            meta = {"ref": ref, "total": total, "alg": algorithm, "started": now, "updated": now}
+            _unlink(os.path.join(path, "meta"))  # never leave a meta that describes other bytes
+            with open(data_path, "wb"):
+                pass
+            _write_meta(path, meta)
+            offset = 0
+        data = io.FileIO(data_path, "a")
+        if os.fstat(data.fileno()).st_size != offset:  # cannot change under our lock
+            data.close()
+            raise Corrupted(f"ingest data of ref {ref!r} changed while it was hashed")
+        return cls(store, path, ref, lock, data, hasher, offset, meta, not resumable)
+
+    # -- context manager ---------------------------------------------------------------
+
+    def __enter__(self) -> "LocalWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._data is None
+
+    def _require_open(self) -> io.FileIO:
+        if self._data is None:
+            raise FailedPrecondition(f"writer for ingest ref {self.ref!r} is closed")
+        return self._data
+
+    # -- writing -----------------------------------------------------------------------
+
+    @_os_errors
+    def write(self, data) -> int:
+        """Append bytes (any bytes-like object); returns how many."""
+        f = self._require_open()
+        try:
+            view = memoryview(data)
+        except TypeError:
+            raise InvalidArgument(f"write needs a bytes-like object, not {type(data).__name__}") from None
+        if view.format != "B" or view.ndim != 1:
+            view = view.cast("B")
+        done = 0
+        try:
+            while done < len(view):
+                done += f.write(view[done:])
+        finally:
+            self._hash.update(view[:done])
+            self._offset += done
+            self._updated = time.time_ns()
+        return done
+
+    def digest(self) -> str:
+        """Digest of the bytes written so far."""
+        return f"{self._meta['alg']}:{self._hash.hexdigest()}"
+
+    @_os_errors
+    def status(self) -> Status:
+        return Status(self.ref, self._offset, self._meta["total"], "",
+                      from_ns(self._meta["started"]), from_ns(self._updated))
+
+    @_os_errors
+    def truncate(self, size: int = 0) -> None:
+        """Cut the ingest back to its first `size` bytes (re-hashed from disk)."""
+        f = self._require_open()
+        validate_size(size, "truncate size")
+        if size > self._offset:
+            raise InvalidArgument(f"cannot truncate ingest ref {self.ref!r} to {size} bytes: "
+                                  f"only {self._offset} were written")
+        f.truncate(size)
+        hasher = hashlib.new(self._meta["alg"])
+        if size:
+            _hash_file(os.path.join(self._path, "data"), hasher, size)
+        self._hash = hasher
+        self._offset = size
+        self._updated = time.time_ns()
+
+    @_os_errors
+    def sync(self) -> None:
+        """Flush the written bytes to stable storage."""
+        os.fsync(self._require_open().fileno())
+
+    @_os_errors
+    def commit(self, size: int = 0, expected: Optional[str] = None) -> str:
+        """Verify and publish the blob; returns its digest. The writer is closed afterwards.
+
+        FailedPrecondition on a size (when `size` is non-zero) or digest mismatch:
+        nothing is stored and the ingest stays resumable. AlreadyExists if the
+        blob is already stored: the ingest is discarded.
+        """
+        validate_size(size, "size")
+        if expected:
+            validate_digest(expected, "expected digest")
+        f = self._require_open()
+        try:
+            os.fsync(f.fileno())
+            actual = os.fstat(f.fileno()).st_size
+            if actual != self._offset:
+                raise Corrupted(f"ingest data of ref {self.ref!r} holds {actual} bytes, "
+                                f"{self._offset} were written")
+            if size and size != actual:
+                raise FailedPrecondition(f"commit of ingest ref {self.ref!r}: {actual} bytes written, "
+                                         f"expected size {size}")
+            digest = self.digest()
+            if expected and expected != digest:
+                raise FailedPrecondition(f"commit of ingest ref {self.ref!r}: content has digest "
+                                         f"{digest}, expected {expected}")
+            target = self._store.blob_path(digest)
+            directory = os.path.dirname(target)
+            if not os.path.isdir(directory):
+                os.makedirs(directory, exist_ok=True)
+                _fsync_dir(os.path.dirname(directory))
+            if os.path.exists(target):
+                self._discard()
+                raise AlreadyExists(f"content {digest} already exists")
+            os.fchmod(f.fileno(), 0o444)
+            os.rename(os.path.join(self._path, "data"), target)
+            _fsync_dir(directory)
+            self._discard()
+            return digest
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Release the ref, keeping the ingest resumable."""
+        if self._data is None:
+            return
+        self._data.close()
+        self._data = None
+        if self._meta["updated"] != self._updated and os.path.isdir(self._path):
+            self._meta["updated"] = self._updated
+            try:
+                _write_meta(self._path, self._meta)
+            except OSError:
+                pass  # the data file's mtime still tells when it last changed
+        self._release()
+
+    @_os_errors
+    def discard(self) -> None:
+        """Close and remove the ingest (the caller abandons what it started)."""
+        if self._data is None:
+            return
+        self._data.close()
+        self._data = None
+        self._discard()
+
+    def _discard(self) -> None:
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            IngestClaim(self._path, lock).discard()
+
+    def _release(self) -> None:
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()

@@ -1,0 +1,583 @@
+"""The namespaced content store (``ns.content``): containerd's ``metadata/content.go``.
+
+A blob's bytes are stored once, in the backend (`cargohold.content.LocalStore`);
+each namespace that committed it holds a *blob* record, and only those
+namespaces see it. A writer is backed by an *ingest* record that names its
+backend ingest (a random backend ref, so an aborted ingest is never resumed
+by a later one) and, unless the handle is leased, expires 24 hours after the
+writer was last opened. Records are described in `cargohold.schema`.
+
+Sharing: a writer whose expected digest the backend already holds commits
+without receiving the bytes again when the content is shareable: the DB was
+opened with ``shared=True``, or a namespace that holds the blob is labelled
+``containerd.io/namespace.shareable=true``. Its ingest record then retains
+the blob (`collect_backend` keeps it) until the commit records it.
+
+Locking, as owned by this module: the backend's ``cleanup.lock``
+(`cargohold.locks.FileLock`, a flock, so it works across processes) orders
+the calls that put something in the backend before the metadata references
+it against the cleanup that follows a garbage collection (`collect_backend`):
+
+* a commit holds it *shared* from before the blob is renamed into place
+  until the transaction that records it has ended; a writer's registration
+  holds it from its check that shareable content exists until its ingest
+  record (which retains that content) has been committed. When the call runs
+  in a caller's transaction, the lock is kept until that transaction ends.
+* `collect_backend` holds it *exclusive* from before it reads the metadata
+  until it has removed the last orphan.
+
+So the cleanup either sees the record of a commit, or runs entirely before
+its blob appears. Open ingests are safe anyway: their writer holds the
+ingest's own lock (`cargohold.content.local`), and the cleanup skips them.
+The lock is taken before the database's write locks, except in a call that
+joins a caller's transaction; the cleanup never waits for a write lock while
+it holds it, so neither order can deadlock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import time
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, BinaryIO, Iterator, Optional
+
+from .. import filters, leases, schema
+from ..errors import AlreadyExists, Corrupted, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from ..events import TOPIC_CONTENT_CREATE, TOPIC_CONTENT_DELETE, ContentCreate, ContentDelete
+from ..fieldpaths import clean_labels, merge_map, split
+from ..gc import index
+from ..model import Info, Resource, ResourceType, Status
+from ..timeutil import from_ns
+from ..validation import validate_digest, validate_key, validate_size
+from .local import CHUNK, IngestBusy, LocalStore, LocalWriter, info_adaptor
+
+if TYPE_CHECKING:
+    from ..db import DB, Transaction
+    from ..namespaces import Namespace
+
+INGEST_EXPIRY_NS = 24 * 3600 * 1_000_000_000
+"""How long an unleased ingest stays a GC root after its writer was last opened."""
+
+LABEL_SHAREABLE = "containerd.io/namespace.shareable"
+
+
+def _blob_key(ns: str, digest: str) -> bytes:
+    return schema.object_key(ns, schema.K_BLOB, digest)
+
+
+def _ingest_key(ns: str, ref: str) -> bytes:
+    return schema.object_key(ns, schema.K_INGEST, ref)
+
+
+def _scan(t: "Transaction", ns: str, kind: bytes) -> list[tuple[str, bytes]]:
+    """(id, raw record) of every object of one kind in a namespace, in id order."""
+    prefix = schema.object_prefix(ns, kind)
+    return [(schema.text(key[len(prefix):], "object id"), raw) for key, raw in t.kv.scan(schema.T_OBJECTS, prefix)]
+
+
+def _blob_record(raw: bytes, digest: str) -> dict:
+    return _record(raw, f"content record {digest}", ("s", "l", "c", "u"))
+
+
+def _ingest_record(raw: bytes, ref: str) -> dict:
+    return _record(raw, f"ingest record {ref!r}", ("b", "d", "sh", "s", "e", "c", "u"))
+
+
+def _record(raw: bytes, what: str, fields: tuple) -> dict:
+    record = schema.unpack(raw, what)
+    if not isinstance(record, dict) or any(f not in record for f in fields):
+        raise Corrupted(f"damaged {what} in the metadata database")
+    return record
+
+
+def _optional_digest(value: Optional[str], what: str) -> str:
+    return validate_digest(value, what) if value else ""
+
+
+def _info(digest: str, record: dict) -> Info:
+    return Info(digest, record["s"], record["l"], from_ns(record["c"]), from_ns(record["u"]))
+
+
+def _backend(db: "DB") -> LocalStore:
+    backend = db.content_store
+    if backend is None:
+        raise Unavailable(f"metadata database {db.path!r} has no content store")
+    return backend
+
+
+@contextmanager
+def _locked_update(db: "DB", tx: Optional["Transaction"]) -> Iterator["Transaction"]:
+    """A write transaction that holds the cleanup lock shared until it ends."""
+    hold = _backend(db).cleanup_lock.shared()
+    hold.__enter__()
+    held = [True]
+
+    def release() -> None:
+        if held[0]:
+            held[0] = False
+            hold.__exit__(None, None, None)
+
+    entered = False
+    try:
+        with db.transaction(tx, write=True) as t:
+            entered = True
+            t.after_commit(release)
+            t.on_abort(release)
+            yield t
+    except BaseException:
+        if not entered:
+            release()
+        raise
+
+
+def _abandon(bw: Optional[LocalWriter]) -> None:
+    """Close a backend writer we will not use, removing the ingest if it started it."""
+    if bw is None:
+        return
+    if bw.created:
+        bw.discard()
+    else:
+        bw.close()
+
+
+class _Raced(Exception):
+    """Another writer registered the same ref between our read and our write."""
+
+
+class ContentStore:
+    """The content of one namespace (``ns.content``)."""
+
+    def __init__(self, ns: "Namespace") -> None:
+        self._ns = ns
+        self._db = ns.db
+
+    # -- records -----------------------------------------------------------------------
+
+    def _blob(self, t: "Transaction", digest: str) -> Optional[dict]:
+        raw = t.kv.get(schema.T_OBJECTS, _blob_key(self._ns.name, digest))
+        return None if raw is None else _blob_record(raw, digest)
+
+    def _ingest(self, t: "Transaction", ref: str) -> Optional[dict]:
+        raw = t.kv.get(schema.T_OBJECTS, _ingest_key(self._ns.name, ref))
+        return None if raw is None else _ingest_record(raw, ref)
+
+    def _require_blob(self, t: "Transaction", digest: str) -> dict:
+        record = self._blob(t, digest)
+        if record is None:
+            raise NotFound(f"content {digest} not found in namespace {self._ns.name!r}")
+        return record
+
+    def _require_ingest(self, t: "Transaction", ref: str) -> dict:
+        record = self._ingest(t, ref)
+        if record is None:
+            raise NotFound(f"ingest ref {ref!r} not found in namespace {self._ns.name!r}")
+        return record
+
+    def _put_ingest(self, t: "Transaction", ref: str, record: dict) -> None:
+        t.kv.put(schema.T_OBJECTS, _ingest_key(self._ns.name, ref), schema.pack(record))
+        index.index_ingest(t, self._ns.name, ref, record["e"], record["d"] if record["sh"] else "")
+
+    def _drop_ingest(self, t: "Transaction", ref: str) -> None:
+        ns = self._ns.name
+        t.kv.delete(schema.T_OBJECTS, _ingest_key(ns, ref))
+        index.remove(t, ResourceType.INGEST, ns, ref)
+        if self._ns.lease is not None:
+            index.lease_remove(t, ns, self._ns.lease, Resource(ref, "ingests"))
+
+    # -- blobs -------------------------------------------------------------------------
+
+    def info(self, digest: str, *, tx: Optional["Transaction"] = None) -> Info:
+        """The blob as this namespace sees it; NotFound unless the namespace committed it."""
+        validate_digest(digest)
+        with self._db.transaction(tx, write=False) as t:
+            return _info(digest, self._require_blob(t, digest))
+
+    def update(self, info: Info, *fieldpaths: str, tx: Optional["Transaction"] = None) -> Info:
+        """Update labels (``labels`` or ``labels.<key>``; none means all); returns the stored Info."""
+        if not isinstance(info, Info):
+            raise InvalidArgument(f"update needs an Info, not {type(info).__name__}")
+        digest = validate_digest(info.digest)
+        keys, others = split(fieldpaths, "labels")
+        for path in others:
+            if path != "labels":
+                raise InvalidArgument(f"cannot update field {path!r} of content {digest}")
+        new_labels = clean_labels(info.labels)
+        with self._db.transaction(tx, write=True) as t:
+            record = self._require_blob(t, digest)
+            if fieldpaths and not others:
+                new_labels = merge_map(record["l"], new_labels, keys)
+            record["l"] = new_labels
+            record["u"] = t.now
+            t.kv.put(schema.T_OBJECTS, _blob_key(self._ns.name, digest), schema.pack(record))
+            index.index_content(t, self._ns.name, digest, new_labels)
+            return _info(digest, record)
+
+    def walk(self, *filter_args: str, tx: Optional["Transaction"] = None) -> Iterator[Info]:
+        """The namespace's blobs matching the filters (``digest``, ``labels.<key>``)."""
+        matcher = filters.parse(*filter_args)
+        with self._db.transaction(tx, write=False) as t:
+            digests = _scan(t, self._ns.name, schema.K_BLOB)
+        infos = [_info(digest, _blob_record(raw, digest)) for digest, raw in digests]
+        return iter([i for i in infos if matcher.match(info_adaptor(i))])
+
+    def delete(self, digest: str, *, tx: Optional["Transaction"] = None) -> None:
+        """Forget the blob in this namespace; the bytes go at the next garbage collection."""
+        validate_digest(digest)
+        ns = self._ns.name
+        with self._db.transaction(tx, write=True) as t:
+            if not t.kv.delete(schema.T_OBJECTS, _blob_key(ns, digest)):
+                raise NotFound(f"content {digest} not found in namespace {ns!r}")
+            index.remove(t, ResourceType.CONTENT, ns, digest)
+            if self._ns.lease is not None:
+                index.lease_remove(t, ns, self._ns.lease, Resource(digest, "content"))
+            t.mark_dirty(content=True)
+            t.publish(ns, TOPIC_CONTENT_DELETE, ContentDelete(digest))
+
+    def open(self, digest: str, *, tx: Optional["Transaction"] = None) -> BinaryIO:
+        """A binary, seekable file object on the blob (the caller closes it)."""
+        self.info(digest, tx=tx)
+        return _backend(self._db).open(digest)
+
+    def read(self, digest: str, *, tx: Optional["Transaction"] = None) -> bytes:
+        """The whole blob."""
+        with self.open(digest, tx=tx) as f:
+            return f.read()
+
+    # -- ingests -----------------------------------------------------------------------
+
+    def writer(self, ref: str, *, total: int = 0, expected: Optional[str] = None,
+               tx: Optional["Transaction"] = None) -> "Writer":
+        """Open, or resume, the ingest `ref`; use it as a context manager.
+
+        AlreadyExists if this namespace already has `expected` (the content then
+        joins the handle's lease); Unavailable if the ref is open in another
+        writer, in this or another process. Resume from ``status().offset``.
+        """
+        validate_key(ref, "ingest ref")
+        validate_size(total, "total")
+        expected = _optional_digest(expected, "expected digest")
+        backend = _backend(self._db)
+        algorithm = expected.partition(":")[0] if expected else "sha256"
+        for _ in range(3):
+            with self._db.transaction(tx, write=False) as t:
+                exists = bool(expected) and self._blob(t, expected) is not None
+                record = self._ingest(t, ref)
+            if exists and self._ns.lease is None:
+                raise AlreadyExists(f"content {expected} already exists in namespace {self._ns.name!r}")
+            bref = record["b"] if record else f"{self._ns.name}-{secrets.token_hex(8)}"
+            try:
+                bw = None if exists else backend.writer(bref, total=total, algorithm=algorithm)
+            except IngestBusy:
+                raise IngestBusy(f"ingest ref {ref!r} of namespace {self._ns.name!r} is open "
+                                 f"in another writer") from None
+            try:
+                return self._register(ref, bw, bref, total, expected, tx)
+            except _Raced:
+                _abandon(bw)
+            except BaseException:
+                _abandon(bw)
+                raise
+        raise Unavailable(f"ingest ref {ref!r} is being opened by other writers")
+
+    def _register(self, ref: str, bw: Optional[LocalWriter], bref: str, total: int, expected: str,
+                  tx: Optional["Transaction"]) -> "Writer":
+        """Write the ingest record for an opened backend writer (under the cleanup lock)."""
+        ns = self._ns.name
+        backend = _backend(self._db)
+        exists = False
+        with _locked_update(self._db, tx) as t:
+            if expected and self._blob(t, expected) is not None:
+                # containerd: hold the existing content in the lease, then report it exists.
+                leases.attach(t, self._ns, Resource(expected, "content"))
+                exists = True
+            else:
+                if bw is None:
+                    raise _Raced()
+                current = self._ingest(t, ref)
+                if current is not None and current["b"] != bref:
+                    raise _Raced()
+                shared, size = False, total
+                if expected and (self._db.shared or _shareable_elsewhere(t, expected)):
+                    try:
+                        stored = backend.info(expected).size
+                    except NotFound:
+                        stored = None
+                    if stored is not None and total in (0, stored):
+                        shared, size = True, stored
+                t.ensure_namespace(ns)
+                record = {"b": bref, "d": expected, "sh": shared, "s": size,
+                          "e": None if self._ns.lease else t.now + INGEST_EXPIRY_NS,
+                          "c": current["c"] if current else t.now, "u": t.now}
+                self._put_ingest(t, ref, record)
+                leases.attach(t, self._ns, Resource(ref, "ingests"))
+        if exists:
+            _abandon(bw)
+            raise AlreadyExists(f"content {expected} already exists in namespace {ns!r}")
+        return Writer(self, ref, bw, record)
+
+    def status(self, ref: str, *, tx: Optional["Transaction"] = None) -> Status:
+        """Progress of the ingest `ref`; NotFound if the namespace has none."""
+        validate_key(ref, "ingest ref")
+        with self._db.transaction(tx, write=False) as t:
+            record = self._require_ingest(t, ref)
+        return self._status(ref, record)
+
+    def _status(self, ref: str, record: dict) -> Status:
+        if record["sh"]:
+            size = record["s"]
+            return Status(ref, size, size, record["d"], from_ns(record["c"]), from_ns(record["u"]))
+        try:
+            backend_status = _backend(self._db).status(record["b"])
+        except NotFound:
+            raise NotFound(f"ingest ref {ref!r} of namespace {self._ns.name!r} has no data "
+                           f"in the content store") from None
+        return dataclasses.replace(backend_status, ref=ref, expected=record["d"])
+
+    def statuses(self, *filter_args: str, tx: Optional["Transaction"] = None) -> list[Status]:
+        """Every ingest of the namespace matching the filters (``ref``), by ref."""
+        matcher = filters.parse(*filter_args)
+        with self._db.transaction(tx, write=False) as t:
+            refs = _scan(t, self._ns.name, schema.K_INGEST)
+        records = [(ref, _ingest_record(raw, ref)) for ref, raw in refs]
+        found = []
+        for ref, record in records:
+            try:
+                status = self._status(ref, record)
+            except NotFound:
+                continue  # committed or aborted meanwhile
+            if matcher.match(filters.adaptor({"ref": ref})):
+                found.append(status)
+        return found
+
+    def abort(self, ref: str, *, tx: Optional["Transaction"] = None) -> None:
+        """Discard the ingest `ref`; Unavailable while a writer has it open."""
+        validate_key(ref, "ingest ref")
+        with self._db.transaction(tx, write=True) as t:
+            record = self._require_ingest(t, ref)
+            try:
+                claim = _backend(self._db).claim(record["b"])
+            except IngestBusy:
+                raise IngestBusy(f"cannot abort ingest ref {ref!r} of namespace {self._ns.name!r}: "
+                                 f"it is open in a writer") from None
+            t.on_abort(claim.release)
+            t.after_commit(claim.discard)
+            self._drop_ingest(t, ref)
+
+
+def _shareable_elsewhere(t: "Transaction", digest: str) -> bool:
+    """Whether a namespace labelled shareable holds the blob (containerd's isSharedContent)."""
+    for name, raw in t.kv.scan(schema.T_NAMESPACES):
+        ns = schema.text(name, "namespace")
+        labels = schema.unpack(raw, f"namespace {ns!r}").get("labels", {})
+        if labels.get(LABEL_SHAREABLE) == "true" and t.kv.get(schema.T_OBJECTS, _blob_key(ns, digest)):
+            return True
+    return False
+
+
+class Writer:
+    """An open ingest in a namespace (``ns.content.writer(ref)``), a context manager.
+
+    Leaving the ``with`` block without `commit` closes the writer and keeps
+    the ingest resumable; ``ns.content.abort(ref)`` discards it.
+    """
+
+    def __init__(self, store: ContentStore, ref: str, bw: LocalWriter, record: dict) -> None:
+        self._store = store
+        self.ref = ref
+        self._bw = bw
+        self._shared: bool = record["sh"]
+        self._size: int = record["s"]
+        self._expected: str = record["d"]
+        self._started: int = record["c"]
+        self._updated: int = record["u"]
+
+    def __enter__(self) -> "Writer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<content Writer {self.ref!r}{' (closed)' if self.closed else ''}>"
+
+    @property
+    def closed(self) -> bool:
+        return self._bw.closed
+
+    def _require_open(self) -> LocalWriter:
+        if self._bw.closed:
+            raise FailedPrecondition(f"writer for ingest ref {self.ref!r} is closed")
+        return self._bw
+
+    def write(self, data) -> int:
+        """Append bytes; returns how many."""
+        bw = self._require_open()
+        if self._shared:
+            try:
+                if not memoryview(data).nbytes:
+                    return 0
+            except TypeError:
+                raise InvalidArgument(f"write needs a bytes-like object, not {type(data).__name__}") from None
+            self._unshare(self._size)
+        return bw.write(data)
+
+    def digest(self) -> str:
+        """Digest of the content so far (still known after commit or close)."""
+        return self._expected if self._shared else self._bw.digest()
+
+    def status(self) -> Status:
+        if self._shared:
+            return Status(self.ref, self._size, self._size, self._expected,
+                          from_ns(self._started), from_ns(self._updated))
+        return dataclasses.replace(self._bw.status(), ref=self.ref, expected=self._expected)
+
+    def truncate(self, size: int = 0) -> None:
+        """Cut the content back to its first `size` bytes."""
+        bw = self._require_open()
+        validate_size(size, "truncate size")
+        if not self._shared:
+            bw.truncate(size)
+            return
+        if size > self._size:
+            raise InvalidArgument(f"cannot truncate ingest ref {self.ref!r} to {size} bytes: "
+                                  f"the content has {self._size}")
+        self._unshare(size)
+
+    def _unshare(self, keep: int) -> None:
+        """Copy the first `keep` bytes of the shared blob into our own ingest, before changing it."""
+        store = self._store
+        bw = self._bw
+        bw.truncate(0)
+        copied = 0
+        with _backend(store._db).open(self._expected) as f:
+            while copied < keep:
+                chunk = f.read(min(CHUNK, keep - copied))
+                if not chunk:
+                    raise Corrupted(f"content {self._expected} is shorter than its recorded size {self._size}")
+                copied += bw.write(chunk)
+        with store._db.transaction(None, write=True) as t:
+            record = store._ingest(t, self.ref)
+            if record is not None and record["b"] == bw.ref:
+                record["sh"] = False
+                record["u"] = t.now
+                store._put_ingest(t, self.ref, record)
+        self._shared = False
+
+    def commit(self, size: int = 0, expected: Optional[str] = None, labels: Optional[dict] = None, *,
+               tx: Optional["Transaction"] = None) -> Info:
+        """Verify the content and record it in the namespace; returns its Info.
+
+        FailedPrecondition on a size (when non-zero) or digest mismatch: nothing
+        is stored and the ingest stays resumable. AlreadyExists if the namespace
+        already had the content (the ingest is consumed). The writer is closed
+        afterwards, whatever the outcome.
+        """
+        validate_size(size, "size")
+        expected = _optional_digest(expected, "expected digest")
+        labels = clean_labels(labels)
+        bw = self._require_open()
+        store = self._store
+        ns = store._ns
+        try:
+            if not self._shared:
+                bw.sync()  # the slow part, done before any lock is taken
+            with _locked_update(store._db, tx) as t:
+                if self._shared:
+                    actual, digest = self._size, self._expected
+                    if not _backend(store._db).exists(digest):
+                        raise FailedPrecondition(f"commit of ingest ref {self.ref!r}: content {digest} "
+                                                 f"is no longer in the content store; write its bytes")
+                else:
+                    actual, digest = bw.status().offset, bw.digest()
+                if size and size != actual:
+                    raise FailedPrecondition(f"commit of ingest ref {self.ref!r}: {actual} bytes written, "
+                                             f"expected size {size}")
+                if expected and expected != digest:
+                    raise FailedPrecondition(f"commit of ingest ref {self.ref!r}: content has digest "
+                                             f"{digest}, expected {expected}")
+                existing = store._blob(t, digest)
+                t.ensure_namespace(ns.name)
+                leases.attach(t, ns, Resource(digest, "content"))
+                store._drop_ingest(t, self.ref)
+                if self._shared:
+                    bw.discard()
+                else:
+                    try:
+                        bw.commit(actual, digest)
+                    except AlreadyExists:
+                        pass  # the backend had it already; the namespace records it below
+                if existing is None:
+                    record = {"s": actual, "l": labels, "c": t.now, "u": t.now}
+                    t.kv.put(schema.T_OBJECTS, _blob_key(ns.name, digest), schema.pack(record))
+                    index.index_content(t, ns.name, digest, labels)
+                    t.publish(ns.name, TOPIC_CONTENT_CREATE, ContentCreate(digest, actual))
+        finally:
+            bw.close()
+        if existing is not None:
+            raise AlreadyExists(f"content {digest} already exists in namespace {ns.name!r}")
+        return _info(digest, record)
+
+    def close(self) -> None:
+        """Close the writer; the ingest stays resumable."""
+        self._bw.close()
+
+
+# -- the garbage collector's side ----------------------------------------------------------
+
+
+def remove_blob_for_gc(tx: "Transaction", ns: str, digest: str) -> None:
+    """Delete a blob record and its node (the sweep); the backend cleanup removes the bytes."""
+    tx.kv.delete(schema.T_OBJECTS, _blob_key(ns, digest))
+    index.remove(tx, ResourceType.CONTENT, ns, digest)
+    tx.mark_dirty(content=True)
+
+
+def remove_ingest_for_gc(tx: "Transaction", ns: str, ref: str) -> None:
+    """Delete an ingest record and its node (the sweep); the backend cleanup aborts the ingest."""
+    tx.kv.delete(schema.T_OBJECTS, _ingest_key(ns, ref))
+    index.remove(tx, ResourceType.INGEST, ns, ref)
+    tx.mark_dirty(content=True)
+
+
+def _referenced(db: "DB") -> tuple[set, set]:
+    """(digests, backend refs) that some namespace's records still reference."""
+    digests: set[str] = set()
+    refs: set[str] = set()
+    with db.view() as t:
+        for name, _ in t.kv.scan(schema.T_NAMESPACES):
+            ns = schema.text(name, "namespace")
+            digests.update(digest for digest, _ in _scan(t, ns, schema.K_BLOB))
+            for ref, raw in _scan(t, ns, schema.K_INGEST):
+                record = _ingest_record(raw, ref)
+                refs.add(record["b"])
+                if record["sh"]:
+                    digests.add(record["d"])  # a shared ingest retains the content it will commit
+    return digests, refs
+
+
+def collect_backend(db: "DB") -> float:
+    """Delete every backend blob and ingest no namespace references; returns the seconds it took.
+
+    Runs after a collection has committed, outside any transaction (it waits
+    for commits in flight, which may wait for the database's write locks). It
+    holds the cleanup lock exclusive (see the module docstring), so a commit
+    in flight in any process is either seen or not yet started; open ingests
+    are skipped.
+    """
+    started = time.perf_counter()
+    backend = db.content_store
+    if backend is None:
+        return 0.0
+    if db._current() is not None:
+        raise FailedPrecondition("collect_backend must run outside any transaction")
+    with backend.cleanup_lock.exclusive():
+        digests, refs = _referenced(db)
+        for info in list(backend.walk()):
+            if info.digest not in digests:
+                try:
+                    backend.delete(info.digest)
+                except NotFound:
+                    pass
+        backend.clean_ingests(refs)
+    return time.perf_counter() - started
