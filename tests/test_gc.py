@@ -9,7 +9,7 @@ import pytest
 import cargohold
 from cargohold import Node, Resource, ResourceType as RT, errors
 from cargohold.events import ImageDelete, SnapshotRemove
-from gcutil import Clock, blob, chain, container, content_node as cn, image, snap_node as sn
+from gcutil import Clock, blob, chain, container, content_node as cn, digest_of, image, snap_node as sn
 
 NS = "test"
 
@@ -61,17 +61,17 @@ def test_roots_keep_and_the_rest_goes(db, ns):
     rooted = blob(ns, b"rooted", labels={"containerd.io/gc.root": "true"})
     chain(ns, ["base", "top"])
     chain(ns, ["lonely"])
-    chain(ns, ["pinned"], labels={"containerd.io/gc.root": ""})
+    chain(ns, ["pinned"], labels={"containerd.io/gc.root": "true"})
     ns.snapshotter("native").prepare("rootfs", "top")
     container(ns, "ctr", "rootfs")
-    assert backend_snapshots(db) == 6
+    assert backend_snapshots(db) == 5
     stats = db.garbage_collect()
     assert set(stats.removed) == {cn(NS, orphan), sn(NS, "lonely")}
     assert survivors(db) == {cn(NS, target), cn(NS, rooted), sn(NS, "base"), sn(NS, "top"),
                              sn(NS, "pinned"), sn(NS, "rootfs"), Node(RT.IMAGE, NS, "img")}
     # the backends were cleaned after the commit
     assert backend_blobs(db) == {target, rooted}
-    assert backend_snapshots(db) == 5
+    assert backend_snapshots(db) == 4
     assert stats.content_d > 0 and set(stats.snapshot_d) == {"native"}
     with pytest.raises(errors.NotFound):
         ns.content.info(orphan)
@@ -161,7 +161,7 @@ def test_leases_hold_resources_until_they_expire(db, ns, clock):
 
 
 def test_flat_lease_holds_only_direct_resources(db, ns):
-    ns.leases.create("flat", labels={"containerd.io/gc.flat": ""})
+    ns.leases.create("flat", labels={"containerd.io/gc.flat": "true"})
     child = blob(ns, b"child")
     parent = blob(ns, b"parent", labels={"containerd.io/gc.ref.content": child})
     chain(ns, ["p1", "p2"], labels={"containerd.io/gc.ref.content": child})
@@ -177,25 +177,34 @@ def test_flat_lease_holds_only_direct_resources(db, ns):
     assert cn(NS, child) not in kept
 
 
-def test_ingests_expire_and_keep_expected_content(db, ns, clock):
-    expected = blob(ns, b"x" * 10)
-    with ns.content.writer("resumable", total=10, expected=expected) as w:
-        assert w.status().offset == 10  # shareable content already here: nothing to send
+def test_ingests_expire(db, ns, clock):
     with ns.content.writer("partial", total=10) as w:
-        w.write(b"12345")
-    ns.content.delete(expected)
-    expected = blob(ns, b"y" * 4)
-    with ns.content.writer("wants-y", total=4, expected=expected):
-        pass
-    ns.content.delete(expected)  # only the ingest's expectation keeps it now
+        w.write(b"12345")  # left without commit: a resumable ingest, 24 hours to live
     db.garbage_collect()
-    kept = survivors(db)
-    assert Node(RT.INGEST, NS, "partial") in kept and Node(RT.INGEST, NS, "wants-y") in kept
+    assert Node(RT.INGEST, NS, "partial") in survivors(db)
     clock.advance(hours=25)
     stats = db.garbage_collect()
-    assert {Node(RT.INGEST, NS, "partial"), Node(RT.INGEST, NS, "wants-y")} <= set(stats.removed)
+    assert stats.removed == [Node(RT.INGEST, NS, "partial")]
     assert ns.content.statuses() == []
-    assert db.content_store.statuses() == []  # backend ingests aborted by the cleanup
+    assert db.content_store.statuses() == []  # the backend ingest was aborted by the cleanup
+
+
+def test_shared_ingest_keeps_its_expected_blob(db, clock):
+    """An ingest that will commit shared content keeps the blob while the last owner lets go."""
+    owner, other = db.namespace("owner"), db.namespace("other")
+    d = blob(owner, b"shared bytes")
+    with other.content.writer("later", expected=d) as w:
+        assert w.status().offset == len(b"shared bytes")  # nothing to send
+    owner.content.delete(d)
+    stats = db.garbage_collect()
+    assert Node(RT.INGEST, "other", "later") in survivors(db) and stats.content_d > 0
+    assert backend_blobs(db) == {d}  # still expected by the ingest
+    with other.content.writer("later", expected=d) as w:
+        w.commit(len(b"shared bytes"), d)
+    assert other.content.read(d) == b"shared bytes"
+    clock.advance(hours=25)
+    db.garbage_collect()
+    assert backend_blobs(db) == set()  # nothing holds the committed blob in "other" either
 
 
 def test_leased_ingest_lives_by_its_lease(db, ns, clock):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from hypothesis import settings, strategies as st
+from hypothesis import event, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import cargohold
@@ -125,6 +125,7 @@ class GCMachine(RuleBasedStateMachine):
         self.db = cargohold.open(self.tmp.name, clock=self.clock)
         self.ns = self.db.namespace(NS)
         self.model = Model()
+        self.active = set()  # snapshot keys that are active (cannot be parents)
         self.counter = 0
 
     def teardown(self):
@@ -158,9 +159,12 @@ class GCMachine(RuleBasedStateMachine):
         d = blob(self.ns, b"blob-%d" % self._next(), labels=labels)
         self.model.content[d] = labels
 
+    def _committed(self) -> list:
+        return sorted(k for k in self.model.snapshots if k not in self.active)
+
     @rule(data=st.data())
     def add_snapshot(self, data):
-        parent = data.draw(st.sampled_from([""] + sorted(self.model.snapshots)))
+        parent = data.draw(st.sampled_from([""] + self._committed()))
         labels = self._labels(data)
         key = f"s{self._next()}"
         sn = self.ns.snapshotter("native")
@@ -181,10 +185,11 @@ class GCMachine(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def add_container(self, data):
-        parent = data.draw(st.sampled_from([""] + sorted(self.model.snapshots)))
+        parent = data.draw(st.sampled_from([""] + self._committed()))
         key = f"rootfs{self._next()}"
         self.ns.snapshotter("native").prepare(key, parent)
         self.model.snapshots[key] = (parent, {})
+        self.active.add(key)
         cid = f"c{self._next()}"
         container(self.ns, cid, key)
         self.model.containers[cid] = key
@@ -196,7 +201,7 @@ class GCMachine(RuleBasedStateMachine):
         if expiry is not None:
             labels[EXPIRE] = self._stamp(expiry)
         if data.draw(st.booleans()):
-            labels[FLAT] = ""
+            labels[FLAT] = "true"
         lease = f"l{self._next()}"
         self.ns.leases.create(lease, labels=labels)
         self.model.leases[lease] = (labels, set())
@@ -251,6 +256,7 @@ class GCMachine(RuleBasedStateMachine):
         key = data.draw(st.sampled_from(leaves))
         self.ns.snapshotter("native").remove(key)  # a container using it keeps a dead reference
         del self.model.snapshots[key]
+        self.active.discard(key)
 
     @rule(hours=st.sampled_from([1, 2]))
     def advance_clock(self, hours):
@@ -262,9 +268,11 @@ class GCMachine(RuleBasedStateMachine):
         expected = self.model.reachable(now) & self.model.existing()
         doomed = self.model.existing() - expected
         stats = self.db.garbage_collect()
+        event(f"collected {min(len(doomed), 5)}+ nodes" if len(doomed) >= 5 else f"collected {len(doomed)} nodes")
         assert set(stats.removed) == doomed
         for node in doomed:
             self.model.forget(node)
+        self.active &= set(self.model.snapshots)
         assert set(self.db.nodes()) == self.model.existing()
         blobs = {info.digest for info in self.db.content_store.walk()}
         assert blobs == set(self.model.content)
@@ -278,5 +286,5 @@ class GCMachine(RuleBasedStateMachine):
         assert marked == expected
 
 
-GCMachine.TestCase.settings = settings(max_examples=25, stateful_step_count=30, deadline=None)
+GCMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=40, deadline=None)
 TestGCModel = GCMachine.TestCase

@@ -344,6 +344,132 @@ class DB:
         with self._dirty_lock:
             self._dirty = 0
 
+    # -- garbage collection ------------------------------------------------------------
+
+    def register_collectible_resource(self, rtype: int, collector: Any) -> None:
+        """Register a collector for resource type `rtype` (in [RESOURCE_END, RESOURCE_MAX)).
+
+        `collector.start_collection()` returns a context with ``all(fn)``,
+        ``active(namespace, fn)``, ``leased(namespace, lease_id, fn)``,
+        ``remove(node)``, ``cancel()`` and ``finish()``;
+        `collector.reference_label()` returns the suffix X so that a label
+        ``containerd.io/gc.ref.X[.name|/name]`` references a node of this type.
+        """
+        for method in ("start_collection", "reference_label"):
+            if not callable(getattr(collector, method, None)):
+                raise InvalidArgument(f"collector {collector!r} has no {method}() method")
+        self._collectors[gccontext.validate_collectible_type(rtype, self._collectors)] = collector
+
+    def _with_marking(self, fn: Callable[[Any, "gccontext.Contexts"], Any]) -> Any:
+        """Run fn(marker, contexts) over a marking of a read snapshot; collectors are cancelled after."""
+        contexts = gccontext.Contexts(self._collectors)
+        try:
+            with self.view() as tx:
+                return fn(gccontext.marking(tx, contexts), contexts)
+        finally:
+            contexts.cancel()
+
+    def nodes(self) -> Iterator[Node]:
+        """Every known resource: what a collection scans (containers and sandboxes excluded)."""
+        contexts = gccontext.Contexts(self._collectors)
+        try:
+            with self.view() as tx:
+                found = list(gccontext.table_nodes(tx))
+            found.extend(contexts.all())
+        finally:
+            contexts.cancel()
+        return iter(found)
+
+    def mark(self) -> set[Node]:
+        """Every resource reachable from a root now; deletes nothing."""
+        def reachable(marker, contexts) -> set[Node]:
+            found = {schema.unpack_node(key) for key in marker.reachable()}
+            found.update(n for n in contexts.all() if marker.is_reachable(_packed(n)))
+            return found
+        return self._with_marking(reachable)
+
+    def unreachable(self) -> list[Node]:
+        """What a collection would remove now (a dry run): every known, unreachable resource."""
+        def collectible(marker, contexts) -> list[Node]:
+            found = [schema.unpack_node(key) for key in marker.unreachable()]
+            found.extend(n for n in contexts.all() if not marker.is_reachable(_packed(n)))
+            return found
+        return self._with_marking(collectible)
+
+    def explain(self, node: Node) -> Optional[list[Node]]:
+        """Why is `node` kept? The chain of nodes from a root down to it, or None if unreachable."""
+        packed = _packed(node)
+        chain = self._with_marking(lambda marker, _: marker.chain(packed))
+        return None if chain is None else [schema.unpack_node(key) for key in chain]
+
+    def garbage_collect(self) -> GCStats:
+        """Collect everything no root references; return the phase durations.
+
+        Writers of every process are held off (``wlock`` exclusive) while the
+        node table is marked and the unreachable records are swept, in one
+        write transaction. After the commit, with writers running again, the
+        events are published, the backends with deletions are cleaned in
+        parallel threads and the collectors finish; this returns once all of
+        that is done (containerd's ``wg.Wait()``).
+        """
+        self._require_open()
+        if self._current() is not None:
+            raise FailedPrecondition("garbage_collect() cannot run inside a transaction of the same thread")
+        contexts = gccontext.Contexts(self._collectors)
+        try:
+            with self.wlock.exclusive():
+                started = time.perf_counter()
+                with _TxContext(self, True, internal=True) as tx:
+                    marker = gccontext.marking(tx, contexts)
+                    removed = gccontext.sweep(tx, marker, contexts, contexts.all())
+                    del marker
+                    dirty = _dirty_markers(tx)
+                self._reset_dirty()
+                stats = GCStats(meta_d=time.perf_counter() - started, removed=removed)
+        except BaseException:
+            contexts.cancel()
+            raise
+        jobs = [lambda: _run_all(tx._after)]  # events only: publish() already logs failures
+        if dirty.content is not None and self.content_store is not None:
+            jobs.append(lambda: self._clean_content(stats, dirty.content))
+        for name, token in dirty.snapshotters.items():
+            if name in self.snapshotters:
+                jobs.append(lambda name=name, token=token: self._clean_snapshotter(stats, name, token))
+        jobs.extend(contexts.finish_all())
+        threads = [threading.Thread(target=job, name="cargohold-gc-cleanup") for job in jobs]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return stats
+
+    def _clean_content(self, stats: GCStats, token: bytes) -> None:
+        from .content.store import collect_backend
+
+        try:
+            stats.content_d = collect_backend(self)
+        except Exception:
+            log.exception("content garbage collection failed")
+            return
+        self._clear_marker(schema.META_DIRTY_CONTENT, token)
+
+    def _clean_snapshotter(self, stats: GCStats, name: str, token: bytes) -> None:
+        from .snapshots.store import collect_backend
+
+        try:
+            stats.snapshot_d[name] = collect_backend(self, name)
+        except Exception:
+            log.exception("snapshot garbage collection of %r failed", name)
+            return
+        self._clear_marker(schema.dirty_snapshotter_key(name), token)
+
+    def _clear_marker(self, key: bytes, token: bytes) -> None:
+        """Forget a dirty marker unless a deletion since the collection renewed it."""
+        with self.wlock.shared():
+            with _TxContext(self, True, internal=True) as tx:
+                if tx.kv.get(schema.T_META, key) == token:
+                    tx.kv.delete(schema.T_META, key)
+
     # -- stores ----------------------------------------------------------------------
 
     @property
