@@ -3,3 +3,4 @@
 cargohold/_fallback.py that must give identical results."""
 
 include "varint.pxi"
+include "mark.pxi"

@@ -6,7 +6,7 @@ check that both give identical results.
 
 from __future__ import annotations
 
-from .errors import InvalidArgument
+from .errors import Corrupted, InvalidArgument
 
 MAX_VARINT_LEN = 10
 _U64 = (1 << 64) - 1
@@ -59,3 +59,231 @@ def decode_varint(data, offset: int = 0) -> tuple[int, int]:
     if ux & 1:
         x = ~x
     return x, i + 1
+
+
+# -- the mark phase ---------------------------------------------------------------------------
+# Layout of the node table values: see cargohold/gc/index.py. Constants are repeated in
+# _ext/mark.pxi (tests check both agree).
+
+F_ROOT, F_EXPIRES, F_FLAT, F_HIDDEN, F_USEDAT = 0x01, 0x02, 0x04, 0x08, 0x10
+E_STRONG, E_REF, E_BREF, E_COND, E_LABEL = 1, 2, 3, 4, 5
+_LEASE_TYPE, _INGEST_TYPE, _SANDBOX_TYPE = 6, 7, 0x1F
+# traversal edge kinds once resolved
+_FOLLOW_ALWAYS, _FOLLOW_NORMAL, _FOLLOW_LEASE = 1, 2, 3
+_SEEN_NORMAL, _SEEN_FLAT = 1, 2
+_PHANTOM = 0x80  # internal flag: referenced, but no entry in the node table
+
+
+class Marker:
+    """Tricolor marking over the node table (pure-Python twin of the compiled Marker).
+
+    Feed it every node-table entry (`add_nodes`) and lease-resource row
+    (`add_lease_resources`), then `mark(now, extra_roots)`. Nodes are packed
+    node keys (bytes). Targets that have no entry become *phantom* nodes:
+    reachable through, never reported as existing.
+    """
+
+    def __init__(self, collector_labels=()):
+        self._labels = [(bytes(s), int(t)) for s, t in collector_labels]
+        self._index = {}
+        self._keys = []
+        self._flags = []
+        self._expire = []
+        self._usedat = {}
+        self._edges = []          # per node: list of (target, kind)
+        self._conds = []          # (src, dst, op, duration)
+        self._state = None
+        self._parent = None
+
+    # -- building ------------------------------------------------------------------------
+    def _intern(self, key):
+        idx = self._index.get(key)
+        if idx is None:
+            idx = len(self._keys)
+            self._index[key] = idx
+            self._keys.append(key)
+            self._flags.append(_PHANTOM)
+            self._expire.append(0)
+            self._edges.append([])
+        return idx
+
+    def _edge(self, src, dst, kind):
+        self._edges[src].append((dst, kind))
+
+    def add_nodes(self, entries):
+        """Load (packed key, value) pairs of the node table."""
+        for key, value in entries:
+            key = bytes(key)
+            value = bytes(value)
+            src = self._intern(key)
+            if not self._flags[src] & _PHANTOM:
+                raise InvalidArgument(f"node {key!r} given twice")
+            self._parse(src, key, value)
+
+    def _parse(self, src, key, value):
+        try:
+            flags = value[0]
+            pos = 1
+            if flags & F_EXPIRES:
+                self._expire[src] = int.from_bytes(value[pos:pos + 8], "little", signed=True)
+                pos += 8
+            if flags & F_USEDAT:
+                count = value[pos]
+                pos += 1
+                self._usedat[src] = [int.from_bytes(value[pos + 8 * i:pos + 8 * i + 8], "little", signed=True)
+                                     for i in range(count)]
+                pos += 8 * count
+            self._flags[src] = flags & 0x7F
+            ns_end = key.index(0, 1)
+            while pos < len(value):
+                kind = value[pos]
+                size = int.from_bytes(value[pos + 1:pos + 3], "little")
+                target = value[pos + 3:pos + 3 + size]
+                if len(target) != size or pos + 3 > len(value):
+                    raise IndexError
+                pos += 3 + size
+                if kind == E_STRONG:
+                    self._edge(src, self._intern(target), _FOLLOW_ALWAYS)
+                elif kind == E_REF:
+                    self._edge(src, self._intern(target), _FOLLOW_NORMAL)
+                elif kind == E_BREF:
+                    self._edge(self._intern(target), src, _FOLLOW_NORMAL)
+                elif kind == E_COND:
+                    if pos + 9 > len(value):
+                        raise IndexError
+                    op = value[pos]
+                    duration = int.from_bytes(value[pos + 1:pos + 9], "little", signed=True)
+                    pos += 9
+                    self._conds.append((src, self._intern(target), op, duration))
+                elif kind == E_LABEL:
+                    vsize = int.from_bytes(value[pos:pos + 2], "little")
+                    label_value = value[pos + 2:pos + 2 + vsize]
+                    if len(label_value) != vsize or pos + 2 > len(value):
+                        raise IndexError
+                    pos += 2 + vsize
+                    for suffix, rtype in self._labels:
+                        if target == suffix or (target.startswith(suffix) and target[len(suffix)] in b"./"):
+                            dst = bytes((rtype,)) + key[1:ns_end + 1] + label_value
+                            self._edge(src, self._intern(dst), _FOLLOW_NORMAL)
+                else:
+                    raise IndexError
+        except (IndexError, ValueError):
+            raise Corrupted(f"damaged garbage-collection entry for node {key!r}") from None
+
+    def add_lease_resources(self, rows):
+        """Load (key, value) rows of the lease-resource table: <ns>\\0<lease>\\0<type><key>."""
+        for key, _ in rows:
+            key = bytes(key)
+            ns_end = key.find(0)
+            lease_end = key.find(0, ns_end + 1)
+            if ns_end < 0 or lease_end < 0 or lease_end + 1 >= len(key):
+                raise Corrupted(f"damaged lease resource row {key!r}")
+            lease = bytes((_LEASE_TYPE,)) + key[:lease_end]
+            resource = key[lease_end + 1:lease_end + 2] + key[:ns_end + 1] + key[lease_end + 2:]
+            self._edge(self._intern(lease), self._intern(resource), _FOLLOW_LEASE)
+
+    # -- marking --------------------------------------------------------------------------
+    def _is_root(self, idx, now):
+        flags = self._flags[idx]
+        if flags & _PHANTOM or not flags & F_ROOT:
+            return False
+        return not flags & F_EXPIRES or now <= self._expire[idx]
+
+    def live_leases(self, now):
+        """Packed keys of the leases that are roots at `now` (unexpired)."""
+        return [key for idx, key in enumerate(self._keys)
+                if key[0] == _LEASE_TYPE and self._is_root(idx, now)]
+
+    def mark(self, now, extra_roots=()):
+        """Mark everything reachable at time `now` (ns) from the roots and `extra_roots`."""
+        for src, dst, op, duration in self._conds:
+            for used in self._usedat.get(dst, ()):
+                age = now - used
+                if (op == 0x3C and age < duration) or (op == 0x3E and age > duration):
+                    self._edge(src, dst, _FOLLOW_NORMAL)
+                    break
+        self._conds = []
+        extra = []
+        for key in extra_roots:
+            if not key:
+                raise InvalidArgument("empty node key among the extra roots")
+            extra.append(self._intern(bytes(key)))
+        n = len(self._keys)
+        state = bytearray(n)
+        parent = [-1] * n
+        queue = []
+        for idx in range(n):
+            if self._is_root(idx, now):
+                bit = _SEEN_FLAT if self._flags[idx] & F_FLAT else _SEEN_NORMAL
+                if not state[idx] & bit:
+                    state[idx] |= bit
+                    queue.append((idx, bit))
+        for idx in extra:
+            if not state[idx] & _SEEN_NORMAL:
+                state[idx] |= _SEEN_NORMAL
+                queue.append((idx, _SEEN_NORMAL))
+        head = 0
+        keys = self._keys
+        while head < len(queue):
+            idx, bit = queue[head]
+            head += 1
+            for dst, kind in self._edges[idx]:
+                if kind == _FOLLOW_ALWAYS:
+                    tbit = bit
+                elif kind == _FOLLOW_NORMAL:
+                    if bit == _SEEN_FLAT:
+                        continue
+                    tbit = _SEEN_NORMAL
+                else:  # a lease resource: flat with the lease, except ingests
+                    tbit = _SEEN_NORMAL if keys[dst][0] == _INGEST_TYPE else bit
+                if state[dst] & tbit:
+                    continue
+                if not state[dst]:
+                    parent[dst] = idx
+                state[dst] |= tbit
+                queue.append((dst, tbit))
+        self._state = state
+        self._parent = parent
+
+    # -- results ---------------------------------------------------------------------------
+    def _require_marked(self):
+        if self._state is None:
+            raise InvalidArgument("mark() has not run")
+
+    def is_reachable(self, key):
+        self._require_marked()
+        idx = self._index.get(bytes(key))
+        return idx is not None and idx < len(self._state) and self._state[idx] != 0
+
+    def unreachable(self):
+        """Packed keys of existing, collectible nodes that nothing reaches (table order)."""
+        self._require_marked()
+        return [key for idx, key in enumerate(self._keys)
+                if not self._state[idx] and not self._flags[idx] & (_PHANTOM | F_HIDDEN)]
+
+    def reachable(self):
+        """Packed keys of existing nodes that are reached (sandboxes excluded)."""
+        self._require_marked()
+        return [key for idx, key in enumerate(self._keys)
+                if self._state[idx] and not self._flags[idx] & _PHANTOM and key[0] != _SANDBOX_TYPE]
+
+    def chain(self, key):
+        """Packed keys from a root down to `key` along the marking, or None if unreached."""
+        self._require_marked()
+        idx = self._index.get(bytes(key))
+        if idx is None or idx >= len(self._state) or not self._state[idx]:
+            return None
+        path = []
+        while idx != -1:
+            path.append(self._keys[idx])
+            idx = self._parent[idx]
+        path.reverse()
+        return path
+
+    @property
+    def node_count(self):
+        return len(self._keys)
+
+    @property
+    def edge_count(self):
+        return sum(len(e) for e in self._edges)

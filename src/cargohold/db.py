@@ -19,16 +19,22 @@ released, so a callback may start a collection.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
-from typing import Any, Callable, Mapping, Optional
+import time
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 from . import migrations, schema
 from ._native import decode_varint, encode_varint
 from .errors import Corrupted, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from .gc import context as gccontext
 from .kv import Env
 from .locks import FileLock
+from .model import GCStats, Node
 from .timeutil import Clock, to_ns, utcnow
+
+log = logging.getLogger("cargohold")
 
 MutationCallback = Callable[[bool], None]
 Publisher = Callable[[str, str, Any], None]
@@ -66,12 +72,14 @@ class Transaction:
         """Record a deletion: the next collection must run, and clean these backends."""
         self.require_write()
         self._dirty = True
+        # The marker's value is a fresh token: the collector clears a marker only
+        # if it still holds the token it saw, so a newer deletion is never lost.
         if content and not self._dirty_content:
             self._dirty_content = True
-            self.kv.put(schema.T_META, schema.META_DIRTY_CONTENT, b"")
+            self.kv.put(schema.T_META, schema.META_DIRTY_CONTENT, os.urandom(8))
         if snapshotter is not None and snapshotter not in self._dirty_snapshotters:
             self._dirty_snapshotters.add(snapshotter)
-            self.kv.put(schema.T_META, schema.dirty_snapshotter_key(snapshotter), b"")
+            self.kv.put(schema.T_META, schema.dirty_snapshotter_key(snapshotter), os.urandom(8))
 
     def after_commit(self, fn: Callable[[], None]) -> None:
         """Run fn once the transaction has committed (events, backend work)."""
@@ -82,9 +90,15 @@ class Transaction:
         self._undo.append(fn)
 
     def publish(self, namespace: str, topic: str, event: Any) -> None:
-        """Publish an event through the DB's publisher after the commit."""
-        if self.db.publisher is not None:
-            self.after_commit(lambda: self.db.publisher(namespace, topic, event))
+        """Publish an event through the DB's publisher after the commit (a failing publisher is logged)."""
+        publisher = self.db.publisher
+        if publisher is not None:
+            def send() -> None:
+                try:
+                    publisher(namespace, topic, event)
+                except Exception:
+                    log.exception("publishing %s failed", topic)
+            self.after_commit(send)
 
     def ensure_namespace(self, name: str) -> None:
         """Create the namespace record if missing: a namespace exists once written in."""
@@ -105,16 +119,22 @@ class Transaction:
 
 
 class _TxContext:
-    """Context manager behind `DB.update()` and `DB.view()`."""
+    """Context manager behind `DB.update()` and `DB.view()`.
 
-    __slots__ = ("db", "write", "tx", "joined", "_lock")
+    The collector runs its own write transactions with ``internal=True``: it
+    already holds the writer lock exclusively, and its commits are not
+    mutations to report (no callbacks, post-commit hooks left to the caller).
+    """
 
-    def __init__(self, db: "DB", write: bool) -> None:
+    __slots__ = ("db", "write", "tx", "joined", "_lock", "internal")
+
+    def __init__(self, db: "DB", write: bool, internal: bool = False) -> None:
         self.db = db
         self.write = write
         self.tx: Optional[Transaction] = None
         self.joined = False
         self._lock = None
+        self.internal = internal
 
     def __enter__(self) -> Transaction:
         db = self.db
@@ -126,7 +146,7 @@ class _TxContext:
             self.tx = current
             return current
         db._require_open()
-        if self.write:
+        if self.write and not self.internal:
             self._lock = db.wlock.shared()
             self._lock.__enter__()
         try:
@@ -161,7 +181,7 @@ class _TxContext:
                 return
         finally:
             self._release()
-        if self.write:
+        if self.write and not self.internal:
             self.db._committed(tx)
 
 
@@ -201,6 +221,7 @@ class DB:
         self._initialized = False
         self._closed = False
         self._stores: dict[str, Any] = {}
+        self._collectors: dict[int, Any] = {}
 
     # -- life cycle ----------------------------------------------------------------
 
@@ -298,13 +319,21 @@ class DB:
         self._callbacks.append(fn)
 
     def _committed(self, tx: Transaction) -> None:
+        """Post-commit work: hooks, then mutation callbacks; then re-raise a hook's error."""
         if tx._dirty:
             with self._dirty_lock:
                 self._dirty += 1
-        _run_all(tx._after)
+        error: Optional[BaseException] = None
+        for fn in tx._after:
+            try:
+                fn()
+            except Exception as exc:
+                error = error or exc
         dirty = self._dirty > 0
         for fn in list(self._callbacks):
             fn(dirty)
+        if error is not None:
+            raise error
 
     @property
     def dirty(self) -> int:
@@ -314,6 +343,132 @@ class DB:
     def _reset_dirty(self) -> None:
         with self._dirty_lock:
             self._dirty = 0
+
+    # -- garbage collection ------------------------------------------------------------
+
+    def register_collectible_resource(self, rtype: int, collector: Any) -> None:
+        """Register a collector for resource type `rtype` (in [RESOURCE_END, RESOURCE_MAX)).
+
+        `collector.start_collection()` returns a context with ``all(fn)``,
+        ``active(namespace, fn)``, ``leased(namespace, lease_id, fn)``,
+        ``remove(node)``, ``cancel()`` and ``finish()``;
+        `collector.reference_label()` returns the suffix X so that a label
+        ``containerd.io/gc.ref.X[.name|/name]`` references a node of this type.
+        """
+        for method in ("start_collection", "reference_label"):
+            if not callable(getattr(collector, method, None)):
+                raise InvalidArgument(f"collector {collector!r} has no {method}() method")
+        self._collectors[gccontext.validate_collectible_type(rtype, self._collectors)] = collector
+
+    def _with_marking(self, fn: Callable[[Any, "gccontext.Contexts"], Any]) -> Any:
+        """Run fn(marker, contexts) over a marking of a read snapshot; collectors are cancelled after."""
+        contexts = gccontext.Contexts(self._collectors)
+        try:
+            with self.view() as tx:
+                return fn(gccontext.marking(tx, contexts), contexts)
+        finally:
+            contexts.cancel()
+
+    def nodes(self) -> Iterator[Node]:
+        """Every known resource: what a collection scans (containers and sandboxes excluded)."""
+        contexts = gccontext.Contexts(self._collectors)
+        try:
+            with self.view() as tx:
+                found = list(gccontext.table_nodes(tx))
+            found.extend(contexts.all())
+        finally:
+            contexts.cancel()
+        return iter(found)
+
+    def mark(self) -> set[Node]:
+        """Every resource reachable from a root now; deletes nothing."""
+        def reachable(marker, contexts) -> set[Node]:
+            found = {schema.unpack_node(key) for key in marker.reachable()}
+            found.update(n for n in contexts.all() if marker.is_reachable(_packed(n)))
+            return found
+        return self._with_marking(reachable)
+
+    def unreachable(self) -> list[Node]:
+        """What a collection would remove now (a dry run): every known, unreachable resource."""
+        def collectible(marker, contexts) -> list[Node]:
+            found = [schema.unpack_node(key) for key in marker.unreachable()]
+            found.extend(n for n in contexts.all() if not marker.is_reachable(_packed(n)))
+            return found
+        return self._with_marking(collectible)
+
+    def explain(self, node: Node) -> Optional[list[Node]]:
+        """Why is `node` kept? The chain of nodes from a root down to it, or None if unreachable."""
+        packed = _packed(node)
+        chain = self._with_marking(lambda marker, _: marker.chain(packed))
+        return None if chain is None else [schema.unpack_node(key) for key in chain]
+
+    def garbage_collect(self) -> GCStats:
+        """Collect everything no root references; return the phase durations.
+
+        Writers of every process are held off (``wlock`` exclusive) while the
+        node table is marked and the unreachable records are swept, in one
+        write transaction. After the commit, with writers running again, the
+        events are published, the backends with deletions are cleaned in
+        parallel threads and the collectors finish; this returns once all of
+        that is done (containerd's ``wg.Wait()``).
+        """
+        self._require_open()
+        if self._current() is not None:
+            raise FailedPrecondition("garbage_collect() cannot run inside a transaction of the same thread")
+        contexts = gccontext.Contexts(self._collectors)
+        try:
+            with self.wlock.exclusive():
+                started = time.perf_counter()
+                with _TxContext(self, True, internal=True) as tx:
+                    marker = gccontext.marking(tx, contexts)
+                    removed = gccontext.sweep(tx, marker, contexts, contexts.all())
+                    del marker
+                    dirty = _dirty_markers(tx)
+                self._reset_dirty()
+                stats = GCStats(meta_d=time.perf_counter() - started, removed=removed)
+        except BaseException:
+            contexts.cancel()
+            raise
+        jobs = [lambda: _run_all(tx._after)]  # events only: publish() already logs failures
+        if dirty.content is not None and self.content_store is not None:
+            jobs.append(lambda: self._clean_content(stats, dirty.content))
+        for name, token in dirty.snapshotters.items():
+            if name in self.snapshotters:
+                jobs.append(lambda name=name, token=token: self._clean_snapshotter(stats, name, token))
+        jobs.extend(contexts.finish_all())
+        threads = [threading.Thread(target=job, name="cargohold-gc-cleanup") for job in jobs]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return stats
+
+    def _clean_content(self, stats: GCStats, token: bytes) -> None:
+        from .content.store import collect_backend
+
+        try:
+            stats.content_d = collect_backend(self)
+        except Exception:
+            log.exception("content garbage collection failed")
+            return
+        self._clear_marker(schema.META_DIRTY_CONTENT, token)
+
+    def _clean_snapshotter(self, stats: GCStats, name: str, token: bytes) -> None:
+        from .snapshots.store import collect_backend
+
+        try:
+            stats.snapshot_d[name] = collect_backend(self, name)
+        except Exception:
+            log.exception("snapshot garbage collection of %r failed", name)
+            return
+        self._clear_marker(schema.dirty_snapshotter_key(name), token)
+
+    def _clear_marker(self, key: bytes, token: bytes) -> None:
+        """Forget a dirty marker unless a deletion since the collection renewed it."""
+        with self.wlock.shared():
+            with _TxContext(self, True, internal=True) as tx:
+                if tx.kv.get(schema.T_META, key) == token:
+                    tx.kv.delete(schema.T_META, key)
 
     # -- stores ----------------------------------------------------------------------
 
@@ -340,6 +495,32 @@ class DB:
             return self.snapshotters[name]
         except KeyError:
             raise NotFound(f"snapshotter {name!r} not found (have: {', '.join(sorted(self.snapshotters)) or 'none'})") from None
+
+
+class _DirtyMarkers:
+    __slots__ = ("content", "snapshotters")
+
+    def __init__(self) -> None:
+        self.content: Optional[bytes] = None
+        self.snapshotters: dict[str, bytes] = {}
+
+
+def _dirty_markers(tx: Transaction) -> _DirtyMarkers:
+    """The backends whose deletions await cleanup, with the token of each marker."""
+    found = _DirtyMarkers()
+    found.content = tx.kv.get(schema.T_META, schema.META_DIRTY_CONTENT)
+    prefix = schema.META_DIRTY_SNAPSHOTTER
+    for key, token in tx.kv.scan(schema.T_META, prefix):
+        found.snapshotters[schema.text(key[len(prefix):], "snapshotter")] = token
+    return found
+
+
+def _packed(node: Any) -> bytes:
+    try:
+        rtype, namespace, key = node
+        return schema.pack_node(int(rtype), namespace, key)
+    except (TypeError, ValueError, OverflowError, AttributeError):
+        raise InvalidArgument(f"{node!r} is not a Node(type, namespace, key)") from None
 
 
 class _Given:

@@ -109,13 +109,15 @@ class ImageStore(RecordStore[Image]):
         if created or GC_EXPIRE in image.labels:
             leases.attach(t, self._ns, Resource(image.name, "images"))
 
-    def delete(self, name: str, *, target: Optional[Descriptor] = None,
+    def delete(self, name: str, *, target: Optional[Descriptor] = None, sync: bool = False,
                tx: Optional["Transaction"] = None) -> None:
         """Delete an image; NotFound if there is none.
 
         With `target`, delete only if the image still points at that digest
         (containerd's ``images.DeleteTarget``), else NotFound. Deleting through
-        a leased handle also drops the image from that lease.
+        a leased handle also drops the image from that lease. With ``sync=True``
+        a garbage collection runs once the deletion has committed, before this
+        returns (containerd's ``images.SynchronousDelete``).
         """
         self._check_id(name)
         if target is not None:
@@ -128,6 +130,8 @@ class ImageStore(RecordStore[Image]):
                 index.lease_remove(t, self._ns.name, self._ns.lease, Resource(name, "images"))
             self._delete(t, name)
             t.publish(self._ns.name, TOPIC_IMAGE_DELETE, ImageDelete(name))
+            if sync:
+                t.after_commit(self._db.garbage_collect)
 
 
 def remove_for_gc(tx: "Transaction", ns: str, name: str) -> None:

@@ -1,0 +1,174 @@
+"""One garbage collection's view of the database: roots, references, all nodes, removal.
+
+containerd splits this between `scanRoots`, `references`, `scanAll` and
+`remove`. Here the node table (`gc.index`) already holds roots and edges, so
+building the marking is two table scans handed to the compiled `Marker`;
+this module adds what only Python knows: registered collectors (their
+active, leased and known resources and their reference labels), the clock,
+and the per-kind removal each store provides.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
+
+from .. import schema
+from .._native import Marker
+from ..events import ImageDelete, SnapshotRemove, TOPIC_IMAGE_DELETE, TOPIC_SNAPSHOT_REMOVE
+from ..errors import AlreadyExists, InvalidArgument
+from ..model import RESOURCE_END, RESOURCE_MAX, Node, ResourceType
+from . import index
+
+if TYPE_CHECKING:
+    from ..db import Transaction
+
+log = logging.getLogger("cargohold.gc")
+
+
+def validate_collectible_type(rtype: int, registered: dict) -> int:
+    if isinstance(rtype, bool) or not isinstance(rtype, int) or not RESOURCE_END <= rtype < RESOURCE_MAX:
+        raise InvalidArgument(
+            f"collectible resource type {rtype!r} must be an integer in [{RESOURCE_END}, {RESOURCE_MAX})"
+        )
+    if rtype in registered:
+        raise AlreadyExists(f"a collector is already registered for resource type {rtype}")
+    return int(rtype)
+
+
+def _as_node(value: Any) -> Node:
+    try:
+        rtype, namespace, key = value
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"collector returned {value!r}, not a Node(type, namespace, key)") from None
+    return Node(rtype, namespace, key)
+
+
+class Contexts:
+    """The collection contexts of the registered collectors, for one collection.
+
+    A collector whose ``start_collection()`` fails is skipped for this round,
+    as containerd does.
+    """
+
+    def __init__(self, collectors: dict) -> None:
+        self.contexts: dict[int, Any] = {}
+        self.labels: list[tuple[bytes, int]] = []
+        for rtype, collector in collectors.items():
+            try:
+                ctx = collector.start_collection()
+            except Exception:
+                log.exception("collector for type %d failed to start; skipped this round", rtype)
+                continue
+            self.contexts[rtype] = ctx
+            label = collector.reference_label()
+            if label:
+                self.labels.append((label.encode(), rtype))
+
+    def all(self) -> list[Node]:
+        nodes: list[Node] = []
+        for ctx in self.contexts.values():
+            ctx.all(lambda n: nodes.append(_as_node(n)))
+        return nodes
+
+    def active(self, namespace: str, fn: Callable[[Node], None]) -> None:
+        for ctx in self.contexts.values():
+            ctx.active(namespace, lambda n: fn(_as_node(n)))
+
+    def leased(self, namespace: str, lease: str, fn: Callable[[Node], None]) -> None:
+        for ctx in self.contexts.values():
+            ctx.leased(namespace, lease, lambda n: fn(_as_node(n)))
+
+    def remove(self, node: Node) -> bool:
+        ctx = self.contexts.get(node.type)
+        if ctx is None:
+            return False
+        ctx.remove(node)
+        return True
+
+    def cancel(self) -> None:
+        for rtype, ctx in self.contexts.items():
+            try:
+                ctx.cancel()
+            except Exception:
+                log.exception("collector for type %d failed to cancel", rtype)
+
+    def finish_all(self) -> list[Callable[[], None]]:
+        """One callable per context, to run in parallel after the commit."""
+        def finisher(rtype: int, ctx: Any) -> Callable[[], None]:
+            def run() -> None:
+                try:
+                    ctx.finish()
+                except Exception:
+                    log.exception("collector for type %d failed to finish", rtype)
+            return run
+        return [finisher(rtype, ctx) for rtype, ctx in self.contexts.items()]
+
+
+def marking(tx: "Transaction", contexts: Contexts) -> Marker:
+    """Mark every node reachable at the transaction's time."""
+    marker = Marker(contexts.labels)
+    marker.add_nodes(tx.kv.scan(schema.T_GC))
+    marker.add_lease_resources(tx.kv.scan(schema.T_LEASERES))
+    extra: list[bytes] = []
+    if contexts.contexts:
+        def add(node: Node) -> None:
+            extra.append(schema.pack_node(node.type, node.namespace, node.key))
+        for packed in marker.live_leases(tx.now):
+            lease = schema.unpack_node(packed)
+            contexts.leased(lease.namespace, lease.key, add)
+        for key, _ in tx.kv.scan(schema.T_NAMESPACES):
+            contexts.active(schema.text(key, "namespace"), add)
+    marker.mark(tx.now, extra)
+    return marker
+
+
+def visible(packed: bytes) -> bool:
+    """True for nodes users see as resources (not the internal sandbox holders)."""
+    return packed[0] != index.SANDBOX
+
+
+def table_nodes(tx: "Transaction") -> Iterable[Node]:
+    """Every collectible node of the node table (containerd's scanAll: no containers)."""
+    for key, value in tx.kv.scan(schema.T_GC):
+        if value and not value[0] & index.F_HIDDEN:
+            yield schema.unpack_node(key)
+
+
+def _removers() -> dict:
+    from ..content.store import remove_blob_for_gc, remove_ingest_for_gc
+    from ..images import remove_for_gc as remove_image
+    from ..leases import remove_for_gc as remove_lease
+    from ..snapshots.store import remove_for_gc as remove_snapshot
+
+    return {
+        ResourceType.CONTENT: remove_blob_for_gc,
+        ResourceType.INGEST: remove_ingest_for_gc,
+        ResourceType.IMAGE: remove_image,
+        ResourceType.LEASE: remove_lease,
+        ResourceType.SNAPSHOT: remove_snapshot,
+    }
+
+
+def sweep(tx: "Transaction", marker: Marker, contexts: Contexts, all_nodes: list[Node]) -> list[Node]:
+    """Remove every unreachable node in `tx`; queue its events; return what was removed."""
+    removers = _removers()
+    removed: list[Node] = []
+    for packed in marker.unreachable():
+        node = schema.unpack_node(packed)
+        remover = removers.get(node.type)
+        if remover is None:
+            log.info("no removal defined for %r", node)
+            continue
+        remover(tx, node.namespace, node.key)
+        removed.append(node)
+        if node.type == ResourceType.SNAPSHOT:
+            snapshotter, _, key = node.key.partition("/")
+            tx.publish(node.namespace, TOPIC_SNAPSHOT_REMOVE, SnapshotRemove(key, snapshotter))
+        elif node.type == ResourceType.IMAGE:
+            tx.publish(node.namespace, TOPIC_IMAGE_DELETE, ImageDelete(node.key))
+    for node in all_nodes:
+        if not marker.is_reachable(schema.pack_node(node.type, node.namespace, node.key)):
+            if contexts.remove(node):
+                removed.append(node)
+    return removed

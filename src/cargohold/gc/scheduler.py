@@ -1,0 +1,195 @@
+"""Background garbage-collection scheduling, with containerd's policy.
+
+A collection runs when it is triggered (`trigger`), when `deletion_threshold`
+deletions happened (if > 0), or — at the next scheduled slot — after any
+deletion when `deletion_threshold` is 0, or after `mutation_threshold`
+mutations. Slots are spaced so that collections pause writers for at most
+`pause_threshold` of the time: interval = avg / threshold - avg, where avg is
+the mean time writers were held off. The first slot is `startup_delay`
+seconds after `start()`.
+
+Threads: the scheduler owns one daemon thread; DB mutation callbacks only
+append an event under the scheduler's condition variable and never block.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Optional
+
+from ..errors import FailedPrecondition, InvalidArgument, Unavailable
+from ..model import GCStats
+
+if TYPE_CHECKING:
+    from ..db import DB
+
+log = logging.getLogger("cargohold.gc")
+
+
+def _number(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidArgument(f"{name} must be a number, not {value!r}")
+    return float(value)
+
+
+class _Waiter:
+    __slots__ = ("done", "stats", "error")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.stats: Optional[GCStats] = None
+        self.error: Optional[BaseException] = None
+
+
+class Scheduler:
+    """Runs `db.garbage_collect()` in the background when the policy says so."""
+
+    def __init__(self, db: "DB", pause_threshold: float = 0.02, deletion_threshold: int = 0,
+                 mutation_threshold: int = 100, schedule_delay: float = 0.0,
+                 startup_delay: float = 0.1) -> None:
+        self.db = db
+        # containerd clamps rather than rejects out-of-range settings
+        self.pause_threshold = min(max(_number(pause_threshold, "pause_threshold"), 0.0), 0.5)
+        self.deletion_threshold = int(_number(deletion_threshold, "deletion_threshold"))
+        self.mutation_threshold = max(int(_number(mutation_threshold, "mutation_threshold")), 0)
+        self.schedule_delay = max(_number(schedule_delay, "schedule_delay"), 0.0)
+        self.startup_delay = max(_number(startup_delay, "startup_delay"), 0.0)
+        self.collections = 0
+        self.last_stats: Optional[GCStats] = None
+        self._cond = threading.Condition()
+        self._events: collections.deque = collections.deque()
+        self._waiters: list[_Waiter] = []
+        self._thread: Optional[threading.Thread] = None
+        self._stopping = False
+        self._registered = False
+
+    # -- control ---------------------------------------------------------------------------------
+    def start(self) -> "Scheduler":
+        with self._cond:
+            if self._thread is not None:
+                raise FailedPrecondition("scheduler already started")
+            self._stopping = False
+            if not self._registered:
+                self.db.register_mutation_callback(self._on_mutation)
+                self._registered = True
+            self._thread = threading.Thread(target=self._run, name="cargohold-gc-scheduler", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: Optional[float] = None) -> None:
+        """Stop the thread (after a collection in progress); pending waiters get Unavailable."""
+        with self._cond:
+            thread = self._thread
+            if thread is None:
+                return
+            self._stopping = True
+            self._cond.notify_all()
+        thread.join(timeout)
+        with self._cond:
+            self._thread = None
+            self._fail_waiters(Unavailable("garbage-collection scheduler stopped"))
+
+    def __enter__(self) -> "Scheduler":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def trigger(self, wait: bool = True, timeout: Optional[float] = None) -> Optional[GCStats]:
+        """Ask for a collection now (after `schedule_delay`); with wait, return its stats."""
+        waiter = _Waiter()
+        with self._cond:
+            if self._thread is None:
+                raise FailedPrecondition("scheduler is not running: call start() first")
+            if wait:
+                self._waiters.append(waiter)
+            self._events.append((time.monotonic(), False, False))
+            self._cond.notify_all()
+        if not wait:
+            return None
+        if not waiter.done.wait(timeout):
+            with self._cond:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+            raise Unavailable(f"no garbage collection completed within {timeout} s")
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.stats
+
+    def _on_mutation(self, dirty: bool) -> None:
+        with self._cond:
+            if self._thread is not None:
+                self._events.append((time.monotonic(), True, dirty))
+                self._cond.notify_all()
+
+    def _fail_waiters(self, error: BaseException) -> None:
+        for waiter in self._waiters:
+            waiter.error = error
+            waiter.done.set()
+        self._waiters = []
+
+    # -- the loop -----------------------------------------------------------------------------------
+    def _run(self) -> None:
+        next_at = time.monotonic() + self.startup_delay if self.startup_delay > 0 else None
+        last: Optional[float] = None
+        interval = 1.0
+        gc_time = 0.0
+        triggered = False
+        deletions = mutations = 0
+        while True:
+            with self._cond:
+                while not self._stopping and not self._events and (
+                        next_at is None or time.monotonic() < next_at):
+                    self._cond.wait(None if next_at is None else max(next_at - time.monotonic(), 0))
+                if self._stopping:
+                    return
+                if self._events:
+                    ts, mutation, dirty = self._events.popleft()
+                    if mutation and last is not None and last > ts:
+                        continue  # already covered by the last collection
+                    deletions += dirty
+                    if mutation:
+                        mutations += 1
+                    else:
+                        triggered = True
+                    if (triggered
+                            or (self.deletion_threshold > 0 and deletions >= self.deletion_threshold)
+                            or (next_at is None and (
+                                (self.deletion_threshold == 0 and deletions > 0)
+                                or (self.mutation_threshold > 0 and mutations >= self.mutation_threshold)))):
+                        soon = time.monotonic() + self.schedule_delay
+                        if next_at is None or next_at > soon:
+                            next_at = soon
+                    continue
+                # the slot has come
+                if (not triggered and last is not None and deletions == 0
+                        and (self.mutation_threshold == 0 or mutations < self.mutation_threshold)):
+                    next_at = time.monotonic() + interval
+                    continue
+                waiters, self._waiters = self._waiters, []
+            try:
+                stats = self.db.garbage_collect()
+            except Exception as exc:  # reported to waiters; the schedule goes on
+                log.exception("garbage collection failed")
+                last = time.monotonic()
+                next_at = last + interval + 1.0
+                for waiter in waiters:
+                    waiter.error = exc
+                    waiter.done.set()
+                continue
+            last = time.monotonic()
+            gc_time += stats.meta_d
+            self.collections += 1
+            self.last_stats = stats
+            triggered = False
+            deletions = mutations = 0
+            if self.pause_threshold > 0.0:
+                avg = gc_time / self.collections
+                interval = avg / self.pause_threshold - avg
+            next_at = last + interval
+            for waiter in waiters:
+                waiter.stats = stats
+                waiter.done.set()
