@@ -1,0 +1,106 @@
+"""`cargohold containers ...`: container records, each holding its image's writable snapshot."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import click
+
+from cargohold import Container, RuntimeInfo, transfer
+from cargohold.errors import AlreadyExists, NotFound
+from cargohold.transfer import Progress
+from cargohold.validation import validate_labels
+
+from .context import Settings, emit_json, emit_table, format_labels, json_option, parse_labels, pass_settings
+from .progress import blob_progress
+
+
+@click.group("containers")
+def command() -> None:
+    """Create, list and remove containers."""
+
+
+@command.command("ls")
+@click.argument("filters", nargs=-1)
+@json_option
+@pass_settings
+def ls(settings: Settings, filters: tuple, as_json: bool) -> None:
+    """List containers, optionally matching FILTERS (e.g. 'image==NAME')."""
+    found = settings.ns().containers.list(*filters)
+    if as_json:
+        emit_json(found)
+    else:
+        emit_table(["ID", "IMAGE", "RUNTIME", "SNAPSHOTTER", "SNAPSHOT", "LABELS"],
+                   [(c.id, c.image, c.runtime.name, c.snapshotter, c.snapshot_key, format_labels(c.labels))
+                    for c in found])
+
+
+@command.command("create")
+@click.argument("image")
+@click.argument("container_id", metavar="ID")
+@click.option("--snapshotter", default="native", show_default=True, help="Snapshotter of the container's snapshot.")
+@click.option("--runtime", default="io.containerd.runc.v2", show_default=True, help="Runtime name.")
+@click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="Platform of the image [default: the host's].")
+@click.option("--spec", "spec_file", type=click.File("rb"), help="OCI runtime spec to store (a JSON file).")
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="Label the container (repeatable).")
+@pass_settings
+def create(settings: Settings, image: str, container_id: str, snapshotter: str, runtime: str,
+           platform: Optional[str], spec_file, labels: tuple) -> None:
+    """Create container ID from IMAGE, with a writable snapshot ID on the image's top layer.
+
+    The image is unpacked first if it is not yet.
+    """
+    container = Container(container_id, RuntimeInfo(runtime), spec=spec_file.read() if spec_file else b"",
+                          snapshotter=snapshotter, snapshot_key=container_id, image=image,
+                          labels=validate_labels(parse_labels(labels)))
+    with blob_progress(True) as progress:
+        create_container(settings.ns(), container, platform=platform, progress=progress)
+    click.echo(container_id)
+
+
+def create_container(ns, container: Container, *, platform: Optional[str] = None,
+                     progress: Optional[Progress] = None) -> Container:
+    """Unpack the container's image if needed, then create the container and its snapshot together.
+
+    The snapshot, keyed ``container.snapshot_key``, is prepared on the image's
+    top chain ID in the container's snapshotter.
+    """
+    ns.db.snapshotter_backend(container.snapshotter)
+    _require_free(ns, container.id)
+    parent = transfer.unpack_image(ns, container.image, snapshotter=container.snapshotter, platform=platform,
+                                   progress=progress)
+    with ns.db.update() as tx:  # the container and its snapshot appear together, or neither does
+        created = ns.containers.create(container, tx=tx)
+        ns.snapshotter(container.snapshotter).prepare(container.snapshot_key, parent, tx=tx)
+    return created
+
+
+def _require_free(ns, container_id: str) -> None:
+    """Refuse a taken id before unpacking anything."""
+    try:
+        ns.containers.get(container_id)
+    except NotFound:
+        return
+    raise AlreadyExists(f"container {container_id!r} already exists in namespace {ns.name!r}")
+
+
+@command.command("rm")
+@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@click.option("--keep-snapshot", is_flag=True, help="Keep the containers' snapshots.")
+@pass_settings
+def rm(settings: Settings, ids: tuple, keep_snapshot: bool) -> None:
+    """Remove containers, all or none, with their snapshots unless --keep-snapshot."""
+    db = settings.db()
+    ns = settings.ns()
+    ids = tuple(dict.fromkeys(ids))
+    with db.update() as tx:
+        for container_id in ids:
+            container = ns.containers.get(container_id, tx=tx)
+            ns.containers.delete(container_id, tx=tx)
+            if container.snapshot_key and not keep_snapshot:
+                try:
+                    ns.snapshotter(container.snapshotter).remove(container.snapshot_key, tx=tx)
+                except NotFound:
+                    pass  # removed already
+    for container_id in ids:
+        click.echo(container_id)
