@@ -6,7 +6,7 @@ import os
 import tarfile
 
 import pytest
-from cliutil import IMAGE, NAME, fails, image_archive, invoke, parsed, rows
+from cliutil import IMAGE, fails, image_archive, invoke, parsed, rows
 from oci_fixtures import SKOPEO, Layer, Layout, needs_skopeo, run, tar_layout
 
 import cargohold
