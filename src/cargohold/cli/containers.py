@@ -11,7 +11,7 @@ from cargohold.errors import AlreadyExists, NotFound
 from cargohold.transfer import Progress
 from cargohold.validation import validate_labels
 
-from .context import Settings, emit_json, emit_table, format_labels, json_option, parse_labels, pass_settings
+from .context import Settings, emit_list, format_labels, json_option, parse_labels, pass_settings, remove_all
 from .progress import blob_progress
 
 
@@ -26,13 +26,9 @@ def command() -> None:
 @pass_settings
 def ls(settings: Settings, filters: tuple, as_json: bool) -> None:
     """List containers, optionally matching FILTERS (e.g. 'image==NAME')."""
-    found = settings.ns().containers.list(*filters)
-    if as_json:
-        emit_json(found)
-    else:
-        emit_table(["ID", "IMAGE", "RUNTIME", "SNAPSHOTTER", "SNAPSHOT", "LABELS"],
-                   [(c.id, c.image, c.runtime.name, c.snapshotter, c.snapshot_key, format_labels(c.labels))
-                    for c in found])
+    emit_list(settings.ns().containers.list(*filters), as_json,
+              ["ID", "IMAGE", "RUNTIME", "SNAPSHOTTER", "SNAPSHOT", "LABELS"],
+              lambda c: (c.id, c.image, c.runtime.name, c.snapshotter, c.snapshot_key, format_labels(c.labels)))
 
 
 @command.command("create")
@@ -90,17 +86,17 @@ def _require_free(ns, container_id: str) -> None:
 @pass_settings
 def rm(settings: Settings, ids: tuple, keep_snapshot: bool) -> None:
     """Remove containers, all or none, with their snapshots unless --keep-snapshot."""
-    db = settings.db()
     ns = settings.ns()
-    ids = tuple(dict.fromkeys(ids))
-    with db.update() as tx:
-        for container_id in ids:
-            container = ns.containers.get(container_id, tx=tx)
-            ns.containers.delete(container_id, tx=tx)
-            if container.snapshot_key and not keep_snapshot:
-                try:
-                    ns.snapshotter(container.snapshotter).remove(container.snapshot_key, tx=tx)
-                except NotFound:
-                    pass  # removed already
-    for container_id in ids:
-        click.echo(container_id)
+    remove_all(settings, ids, lambda container_id, tx: delete_container(ns, container_id, keep_snapshot, tx))
+
+
+def delete_container(ns, container_id: str, keep_snapshot: bool = False, tx=None) -> None:
+    """Delete a container and, unless `keep_snapshot`, its snapshot, in one transaction."""
+    with ns.db.transaction(tx, write=True) as t:
+        container = ns.containers.get(container_id, tx=t)
+        ns.containers.delete(container_id, tx=t)
+        if container.snapshot_key and not keep_snapshot:
+            try:
+                ns.snapshotter(container.snapshotter).remove(container.snapshot_key, tx=t)
+            except NotFound:
+                pass  # removed already

@@ -12,8 +12,8 @@ from cargohold import Info
 from cargohold.content.local import CHUNK
 from cargohold.errors import AlreadyExists, Error
 
-from .context import (Settings, emit_json, emit_table, format_labels, json_option, label_paths, parse_labels,
-                      pass_settings)
+from .context import (Settings, emit_labels, emit_list, format_labels, json_option, label_paths, parse_labels,
+                      pass_settings, remove_all)
 
 
 @click.group("content")
@@ -32,11 +32,9 @@ def ls(settings: Settings, filters: tuple, quiet: bool, as_json: bool) -> None:
     if quiet:
         for info in found:
             click.echo(info.digest)
-    elif as_json:
-        emit_json(found)
     else:
-        emit_table(["DIGEST", "SIZE", "CREATED", "LABELS"],
-                   [(i.digest, i.size, i.created_at, format_labels(i.labels)) for i in found])
+        emit_list(found, as_json, ["DIGEST", "SIZE", "CREATED", "LABELS"],
+                  lambda i: (i.digest, i.size, i.created_at, format_labels(i.labels)))
 
 
 @command.command("get")
@@ -110,14 +108,8 @@ def _relabel(content, digest: str, labels: dict) -> Info:
 @pass_settings
 def rm(settings: Settings, digests: tuple) -> None:
     """Remove blobs from the namespace, all or none (the bytes go at the next garbage collection)."""
-    db = settings.db()
     content = settings.ns().content
-    digests = tuple(dict.fromkeys(digests))
-    with db.update() as tx:
-        for digest in digests:
-            content.delete(digest, tx=tx)
-    for digest in digests:
-        click.echo(digest)
+    remove_all(settings, digests, lambda digest, tx: content.delete(digest, tx=tx))
 
 
 @command.command("active")
@@ -126,12 +118,8 @@ def rm(settings: Settings, digests: tuple) -> None:
 @pass_settings
 def active(settings: Settings, filters: tuple, as_json: bool) -> None:
     """List ingests in progress (resumable writes), optionally matching FILTERS (e.g. 'ref~=^import')."""
-    found = settings.ns().content.statuses(*filters)
-    if as_json:
-        emit_json(found)
-    else:
-        emit_table(["REF", "OFFSET", "TOTAL", "EXPECTED", "UPDATED"],
-                   [(s.ref, s.offset, s.total, s.expected, s.updated_at) for s in found])
+    emit_list(settings.ns().content.statuses(*filters), as_json, ["REF", "OFFSET", "TOTAL", "EXPECTED", "UPDATED"],
+              lambda s: (s.ref, s.offset, s.total, s.expected, s.updated_at))
 
 
 @command.command("label")
@@ -142,7 +130,4 @@ def active(settings: Settings, filters: tuple, as_json: bool) -> None:
 def label(settings: Settings, digest: str, labels: tuple, as_json: bool) -> None:
     """Set labels on blob DIGEST (KEY= with an empty value removes KEY)."""
     info = _relabel(settings.ns().content, digest, parse_labels(labels))
-    if as_json:
-        emit_json(info.labels)
-    else:
-        click.echo(format_labels(info.labels))
+    emit_labels(info.labels, as_json)

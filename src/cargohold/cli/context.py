@@ -8,7 +8,7 @@ import json
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import click
 from rich.console import Console
@@ -137,8 +137,41 @@ def parse_labels(items: tuple) -> dict:
     return labels
 
 
+def emit_labels(labels: Optional[dict], as_json: bool) -> None:
+    """The labels an object has after a `label` command."""
+    if as_json:
+        emit_json(labels or {})
+    else:
+        click.echo(format_labels(labels))
+
+
 def label_paths(labels: dict) -> tuple:
     """The field paths that set (or, for an empty value, remove) exactly these labels."""
     return tuple(f"labels.{key}" for key in labels)
 
 
+
+
+def emit_list(items: Sequence[Any], as_json: bool, columns: Sequence[str], row: Callable[[Any], Sequence[Any]]) -> None:
+    """`items` as JSON, or as a table of one `row(item)` each."""
+    if as_json:
+        emit_json(items)
+    else:
+        emit_table(columns, [row(item) for item in items])
+
+
+def remove_all(settings: Settings, names: Iterable[str], remove: Callable[[str, Any], None], *,
+               sync: bool = False) -> None:
+    """Remove every named object in one transaction (all or none), collect if `sync`, print the names.
+
+    `remove(name, tx)` removes one object inside transaction `tx`.
+    """
+    names = tuple(dict.fromkeys(names))
+    db = settings.db()
+    with db.update() as tx:
+        for name in names:
+            remove(name, tx)
+    if sync:
+        db.garbage_collect()
+    for name in names:
+        click.echo(name)

@@ -19,7 +19,7 @@ from cargohold import Container, Node, ResourceType, RuntimeInfo, transfer
 from cargohold.errors import NotFound
 from cargohold.oci.build import LayerBuilder, write_image
 
-from .containers import create_container
+from .containers import create_container, delete_container
 from .context import Settings, pass_settings
 from .gc import node_line, stats_lines, type_name
 
@@ -123,12 +123,6 @@ def command(settings: Settings) -> None:
 def _forget_earlier_run(ns) -> None:
     """Remove what an earlier demo on the same root left, so this run starts alike."""
     try:
-        container = ns.containers.get(CONTAINER)
+        delete_container(ns, CONTAINER)
     except NotFound:
-        return
-    with ns.db.update() as tx:
-        ns.containers.delete(CONTAINER, tx=tx)
-        try:
-            ns.snapshotter(container.snapshotter).remove(container.snapshot_key, tx=tx)
-        except NotFound:
-            pass
+        pass

@@ -11,8 +11,8 @@ from cargohold import Image, errors, transfer
 from cargohold.oci import mediatypes
 from cargohold.oci.walk import children
 
-from .context import (Settings, emit_json, emit_table, format_labels, json_option, label_paths, parse_labels,
-                      pass_settings)
+from .context import (Settings, emit_json, emit_labels, emit_table, format_labels, json_option, label_paths,
+                      parse_labels, pass_settings, remove_all)
 from .progress import blob_progress
 
 platform_option = click.option("--platform", metavar="OS/ARCH[/VARIANT]",
@@ -138,16 +138,8 @@ def export(settings: Settings, names: tuple, dest: str, platform: Optional[str],
 @pass_settings
 def rm(settings: Settings, names: tuple, sync: bool) -> None:
     """Remove images, all or none (their content goes at the next garbage collection)."""
-    db = settings.db()
     images = settings.ns().images
-    names = tuple(dict.fromkeys(names))
-    with db.update() as tx:
-        for name in names:
-            images.delete(name, tx=tx)
-    if sync:
-        db.garbage_collect()
-    for name in names:
-        click.echo(name)
+    remove_all(settings, names, lambda name, tx: images.delete(name, tx=tx), sync=sync)
 
 
 @command.command("label")
@@ -161,7 +153,4 @@ def label(settings: Settings, name: str, labels: tuple, as_json: bool) -> None:
     changes = parse_labels(labels)
     current = images.get(name)
     updated = images.update(Image(name, current.target, changes), *label_paths(changes))
-    if as_json:
-        emit_json(updated.labels)
-    else:
-        click.echo(format_labels(updated.labels))
+    emit_labels(updated.labels, as_json)

@@ -11,7 +11,7 @@ import click
 from cargohold.gc.labels import GC_EXPIRE
 from cargohold.timeutil import format_rfc3339
 
-from .context import Settings, emit_json, emit_table, format_labels, json_option, parse_labels, pass_settings
+from .context import Settings, emit_list, format_labels, json_option, parse_labels, pass_settings, remove_all
 
 _DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?\Z")
 
@@ -36,11 +36,8 @@ def command() -> None:
 @pass_settings
 def ls(settings: Settings, filters: tuple, as_json: bool) -> None:
     """List leases, optionally matching FILTERS (e.g. 'id~=^import')."""
-    found = settings.ns().leases.list(*filters)
-    if as_json:
-        emit_json(found)
-    else:
-        emit_table(["ID", "CREATED", "LABELS"], [(l.id, l.created_at, format_labels(l.labels)) for l in found])
+    emit_list(settings.ns().leases.list(*filters), as_json, ["ID", "CREATED", "LABELS"],
+              lambda lease: (lease.id, lease.created_at, format_labels(lease.labels)))
 
 
 @command.command("create")
@@ -62,16 +59,8 @@ def create(settings: Settings, lease_id: Optional[str], expires: Optional[str], 
 @pass_settings
 def rm(settings: Settings, ids: tuple, sync: bool) -> None:
     """Remove leases, all or none (what only they held goes at the next garbage collection)."""
-    db = settings.db()
     leases = settings.ns().leases
-    ids = tuple(dict.fromkeys(ids))
-    with db.update() as tx:
-        for lease_id in ids:
-            leases.delete(lease_id, tx=tx)
-    if sync:
-        db.garbage_collect()
-    for lease_id in ids:
-        click.echo(lease_id)
+    remove_all(settings, ids, lambda lease_id, tx: leases.delete(lease_id, tx=tx), sync=sync)
 
 
 @command.command("resources")
@@ -80,8 +69,4 @@ def rm(settings: Settings, ids: tuple, sync: bool) -> None:
 @pass_settings
 def resources(settings: Settings, lease_id: str, as_json: bool) -> None:
     """List the resources lease ID holds."""
-    found = settings.ns().leases.list_resources(lease_id)
-    if as_json:
-        emit_json(found)
-    else:
-        emit_table(["TYPE", "ID"], [(r.type, r.id) for r in found])
+    emit_list(settings.ns().leases.list_resources(lease_id), as_json, ["TYPE", "ID"], lambda r: (r.type, r.id))

@@ -9,8 +9,8 @@ import click
 
 from cargohold import Mount, SnapshotInfo
 
-from .context import (Settings, emit_json, emit_table, format_labels, json_option, label_paths, parse_labels,
-                      pass_settings)
+from .context import (Settings, emit_json, emit_labels, emit_list, emit_table, format_labels, json_option,
+                      label_paths, parse_labels, pass_settings, remove_all)
 
 
 class _Snapshots:
@@ -40,14 +40,12 @@ def command(ctx: click.Context, settings: Settings, snapshotter: str) -> None:
 
 
 def _emit_mounts(mounts: list[Mount], as_json: bool, target: Optional[str] = None) -> None:
-    if as_json:
-        emit_json(mounts)
-    elif target is not None:
+    if target is not None and not as_json:
         for m in mounts:
             options = f" -o {shlex.quote(','.join(m.options))}" if m.options else ""
             click.echo(f"mount -t {m.type} {shlex.quote(m.source)} {shlex.quote(target)}{options}")
     else:
-        emit_table(["TYPE", "SOURCE", "OPTIONS"], [(m.type, m.source, ",".join(m.options)) for m in mounts])
+        emit_list(mounts, as_json, ["TYPE", "SOURCE", "OPTIONS"], lambda m: (m.type, m.source, ",".join(m.options)))
 
 
 @command.command("ls")
@@ -56,12 +54,8 @@ def _emit_mounts(mounts: list[Mount], as_json: bool, target: Optional[str] = Non
 @pass_snapshots
 def ls(snapshots: _Snapshots, filters: tuple, as_json: bool) -> None:
     """List snapshots, optionally matching FILTERS (e.g. 'kind==committed', 'parent==KEY')."""
-    found = list(snapshots.store().walk(*filters))
-    if as_json:
-        emit_json(found)
-    else:
-        emit_table(["KEY", "PARENT", "KIND", "LABELS"],
-                   [(i.name, i.parent, str(i.kind).lower(), format_labels(i.labels)) for i in found])
+    emit_list(list(snapshots.store().walk(*filters)), as_json, ["KEY", "PARENT", "KIND", "LABELS"],
+              lambda i: (i.name, i.parent, str(i.kind).lower(), format_labels(i.labels)))
 
 
 @command.command("tree")
@@ -119,12 +113,7 @@ def commit(snapshots: _Snapshots, name: str, key: str, labels: tuple) -> None:
 def rm(snapshots: _Snapshots, keys: tuple) -> None:
     """Remove snapshots, all or none; children first (the files go at the next garbage collection)."""
     store = snapshots.store()
-    keys = tuple(dict.fromkeys(keys))
-    with snapshots.settings.db().update() as tx:
-        for key in keys:
-            store.remove(key, tx=tx)
-    for key in keys:
-        click.echo(key)
+    remove_all(snapshots.settings, keys, lambda key, tx: store.remove(key, tx=tx))
 
 
 @command.command("usage")
@@ -161,7 +150,4 @@ def label(snapshots: _Snapshots, key: str, labels: tuple, as_json: bool) -> None
     """Set labels on snapshot KEY (KEY= with an empty value removes it)."""
     changes = parse_labels(labels)
     info = snapshots.store().update(SnapshotInfo(key, labels=changes), *label_paths(changes))
-    if as_json:
-        emit_json(info.labels)
-    else:
-        click.echo(format_labels(info.labels))
+    emit_labels(info.labels, as_json)
