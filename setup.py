@@ -17,8 +17,10 @@ if not os.environ.get("CARGOHOLD_PUREPYTHON"):
         cythonize = None
     if cythonize is not None:
         ext_modules = cythonize(
-            [Extension("cargohold._core", ["_ext/_core.pyx"], optional=True)],
+            [Extension("cargohold._core", ["_ext/_core.pyx"])],
             compiler_directives={"language_level": "3"},
         )
+        for ext in ext_modules:
+            ext.optional = True  # a failed compile warns and installs the fallback (cythonize drops the flag)
 
 setup(ext_modules=ext_modules)

@@ -23,7 +23,7 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Callable, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
 
 from . import migrations, schema
 from ._native import decode_varint, encode_varint
@@ -49,7 +49,7 @@ class Transaction:
     """
 
     __slots__ = ("db", "kv", "write", "now", "_dirty", "_dirty_content", "_dirty_snapshotters",
-                 "_after", "_undo", "_namespaces")
+                 "_after", "_undo", "_held", "_namespaces")
 
     def __init__(self, db: "DB", kv_txn, write: bool) -> None:
         self.db = db
@@ -62,6 +62,7 @@ class Transaction:
         self._dirty_snapshotters: set[str] = set()
         self._after: list[Callable[[], None]] = []
         self._undo: list[Callable[[], None]] = []
+        self._held: dict[Any, Any] = {}
         self._namespaces: set[str] = set()
 
     def require_write(self) -> None:
@@ -86,8 +87,20 @@ class Transaction:
         self._after.append(fn)
 
     def on_abort(self, fn: Callable[[], None]) -> None:
-        """Run fn if the transaction does not commit (undo backend side effects)."""
+        """Run fn if the transaction does not commit (undo backend side effects).
+
+        Undo steps run newest first, so a step may rely on the ones registered
+        before it still being in place (a child snapshot goes before its parent).
+        """
         self._undo.append(fn)
+
+    def hold(self, key: Any, factory: Callable[[], Any]) -> None:
+        """Enter the context manager `factory()` now and exit it when the transaction
+        ends, committed or not; once per `key` (e.g. a backend lock held until commit)."""
+        if key not in self._held:
+            cm = factory()
+            cm.__enter__()
+            self._held[key] = cm
 
     def publish(self, namespace: str, topic: str, event: Any) -> None:
         """Publish an event through the DB's publisher after the commit (a failing publisher is logged)."""
@@ -173,22 +186,23 @@ class _TxContext:
                 try:
                     tx.kv.commit()
                 except BaseException:
-                    _run_all(tx._undo)
+                    _run_all(reversed(tx._undo))
                     raise
             else:
                 tx.kv.abort()
-                _run_all(tx._undo)
+                _run_all(reversed(tx._undo))
                 return
         finally:
+            _run_all([cm.__exit__ for cm in reversed(tx._held.values())], None, None, None)
             self._release()
         if self.write and not self.internal:
             self.db._committed(tx)
 
 
-def _run_all(fns: list) -> None:
+def _run_all(fns: Iterable[Callable], *args: Any) -> None:
     for fn in fns:
         try:
-            fn()
+            fn(*args)
         except Exception:  # cleanup must not hide the error that caused it
             pass
 

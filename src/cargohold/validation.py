@@ -55,16 +55,16 @@ def validate_identifier(value: object, what: str = "identifier") -> str:
     return value
 
 
-def validate_key(value: object, what: str = "key") -> str:
-    """A free-form key (image name, snapshot key, ingest ref): non-empty, no NUL, bounded length."""
+def validate_key(value: object, what: str = "key", limit: int = MAX_KEY_BYTES) -> str:
+    """A free-form key (image name, snapshot key, ingest ref): non-empty, no NUL, at most `limit` bytes."""
     require_str(value, what)
     if not value:
         raise InvalidArgument(f"{what} must not be empty")
     if "\x00" in value:
         raise InvalidArgument(f"{what} {_short(value)} must not contain a NUL character")
     size = len(value.encode("utf-8", "surrogatepass"))
-    if size > MAX_KEY_BYTES:
-        raise InvalidArgument(f"{what} {_short(value)} is {size} bytes, more than the {MAX_KEY_BYTES}-byte limit")
+    if size > limit:
+        raise InvalidArgument(f"{what} {_short(value)} is {size} bytes, more than the {limit}-byte limit")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:

@@ -30,7 +30,7 @@ from ..errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFoun
 from ..kv import MAX_KEY_SIZE, Env, Txn
 from ..model import Kind, SnapshotInfo, Usage
 from ..timeutil import from_ns, to_ns
-from ..validation import require_str
+from ..validation import require_str, validate_key
 
 T_SNAPSHOTS = "snapshots"
 T_PARENTS = "parents"
@@ -69,18 +69,7 @@ class MetaStore:
 
 def check_key(key: object, what: str = "snapshot key") -> str:
     """A backend key: non-empty text without NUL that fits an LMDB key."""
-    require_str(key, what)
-    if not key:
-        raise InvalidArgument(f"{what} must not be empty")
-    if "\x00" in key:
-        raise InvalidArgument(f"{what} {key[:80]!r} must not contain a NUL character")
-    try:
-        size = len(key.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise InvalidArgument(f"{what} {key[:80]!r} is not valid Unicode text") from None
-    if size > MAX_KEY_SIZE:
-        raise InvalidArgument(f"{what} {key[:80]!r}... is {size} bytes, more than the {MAX_KEY_SIZE}-byte limit")
-    return key
+    return validate_key(key, what, MAX_KEY_SIZE)
 
 
 def _record(txn: Txn, key: str) -> Optional[dict]:

@@ -186,7 +186,7 @@ class Snapshotter:
                 leases.attach(t, self._ns, self._resource(key))
                 self._add(t, key, {"i": snapshot_id, "b": backend_key, "p": parent, "pi": parent_id,
                                    "k": int(kind), "l": labels, "c": t.now, "u": t.now})
-            _push_undo(t, undo)
+            t.on_abort(undo)
             if kind == Kind.ACTIVE:
                 t.publish(ns, events.TOPIC_SNAPSHOT_PREPARE, events.SnapshotPrepare(key, parent, self.name))
         return mounts
@@ -219,7 +219,7 @@ class Snapshotter:
                 self._add(t, name, {"i": snapshot_id, "b": backend_name, "p": active["p"],
                                     "pi": active["pi"], "k": int(Kind.COMMITTED), "l": labels,
                                     "c": t.now, "u": t.now})
-            _push_undo(t, undo)
+            t.on_abort(undo)
             t.publish(ns, events.TOPIC_SNAPSHOT_COMMIT, events.SnapshotCommit(key, name, self.name))
 
     def remove(self, key: str, *, tx: Optional["Transaction"] = None) -> None:
@@ -287,46 +287,7 @@ def _delete(t: "Transaction", ns: str, snapshotter: str, key: str, record: dict)
     index.remove(t, ResourceType.SNAPSHOT, ns, f"{snapshotter}/{key}")
 
 
-# -- undo and the creation lock, per transaction --------------------------------------------
-
-
-class _TxState:
-    """Backend work of one open transaction: undo steps and creation locks held."""
-
-    __slots__ = ("undo", "held")
-
-    def __init__(self) -> None:
-        self.undo: list[Callable[[], None]] = []
-        self.held: dict[str, object] = {}
-
-
-_states: dict[int, _TxState] = {}
-
-
-def _state(t: "Transaction") -> _TxState:
-    state = _states.get(id(t))
-    if state is None:
-        state = _states[id(t)] = _TxState()
-        t.on_abort(lambda: _finish(t, aborted=True))
-        t.after_commit(lambda: _finish(t, aborted=False))
-    return state
-
-
-def _finish(t: "Transaction", aborted: bool) -> None:
-    state = _states.pop(id(t), None)
-    if state is None:
-        return
-    try:
-        if aborted:
-            for fn in reversed(state.undo):  # newest first: a child goes before its parent
-                _quietly(fn)
-    finally:
-        for held in state.held.values():
-            held.__exit__(None, None, None)
-
-
-def _push_undo(t: "Transaction", fn: Callable[[], None]) -> None:
-    _state(t).undo.append(fn)
+# -- undo and the creation lock ------------------------------------------------------------
 
 
 @contextmanager
@@ -361,11 +322,7 @@ def creation_lock(db: "DB", name: str) -> FileLock:
 
 
 def _hold_creation_lock(t: "Transaction", db: "DB", name: str) -> None:
-    state = _state(t)
-    if name not in state.held:
-        held = creation_lock(db, name).shared()
-        held.__enter__()
-        state.held[name] = held
+    t.hold(("snapshot-creation", name), lambda: creation_lock(db, name).shared())
 
 
 # -- garbage collection -------------------------------------------------------------------
