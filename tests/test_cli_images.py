@@ -88,6 +88,9 @@ def test_export_round_trip_and_stdout(tmp_path):
     assert "NotFound" in fails(first, "images", "export", "nope", tmp_path / "nope.tar")
     assert not (tmp_path / "nope.tar").exists()
     assert "Missing argument" in invoke(first, "images", "export", out, ok=False).stderr
+    invoke(first, "content", "rm", image.layers[0].digest)
+    broken = invoke(first, "images", "export", IMAGE, "-", ok=False)
+    assert broken.exit_code == 1 and image.layers[0].digest in broken.stderr and broken.stdout_bytes == b""
 
 
 @needs_skopeo

@@ -137,6 +137,20 @@ def test_indexes_get_manifest_labels_and_only_the_platform_is_stored(tmp_path, n
     assert ns.content.info(amd.manifest.digest).labels[CONFIG] == amd.config.digest
 
 
+def test_a_second_namespace_reuses_the_stored_bytes_and_gets_its_own_labels(tmp_path, db):
+    layout = Layout(tmp_path / "layout")
+    image = one_image(layout)
+    first, second = db.namespace("first"), db.namespace("second")
+    transfer.import_archive(first, layout.root)
+    reported = []
+    transfer.import_archive(second, layout.root, progress=lambda phase, d, done: reported.append((d.digest, done)))
+    assert contents(second) == contents(first)
+    assert len(list(db.content_store.walk())) == 5
+    sizes = {d.digest: d.size for d in (image.manifest, image.config, *image.layers)}
+    assert reported == [(digest, sizes[digest]) for digest, _ in reported]  # nothing was copied again
+    assert {digest for digest, _ in reported} == set(sizes)
+
+
 def test_image_names_follow_the_annotations(tmp_path, ns):
     layout = Layout(tmp_path / "layout")
     images = [layout.image([Layer().file(str(i), b"x").bytes()]) for i in range(4)]

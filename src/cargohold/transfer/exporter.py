@@ -29,17 +29,21 @@ def export_image(ns: "Namespace", names: Iterable[str], dest: Destination, *, pl
     """Write the named images to `dest` (a path or a writable binary file); returns index.json's descriptor.
 
     Raises NotFound for an unknown image or a blob missing from the content
-    store, InvalidArgument for no name or a blob that no longer matches its
-    descriptor. Written to a path, a failed export leaves no file behind.
+    store (before anything is written), InvalidArgument for no name or a blob
+    that no longer matches its descriptor. Written to a path, a failed export
+    leaves no file behind.
     """
     names = list(dict.fromkeys(names))
     if not names:
         raise InvalidArgument("nothing to export: give at least one image name")
     images = [ns.images.get(name) for name in names]
     matcher = ALL if all_platforms else platform_matcher(platform)
-    walked = list(oci.walk([image.target for image in images], document_fetcher(ns), matcher))
+    descriptors = [blob.descriptor for blob in oci.walk([image.target for image in images], document_fetcher(ns),
+                                                        matcher)]
+    for descriptor in descriptors:
+        ns.content.info(descriptor.digest)  # a missing blob fails before a byte is written
     return oci.write_archive(dest, [(image.name, image.target) for image in images],
-                             _streams(ns, (blob.descriptor for blob in walked), progress))
+                             _streams(ns, descriptors, progress))
 
 
 def _streams(ns: "Namespace", descriptors: Iterable[Descriptor],

@@ -97,24 +97,21 @@ def _store(leased: "Namespace", archive: oci.ImageArchive, blob: oci.Blob, progr
     descriptor = blob.descriptor
     labels = blob.labels or {}
     content = leased.content
-    ref = f"import-{leased.lease}-{descriptor.digest}"
+    ref = f"import-{leased.lease}-{descriptor.digest}"  # fresh: never resumes a stranger's ingest
     try:
         writer = content.writer(ref, total=descriptor.size, expected=descriptor.digest)
     except AlreadyExists:  # the namespace has it (and it now joins the lease)
         _label(leased, descriptor.digest, labels)
+        _done(progress, descriptor)
         return
     committed = False
     try:
         with writer:
-            done = writer.status().offset
-            if done < descriptor.size:
+            if writer.status().offset == 0:  # else shareable content already stored: nothing to copy
                 with archive.open_blob(descriptor) as raw:
                     source = counting(raw, progress, "store", descriptor)
-                    _skip(source, done)
                     while chunk := source.read(CHUNK):
                         writer.write(chunk)
-            elif progress is not None:
-                progress("store", descriptor, descriptor.size)  # shared content: nothing to copy
             try:
                 writer.commit(descriptor.size, descriptor.digest, labels)
                 committed = True
@@ -125,16 +122,14 @@ def _store(leased: "Namespace", archive: oci.ImageArchive, blob: oci.Blob, progr
         if not committed:
             try:
                 content.abort(ref)
-            except Error:  # noqa: S110 - the lease's end leaves the ingest to the collector anyway
-                pass
+            except Error:
+                pass  # the first error is the one to report; the lease's end leaves the ingest to the collector
+    _done(progress, descriptor)
 
 
-def _skip(source, count: int) -> None:
-    while count > 0:
-        chunk = source.read(min(CHUNK, count))
-        if not chunk:
-            return  # the verifying reader has raised already for a short blob
-        count -= len(chunk)
+def _done(progress: Optional[Progress], descriptor) -> None:
+    if progress is not None:
+        progress("store", descriptor, descriptor.size)
 
 
 def _label(leased: "Namespace", digest: str, labels: dict) -> None:

@@ -26,7 +26,7 @@ import secrets
 from typing import TYPE_CHECKING, Optional, Union
 
 from .. import oci
-from ..errors import AlreadyExists, InvalidArgument, NotFound, Unsupported
+from ..errors import AlreadyExists, Error, InvalidArgument, NotFound, Unsupported
 from ..model import Descriptor, Image, Info, Mount, Resource
 from ..oci.documents import MAX_DOCUMENT_SIZE
 from ..oci.platforms import Matcher, default, only_strict, parse
@@ -128,8 +128,8 @@ def _unpack_layer(leased: "Namespace", sn, layer: oci.RootfsLayer, progress: Opt
     except BaseException:
         try:
             sn.remove(key)
-        except NotFound:
-            pass
+        except Error:
+            pass  # the first error is the one to report; the lease's end leaves the snapshot to the collector
         raise
 
 
