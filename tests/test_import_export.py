@@ -49,20 +49,21 @@ def ns(db):
 
 
 def layers_with_everything() -> list:
-    """Three layers: files, dirs, a hard link, a symlink; then whiteouts, an opaque dir, a rewrite; then more."""
+    """Three layers: files, dirs, a hard link, a symlink; then whiteouts, an opaque dir, a rewrite, hard links
+    (one to a file of the first layer); then more."""
     base = (Layer().dir("etc").file("etc/motd", b"one\n").file("etc/keep", b"keep\n")
             .file("usr/share/doc/README", b"docs\n").file("bin/tool", b"#!/bin/sh\n", mode=0o755)
             .hardlink("bin/tool2", "bin/tool").symlink("bin/t", "tool")
             .file("var/cache/old", b"stale\n").bytes())
     update = (Layer().whiteout("usr/share/doc").file("etc/motd", b"two\n").dir("var/cache").opaque("var/cache")
               .file("var/cache/new", b"fresh\n").file("etc/new", b"new\n").hardlink("etc/new.link", "etc/new")
-              .bytes())
+              .hardlink("etc/keep.link", "etc/keep").bytes())  # a hard link to a lower layer's file
     top = Layer().file("app/x", b"x\n").bytes()
     return [base, update, top]
 
 
 EXPECTED_FILES = {"app/x": b"x\n", "bin/tool": b"#!/bin/sh\n", "bin/tool2": b"#!/bin/sh\n",
-                  "etc/keep": b"keep\n", "etc/motd": b"two\n", "etc/new": b"new\n", "etc/new.link": b"new\n",
+                  "etc/keep": b"keep\n", "etc/keep.link": b"keep\n", "etc/motd": b"two\n", "etc/new": b"new\n", "etc/new.link": b"new\n",
                   "var/cache/new": b"fresh\n"}
 
 
@@ -252,9 +253,11 @@ def test_unpack_makes_a_snapshot_per_chain_id_with_the_whole_tree(tmp_path, db, 
     assert files(rootfs) == EXPECTED_FILES
     assert not os.path.exists(os.path.join(rootfs, "usr/share/doc")) and os.path.isdir(os.path.join(rootfs, "usr/share"))
     assert not os.path.exists(os.path.join(rootfs, "var/cache/old"))
-    st = {p: os.lstat(os.path.join(rootfs, p)) for p in ("bin/tool", "bin/tool2", "etc/new", "etc/new.link")}
+    st = {p: os.lstat(os.path.join(rootfs, p))
+          for p in ("bin/tool", "bin/tool2", "etc/new", "etc/new.link", "etc/keep", "etc/keep.link")}
     assert st["bin/tool"].st_ino == st["bin/tool2"].st_ino and st["bin/tool"].st_nlink == 2
     assert st["etc/new"].st_ino == st["etc/new.link"].st_ino
+    assert st["etc/keep"].st_ino == st["etc/keep.link"].st_ino
     assert stat.S_IMODE(st["bin/tool"].st_mode) == 0o755
     assert os.readlink(os.path.join(rootfs, "bin/t")) == "tool"
     sn.remove("look")
@@ -305,6 +308,17 @@ def test_overlay_unpack_writes_whiteouts_into_upper_directories(tmp_path, db, ns
     assert stat.S_ISCHR(gone.st_mode) and gone.st_rdev == 0
     assert os.getxattr(os.path.join(upper_of_layer_2, "var/cache"), "trusted.overlay.opaque") == b"y"
     assert files(upper_of_layer_2) == {"etc/motd": b"two\n", "var/cache/new": b"fresh\n"}
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="overlay whiteouts need root (mknod, trusted xattrs)")
+def test_overlay_unpack_refuses_a_hard_link_to_a_lower_layers_file(tmp_path, db, ns):
+    """The documented limit of applying into an upper directory (native links across layers: see above)."""
+    layout = Layout(tmp_path / "layout")
+    image = layout.image([Layer().file("a", b"1").bytes(), Layer().hardlink("b", "a").bytes()])
+    layout.write_index([(image.manifest, {NAME: "example.com/app:1"})])
+    with pytest.raises(InvalidArgument, match="hard link 'b'"):
+        transfer.import_archive(ns, layout.root, unpack=True, snapshotter="overlay")
+    assert_leaves_no_trace(db, ns)
 
 
 def test_a_collection_during_import_removes_nothing_it_made(tmp_path, db, ns):

@@ -50,19 +50,11 @@ def _tree(directory: str) -> list[str]:
     return found
 
 
-def _roles(ns, image: cargohold.Image) -> dict:
-    """A word for each blob of the image: manifest, config, layer N."""
-    config, layers = transfer.image_layers(ns, image.target)
-    roles = {image.target.digest: "manifest", config.digest: "config"}
-    roles.update((layer.descriptor.digest, f"layer {i}") for i, layer in enumerate(layers, 1))
-    return roles
-
-
 @click.command("demo")
 @pass_settings
 def command(settings: Settings) -> None:
-    """Build, import and unpack an image, run a container on it, delete the image, collect garbage,
-    and report what was kept, what was removed and why.
+    """Build, import and unpack an image, create a container on it, delete the image, collect
+    garbage, and report what was kept, what was removed and why.
 
     Uses a new temporary root unless --root was given.
     """
@@ -80,11 +72,12 @@ def command(settings: Settings) -> None:
             say("   a whiteout deleting usr/share/doc and an opaque var/cache.")
             images = transfer.import_archive(ns, archive, unpack=True, snapshotter=SNAPSHOTTER)
         image = images[0]
-        roles = _roles(ns, image)
+        config, layers = transfer.image_layers(ns, image.target)
+        roles = {image.target.digest: "manifest", config.digest: "config",
+                 **{layer.descriptor.digest: f"layer {i}" for i, layer in enumerate(layers, 1)}}
         say(f"\n2. Imported and unpacked it into namespace {NAMESPACE!r}: image {image.name} -> {image.target.digest}")
         for digest, role in roles.items():
             say(f"     content {digest}  {role}")
-        _, layers = transfer.image_layers(ns, image.target)
         for i, layer in enumerate(layers, 1):
             say(f"     snapshot {SNAPSHOTTER}/{layer.chain_id}  layer {i} (chain ID)")
 

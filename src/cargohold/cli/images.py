@@ -10,6 +10,7 @@ import click
 from cargohold import Image, errors, transfer
 from cargohold.oci import mediatypes
 from cargohold.oci.walk import children
+from cargohold.transfer.unpacker import document_fetcher
 
 from .context import (Settings, emit_json, emit_labels, emit_table, format_labels, json_option, label_paths,
                       parse_labels, pass_settings, remove_all)
@@ -27,9 +28,7 @@ def command() -> None:
 
 def stored_size(ns, image: Image) -> int:
     """Bytes of the image's content that the namespace holds (each blob counted once)."""
-    def fetch(descriptor):
-        return ns.content.read(descriptor.digest)
-
+    fetch = document_fetcher(ns)
     total, seen, pending = 0, set(), [image.target]
     while pending:
         descriptor = pending.pop()

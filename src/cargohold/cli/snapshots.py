@@ -111,7 +111,7 @@ def commit(snapshots: _Snapshots, name: str, key: str, labels: tuple) -> None:
 @click.argument("keys", nargs=-1, required=True, metavar="KEY...")
 @pass_snapshots
 def rm(snapshots: _Snapshots, keys: tuple) -> None:
-    """Remove snapshots, all or none; children first (the files go at the next garbage collection)."""
+    """Remove snapshots, all or none, children before parents (the files go at the next garbage collection)."""
     store = snapshots.store()
     remove_all(snapshots.settings, keys, lambda key, tx: store.remove(key, tx=tx))
 
