@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 import pytest
-from cliutil import fails, invoke, subprocess_run
+from cliutil import fails, invoke, parsed, subprocess_run
 
 from cargohold.cli.main import cli
 
@@ -77,3 +77,12 @@ def test_an_unwritable_root_is_one_line(tmp_path):
     proc = subprocess_run(blocker / "root", "images", "ls")
     lines = proc.stderr.decode().splitlines()
     assert proc.returncode == 1 and len(lines) == 1 and "root" in lines[0], proc.stderr
+
+
+def test_namespaces_rm_is_all_or_none(tmp_path):
+    root = tmp_path / "r"
+    invoke(root, "namespaces", "create", "a")
+    invoke(root, "namespaces", "create", "b")
+    assert "NotFound" in fails(root, "namespaces", "rm", "a", "missing")
+    assert [n["name"] for n in parsed(invoke(root, "namespaces", "ls", "--json"))] == ["a", "b"]
+    assert invoke(root, "namespaces", "rm", "a", "b").stdout.split() == ["a", "b"]

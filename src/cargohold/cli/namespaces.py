@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from .context import Settings, emit_json, emit_table, format_labels, json_option, parse_labels, pass_settings
+from .context import (Settings, emit_json, emit_table, format_labels, json_option, parse_labels, pass_settings,
+                      remove_all)
 
 
 @click.group("namespaces")
@@ -39,10 +40,9 @@ def create(settings: Settings, name: str, labels: tuple) -> None:
 @click.argument("names", nargs=-1, required=True)
 @pass_settings
 def rm(settings: Settings, names: tuple) -> None:
-    """Remove empty namespaces."""
-    for name in names:
-        settings.db().namespaces.delete(name)
-        click.echo(name)
+    """Remove empty namespaces, all or none."""
+    namespaces = settings.db().namespaces
+    remove_all(settings, names, lambda name, tx: namespaces.delete(name, tx=tx))
 
 
 @command.command("label")
