@@ -233,10 +233,11 @@ def snapshot_names(ns, snapshotter: str = "native") -> dict:
     return {i.name: (i.parent, i.kind) for i in ns.snapshotter(snapshotter).walk()}
 
 
-def test_unpack_makes_a_snapshot_per_chain_id_with_the_whole_tree(tmp_path, db, ns):
+@pytest.mark.parametrize("compression", ["", "gzip", "zstd"])
+def test_unpack_makes_a_snapshot_per_chain_id_with_the_whole_tree(tmp_path, db, ns, compression):
     layout = Layout(tmp_path / "layout")
     tars = layers_with_everything()
-    image = layout.image(tars, compression="zstd")
+    image = layout.image(tars, compression=compression)
     layout.write_index([(image.manifest, {NAME: "example.com/app:1"})])
     transfer.import_archive(ns, layout.root, unpack=True)
 
@@ -393,8 +394,8 @@ def _bad(case: str, layout: Layout) -> None:
         good, bad = Layer().file("a", b"1").bytes(), Layer().file("b", b"2").bytes()
         manifest = _image_by_hand(layout, [good, bad], [sha256(good), sha256(b"something else")])
         layout.write_index([(manifest, {NAME: "example.com/app:1"})])
-    elif case == "escaping layer entry":
-        evil = Layer().file("ok", b"1").file("../escape", b"x").bytes()
+    elif case in ESCAPES:
+        evil = ESCAPES[case]()
         manifest = _image_by_hand(layout, [evil], [sha256(evil)])
         layout.write_index([(manifest, {NAME: "example.com/app:1"})])
     elif case == "no oci-layout":
@@ -407,6 +408,13 @@ def _bad(case: str, layout: Layout) -> None:
         raise AssertionError(case)
 
 
+ESCAPES = {
+    "escaping layer entry": lambda: Layer().file("ok", b"1").file("../escape", b"x").bytes(),
+    "absolute layer entry": lambda: Layer().file("/etc/escape", b"x").bytes(),
+    "symlink leading out": lambda: Layer().dir("d").symlink("d/out", "../../outside").bytes(),
+    "hard link leading out": lambda: Layer().file("ok", b"1").hardlink("h", "../ok").bytes(),
+}
+
 BAD_CASES = {
     "missing layer": (InvalidArgument, "missing"),
     "corrupt last layer": (InvalidArgument, "digest mismatch"),
@@ -415,6 +423,9 @@ BAD_CASES = {
     "unsupported layer type": (Unsupported, "encrypted"),
     "diff ID mismatch": (InvalidArgument, "diff ID mismatch"),
     "escaping layer entry": (InvalidArgument, "'..'"),
+    "absolute layer entry": (InvalidArgument, "absolute path"),
+    "symlink leading out": (InvalidArgument, "points outside"),
+    "hard link leading out": (InvalidArgument, "'..'"),
     "no oci-layout": (InvalidArgument, "oci-layout is missing"),
     "no matching platform": (NotFound, "platform"),
 }
@@ -430,6 +441,7 @@ def test_a_bad_archive_fails_clearly_and_leaves_no_image(tmp_path, db, ns, case,
     with pytest.raises(error, match=needle):
         transfer.import_archive(ns, source, unpack=True)
     assert_leaves_no_trace(db, ns)
+    assert not list(tmp_path.rglob("escape")) and not (tmp_path / "outside").exists()
 
 
 def test_the_blobs_a_failed_import_stored_are_garbage(tmp_path, db, ns):
