@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import json
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 import cargohold
+from cargohold.errors import Error
 
 
 def default_root() -> str:
@@ -47,12 +51,48 @@ class Settings:
 
 pass_settings = click.make_pass_decorator(Settings)
 
+
+def one_line(message: str) -> str:
+    """A message on one line (multi-line messages are joined)."""
+    return " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+
+
+class Failure(click.ClickException):
+    """A failed command: one line on stderr, exit code 1."""
+
+    def show(self, file=None) -> None:
+        click.echo(f"cargohold: {one_line(self.message)}", err=True)
+
+
+def _failure(exc: BaseException) -> Failure:
+    if isinstance(exc, Error):
+        return Failure(f"{type(exc).__name__}: {exc}")
+    return Failure(str(exc))
+
+
+class CommandGroup(click.Group):
+    """A group whose commands report cargohold errors, OS errors and usage errors as a one-line `Failure`."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            raise Failure(exc.format_message() + hint) from exc
+        except (Error, OSError) as exc:
+            raise _failure(exc) from exc
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 
-stdout = Console(soft_wrap=True)
+stdout = Console(soft_wrap=True, highlight=False)
 
 
 def _plain(value: Any) -> Any:
+    """`value` as JSON can hold it: dataclasses as objects, enums by lower-case name, times in ISO 8601."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.name.lower()
     if hasattr(value, "isoformat"):
         return value.isoformat()
     if isinstance(value, bytes):
@@ -69,13 +109,17 @@ def emit_json(data: Any) -> None:
 
 
 def emit_table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    """A table for people: full values, never truncated (scripts can split on whitespace)."""
+    """A table for people: full values, never truncated or wrapped, so scripts can split lines on whitespace."""
     table = Table(box=None, show_edge=False, pad_edge=False, header_style="bold")
     for name in columns:
-        table.add_column(name, overflow="fold", no_wrap=True)
+        table.add_column(name, no_wrap=True)
     for row in rows:
-        table.add_row(*("" if v is None else str(_plain(v)) for v in row))
-    stdout.print(table)
+        table.add_row(*(Text("-" if v is None or v == "" else str(_plain(v))) for v in row))
+    wide = Console(width=1 << 20, soft_wrap=True, highlight=False, force_terminal=stdout.is_terminal,
+                   no_color=not stdout.is_terminal)
+    with wide.capture() as captured:
+        wide.print(table)
+    sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
 
 
 def format_labels(labels: Optional[dict]) -> str:
@@ -91,3 +135,43 @@ def parse_labels(items: tuple) -> dict:
             raise click.BadParameter(f"label {item!r} must be KEY=VALUE", param_hint="LABEL")
         labels[key] = value
     return labels
+
+
+def emit_labels(labels: Optional[dict], as_json: bool) -> None:
+    """The labels an object has after a `label` command."""
+    if as_json:
+        emit_json(labels or {})
+    else:
+        click.echo(format_labels(labels))
+
+
+def label_paths(labels: dict) -> tuple:
+    """The field paths that set (or, for an empty value, remove) exactly these labels."""
+    return tuple(f"labels.{key}" for key in labels)
+
+
+
+
+def emit_list(items: Sequence[Any], as_json: bool, columns: Sequence[str], row: Callable[[Any], Sequence[Any]]) -> None:
+    """`items` as JSON, or as a table of one `row(item)` each."""
+    if as_json:
+        emit_json(items)
+    else:
+        emit_table(columns, [row(item) for item in items])
+
+
+def remove_all(settings: Settings, names: Iterable[str], remove: Callable[[str, Any], None], *,
+               sync: bool = False) -> None:
+    """Remove every named object in one transaction (all or none), collect if `sync`, print the names.
+
+    `remove(name, tx)` removes one object inside transaction `tx`.
+    """
+    names = tuple(dict.fromkeys(names))
+    db = settings.db()
+    with db.update() as tx:
+        for name in names:
+            remove(name, tx)
+    if sync:
+        db.garbage_collect()
+    for name in names:
+        click.echo(name)

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import click
 
-from .context import Settings, emit_json, emit_table, format_labels, json_option, parse_labels, pass_settings
+from .context import (Settings, emit_json, emit_table, format_labels, json_option, parse_labels, pass_settings,
+                      remove_all)
 
 
 @click.group("namespaces")
-def group() -> None:
+def command() -> None:
     """Create, list, label and remove namespaces."""
 
 
-@group.command("ls")
+@command.command("ls")
 @json_option
 @pass_settings
 def ls(settings: Settings, as_json: bool) -> None:
@@ -25,7 +26,7 @@ def ls(settings: Settings, as_json: bool) -> None:
         emit_table(["NAME", "LABELS"], [(name, format_labels(labels)) for name, labels in rows])
 
 
-@group.command("create")
+@command.command("create")
 @click.argument("name")
 @click.argument("labels", nargs=-1, metavar="[KEY=VALUE]...")
 @pass_settings
@@ -35,17 +36,16 @@ def create(settings: Settings, name: str, labels: tuple) -> None:
     click.echo(name)
 
 
-@group.command("rm")
+@command.command("rm")
 @click.argument("names", nargs=-1, required=True)
 @pass_settings
 def rm(settings: Settings, names: tuple) -> None:
-    """Remove empty namespaces."""
-    for name in names:
-        settings.db().namespaces.delete(name)
-        click.echo(name)
+    """Remove empty namespaces, all or none."""
+    namespaces = settings.db().namespaces
+    remove_all(settings, names, lambda name, tx: namespaces.delete(name, tx=tx))
 
 
-@group.command("label")
+@command.command("label")
 @click.argument("name")
 @click.argument("labels", nargs=-1, metavar="[KEY=VALUE]...")
 @pass_settings

@@ -1,0 +1,155 @@
+"""`cargohold images ...`: list, import, export, label and remove images."""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import click
+
+from cargohold import Image, errors, transfer
+from cargohold.oci import mediatypes
+from cargohold.oci.walk import children
+from cargohold.transfer.unpacker import document_fetcher
+
+from .context import (Settings, emit_json, emit_labels, emit_table, format_labels, json_option, label_paths,
+                      parse_labels, pass_settings, remove_all)
+from .progress import blob_progress
+
+platform_option = click.option("--platform", metavar="OS/ARCH[/VARIANT]",
+                               help="Only this platform [default: the host's].")
+all_platforms_option = click.option("--all-platforms", is_flag=True, help="Every platform of the image.")
+
+
+@click.group("images")
+def command() -> None:
+    """Import, export, list, label and remove images."""
+
+
+def stored_size(ns, image: Image) -> int:
+    """Bytes of the image's content that the namespace holds (each blob counted once)."""
+    fetch = document_fetcher(ns)
+    total, seen, pending = 0, set(), [image.target]
+    while pending:
+        descriptor = pending.pop()
+        if descriptor.digest in seen:
+            continue
+        seen.add(descriptor.digest)
+        try:
+            total += ns.content.info(descriptor.digest).size
+            if mediatypes.is_index(descriptor.media_type) or mediatypes.is_manifest(descriptor.media_type):
+                pending.extend(entry.descriptor for entry in children(descriptor, fetch))
+        except (errors.NotFound, errors.InvalidArgument, errors.Unsupported):
+            continue  # not stored (another platform), or not a document we can read
+    return total
+
+
+@command.command("ls")
+@click.argument("filters", nargs=-1)
+@click.option("-q", "--quiet", is_flag=True, help="Print only the names.")
+@json_option
+@pass_settings
+def ls(settings: Settings, filters: tuple, quiet: bool, as_json: bool) -> None:
+    """List images, optionally only those matching FILTERS (containerd's syntax, e.g. 'name~=^app').
+
+    SIZE counts the image's blobs the namespace holds.
+    """
+    ns = settings.ns()
+    found = ns.images.list(*filters)
+    if quiet:
+        for image in found:
+            click.echo(image.name)
+    elif as_json:
+        emit_json([{**_image_json(image), "size": stored_size(ns, image)} for image in found])
+    else:
+        emit_table(["NAME", "TYPE", "DIGEST", "SIZE", "LABELS"],
+                   [(image.name, image.target.media_type, image.target.digest, stored_size(ns, image),
+                     format_labels(image.labels)) for image in found])
+
+
+def _image_json(image: Image) -> dict:
+    return {"name": image.name, "target": image.target, "labels": image.labels,
+            "created_at": image.created_at, "updated_at": image.updated_at}
+
+
+@command.command("import")
+@click.argument("source", metavar="FILE|DIR")
+@click.option("--base-name", metavar="NAME",
+              help="Name prefix for entries whose org.opencontainers.image.ref.name is a bare tag.")
+@click.option("--index-name", metavar="NAME", help="Also create an image NAME for the archive's index.json.")
+@click.option("--unpack", is_flag=True, help="Unpack the layers into snapshots named by chain ID.")
+@click.option("--snapshotter", default="native", show_default=True, help="Snapshotter to unpack into.")
+@platform_option
+@all_platforms_option
+@json_option
+@pass_settings
+def import_(settings: Settings, source: str, base_name: Optional[str], index_name: Optional[str], unpack: bool,
+            snapshotter: str, platform: Optional[str], all_platforms: bool, as_json: bool) -> None:
+    """Import an OCI image layout (a directory or a tar, as `skopeo copy ... oci-archive:` writes).
+
+    Every blob is verified while it is stored. A bad archive fails with one
+    error and creates no image; what it stored is garbage for the next `gc`.
+    """
+    ns = settings.ns()
+    with blob_progress(not as_json) as progress:
+        created = transfer.import_archive(ns, source, base_name=base_name, index_name=index_name,
+                                          unpack=unpack, snapshotter=snapshotter, platform=platform,
+                                          all_platforms=all_platforms, progress=progress)
+    if as_json:
+        emit_json([_image_json(image) for image in created])
+    else:
+        emit_table(["NAME", "DIGEST"], [(image.name, image.target.digest) for image in created])
+
+
+@command.command("export")
+@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+@click.argument("dest", metavar="FILE")
+@platform_option
+@all_platforms_option
+@json_option
+@pass_settings
+def export(settings: Settings, names: tuple, dest: str, platform: Optional[str], all_platforms: bool,
+           as_json: bool) -> None:
+    """Write images to FILE as an OCI image layout tar ('-' for stdout).
+
+    The archive imports back to the same names and digests.
+    """
+    ns = settings.ns()
+    if dest == "-":
+        if sys.stdout.isatty():
+            raise click.UsageError("refusing to write a tar archive to a terminal; redirect stdout")
+        index = transfer.export_image(ns, names, sys.stdout.buffer, platform=platform,
+                                      all_platforms=all_platforms)
+        sys.stdout.buffer.flush()
+        return
+    with blob_progress(not as_json) as progress:
+        index = transfer.export_image(ns, names, dest, platform=platform, all_platforms=all_platforms,
+                                      progress=progress)
+    if as_json:
+        emit_json({"file": dest, "index": index, "images": list(names)})
+    else:
+        click.echo(f"exported {', '.join(names)} to {dest}")
+
+
+@command.command("rm")
+@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+@click.option("--sync", is_flag=True, help="Run a garbage collection before returning.")
+@pass_settings
+def rm(settings: Settings, names: tuple, sync: bool) -> None:
+    """Remove images, all or none (their content goes at the next garbage collection)."""
+    images = settings.ns().images
+    remove_all(settings, names, lambda name, tx: images.delete(name, tx=tx), sync=sync)
+
+
+@command.command("label")
+@click.argument("name")
+@click.argument("labels", nargs=-1, required=True, metavar="KEY=VALUE...")
+@json_option
+@pass_settings
+def label(settings: Settings, name: str, labels: tuple, as_json: bool) -> None:
+    """Set labels on image NAME (KEY= with an empty value removes KEY)."""
+    images = settings.ns().images
+    changes = parse_labels(labels)
+    current = images.get(name)
+    updated = images.update(Image(name, current.target, changes), *label_paths(changes))
+    emit_labels(updated.labels, as_json)

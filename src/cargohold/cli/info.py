@@ -1,0 +1,62 @@
+"""`cargohold info`: how many objects, and how many bytes, each namespace and store holds."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import click
+
+from cargohold import DB
+
+from .context import Settings, emit_json, emit_table, json_option, pass_settings
+
+
+def _entry(count: int, size: Optional[int] = None) -> dict:
+    return {"count": count} if size is None else {"count": count, "bytes": size}
+
+
+def namespace_usage(db: DB, name: str) -> dict:
+    """Objects per store of one namespace, with bytes for content, ingests and snapshots."""
+    ns = db.namespace(name)
+    blobs = list(ns.content.walk())
+    ingests = ns.content.statuses()
+    usage = {"images": _entry(len(ns.images.list())), "containers": _entry(len(ns.containers.list())),
+             "sandboxes": _entry(len(ns.sandboxes.list())), "leases": _entry(len(ns.leases.list())),
+             "content": _entry(len(blobs), sum(i.size for i in blobs)),
+             "ingests": _entry(len(ingests), sum(s.offset for s in ingests))}
+    for sn_name in sorted(db.snapshotters):
+        sn = ns.snapshotter(sn_name)
+        keys = [info.name for info in sn.walk()]
+        usage[f"snapshots/{sn_name}"] = _entry(len(keys), sum(sn.usage(key).size for key in keys))
+    return usage
+
+
+def backend_usage(db: DB) -> dict:
+    """What the backends hold on disk, shared by every namespace (and not yet collected)."""
+    usage = {}
+    if db.content_store is not None:
+        blobs = list(db.content_store.walk())
+        usage["content"] = _entry(len(blobs), sum(i.size for i in blobs))
+    for name, backend in sorted(db.snapshotters.items()):
+        keys = [info.name for info in backend.walk()]
+        usage[f"snapshots/{name}"] = _entry(len(keys), sum(backend.usage(key).size for key in keys))
+    return usage
+
+
+@click.command("info")
+@json_option
+@pass_settings
+def command(settings: Settings, as_json: bool) -> None:
+    """Counts and bytes per namespace and store, and what the backends hold on disk."""
+    db = settings.db()
+    report = {"root": settings.root, "schema_version": db.version,
+              "namespaces": {name: namespace_usage(db, name) for name in db.namespaces.list()},
+              "backends": backend_usage(db)}
+    if as_json:
+        emit_json(report)
+        return
+    click.echo(f"root {settings.root} (schema version {db.version})")
+    rows = [(ns, store, e["count"], e.get("bytes")) for ns, stores in report["namespaces"].items()
+            for store, e in stores.items()]
+    rows += [("-", f"backend:{store}", e["count"], e.get("bytes")) for store, e in report["backends"].items()]
+    emit_table(["NAMESPACE", "STORE", "COUNT", "BYTES"], rows)

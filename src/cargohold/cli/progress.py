@@ -1,0 +1,39 @@
+"""Progress bars for transfers: one rich bar per blob, only for a person at a terminal."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator, Optional
+
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+from cargohold.model import Descriptor
+from cargohold.oci.walk import describe
+from cargohold.transfer import Progress as ProgressCallback
+
+from .context import stdout
+
+_VERBS = {"store": "storing", "unpack": "unpacking", "export": "exporting"}
+
+
+@contextmanager
+def blob_progress(enabled: bool) -> Iterator[Optional[ProgressCallback]]:
+    """A transfer progress callback drawing a bar per blob on stdout, or None when not `enabled`
+    or stdout is not a terminal (then nothing is drawn)."""
+    if not (enabled and stdout.is_terminal):
+        yield None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    with Progress(*columns, console=stdout) as bars:
+        tasks: dict[tuple[str, str], int] = {}
+
+        def report(phase: str, descriptor: Descriptor, done: int) -> None:
+            key = (phase, descriptor.digest)
+            task = tasks.get(key)
+            if task is None:
+                kind, _, digest = describe(descriptor).partition(" ")
+                task = tasks[key] = bars.add_task(f"{_VERBS.get(phase, phase)} {kind} {digest[:19]}",
+                                                  total=descriptor.size)
+            bars.update(task, completed=done)
+
+        yield report

@@ -1,0 +1,145 @@
+"""Unpacking an image into snapshots, as containerd's unpacker does (`rootfs.ApplyLayers`).
+
+Each layer of the platform's manifest becomes a committed snapshot named by
+its chain ID, on top of the previous layer's: prepare ``extract-<random>
+<chain ID>``, apply the layer into it (verifying the blob and the diff ID),
+commit it as the chain ID. A layer whose chain-ID snapshot already exists is
+skipped. Then the config blob gets ``containerd.io/gc.ref.snapshot.<name>`` =
+the top chain ID, so the image keeps its snapshots alive. Everything is made
+inside a lease (see `transfer_lease`), so a collection meanwhile removes none of it.
+
+Where a layer is applied: with ``native``, into the snapshot's bind-mount
+source (a full copy of the parent's tree). With ``overlay``, the bottom layer
+into its bind-mount source, every other one into the overlay mount's
+``upperdir`` with overlay whiteouts (0/0 character devices and the
+``trusted.overlay.opaque`` xattr), as containerd's overlay applier does.
+Nothing is mounted, so no mount privilege is needed, but overlay whiteouts
+need root (CAP_MKNOD, CAP_SYS_ADMIN for the xattr). Applied into the upper
+directory, a layer sees only its own entries: a hard link to a file of a lower
+layer is refused, and a directory reached through a lower layer's symlink is
+created in the upper directory instead of being followed.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import TYPE_CHECKING, Optional, Union
+
+from .. import oci
+from ..errors import AlreadyExists, Error, InvalidArgument, NotFound, Unsupported
+from ..model import Descriptor, Image, Info, Mount, Resource
+from ..oci.documents import MAX_DOCUMENT_SIZE
+from ..oci.platforms import Matcher, default, only_strict, parse
+from .lease import transfer_lease
+from .progress import Progress, counting
+
+if TYPE_CHECKING:
+    from ..namespaces import Namespace
+
+Platform = Union[str, oci.Platform, None]
+
+
+def platform_matcher(platform: Platform) -> Matcher:
+    """Only `platform` (a specifier or a Platform) when given, else the host's (containerd's default)."""
+    if platform is None:
+        return default()
+    return only_strict(parse(platform) if isinstance(platform, str) else platform)
+
+
+def document_fetcher(ns: "Namespace") -> oci.Fetch:
+    """Read index, manifest and config blobs from the namespace's content store."""
+    def fetch(descriptor: Descriptor) -> bytes:
+        if descriptor.size > MAX_DOCUMENT_SIZE:
+            raise InvalidArgument(f"{descriptor.media_type} {descriptor.digest} is {descriptor.size} bytes, "
+                                  f"larger than {MAX_DOCUMENT_SIZE}")
+        return ns.content.read(descriptor.digest)
+    return fetch
+
+
+def image_layers(ns: "Namespace", target: Descriptor, platform: Platform = None) -> tuple[Descriptor, list]:
+    """The config descriptor and the layers (`oci.RootfsLayer`, bottom first) of the platform's manifest.
+
+    NotFound when the image has no manifest for the platform or a document is
+    not in the namespace's content store.
+    """
+    fetch = document_fetcher(ns)
+    _, manifest = oci.resolve_manifest(target, fetch, platform_matcher(platform))
+    config = oci.parse_config(fetch(manifest.config), f"config {manifest.config.digest}")
+    return manifest.config, oci.rootfs_layers(manifest, config)
+
+
+def unpack_image(ns: "Namespace", image: Union[str, Image], *, snapshotter: str = "native",
+                 platform: Platform = None, progress: Optional[Progress] = None) -> str:
+    """Unpack a stored image for `platform` (the host's by default); returns the top chain ID.
+
+    The image's layers must be in the namespace's content store. Returns ""
+    for an image without layers. Idempotent: layers already unpacked are
+    skipped. On failure the snapshots made so far are garbage for the next
+    collection; the image itself is unchanged.
+    """
+    ns.db.snapshotter_backend(snapshotter)
+    if not isinstance(image, Image):
+        image = ns.images.get(image)
+    with transfer_lease(ns) as leased:
+        return unpack_target(leased, image.target, snapshotter, platform, progress)
+
+
+def unpack_target(leased: "Namespace", target: Descriptor, snapshotter: str, platform: Platform,
+                  progress: Optional[Progress]) -> str:
+    """Unpack `target` through a leased handle (see the module docstring); returns the top chain ID."""
+    config, layers = image_layers(leased, target, platform)
+    sn = leased.snapshotter(snapshotter)
+    for layer in layers:
+        _unpack_layer(leased, sn, layer, progress)
+    if not layers:
+        return ""
+    top = layers[-1].chain_id
+    label = oci.snapshot_label(snapshotter)
+    leased.content.update(Info(config.digest, labels={label: top}), f"labels.{label}")
+    return top
+
+
+def _hold(leased: "Namespace", sn, chain_id: str) -> bool:
+    """Whether the chain-ID snapshot exists; if it does, the lease holds it from now on."""
+    try:
+        sn.stat(chain_id)
+    except NotFound:
+        return False
+    leased.leases.add_resource(leased.lease, Resource(chain_id, f"snapshots/{sn.name}"))
+    return True
+
+
+def _unpack_layer(leased: "Namespace", sn, layer: oci.RootfsLayer, progress: Optional[Progress]) -> None:
+    if _hold(leased, sn, layer.chain_id):
+        return
+    key = f"extract-{secrets.token_hex(8)} {layer.chain_id}"
+    mounts = sn.prepare(key, layer.parent)
+    try:
+        directory, overlay = _apply_target(mounts)
+        with leased.content.open(layer.descriptor.digest) as blob:
+            oci.apply_layer(directory, counting(blob, progress, "unpack", layer.descriptor),
+                            descriptor=layer.descriptor, diff_id=layer.diff_id, overlay_whiteouts=overlay)
+        try:
+            sn.commit(layer.chain_id, key)
+        except AlreadyExists:  # another unpack committed it meanwhile: use theirs
+            if not _hold(leased, sn, layer.chain_id):
+                raise
+            sn.remove(key)
+    except BaseException:
+        try:
+            sn.remove(key)
+        except Error:
+            pass  # the first error is the one to report; the lease's end leaves the snapshot to the collector
+        raise
+
+
+def _apply_target(mounts: list[Mount]) -> tuple[str, bool]:
+    """The directory to apply a layer into, and whether it takes overlay whiteouts."""
+    if len(mounts) == 1 and mounts[0].type == "bind":
+        return mounts[0].source, False
+    if len(mounts) == 1 and mounts[0].type == "overlay":
+        for option in mounts[0].options:
+            if option.startswith("upperdir="):
+                return option[len("upperdir="):], True
+    raise Unsupported(f"cannot unpack into snapshot mounts {mounts!r}: expected a bind mount "
+                      "or an overlay mount with an upper directory")

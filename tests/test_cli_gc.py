@@ -1,0 +1,74 @@
+"""`cargohold gc` (collection, --dry-run, --explain) and `cargohold info`."""
+
+from __future__ import annotations
+
+from cliutil import IMAGE, fails, image_archive, invoke, parsed, rows
+
+
+def test_dry_run_collection_and_explain(tmp_path):
+    root = tmp_path / "r"
+    archive, image = image_archive(tmp_path)
+    invoke(root, "images", "import", "--unpack", archive)
+    invoke(root, "containers", "create", IMAGE, "c1")
+    snaps = {s["name"]: s for s in parsed(invoke(root, "snapshots", "ls", "--json"))}
+    top = snaps["c1"]["parent"]
+    bottom = snaps[top]["parent"]
+    assert invoke(root, "gc", "--dry-run").stdout == ""
+
+    explained = invoke(root, "gc", "--explain", image.layers[0].digest).stdout.splitlines()
+    assert explained == [f"content default {image.layers[0].digest} is kept by this chain of references, root first:",
+                         f"  image default {IMAGE}", f"  content default {image.manifest.digest}",
+                         f"  content default {image.layers[0].digest}"]
+    (why,) = parsed(invoke(root, "gc", "--explain", bottom, "--json"))
+    assert why["node"] == {"type": "snapshot", "namespace": "default", "key": f"native/{bottom}"}
+    assert [n["key"] for n in why["chain"]][-2:] == [f"native/{top}", f"native/{bottom}"]
+    assert why["chain"][0]["type"] in ("image", "container")
+
+    invoke(root, "images", "rm", IMAGE)
+    doomed = invoke(root, "gc", "--dry-run").stdout.splitlines()
+    expected = {f"content default {d.digest}" for d in (image.manifest, image.config, *image.layers)}
+    assert set(doomed) == expected and len(doomed) == 4
+    assert {(n["type"], n["key"]) for n in parsed(invoke(root, "gc", "--dry-run", "--json"))} == {
+        ("content", line.split()[2]) for line in doomed}
+    (gone,) = parsed(invoke(root, "gc", "--explain", image.config.digest, "--json"))
+    assert gone["chain"] is None
+    assert "the next collection removes it" in invoke(root, "gc", "--explain", image.config.digest).stdout
+    (kept,) = parsed(invoke(root, "gc", "--explain", bottom, "--json"))
+    assert [n["type"] for n in kept["chain"][:2]] == ["container", "snapshot"] and kept["chain"][0]["key"] == "c1"
+
+    out = invoke(root, "gc")
+    lines = out.stdout.splitlines()
+    assert lines[0].split() == ["TYPE", "NAMESPACE", "KEY"]
+    assert {" ".join(line.split()) for line in lines[1:5]} == expected
+    assert lines[5].startswith("removed 4 node(s); writers held off ")
+    stats = parsed(invoke(root, "gc", "--json"))
+    assert stats["removed"] == [] and set(stats) == {"removed", "meta_d", "content_d", "snapshot_d"}
+    assert invoke(root, "gc", "--dry-run").stdout == ""
+    assert parsed(invoke(root, "content", "ls", "--json")) == []
+    assert len(parsed(invoke(root, "snapshots", "ls", "--json"))) == 3  # the container keeps its chain
+
+    assert "NotFound" in fails(root, "gc", "--explain", "sha256:" + "0" * 64)
+    assert "cannot be combined" in fails(root, "gc", "--explain", "c1", "--dry-run")
+
+
+def test_info_counts_and_bytes(tmp_path):
+    root = tmp_path / "r"
+    archive, image = image_archive(tmp_path)
+    invoke(root, "images", "import", "--unpack", archive)
+    invoke(root, "--namespace", "other", "leases", "create", "--id", "l1")
+    report = parsed(invoke(root, "info", "--json"))
+    blobs = (image.manifest, image.config, *image.layers)
+    default = report["namespaces"]["default"]
+    assert default["images"] == {"count": 1} and default["containers"] == {"count": 0}
+    assert default["content"] == {"count": 4, "bytes": sum(d.size for d in blobs)}
+    assert default["ingests"] == {"count": 0, "bytes": 0}
+    assert default["snapshots/native"]["count"] == 2 and default["snapshots/native"]["bytes"] > 0
+    assert default["snapshots/overlay"] == {"count": 0, "bytes": 0}
+    assert report["namespaces"]["other"]["leases"] == {"count": 1}
+    assert report["backends"]["content"] == default["content"]
+    assert report["backends"]["snapshots/native"]["count"] == 2
+    assert report["root"] == str(root) and report["schema_version"] >= 1
+    table = rows(invoke(root, "info"))
+    assert table[1] == ["NAMESPACE", "STORE", "COUNT", "BYTES"]
+    assert ["default", "content", "4", str(sum(d.size for d in blobs))] in table
+    assert ["other", "leases", "1", "-"] in table and ["-", "backend:content", "4", str(sum(d.size for d in blobs))] in table

@@ -1,0 +1,88 @@
+"""Every command has --help; every error is one line on stderr with exit code 1, in process and as a program."""
+
+from __future__ import annotations
+
+import click
+import pytest
+from cliutil import fails, invoke, parsed, subprocess_run
+
+from cargohold.cli.main import cli
+
+GROUPS = {"namespaces": {"ls", "create", "rm", "label"},
+          "images": {"ls", "import", "export", "rm", "label"},
+          "content": {"ls", "get", "ingest", "rm", "active", "label"},
+          "snapshots": {"ls", "tree", "prepare", "view", "commit", "rm", "usage", "mounts", "label"},
+          "leases": {"ls", "create", "rm", "resources"},
+          "containers": {"ls", "create", "rm"}}
+
+
+def all_commands(command: click.Command, path: tuple = ()):
+    yield path
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            yield from all_commands(sub, path + (name,))
+
+
+def test_the_issue_lists_every_group_and_command():
+    for group, commands in GROUPS.items():
+        assert set(cli.commands[group].commands) == commands, group
+    assert {"gc", "info", "demo"} <= set(cli.commands)
+
+
+def test_help_everywhere(tmp_path):
+    paths = list(all_commands(cli))
+    assert len(paths) > 40
+    for path in paths:
+        out = invoke(tmp_path / "r", *path, "--help").stdout
+        assert out.startswith("Usage: ") and "--help" in out, path
+        assert len(out.splitlines()) > 3, path
+    assert not (tmp_path / "r").exists()  # help opens no database
+
+
+ERRORS = [
+    (["nosuchgroup"], "No such command"),
+    (["images", "nosuchcommand"], "No such command"),
+    (["images", "import"], "Missing argument"),
+    (["images", "ls", "--bogus"], "No such option"),
+    (["images", "ls", "name=="], "InvalidArgument"),
+    (["images", "rm", "missing"], "NotFound"),
+    (["content", "get", "sha256:nope"], "InvalidArgument"),
+    (["content", "ingest", "r", "--size", "-1"], "--size"),
+    (["snapshots", "--snapshotter", "zfs", "ls"], "NotFound"),
+    (["leases", "rm", "missing"], "NotFound"),
+    (["containers", "rm", "missing"], "NotFound"),
+    (["namespaces", "create", "bad name"], "InvalidArgument"),
+    (["gc", "--explain", "nothing"], "NotFound"),
+    (["--namespace", "bad ns", "images", "ls"], "InvalidArgument"),
+]
+
+
+@pytest.mark.parametrize("args,needle", ERRORS)
+def test_errors_are_one_line_and_exit_1(tmp_path, args, needle):
+    assert needle in fails(tmp_path / "r", *args)
+
+
+@pytest.mark.parametrize("args,needle", ERRORS[::3])
+def test_errors_are_one_line_and_exit_1_from_the_program(tmp_path, args, needle):
+    proc = subprocess_run(tmp_path / "r", *args)
+    lines = proc.stderr.decode().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("cargohold: ") and needle in lines[0]
+    assert proc.stdout == b""
+
+
+def test_an_unwritable_root_is_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    proc = subprocess_run(blocker / "root", "images", "ls")
+    lines = proc.stderr.decode().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and "root" in lines[0], proc.stderr
+
+
+def test_namespaces_rm_is_all_or_none(tmp_path):
+    root = tmp_path / "r"
+    invoke(root, "namespaces", "create", "a")
+    invoke(root, "namespaces", "create", "b")
+    assert "NotFound" in fails(root, "namespaces", "rm", "a", "missing")
+    assert [n["name"] for n in parsed(invoke(root, "namespaces", "ls", "--json"))] == ["a", "b"]
+    assert invoke(root, "namespaces", "rm", "a", "b").stdout.split() == ["a", "b"]
