@@ -9,7 +9,7 @@ import pytest
 import cargohold
 from cargohold import Node, Resource, ResourceType as RT, errors
 from cargohold.events import ImageDelete, SnapshotRemove
-from gcutil import Clock, blob, chain, container, content_node as cn, digest_of, image, snap_node as sn
+from gcutil import Clock, blob, chain, container, content_node as cn, image, snap_node as sn
 
 NS = "test"
 

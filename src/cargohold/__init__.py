@@ -13,26 +13,8 @@ from typing import Any, Callable, Optional
 from . import errors
 from .content import LocalStore
 from .db import DB, Transaction
-from .model import (
-    RESOURCE_END,
-    RESOURCE_MAX,
-    Container,
-    Descriptor,
-    GCStats,
-    Image,
-    Info,
-    Kind,
-    Lease,
-    Mount,
-    Node,
-    Resource,
-    ResourceType,
-    RuntimeInfo,
-    Sandbox,
-    SnapshotInfo,
-    Status,
-    Usage,
-)
+from . import model
+from .model import *  # noqa: F403 - the data classes of the API contract
 from .namespaces import Namespace
 from .timeutil import Clock
 
@@ -94,22 +76,5 @@ __all__ = [
     "Namespace",
     "LocalStore",
     "errors",
-    "Node",
-    "ResourceType",
-    "RESOURCE_END",
-    "RESOURCE_MAX",
-    "Descriptor",
-    "Image",
-    "RuntimeInfo",
-    "Container",
-    "Sandbox",
-    "Lease",
-    "Resource",
-    "Info",
-    "Status",
-    "Kind",
-    "SnapshotInfo",
-    "Usage",
-    "Mount",
-    "GCStats",
+    *model.__all__,
 ]

@@ -29,9 +29,9 @@ it against the cleanup that follows a garbage collection (`collect_backend`):
 So the cleanup either sees the record of a commit, or runs entirely before
 its blob appears. Open ingests are safe anyway: their writer holds the
 ingest's own lock (`cargohold.content.local`), and the cleanup skips them.
-The lock is taken before the database's write locks, except in a call that
-joins a caller's transaction; the cleanup never waits for a write lock while
-it holds it, so neither order can deadlock.
+The lock is taken once the transaction has begun (after the database's
+writer lock) and released when it ends (`Transaction.hold`); the cleanup
+never waits for a write lock while it holds it, so no order can deadlock.
 """
 
 from __future__ import annotations
@@ -109,26 +109,10 @@ def _backend(db: "DB") -> LocalStore:
 @contextmanager
 def _locked_update(db: "DB", tx: Optional["Transaction"]) -> Iterator["Transaction"]:
     """A write transaction that holds the cleanup lock shared until it ends."""
-    hold = _backend(db).cleanup_lock.shared()
-    hold.__enter__()
-    held = [True]
-
-    def release() -> None:
-        if held[0]:
-            held[0] = False
-            hold.__exit__(None, None, None)
-
-    entered = False
-    try:
-        with db.transaction(tx, write=True) as t:
-            entered = True
-            t.after_commit(release)
-            t.on_abort(release)
-            yield t
-    except BaseException:
-        if not entered:
-            release()
-        raise
+    backend = _backend(db)
+    with db.transaction(tx, write=True) as t:
+        t.hold(("content-cleanup", backend.root), backend.cleanup_lock.shared)
+        yield t
 
 
 def _abandon(bw: Optional[LocalWriter]) -> None:

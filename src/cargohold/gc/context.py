@@ -11,7 +11,7 @@ and the per-kind removal each store provides.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .. import schema
 from .._native import Marker

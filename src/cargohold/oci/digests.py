@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from typing import BinaryIO
+from typing import BinaryIO, Callable
 
 from ..errors import InvalidArgument
 from ..validation import validate_digest
@@ -35,14 +35,13 @@ def blob_path(digest: str) -> str:
     return f"blobs/{algorithm}/{encoded}"
 
 
-class DigestingReader(io.RawIOBase):
-    """Pass reads through from `raw`, hashing (sha256) and counting every byte."""
+class ReadTap(io.RawIOBase):
+    """Pass reads through from `raw`, handing every non-empty chunk to `observe`."""
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: BinaryIO, observe: Callable[[bytes], None]) -> None:
         super().__init__()
         self._raw = raw
-        self._hash = hashlib.sha256()
-        self.count = 0
+        self._observe = observe
 
     def readable(self) -> bool:
         return True
@@ -51,9 +50,22 @@ class DigestingReader(io.RawIOBase):
         data = self._raw.read(len(buffer))
         n = len(data)
         buffer[:n] = data
-        self._hash.update(data)
-        self.count += n
+        if n:
+            self._observe(data)
         return n
+
+
+class DigestingReader(ReadTap):
+    """Pass reads through from `raw`, hashing (sha256) and counting every byte."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        super().__init__(raw, self._update)
+        self._hash = hashlib.sha256()
+        self.count = 0
+
+    def _update(self, data: bytes) -> None:
+        self._hash.update(data)
+        self.count += len(data)
 
     def drain(self) -> None:
         """Read `raw` to its end, so that the digest covers the whole stream."""

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import io
 from typing import BinaryIO, Callable, Optional
 
 from ..model import Descriptor
+from ..oci.digests import ReadTap
 
 Progress = Callable[[str, Descriptor, int], None]
 """``progress(phase, descriptor, done)``: `done` bytes of the blob are through `phase`.
@@ -17,31 +17,16 @@ its full size last.
 """
 
 
-class Counting(io.RawIOBase):
-    """Pass reads through from `raw`, reporting the running byte count to `progress`."""
-
-    def __init__(self, raw: BinaryIO, progress: Progress, phase: str, descriptor: Descriptor) -> None:
-        super().__init__()
-        self._raw = raw
-        self._report = lambda done: progress(phase, descriptor, done)
-        self._done = 0
-        self._report(0)
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        data = self._raw.read(len(buffer))
-        n = len(data)
-        buffer[:n] = data
-        if n:
-            self._done += n
-            self._report(self._done)
-        return n
-
-
 def counting(raw: BinaryIO, progress: Optional[Progress], phase: str, descriptor: Descriptor) -> BinaryIO:
     """`raw` itself without a progress callback, else a reader that reports through it."""
     if progress is None:
         return raw
-    return Counting(raw, progress, phase, descriptor)
+    done = 0
+
+    def observe(data: bytes) -> None:
+        nonlocal done
+        done += len(data)
+        progress(phase, descriptor, done)
+
+    progress(phase, descriptor, 0)
+    return ReadTap(raw, observe)
