@@ -216,6 +216,25 @@ def test_docker_media_types_import_and_unpack(tmp_path, ns):
     assert ns.snapshotter("native").stat(layers[-1].chain_id).kind == Kind.COMMITTED
 
 
+def test_a_docker_save_archive_imports_by_its_containerd_name(tmp_path, ns):
+    """`docker save` (OCI mode) writes docker media types, both name annotations
+    (the ref name being only the tag) and legacy manifest.json / repositories files."""
+    layout = Layout(tmp_path / "layout", docker=True)
+    image = layout.image(layers_with_everything())
+    layout.write_index([(image.manifest, {NAME: "docker.io/library/app:latest", REF: "latest"})])
+    legacy = json.dumps([{"Config": "blobs/" + image.config.digest.replace(":", "/"),
+                          "RepoTags": ["app:latest"],
+                          "Layers": ["blobs/" + d.digest.replace(":", "/") for d in image.layers]}]).encode()
+    layout.write_file("manifest.json", legacy)
+    layout.write_file("repositories", json.dumps({"app": {"latest": image.manifest.digest[7:]}}).encode())
+    archive = tar_layout(layout.root, tmp_path / "saved.tar")
+    (imported,) = transfer.import_archive(ns, archive, unpack=True)
+    assert imported.name == "docker.io/library/app:latest"
+    assert imported.target.digest == image.manifest.digest
+    _, layers = transfer.image_layers(ns, imported.target)
+    assert ns.snapshotter("native").stat(layers[-1].chain_id).kind == Kind.COMMITTED
+
+
 def test_a_handle_with_a_lease_imports_into_that_lease_and_keeps_it(tmp_path, ns):
     layout = Layout(tmp_path / "layout")
     image = one_image(layout)
