@@ -179,15 +179,11 @@ cdef class Marker:
         return idx
 
     cdef int _edge(self, Py_ssize_t src, Py_ssize_t dst, uint8_t kind) except -1:
-        cdef Py_ssize_t cap
-        if self.ne + 1 > self.ecap:
-            cap = self.ecap if self.ecap else 64
-            while cap < self.ne + 1:
-                cap *= 2
-            self.esrc = <int32_t*>_realloc(self.esrc, cap * sizeof(int32_t))
-            self.edst = <int32_t*>_realloc(self.edst, cap * sizeof(int32_t))
-            self.ekind = <uint8_t*>_realloc(self.ekind, cap)
-            self.ecap = cap
+        cdef Py_ssize_t old_cap = self.ecap
+        self.esrc = <int32_t*>_grow(self.esrc, &self.ecap, self.ne + 1, sizeof(int32_t))
+        if self.ecap != old_cap:
+            self.edst = <int32_t*>_realloc(self.edst, self.ecap * sizeof(int32_t))
+            self.ekind = <uint8_t*>_realloc(self.ekind, self.ecap)
         self.esrc[self.ne] = <int32_t>src
         self.edst[self.ne] = <int32_t>dst
         self.ekind[self.ne] = kind

@@ -396,23 +396,15 @@ class DB:
 
     def mark(self) -> set[Node]:
         """Every resource reachable from a root now; deletes nothing."""
-        def reachable(marker, contexts) -> set[Node]:
-            found = {schema.unpack_node(key) for key in marker.reachable()}
-            found.update(n for n in contexts.all() if marker.is_reachable(_packed(n)))
-            return found
-        return self._with_marking(reachable)
+        return self._with_marking(gccontext.reachable)
 
     def unreachable(self) -> list[Node]:
         """What a collection would remove now (a dry run): every known, unreachable resource."""
-        def collectible(marker, contexts) -> list[Node]:
-            found = [schema.unpack_node(key) for key in marker.unreachable()]
-            found.extend(n for n in contexts.all() if not marker.is_reachable(_packed(n)))
-            return found
-        return self._with_marking(collectible)
+        return self._with_marking(lambda marker, contexts: list(gccontext.unreachable(marker, contexts)))
 
     def explain(self, node: Node) -> Optional[list[Node]]:
         """Why is `node` kept? The chain of nodes from a root down to it, or None if unreachable."""
-        packed = _packed(node)
+        packed = gccontext.node_key(node)
         chain = self._with_marking(lambda marker, _: marker.chain(packed))
         return None if chain is None else [schema.unpack_node(key) for key in chain]
 
@@ -435,7 +427,7 @@ class DB:
                 started = time.perf_counter()
                 with _TxContext(self, True, internal=True) as tx:
                     marker = gccontext.marking(tx, contexts)
-                    removed = gccontext.sweep(tx, marker, contexts, contexts.all())
+                    removed = gccontext.sweep(tx, marker, contexts)
                     del marker
                     dirty = _dirty_markers(tx)
                 self._reset_dirty()
@@ -527,14 +519,6 @@ def _dirty_markers(tx: Transaction) -> _DirtyMarkers:
     for key, token in tx.kv.scan(schema.T_META, prefix):
         found.snapshotters[schema.text(key[len(prefix):], "snapshotter")] = token
     return found
-
-
-def _packed(node: Any) -> bytes:
-    try:
-        rtype, namespace, key = node
-        return schema.pack_node(int(rtype), namespace, key)
-    except (TypeError, ValueError, OverflowError, AttributeError):
-        raise InvalidArgument(f"{node!r} is not a Node(type, namespace, key)") from None
 
 
 class _Given:

@@ -11,7 +11,7 @@ and the per-kind removal each store provides.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from .. import schema
 from .._native import Marker
@@ -42,6 +42,15 @@ def _as_node(value: Any) -> Node:
     except (TypeError, ValueError):
         raise InvalidArgument(f"collector returned {value!r}, not a Node(type, namespace, key)") from None
     return Node(rtype, namespace, key)
+
+
+def node_key(node: Any) -> bytes:
+    """The packed node-table key of a Node; InvalidArgument for anything else."""
+    try:
+        rtype, namespace, key = node
+        return schema.pack_node(int(rtype), namespace, key)
+    except (TypeError, ValueError, OverflowError, AttributeError):
+        raise InvalidArgument(f"{node!r} is not a Node(type, namespace, key)") from None
 
 
 class Contexts:
@@ -113,7 +122,7 @@ def marking(tx: "Transaction", contexts: Contexts) -> Marker:
     extra: list[bytes] = []
     if contexts.contexts:
         def add(node: Node) -> None:
-            extra.append(schema.pack_node(node.type, node.namespace, node.key))
+            extra.append(node_key(node))
         for packed in marker.live_leases(tx.now):
             lease = schema.unpack_node(packed)
             contexts.leased(lease.namespace, lease.key, add)
@@ -121,11 +130,6 @@ def marking(tx: "Transaction", contexts: Contexts) -> Marker:
             contexts.active(schema.text(key, "namespace"), add)
     marker.mark(tx.now, extra)
     return marker
-
-
-def visible(packed: bytes) -> bool:
-    """True for nodes users see as resources (not the internal sandbox holders)."""
-    return packed[0] != index.SANDBOX
 
 
 def table_nodes(tx: "Transaction") -> Iterable[Node]:
@@ -150,12 +154,35 @@ def _removers() -> dict:
     }
 
 
-def sweep(tx: "Transaction", marker: Marker, contexts: Contexts, all_nodes: list[Node]) -> list[Node]:
-    """Remove every unreachable node in `tx`; queue its events; return what was removed."""
+def reachable(marker: Marker, contexts: Contexts) -> set[Node]:
+    """Every known node the marking reached: the node table's, then the collectors'."""
+    found = {schema.unpack_node(key) for key in marker.reachable()}
+    found.update(node for node in contexts.all() if marker.is_reachable(node_key(node)))
+    return found
+
+
+def _unreachable_collected(marker: Marker, contexts: Contexts) -> Iterator[Node]:
+    for node in contexts.all():
+        if not marker.is_reachable(node_key(node)):
+            yield node
+
+
+def unreachable(marker: Marker, contexts: Contexts) -> Iterator[Node]:
+    """Every known node the marking did not reach: the node table's, then the collectors'."""
+    for key in marker.unreachable():
+        yield schema.unpack_node(key)
+    yield from _unreachable_collected(marker, contexts)
+
+
+def sweep(tx: "Transaction", marker: Marker, contexts: Contexts) -> list[Node]:
+    """Remove every unreachable node in `tx`; queue its events; return what was removed.
+
+    Node-table entries go to their store's removal, collectors' nodes to their collector.
+    """
     removers = _removers()
     removed: list[Node] = []
-    for packed in marker.unreachable():
-        node = schema.unpack_node(packed)
+    for key in marker.unreachable():
+        node = schema.unpack_node(key)
         remover = removers.get(node.type)
         if remover is None:
             log.info("no removal defined for %r", node)
@@ -167,8 +194,5 @@ def sweep(tx: "Transaction", marker: Marker, contexts: Contexts, all_nodes: list
             tx.publish(node.namespace, TOPIC_SNAPSHOT_REMOVE, SnapshotRemove(key, snapshotter))
         elif node.type == ResourceType.IMAGE:
             tx.publish(node.namespace, TOPIC_IMAGE_DELETE, ImageDelete(node.key))
-    for node in all_nodes:
-        if not marker.is_reachable(schema.pack_node(node.type, node.namespace, node.key)):
-            if contexts.remove(node):
-                removed.append(node)
+    removed.extend(node for node in _unreachable_collected(marker, contexts) if contexts.remove(node))
     return removed

@@ -159,7 +159,6 @@ def remove(tx: "Transaction", rtype: int, ns: str, key: str) -> None:
 
 def index_content(tx: "Transaction", ns: str, digest: str, labels: Optional[Mapping[str, str]]) -> None:
     refs = gclabels.parse(ns, labels)
-    refs.usedat = []
     _put(tx, ResourceType.CONTENT, ns, digest, encode(root=refs.root, refs=refs))
 
 
@@ -175,7 +174,6 @@ def index_snapshot(tx: "Transaction", ns: str, snapshotter: str, key: str, paren
 def index_image(tx: "Transaction", ns: str, name: str, target_digest: str,
                 labels: Optional[Mapping[str, str]]) -> None:
     refs = gclabels.parse(ns, labels)
-    refs.root, refs.usedat = False, []
     strong = [schema.pack_node(ResourceType.CONTENT, ns, target_digest)] if target_digest else []
     _put(tx, ResourceType.IMAGE, ns, name,
          encode(root=True, expire=gclabels.expiry(labels), strong=strong, refs=refs))
@@ -184,7 +182,7 @@ def index_image(tx: "Transaction", ns: str, name: str, target_digest: str,
 def index_container(tx: "Transaction", ns: str, container_id: str, snapshotter: str,
                     snapshot_key: str, labels: Optional[Mapping[str, str]]) -> None:
     refs = gclabels.parse(ns, labels)
-    refs.root, refs.usedat, refs.conds = False, [], []
+    refs.conds = []
     strong = ([schema.pack_node(ResourceType.SNAPSHOT, ns, f"{snapshotter}/{snapshot_key}")]
               if snapshotter else [])
     _put(tx, ResourceType.CONTAINER, ns, container_id,
@@ -193,7 +191,7 @@ def index_container(tx: "Transaction", ns: str, container_id: str, snapshotter: 
 
 def index_sandbox(tx: "Transaction", ns: str, sandbox_id: str, labels: Optional[Mapping[str, str]]) -> None:
     refs = gclabels.parse(ns, labels)
-    refs.root, refs.usedat, refs.conds, refs.brefs = False, [], [], []
+    refs.conds, refs.brefs = [], []
     _put(tx, SANDBOX, ns, sandbox_id, encode(root=True, hidden=True, refs=refs))
 
 

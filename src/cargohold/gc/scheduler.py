@@ -44,6 +44,14 @@ class _Waiter:
         self.error: Optional[BaseException] = None
 
 
+def _settle(waiters: list[_Waiter], stats: Optional[GCStats] = None,
+            error: Optional[BaseException] = None) -> None:
+    """Hand each waiting `trigger(wait=True)` the collection's stats or its error."""
+    for waiter in waiters:
+        waiter.stats, waiter.error = stats, error
+        waiter.done.set()
+
+
 class Scheduler:
     """Runs `db.garbage_collect()` in the background when the policy says so."""
 
@@ -126,9 +134,7 @@ class Scheduler:
                 self._cond.notify_all()
 
     def _fail_waiters(self, error: BaseException) -> None:
-        for waiter in self._waiters:
-            waiter.error = error
-            waiter.done.set()
+        _settle(self._waiters, error=error)
         self._waiters = []
 
     # -- the loop -----------------------------------------------------------------------------------
@@ -176,9 +182,7 @@ class Scheduler:
                 log.exception("garbage collection failed")
                 last = time.monotonic()
                 next_at = last + interval + 1.0
-                for waiter in waiters:
-                    waiter.error = exc
-                    waiter.done.set()
+                _settle(waiters, error=exc)
                 continue
             last = time.monotonic()
             gc_time += stats.meta_d
@@ -190,6 +194,4 @@ class Scheduler:
                 avg = gc_time / self.collections
                 interval = avg / self.pause_threshold - avg
             next_at = last + interval
-            for waiter in waiters:
-                waiter.stats = stats
-                waiter.done.set()
+            _settle(waiters, stats=stats)
