@@ -46,6 +46,15 @@ def test_namespaces_commands(tmp_path):
     assert [n["name"] for n in json.loads(cargohold("namespaces", "ls", "--json", root=root).stdout)] == ["dev"]
 
 
+def test_namespace_label_sets_all_or_none(tmp_path):
+    root = tmp_path / "r"
+    cargohold("namespaces", "create", "dev", "team=a", root=root)
+    failed = cargohold("namespaces", "label", "dev", "tier=1", "big=" + "x" * 5000, root=root, check=False)
+    assert failed.returncode == 1 and "InvalidArgument" in failed.stderr
+    listing = json.loads(cargohold("namespaces", "ls", "--json", root=root).stdout)
+    assert listing == [{"name": "dev", "labels": {"team": "a"}}]
+
+
 def test_root_defaults_to_environment(tmp_path):
     root = tmp_path / "from-env"
     cargohold("namespaces", "create", "x", env={"CARGOHOLD_ROOT": str(root)})

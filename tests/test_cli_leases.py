@@ -33,10 +33,19 @@ def test_lease_lifecycle(tmp_path):
     assert parsed(invoke(root, "leases", "ls", "--json")) == []
 
 
+def test_expiry_takes_any_go_duration(tmp_path):
+    root = tmp_path / "r"
+    invoke(root, "leases", "create", "--id", "short", "--expires", "1.5h")
+    (lease,) = parsed(invoke(root, "leases", "ls", "--json"))
+    expire = parse_rfc3339(lease["labels"]["containerd.io/gc.expire"])
+    assert abs(expire - to_ns(datetime.now(timezone.utc) + timedelta(minutes=90))) < 60 * 10**9
+
+
 def test_lease_errors(tmp_path):
     root = tmp_path / "r"
     assert "InvalidArgument" in fails(root, "leases", "create", "--id", "bad id")
     assert "24h" in fails(root, "leases", "create", "--expires", "tomorrow")
+    assert "24h" in fails(root, "leases", "create", "--expires", "-1h")
     invoke(root, "leases", "create", "--id", "x")
     assert "AlreadyExists" in fails(root, "leases", "create", "--id", "x")
     assert "NotFound" in fails(root, "leases", "resources", "nope")

@@ -39,3 +39,8 @@ def merge_map(current: Mapping[str, str], new: Mapping[str, str], keys: Iterable
         else:
             merged[key] = value
     return merged
+
+
+def label_paths(labels: Mapping[str, str]) -> tuple[str, ...]:
+    """The field paths that set (or, for an empty value, remove) exactly these labels."""
+    return tuple(f"labels.{key}" for key in labels)

@@ -11,8 +11,9 @@ import click
 from cargohold import Info
 from cargohold.content.local import CHUNK
 from cargohold.errors import AlreadyExists, Error
+from cargohold.fieldpaths import label_paths
 
-from .context import (Settings, emit_labels, emit_list, format_labels, json_option, label_paths, parse_labels,
+from .context import (Settings, emit_labels, emit_list, format_labels, json_option, parse_labels,
                       pass_settings, remove_all)
 
 

@@ -145,13 +145,6 @@ def emit_labels(labels: Optional[dict], as_json: bool) -> None:
         click.echo(format_labels(labels))
 
 
-def label_paths(labels: dict) -> tuple:
-    """The field paths that set (or, for an empty value, remove) exactly these labels."""
-    return tuple(f"labels.{key}" for key in labels)
-
-
-
-
 def emit_list(items: Sequence[Any], as_json: bool, columns: Sequence[str], row: Callable[[Any], Sequence[Any]]) -> None:
     """`items` as JSON, or as a table of one `row(item)` each."""
     if as_json:

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from typing import Optional
 
 import click
 
 from cargohold import Image, errors, transfer
+from cargohold.fieldpaths import label_paths
 from cargohold.oci import mediatypes
 from cargohold.oci.walk import children
 from cargohold.transfer.unpacker import document_fetcher
 
-from .context import (Settings, emit_json, emit_labels, emit_table, format_labels, json_option, label_paths,
-                      parse_labels, pass_settings, remove_all)
+from .context import (Settings, emit_json, emit_labels, emit_table, format_labels, json_option, parse_labels,
+                      pass_settings, remove_all)
 from .progress import blob_progress
 
 platform_option = click.option("--platform", metavar="OS/ARCH[/VARIANT]",
@@ -60,16 +62,11 @@ def ls(settings: Settings, filters: tuple, quiet: bool, as_json: bool) -> None:
         for image in found:
             click.echo(image.name)
     elif as_json:
-        emit_json([{**_image_json(image), "size": stored_size(ns, image)} for image in found])
+        emit_json([{**dataclasses.asdict(image), "size": stored_size(ns, image)} for image in found])
     else:
         emit_table(["NAME", "TYPE", "DIGEST", "SIZE", "LABELS"],
                    [(image.name, image.target.media_type, image.target.digest, stored_size(ns, image),
                      format_labels(image.labels)) for image in found])
-
-
-def _image_json(image: Image) -> dict:
-    return {"name": image.name, "target": image.target, "labels": image.labels,
-            "created_at": image.created_at, "updated_at": image.updated_at}
 
 
 @command.command("import")
@@ -96,7 +93,7 @@ def import_(settings: Settings, source: str, base_name: Optional[str], index_nam
                                           unpack=unpack, snapshotter=snapshotter, platform=platform,
                                           all_platforms=all_platforms, progress=progress)
     if as_json:
-        emit_json([_image_json(image) for image in created])
+        emit_json(created)
     else:
         emit_table(["NAME", "DIGEST"], [(image.name, image.target.digest) for image in created])
 
@@ -118,7 +115,7 @@ def export(settings: Settings, names: tuple, dest: str, platform: Optional[str],
     if dest == "-":
         if sys.stdout.isatty():
             raise click.UsageError("refusing to write a tar archive to a terminal; redirect stdout")
-        index = transfer.export_image(ns, names, sys.stdout.buffer, platform=platform,
+        transfer.export_image(ns, names, sys.stdout.buffer, platform=platform,
                                       all_platforms=all_platforms)
         sys.stdout.buffer.flush()
         return

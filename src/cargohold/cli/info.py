@@ -15,19 +15,28 @@ def _entry(count: int, size: Optional[int] = None) -> dict:
     return {"count": count} if size is None else {"count": count, "bytes": size}
 
 
+def _content_entry(store) -> dict:
+    """Blobs of a content store (namespaced or backend) and their bytes."""
+    blobs = list(store.walk())
+    return _entry(len(blobs), sum(info.size for info in blobs))
+
+
+def _snapshot_entry(snapshotter) -> dict:
+    """Snapshots of a snapshotter (namespaced or backend) and the bytes they use."""
+    keys = [info.name for info in snapshotter.walk()]
+    return _entry(len(keys), sum(snapshotter.usage(key).size for key in keys))
+
+
 def namespace_usage(db: DB, name: str) -> dict:
     """Objects per store of one namespace, with bytes for content, ingests and snapshots."""
     ns = db.namespace(name)
-    blobs = list(ns.content.walk())
     ingests = ns.content.statuses()
     usage = {"images": _entry(len(ns.images.list())), "containers": _entry(len(ns.containers.list())),
              "sandboxes": _entry(len(ns.sandboxes.list())), "leases": _entry(len(ns.leases.list())),
-             "content": _entry(len(blobs), sum(i.size for i in blobs)),
+             "content": _content_entry(ns.content),
              "ingests": _entry(len(ingests), sum(s.offset for s in ingests))}
     for sn_name in sorted(db.snapshotters):
-        sn = ns.snapshotter(sn_name)
-        keys = [info.name for info in sn.walk()]
-        usage[f"snapshots/{sn_name}"] = _entry(len(keys), sum(sn.usage(key).size for key in keys))
+        usage[f"snapshots/{sn_name}"] = _snapshot_entry(ns.snapshotter(sn_name))
     return usage
 
 
@@ -35,11 +44,9 @@ def backend_usage(db: DB) -> dict:
     """What the backends hold on disk, shared by every namespace (and not yet collected)."""
     usage = {}
     if db.content_store is not None:
-        blobs = list(db.content_store.walk())
-        usage["content"] = _entry(len(blobs), sum(i.size for i in blobs))
+        usage["content"] = _content_entry(db.content_store)
     for name, backend in sorted(db.snapshotters.items()):
-        keys = [info.name for info in backend.walk()]
-        usage[f"snapshots/{name}"] = _entry(len(keys), sum(backend.usage(key).size for key in keys))
+        usage[f"snapshots/{name}"] = _snapshot_entry(backend)
     return usage
 
 

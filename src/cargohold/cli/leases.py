@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 from typing import Optional
 
 import click
 
-from cargohold.gc.labels import GC_EXPIRE
+from cargohold.gc.labels import GC_EXPIRE, parse_go_duration
 from cargohold.timeutil import format_rfc3339
 
 from .context import Settings, emit_list, format_labels, json_option, parse_labels, pass_settings, remove_all
 
-_DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?\Z")
-
-
 def parse_duration(text: str) -> timedelta:
-    """A duration such as ``24h``, ``1h30m`` or ``90s`` (Go's notation, whole units)."""
-    match = _DURATION.match(text)
-    if not text or match is None:
+    """A duration in Go's notation, such as ``24h``, ``1h30m`` or ``90s``."""
+    ns = parse_go_duration(text)
+    if ns is None or ns < 0:
         raise click.BadParameter(f"duration {text!r} must look like 24h, 1h30m or 90s", param_hint="--expires")
-    hours, minutes, seconds = (int(g or 0) for g in match.groups())
-    return timedelta(hours=hours, minutes=minutes, seconds=seconds)
+    return timedelta(microseconds=ns // 1000)
 
 
 @click.group("leases")

@@ -52,7 +52,9 @@ def rm(settings: Settings, names: tuple) -> None:
 def label(settings: Settings, name: str, labels: tuple) -> None:
     """Set labels on namespace NAME (KEY= with an empty value removes KEY)."""
     db = settings.db()
-    for key, value in parse_labels(labels).items():
-        db.namespaces.set_label(name, key, value)
-    click.echo(format_labels(db.namespaces.labels(name)))
+    with db.update() as tx:
+        for key, value in parse_labels(labels).items():
+            db.namespaces.set_label(name, key, value, tx=tx)
+        current = db.namespaces.labels(name, tx=tx)
+    click.echo(format_labels(current))
 

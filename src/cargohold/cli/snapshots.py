@@ -8,9 +8,10 @@ from typing import Optional
 import click
 
 from cargohold import Mount, SnapshotInfo
+from cargohold.fieldpaths import label_paths
 
 from .context import (Settings, emit_json, emit_labels, emit_list, emit_table, format_labels, json_option,
-                      label_paths, parse_labels, pass_settings, remove_all)
+                      parse_labels, pass_settings, remove_all)
 
 
 class _Snapshots:

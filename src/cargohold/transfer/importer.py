@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Optional, Union
 
 from .. import oci
 from ..errors import AlreadyExists, Error, InvalidArgument, NotFound
+from ..fieldpaths import label_paths
 from ..model import Image, Info
 from ..oci.digests import CHUNK
 from ..validation import validate_key
@@ -134,7 +135,7 @@ def _done(progress: Optional[Progress], descriptor) -> None:
 
 def _label(leased: "Namespace", digest: str, labels: dict) -> None:
     if labels:
-        leased.content.update(Info(digest, labels=labels), *(f"labels.{key}" for key in labels))
+        leased.content.update(Info(digest, labels=labels), *label_paths(labels))
 
 
 def _create_images(ns: "Namespace", refs: dict[str, oci.ImageRef]) -> list[Image]:
