@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping, Optional
 
-from .validation import validate_labels
+from .errors import InvalidArgument
+from .validation import require_str, validate_labels
 
 
 def clean_labels(labels: Optional[Mapping[str, str]]) -> dict:
@@ -44,3 +45,21 @@ def merge_map(current: Mapping[str, str], new: Mapping[str, str], keys: Iterable
 def label_paths(labels: Mapping[str, str]) -> tuple[str, ...]:
     """The field paths that set (or, for an empty value, remove) exactly these labels."""
     return tuple(f"labels.{key}" for key in labels)
+
+
+def update_labels(current: Mapping[str, str], new: Optional[Mapping[str, str]], paths: Iterable[str],
+                  what: str) -> dict:
+    """The labels of an object whose only mutable field is its labels, after a field-path update.
+
+    No paths or ``labels`` replace them all; ``labels.<key>`` copies one key.
+    Any other path is InvalidArgument naming `what`.
+    """
+    paths = [require_str(path, "field path") for path in paths]
+    new = clean_labels(new)
+    keys, others = split(paths, "labels")
+    for path in others:
+        if path != "labels":
+            raise InvalidArgument(f"cannot update field {path!r} of {what}")
+    if not paths or others:
+        return new
+    return merge_map(current, new, keys)

@@ -126,8 +126,7 @@ class ImageStore(RecordStore[Image]):
             current = self._require(t, name)
             if target is not None and current.target.digest != target.digest:
                 raise NotFound(f"image {name!r} has target {current.target.digest}, not {target.digest}")
-            if self._ns.lease is not None:
-                index.lease_remove(t, self._ns.name, self._ns.lease, Resource(name, "images"))
+            leases.detach(t, self._ns, Resource(name, "images"))
             self._delete(t, name)
             t.publish(self._ns.name, TOPIC_IMAGE_DELETE, ImageDelete(name))
             if sync:

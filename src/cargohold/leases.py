@@ -41,6 +41,12 @@ def attach(tx: "Transaction", ns: "Namespace", resource: Resource) -> None:
     index.lease_add(tx, ns.name, ns.lease, resource)
 
 
+def detach(tx: "Transaction", ns: "Namespace", resource: Resource) -> None:
+    """Drop `resource` from the handle's lease, if it has one (the object is being deleted)."""
+    if ns.lease is not None:
+        index.lease_remove(tx, ns.name, ns.lease, resource)
+
+
 def check_resource(resource: object) -> Resource:
     """Validate a lease resource as containerd parses one.
 

@@ -595,7 +595,7 @@ class LocalWriter:
             return
         self._data.close()
         self._data = None
-        if self._meta["updated"] != self._updated and os.path.isdir(self._path):
+        if self._meta["updated"] != self._updated and self._lock is not None:  # still ours, not committed
             self._meta["updated"] = self._updated
             try:
                 _write_meta(self._path, self._meta)

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, BinaryIO, Iterator, Optional
 from .. import filters, leases, schema
 from ..errors import AlreadyExists, Corrupted, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from ..events import TOPIC_CONTENT_CREATE, TOPIC_CONTENT_DELETE, ContentCreate, ContentDelete
-from ..fieldpaths import clean_labels, merge_map, split
+from ..fieldpaths import clean_labels, update_labels
 from ..gc import index
 from ..model import Info, Resource, ResourceType, Status
 from ..timeutil import from_ns
@@ -166,8 +166,7 @@ class ContentStore:
         ns = self._ns.name
         t.kv.delete(schema.T_OBJECTS, _ingest_key(ns, ref))
         index.remove(t, ResourceType.INGEST, ns, ref)
-        if self._ns.lease is not None:
-            index.lease_remove(t, ns, self._ns.lease, Resource(ref, "ingests"))
+        leases.detach(t, self._ns, Resource(ref, "ingests"))
 
     # -- blobs -------------------------------------------------------------------------
 
@@ -182,15 +181,9 @@ class ContentStore:
         if not isinstance(info, Info):
             raise InvalidArgument(f"update needs an Info, not {type(info).__name__}")
         digest = validate_digest(info.digest)
-        keys, others = split(fieldpaths, "labels")
-        for path in others:
-            if path != "labels":
-                raise InvalidArgument(f"cannot update field {path!r} of content {digest}")
-        new_labels = clean_labels(info.labels)
         with self._db.transaction(tx, write=True) as t:
             record = self._require_blob(t, digest)
-            if fieldpaths and not others:
-                new_labels = merge_map(record["l"], new_labels, keys)
+            new_labels = update_labels(record["l"], info.labels, fieldpaths, f"content {digest}")
             record["l"] = new_labels
             record["u"] = t.now
             t.kv.put(schema.T_OBJECTS, _blob_key(self._ns.name, digest), schema.pack(record))
@@ -213,8 +206,7 @@ class ContentStore:
             if not t.kv.delete(schema.T_OBJECTS, _blob_key(ns, digest)):
                 raise NotFound(f"content {digest} not found in namespace {ns!r}")
             index.remove(t, ResourceType.CONTENT, ns, digest)
-            if self._ns.lease is not None:
-                index.lease_remove(t, ns, self._ns.lease, Resource(digest, "content"))
+            leases.detach(t, self._ns, Resource(digest, "content"))
             t.mark_dirty(content=True)
             t.publish(ns, TOPIC_CONTENT_DELETE, ContentDelete(digest))
 
@@ -323,15 +315,14 @@ class ContentStore:
         matcher = filters.parse(*filter_args)
         with self._db.transaction(tx, write=False) as t:
             refs = _scan(t, self._ns.name, schema.K_INGEST)
-        records = [(ref, _ingest_record(raw, ref)) for ref, raw in refs]
         found = []
-        for ref, record in records:
+        for ref, raw in refs:
+            if not matcher.match(filters.adaptor({"ref": ref})):
+                continue
             try:
-                status = self._status(ref, record)
+                found.append(self._status(ref, _ingest_record(raw, ref)))
             except NotFound:
                 continue  # committed or aborted meanwhile
-            if matcher.match(filters.adaptor({"ref": ref})):
-                found.append(status)
         return found
 
     def abort(self, ref: str, *, tx: Optional["Transaction"] = None) -> None:
@@ -529,8 +520,7 @@ def _referenced(db: "DB") -> tuple[set, set]:
     digests: set[str] = set()
     refs: set[str] = set()
     with db.view() as t:
-        for name, _ in t.kv.scan(schema.T_NAMESPACES):
-            ns = schema.text(name, "namespace")
+        for ns in db.namespaces.list(tx=t):
             digests.update(digest for digest, _ in _scan(t, ns, schema.K_BLOB))
             for ref, raw in _scan(t, ns, schema.K_INGEST):
                 record = _ingest_record(raw, ref)

@@ -19,11 +19,17 @@ from contextlib import contextmanager
 from typing import Iterator, Optional
 
 from ..errors import InvalidArgument, Unavailable
+from ..kv import Env
 from ..model import Kind, Mount, SnapshotInfo, Usage
 from ..timeutil import Clock, to_ns, utcnow
 from ..validation import validate_labels
 from . import storage
 from .fsutil import disk_usage, remove_tree
+
+
+def bind_mount(source: str, readonly: bool) -> list[Mount]:
+    """A single recursive bind mount of `source`, read-only or read-write."""
+    return [Mount("bind", source, ("ro" if readonly else "rw", "rbind"))]
 
 
 class DirectorySnapshotter:
@@ -42,8 +48,7 @@ class DirectorySnapshotter:
             os.makedirs(self._snapshots_dir, mode=0o700, exist_ok=True)
         except OSError as exc:
             raise Unavailable(f"cannot create snapshotter directory {self._snapshots_dir!r}: {exc}") from None
-        self._store = storage.MetaStore(os.path.join(self.root, "metadata"))
-        self._closed = False
+        self._store = Env(os.path.join(self.root, "metadata"), storage.TABLES)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.root!r})"
@@ -80,10 +85,12 @@ class DirectorySnapshotter:
         storage.check_key(key)
         with self._store.read() as txn:
             snapshot_id, info, usage = storage.get_info(txn, key)
-        if info.kind == Kind.ACTIVE:
-            with _filesystem(f"measure snapshot {key!r}", self._changes_path(snapshot_id)):
-                usage = disk_usage(self._changes_path(snapshot_id))
-        return usage
+        return self._measure(key, snapshot_id) if info.kind == Kind.ACTIVE else usage
+
+    def _measure(self, key: str, snapshot_id: int) -> Usage:
+        path = self._changes_path(snapshot_id)
+        with _filesystem(f"measure snapshot {key!r}", path):
+            return disk_usage(path)
 
     def mounts(self, key: str) -> list[Mount]:
         """The mounts of an active snapshot or view (FailedPrecondition for a committed one)."""
@@ -134,9 +141,7 @@ class DirectorySnapshotter:
         storage.check_key(key)
         labels = validate_labels(labels)
         with self._store.write() as txn:
-            snapshot_id = storage.get_info(txn, key)[0]
-            with _filesystem(f"measure snapshot {key!r}", self._changes_path(snapshot_id)):
-                usage = disk_usage(self._changes_path(snapshot_id))
+            usage = self._measure(key, storage.get_info(txn, key)[0])
             storage.commit_active(txn, key, name, usage, labels, self._now())
 
     def uncommit(self, name: str, active: SnapshotInfo) -> None:
@@ -165,7 +170,7 @@ class DirectorySnapshotter:
         moved = None
         try:
             with _filesystem(f"remove snapshot {key!r}", self._snapshots_dir), self._store.write() as txn:
-                snapshot_id = storage.remove(txn, key)[0]
+                snapshot_id = storage.remove(txn, key)
                 path = self.snapshot_dir(snapshot_id)
                 if os.path.lexists(path):
                     doomed = os.path.join(self._snapshots_dir, f"rm-{snapshot_id}")
@@ -188,9 +193,7 @@ class DirectorySnapshotter:
             _discard(path)
 
     def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._store.close()
+        self._store.close()
 
 
 @contextmanager

@@ -10,7 +10,7 @@ it mounts the parent's tree read-only.
 from __future__ import annotations
 
 from ..model import Kind, Mount
-from .base import DirectorySnapshotter
+from .base import DirectorySnapshotter, bind_mount
 from .fsutil import copy_tree
 from .storage import Snapshot
 
@@ -30,5 +30,4 @@ class NativeSnapshotter(DirectorySnapshotter):
             source = self.snapshot_dir(snapshot.id)
         else:
             source = self.snapshot_dir(snapshot.parent_ids[0])
-        flag = "ro" if snapshot.kind == Kind.VIEW else "rw"
-        return [Mount("bind", source, (flag, "rbind"))]
+        return bind_mount(source, snapshot.kind == Kind.VIEW)

@@ -26,7 +26,7 @@ from typing import Optional
 
 from ..model import Kind, Mount
 from ..timeutil import Clock
-from .base import DirectorySnapshotter
+from .base import DirectorySnapshotter, bind_mount
 from .storage import Snapshot
 
 _INDEX_PARAMETER = "/sys/module/overlay/parameters/index"
@@ -83,14 +83,13 @@ class OverlaySnapshotter(DirectorySnapshotter):
 
     def _mounts(self, snapshot: Snapshot) -> list[Mount]:
         if not snapshot.parent_ids:
-            flag = "ro" if snapshot.kind == Kind.VIEW else "rw"
-            return [Mount("bind", self.upper_path(snapshot.id), (flag, "rbind"))]
+            return bind_mount(self.upper_path(snapshot.id), snapshot.kind == Kind.VIEW)
         options = list(self._options)
         if snapshot.kind == Kind.ACTIVE:
             options.append(f"workdir={self.work_path(snapshot.id)}")
             options.append(f"upperdir={self.upper_path(snapshot.id)}")
         elif len(snapshot.parent_ids) == 1:
-            return [Mount("bind", self.upper_path(snapshot.parent_ids[0]), ("ro", "rbind"))]
+            return bind_mount(self.upper_path(snapshot.parent_ids[0]), readonly=True)
         lowers = ":".join(self.upper_path(parent_id) for parent_id in snapshot.parent_ids)
         options.append(f"lowerdir={lowers}")
         return [Mount("overlay", "overlay", tuple(options))]

@@ -27,10 +27,10 @@ from typing import Iterable, Iterator, Mapping, Optional
 
 from .. import fieldpaths, filters, schema
 from ..errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from ..kv import MAX_KEY_SIZE, Env, Txn
+from ..kv import MAX_KEY_SIZE, Txn
 from ..model import Kind, SnapshotInfo, Usage
 from ..timeutil import from_ns, to_ns
-from ..validation import require_str, validate_key
+from ..validation import validate_key
 
 T_SNAPSHOTS = "snapshots"
 T_PARENTS = "parents"
@@ -49,22 +49,6 @@ class Snapshot:
     kind: Kind
     parent_ids: list = field(default_factory=list)
     """Ids of the parent chain, nearest parent first."""
-
-
-class MetaStore:
-    """The backend's own LMDB environment."""
-
-    def __init__(self, path: str) -> None:
-        self.env = Env(path, TABLES)
-
-    def read(self) -> Txn:
-        return self.env.read()
-
-    def write(self) -> Txn:
-        return self.env.write()
-
-    def close(self) -> None:
-        self.env.close()
 
 
 def check_key(key: object, what: str = "snapshot key") -> str:
@@ -155,28 +139,14 @@ def get_snapshot(txn: Txn, key: str) -> Snapshot:
 def update_info(txn: Txn, info: SnapshotInfo, paths: Iterable[str], now: int) -> SnapshotInfo:
     """Replace labels (``labels``) or single ones (``labels.<key>``); nothing else is mutable."""
     record = _require(txn, info.name)
-    record["labels"] = update_labels(record["labels"], info, paths)
+    record["labels"] = fieldpaths.update_labels(record["labels"], info.labels, paths, f"snapshot {info.name!r}")
     record["updated"] = now
     _put(txn, info.name, record)
     return _info(info.name, record)
 
 
-def update_labels(current: Mapping[str, str], info: SnapshotInfo, paths: Iterable[str]) -> dict:
-    """The labels after containerd's field-path update of a snapshot."""
-    paths = [require_str(path, "field path") for path in paths]
-    new = fieldpaths.clean_labels(info.labels)
-    if not paths:
-        return new
-    keys, others = fieldpaths.split(paths, "labels")
-    for path in others:
-        if path != "labels":
-            raise InvalidArgument(f"cannot update {path!r} field on snapshot {info.name!r}")
-    labels = new if others else dict(current)
-    return fieldpaths.merge_map(labels, new, keys)
-
-
-def remove(txn: Txn, key: str) -> tuple[int, Kind]:
-    """Forget a snapshot without children; returns its id and kind."""
+def remove(txn: Txn, key: str) -> int:
+    """Forget a snapshot without children; returns its id."""
     record = _require(txn, key)
     snapshot_id = record["id"]
     if txn.has_prefix(T_PARENTS, _ID.pack(snapshot_id)):
@@ -186,10 +156,10 @@ def remove(txn: Txn, key: str) -> tuple[int, Kind]:
         if parent is not None:
             txn.delete(T_PARENTS, _link(parent["id"], snapshot_id))
     txn.delete(T_SNAPSHOTS, key.encode())
-    return snapshot_id, Kind(record["kind"])
+    return snapshot_id
 
 
-def commit_active(txn: Txn, key: str, name: str, usage: Usage, labels: Mapping[str, str], now: int) -> int:
+def commit_active(txn: Txn, key: str, name: str, usage: Usage, labels: Mapping[str, str], now: int) -> None:
     """Turn active snapshot `key` into committed snapshot `name`, keeping its id."""
     if _record(txn, name) is not None:
         raise AlreadyExists(f"snapshot {name!r} already exists")
@@ -202,7 +172,6 @@ def commit_active(txn: Txn, key: str, name: str, usage: Usage, labels: Mapping[s
     txn.delete(T_SNAPSHOTS, key.encode())
     _put(txn, name, committed)
     _relink(txn, committed, name)
-    return record["id"]
 
 
 def uncommit(txn: Txn, name: str, active: SnapshotInfo) -> None:

@@ -47,7 +47,7 @@ from urllib.parse import quote
 
 from .. import events, filters, leases, schema
 from ..errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from ..fieldpaths import clean_labels
+from ..fieldpaths import clean_labels, update_labels
 from ..gc import index
 from ..locks import FileLock
 from ..model import Kind, Mount, Resource, ResourceType, SnapshotInfo, Usage
@@ -213,8 +213,7 @@ class Snapshotter:
             undo = lambda: self._backend.uncommit(backend_name, before)  # noqa: E731
             with _undo_on_error(undo):
                 leases.attach(t, self._ns, self._resource(name))
-                if self._ns.lease is not None:
-                    index.lease_remove(t, ns, self._ns.lease, self._resource(key))
+                leases.detach(t, self._ns, self._resource(key))
                 _delete(t, ns, self.name, key, active)
                 self._add(t, name, {"i": snapshot_id, "b": backend_name, "p": active["p"],
                                     "pi": active["pi"], "k": int(Kind.COMMITTED), "l": labels,
@@ -238,8 +237,7 @@ class Snapshotter:
                                          f"(such as {schema.text(child[0][len(children):])!r})")
             t.ensure_namespace(ns)
             _delete(t, ns, self.name, key, record)
-            if self._ns.lease is not None:
-                index.lease_remove(t, ns, self._ns.lease, self._resource(key))
+            leases.detach(t, self._ns, self._resource(key))
             t.mark_dirty(snapshotter=self.name)
             t.publish(ns, events.TOPIC_SNAPSHOT_REMOVE, events.SnapshotRemove(key, self.name))
 
@@ -253,7 +251,7 @@ class Snapshotter:
         validate_key(info.name, "snapshot key")
         with self._db.transaction(tx, write=True) as t:
             record = self._require(t, info.name)
-            record["l"] = storage.update_labels(record["l"], info, fieldpaths)
+            record["l"] = update_labels(record["l"], info.labels, fieldpaths, f"snapshot {info.name!r}")
             record["u"] = t.now
             t.ensure_namespace(self._ns.name)
             self._put(t, info.name, record)
@@ -372,9 +370,8 @@ def collect_backend(db: "DB", name: str) -> float:
 
 def _referenced_keys(db: "DB", name: str) -> set:
     with db.view() as t:
-        namespaces = [schema.text(raw, "namespace") for raw in t.kv.keys(schema.T_NAMESPACES)]
         return {schema.unpack(raw, "snapshot record")["b"]
-                for ns in namespaces
+                for ns in db.namespaces.list(tx=t)
                 for _, raw in t.kv.scan(schema.T_OBJECTS, schema.object_prefix(ns, schema.K_SNAPSHOT, name))}
 
 
