@@ -35,6 +35,7 @@ from typing import BinaryIO, Optional
 
 from ..errors import FailedPrecondition, InvalidArgument
 from ..model import Descriptor
+from ..snapshots.fsutil import remove_tree
 from ..validation import validate_digest
 from . import mediatypes
 from .compression import decompressed
@@ -85,13 +86,6 @@ def _times(member: tarfile.TarInfo) -> tuple[int, int]:
     except (KeyError, decimal.InvalidOperation):
         ns = int(member.mtime) * 1_000_000_000
     return ns, ns
-
-
-def _remove(path: str) -> None:
-    if stat.S_ISDIR(os.lstat(path).st_mode):
-        shutil.rmtree(path)
-    else:
-        os.unlink(path)
 
 
 class _Applier:
@@ -174,7 +168,7 @@ class _Applier:
         except FileNotFoundError:
             existing = None
         if existing is not None and not (stat.S_ISDIR(existing) and member.isdir()):
-            _remove(path)
+            remove_tree(path)
             existing = None
         if self.create(tar, member, path, parent, existing is not None):
             self.unpacked.add(rel)
@@ -194,7 +188,7 @@ class _Applier:
             raise InvalidArgument(f"{self.what}: invalid whiteout {member.name!r}")
         target = os.path.join(directory, name)
         if os.path.lexists(target):
-            _remove(target)
+            remove_tree(target)
         if self.overlay:
             os.mknod(target, stat.S_IFCHR | 0o600, os.makedev(0, 0))
             os.chown(target, member.uid, member.gid, follow_symlinks=False)
@@ -210,7 +204,7 @@ class _Applier:
             for name in os.listdir(directory):
                 child, child_rel = os.path.join(directory, name), f"{rel}/{name}" if rel else name
                 if child_rel not in self.unpacked:
-                    _remove(child)
+                    remove_tree(child)
                 elif stat.S_ISDIR(os.lstat(child).st_mode):
                     pending.append((child, child_rel))
 
