@@ -10,7 +10,6 @@ same digests.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import json
 import tarfile
@@ -20,6 +19,7 @@ import zstandard
 
 from ..model import Descriptor
 from . import mediatypes
+from .digests import digest_bytes
 from .documents import descriptor_json
 from .export import Destination, write_archive
 from .platforms import Platform, host
@@ -68,10 +68,6 @@ class LayerBuilder:
         return self._buffer.getvalue()
 
 
-def _digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
 def _compress(data: bytes, compression: str) -> bytes:
     if compression == "gzip":
         return gzip.compress(data, mtime=0)
@@ -82,7 +78,7 @@ def _compress(data: bytes, compression: str) -> bytes:
 
 def _document(obj: dict, media_type: str) -> tuple[Descriptor, bytes]:
     data = json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
-    return Descriptor(media_type, _digest(data), len(data)), data
+    return Descriptor(media_type, digest_bytes(data), len(data)), data
 
 
 def build_image(layers: Sequence[Union[bytes, tuple[bytes, str]]], *, platform: Optional[Platform] = None,
@@ -98,8 +94,8 @@ def build_image(layers: Sequence[Union[bytes, tuple[bytes, str]]], *, platform: 
     for layer in layers:
         tar, compression = (layer, "gzip") if isinstance(layer, bytes) else layer
         data = _compress(tar, compression)
-        blobs.append((Descriptor(_LAYER_TYPES[compression], _digest(data), len(data)), data))
-        diff_ids.append(_digest(tar))
+        blobs.append((Descriptor(_LAYER_TYPES[compression], digest_bytes(data), len(data)), data))
+        diff_ids.append(digest_bytes(tar))
     image_config = {"architecture": platform.architecture, "os": platform.os, "config": config or {},
                     "rootfs": {"type": "layers", "diff_ids": diff_ids}}
     if platform.variant:

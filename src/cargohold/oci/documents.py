@@ -22,6 +22,12 @@ MAX_DOCUMENT_SIZE = 16 << 20
 """Largest index, manifest or config read into memory."""
 
 
+def check_document_size(size: int, what: str) -> None:
+    """InvalidArgument naming `what` if a document of `size` bytes is too large to read into memory."""
+    if size > MAX_DOCUMENT_SIZE:
+        raise InvalidArgument(f"{what} is {size} bytes, larger than {MAX_DOCUMENT_SIZE}")
+
+
 @dataclass(frozen=True)
 class IndexEntry:
     """One entry of an index: a manifest (or nested index) and the platform it is for."""

@@ -27,8 +27,8 @@ from ..errors import Error, InvalidArgument, NotFound, Unsupported
 from ..model import Descriptor
 from . import mediatypes, naming
 from .digests import VerifiedReader, blob_path, digest_bytes
-from .documents import MAX_DOCUMENT_SIZE, load_json, parse_index
-from .platforms import ALL, Matcher, Platform, default, only_strict, parse
+from .documents import check_document_size, load_json, parse_index
+from .platforms import PlatformSpec, platform_matcher
 from .walk import Blob, describe, walk
 
 LAYOUT_FILE = "oci-layout"
@@ -164,6 +164,7 @@ class ImageArchive:
         with self._context():
             self._check_layout()
             data = self._read_file(INDEX_FILE)
+            parse_index(data, mediatypes.OCI_INDEX, INDEX_FILE)
             self.index = Descriptor(mediatypes.OCI_INDEX, digest_bytes(data), len(data))
 
     def __enter__(self) -> "ImageArchive":
@@ -193,8 +194,7 @@ class ImageArchive:
     def _read_file(self, name: str) -> bytes:
         f, size = self._locate(name, f"not an OCI image layout: {name} is missing")
         with f:
-            if size > MAX_DOCUMENT_SIZE:
-                raise InvalidArgument(f"{name} is {size} bytes, larger than {MAX_DOCUMENT_SIZE}")
+            check_document_size(size, name)
             return f.read()
 
     def _check_layout(self) -> None:
@@ -219,8 +219,7 @@ class ImageArchive:
 
     def _fetch(self, descriptor: Descriptor) -> bytes:
         what = describe(descriptor)
-        if descriptor.size > MAX_DOCUMENT_SIZE:
-            raise InvalidArgument(f"{what} is {descriptor.size} bytes, larger than {MAX_DOCUMENT_SIZE}")
+        check_document_size(descriptor.size, what)
         with self._open(descriptor) as f:
             return f.read()
 
@@ -238,7 +237,7 @@ class ImageArchive:
         with self._context():
             return self._fetch(descriptor)
 
-    def plan(self, *, base_name: Optional[str] = None, platform: Union[str, Platform, None] = None,
+    def plan(self, *, base_name: Optional[str] = None, platform: PlatformSpec = None,
              all_platforms: bool = False) -> ImportPlan:
         """Decide what importing this archive stores, reading and checking every document.
 
@@ -249,27 +248,17 @@ class ImageArchive:
         Every blob's presence and size are checked; digests are checked as
         blobs are streamed. Raises NotFound when no manifest matches.
         """
-        matcher = _matcher(platform, all_platforms)
+        matcher = platform_matcher(platform, all_platforms)
         with self._context():
-            entries = parse_index(self._fetch(self.index), self.index.media_type, INDEX_FILE).manifests
             blobs = list(walk([self.index], self._fetch, matcher))
             root = blobs[0]
             if not root.children:
                 raise NotFound(f"no manifest in index.json matches platform {matcher!r}")
             for blob in blobs[1:]:
                 self._open(blob.descriptor).close()
-        images = tuple(ImageRef(naming.image_name(entry.descriptor.annotations, base_name), entry.descriptor)
-                       for entry in entries
-                       if entry.platform is None or matcher.match(entry.platform))
+        # the index's entries for the chosen platforms, in order, with their annotations
+        images = tuple(ImageRef(naming.image_name(d.annotations, base_name), d) for d in root.children)
         return ImportPlan(root, tuple(blobs[1:]), images)
-
-
-def _matcher(platform: Union[str, Platform, None], all_platforms: bool) -> Matcher:
-    if all_platforms:
-        return ALL
-    if platform is None:
-        return default()
-    return only_strict(parse(platform) if isinstance(platform, str) else platform)
 
 
 def open_archive(path: "str | os.PathLike[str]") -> ImageArchive:

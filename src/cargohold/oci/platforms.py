@@ -18,7 +18,7 @@ import functools
 import platform as _pyplatform
 import re
 from dataclasses import dataclass, replace
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Optional, Sequence, Union
 
 from ..errors import InvalidArgument
 
@@ -263,6 +263,19 @@ def host() -> Platform:
 def default() -> Matcher:
     """The matcher an import uses when no platform is given: ``only(host())``."""
     return only(host())
+
+
+PlatformSpec = Union[str, Platform, None]
+"""A platform as the API takes one: a specifier (``"linux/arm64"``), a Platform, or None for the host's."""
+
+
+def platform_matcher(platform: PlatformSpec = None, all_platforms: bool = False) -> Matcher:
+    """Every platform with `all_platforms`; else only `platform` when given, else the host's (containerd's default)."""
+    if all_platforms:
+        return ALL
+    if platform is None:
+        return default()
+    return only_strict(parse(platform) if isinstance(platform, str) else platform)
 
 
 def _cpuinfo(field: str) -> str:

@@ -16,15 +16,15 @@ from .. import oci
 from ..errors import InvalidArgument
 from ..model import Descriptor
 from ..oci.export import Destination
-from ..oci.platforms import ALL
+from ..oci.platforms import PlatformSpec, platform_matcher
 from .progress import Progress, counting
-from .unpacker import Platform, document_fetcher, platform_matcher
+from .unpacker import document_fetcher
 
 if TYPE_CHECKING:
     from ..namespaces import Namespace
 
 
-def export_image(ns: "Namespace", names: Iterable[str], dest: Destination, *, platform: Platform = None,
+def export_image(ns: "Namespace", names: Iterable[str], dest: Destination, *, platform: PlatformSpec = None,
                  all_platforms: bool = False, progress: Optional[Progress] = None) -> Descriptor:
     """Write the named images to `dest` (a path or a writable binary file); returns index.json's descriptor.
 
@@ -37,7 +37,7 @@ def export_image(ns: "Namespace", names: Iterable[str], dest: Destination, *, pl
     if not names:
         raise InvalidArgument("nothing to export: give at least one image name")
     images = [ns.images.get(name) for name in names]
-    matcher = ALL if all_platforms else platform_matcher(platform)
+    matcher = platform_matcher(platform, all_platforms)
     descriptors = [blob.descriptor for blob in oci.walk([image.target for image in images], document_fetcher(ns),
                                                         matcher)]
     for descriptor in descriptors:

@@ -30,10 +30,11 @@ from ..errors import AlreadyExists, Error, InvalidArgument, NotFound
 from ..fieldpaths import label_paths
 from ..model import Image, Info
 from ..oci.digests import CHUNK
+from ..oci.platforms import PlatformSpec
 from ..validation import validate_key
 from .lease import transfer_lease
 from .progress import Progress, counting
-from .unpacker import Platform, unpack_target
+from .unpacker import unpack_target
 
 if TYPE_CHECKING:
     from ..namespaces import Namespace
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 
 def import_archive(ns: "Namespace", path: Union[str, "os.PathLike[str]"], *, base_name: Optional[str] = None,
                    index_name: Optional[str] = None, unpack: bool = False, snapshotter: str = "native",
-                   all_platforms: bool = False, platform: Platform = None,
+                   all_platforms: bool = False, platform: PlatformSpec = None,
                    progress: Optional[Progress] = None) -> list[Image]:
     """Import the OCI image layout at `path` (a directory or a tar) and return the images it created.
 

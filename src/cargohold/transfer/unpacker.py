@@ -26,37 +26,25 @@ import secrets
 from typing import TYPE_CHECKING, Optional, Union
 
 from .. import oci
-from ..errors import AlreadyExists, Error, InvalidArgument, NotFound, Unsupported
+from ..errors import AlreadyExists, Error, NotFound, Unsupported
 from ..model import Descriptor, Image, Info, Mount, Resource
-from ..oci.documents import MAX_DOCUMENT_SIZE
-from ..oci.platforms import Matcher, default, only_strict, parse
+from ..oci.documents import check_document_size
+from ..oci.platforms import PlatformSpec, platform_matcher
 from .lease import transfer_lease
 from .progress import Progress, counting
 
 if TYPE_CHECKING:
     from ..namespaces import Namespace
 
-Platform = Union[str, oci.Platform, None]
-
-
-def platform_matcher(platform: Platform) -> Matcher:
-    """Only `platform` (a specifier or a Platform) when given, else the host's (containerd's default)."""
-    if platform is None:
-        return default()
-    return only_strict(parse(platform) if isinstance(platform, str) else platform)
-
-
 def document_fetcher(ns: "Namespace") -> oci.Fetch:
     """Read index, manifest and config blobs from the namespace's content store."""
     def fetch(descriptor: Descriptor) -> bytes:
-        if descriptor.size > MAX_DOCUMENT_SIZE:
-            raise InvalidArgument(f"{descriptor.media_type} {descriptor.digest} is {descriptor.size} bytes, "
-                                  f"larger than {MAX_DOCUMENT_SIZE}")
+        check_document_size(descriptor.size, f"{descriptor.media_type} {descriptor.digest}")
         return ns.content.read(descriptor.digest)
     return fetch
 
 
-def image_layers(ns: "Namespace", target: Descriptor, platform: Platform = None) -> tuple[Descriptor, list]:
+def image_layers(ns: "Namespace", target: Descriptor, platform: PlatformSpec = None) -> tuple[Descriptor, list]:
     """The config descriptor and the layers (`oci.RootfsLayer`, bottom first) of the platform's manifest.
 
     NotFound when the image has no manifest for the platform or a document is
@@ -69,7 +57,7 @@ def image_layers(ns: "Namespace", target: Descriptor, platform: Platform = None)
 
 
 def unpack_image(ns: "Namespace", image: Union[str, Image], *, snapshotter: str = "native",
-                 platform: Platform = None, progress: Optional[Progress] = None) -> str:
+                 platform: PlatformSpec = None, progress: Optional[Progress] = None) -> str:
     """Unpack a stored image for `platform` (the host's by default); returns the top chain ID.
 
     The image's layers must be in the namespace's content store. Returns ""
@@ -84,7 +72,7 @@ def unpack_image(ns: "Namespace", image: Union[str, Image], *, snapshotter: str 
         return unpack_target(leased, image.target, snapshotter, platform, progress)
 
 
-def unpack_target(leased: "Namespace", target: Descriptor, snapshotter: str, platform: Platform,
+def unpack_target(leased: "Namespace", target: Descriptor, snapshotter: str, platform: PlatformSpec,
                   progress: Optional[Progress]) -> str:
     """Unpack `target` through a leased handle (see the module docstring); returns the top chain ID."""
     config, layers = image_layers(leased, target, platform)
