@@ -33,6 +33,7 @@ from .kv import Env
 from .locks import FileLock
 from .model import GCStats, Node
 from .timeutil import Clock, to_ns, utcnow
+from .validation import require_str
 
 log = logging.getLogger("cargohold")
 
@@ -495,8 +496,7 @@ class DB:
         return Namespace(self, name)
 
     def snapshotter_backend(self, name: str) -> Any:
-        if not isinstance(name, str):
-            raise InvalidArgument(f"snapshotter name must be a string, not {name!r}")
+        require_str(name, "snapshotter name")
         try:
             return self.snapshotters[name]
         except KeyError:
