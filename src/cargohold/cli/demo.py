@@ -20,7 +20,7 @@ from cargohold.errors import NotFound
 from cargohold.oci.build import LayerBuilder, write_image
 
 from .containers import create_container, delete_container
-from .context import Settings, pass_settings
+from .context import Settings, echo, pass_settings
 from .gc import node_line, stats_lines, type_name
 
 NAMESPACE = "demo"
@@ -59,7 +59,7 @@ def command(settings: Settings) -> None:
     Uses a new temporary root unless --root was given.
     """
     root = settings.root if settings.root_given else tempfile.mkdtemp(prefix="cargohold-demo-")
-    say = click.echo
+    say = echo
     say(f"cargohold demo under {root}")
     with cargohold.open(root) as db:
         ns = db.namespace(NAMESPACE)

@@ -10,7 +10,7 @@ from cargohold import DB, GCStats, Node, ResourceType
 from cargohold.errors import InvalidArgument, NotFound
 from cargohold.gc.index import SANDBOX
 
-from .context import Settings, emit_json, emit_table, json_option, pass_settings
+from .context import Settings, echo, emit_json, emit_table, json_option, pass_settings
 
 
 def type_name(rtype: int) -> str:
@@ -84,7 +84,7 @@ def command(settings: Settings, dry_run: bool, explain: Optional[str], as_json: 
             emit_json([node_json(n) for n in nodes])
         else:
             for node in nodes:
-                click.echo(node_line(node))
+                echo(node_line(node))
     else:
         stats = db.garbage_collect()
         if as_json:
@@ -94,7 +94,7 @@ def command(settings: Settings, dry_run: bool, explain: Optional[str], as_json: 
             emit_table(["TYPE", "NAMESPACE", "KEY"],
                        [(type_name(n.type), n.namespace, n.key) for n in stats.removed])
         for line in stats_lines(stats):
-            click.echo(line)
+            echo(line)
 
 
 def _explain(db: DB, namespace: str, name: str, as_json: bool) -> None:
@@ -105,10 +105,10 @@ def _explain(db: DB, namespace: str, name: str, as_json: bool) -> None:
         return
     for i, (node, chain) in enumerate(results):
         if i:
-            click.echo()
+            echo()
         if chain is None:
-            click.echo(f"{node_line(node)} is reachable from no root: the next collection removes it")
+            echo(f"{node_line(node)} is reachable from no root: the next collection removes it")
             continue
-        click.echo(f"{node_line(node)} is kept by this chain of references, root first:")
+        echo(f"{node_line(node)} is kept by this chain of references, root first:")
         for n in chain:
-            click.echo(f"  {node_line(n)}")
+            echo(f"  {node_line(n)}")
