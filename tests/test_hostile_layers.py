@@ -178,6 +178,22 @@ def test_deferred_directory_metadata_lands_only_on_the_inode_it_was_read_for(tar
     assert stat.S_IMODE((target / "kept").stat().st_mode) == 0o711 and (target / "kept").stat().st_mtime == 3
 
 
+@pytest.mark.parametrize("snapshotter", ["native", "overlay"])
+def test_import_and_unpack_of_such_layers_leave_the_host_alone(tmp_path, db, outside, snapshotter):
+    if snapshotter == "overlay" and not IS_ROOT:
+        pytest.skip("overlay whiteouts need root")
+    ns = db.namespace("default")
+    attack = (_dir(Layer().dir("p"), "p/d").whiteout("p").symlink("p", str(outside / "p"))
+              .dir("g/p/d", mode=0o4777).symlink("g", str(outside)).bytes())
+    layout = Layout(tmp_path / "layout")
+    image = layout.image([Layer().file("base", b"b").bytes(), attack])  # the second goes to an upper directory
+    layout.write_index([(image.manifest, {NAME: "example.com/evil:1"})])
+    before = host_state(outside)
+    transfer.import_archive(ns, layout.root, unpack=True, snapshotter=snapshotter)
+    assert host_state(outside) == before
+    assert len(list(ns.snapshotter(snapshotter).walk())) == 2
+
+
 def test_a_directory_listed_twice_takes_its_last_entry(target):
     apply(target, Layer().dir("d", mode=0o700, mtime=1).file("d/x").dir("d", mode=0o751, mtime=2).bytes())
     assert stat.S_IMODE((target / "d").stat().st_mode) == 0o751 and (target / "d").stat().st_mtime == 2
