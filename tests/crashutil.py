@@ -4,7 +4,10 @@ checking, afterwards, what a crash must never leave behind.
 A kill point is the n-th call of one of the calls that make a change durable or take one
 back: fsync, fdatasync, rename, unlink, rmdir (whatever names the C library uses for them).
 `kill_points` lists them for a command by tracing one clean run; `run_killed` runs the
-command again on a fresh root and lets strace deliver SIGKILL as it enters that call.
+command again on a fresh root and lets strace deliver SIGKILL as it enters that call
+(``-e inject=CALL:signal=KILL:when=N``). strace counts the calls of each thread apart, so in a
+command that runs threads (a collection's cleanups) the n-th call of whichever thread gets
+there first is the one killed.
 """
 
 from __future__ import annotations
@@ -25,16 +28,17 @@ import cargohold
 from cargohold.model import Kind
 
 TRACED = ("fsync", "fdatasync", "rename", "renameat", "renameat2", "unlink", "unlinkat", "rmdir")
-_CALL = re.compile(r"^(?:\d+\s+)?(\w+)\(")
+_CALL = re.compile(r"^\d+\s+(\w+)\(")
 
 
 class KillPoint(NamedTuple):
     index: int
-    """Position among all traced calls of the clean run (0-based)."""
+    """Position among the kill points of the clean run (0-based)."""
     syscall: str
     occurrence: int
-    """Which call of that name it is (1-based), as strace's ``when=`` counts them."""
+    """Which call of that name of one thread it is (1-based), as strace's ``when=`` counts them."""
     line: str
+    """The call in the clean run's trace."""
 
 
 def strace() -> str:
@@ -56,24 +60,28 @@ def _env() -> dict:
     return {k: v for k, v in os.environ.items() if k != "CARGOHOLD_ROOT"}
 
 
-def kill_points(workdir, *args) -> list[KillPoint]:
-    """Every traced call a clean run of ``cargohold ARGS`` makes on a fresh root, in order."""
-    root = os.path.join(workdir, "clean-run")
-    shutil.rmtree(root, ignore_errors=True)
-    log = os.path.join(workdir, "clean-run.trace")
+def kill_points(root, *args) -> list[KillPoint]:
+    """Every traced call a clean run of ``cargohold ARGS`` makes on `root` (as it is: fresh, or a
+    copy the caller made), in order. The run changes `root`, which is removed afterwards."""
+    log = f"{root}.trace"
     proc = subprocess.run([strace(), "-f", "-qq", "-o", log, "-e", "trace=" + ",".join(TRACED),
                            *command(root, *args)], capture_output=True, env=_env(), timeout=300)
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
     points: list[KillPoint] = []
-    seen: dict[str, int] = {}
+    seen: dict[tuple[str, str], int] = {}
+    chosen: set[tuple[str, int]] = set()
     with open(log) as f:
         for line in f:
             match = _CALL.match(line)
             if match is None:
                 continue  # "+++ exited" and the like
-            name = match.group(1)
-            seen[name] = seen.get(name, 0) + 1
-            points.append(KillPoint(len(points), name, seen[name], line.strip()))
+            thread, name = line.split(None, 1)[0], match.group(1)
+            # strace counts each thread's calls apart: the k-th call of one thread is a kill point
+            # (the first thread to get there dies, and with it the process).
+            occurrence = seen[(thread, name)] = seen.get((thread, name), 0) + 1
+            if (name, occurrence) not in chosen:
+                chosen.add((name, occurrence))
+                points.append(KillPoint(len(points), name, occurrence, line.strip()))
     shutil.rmtree(root, ignore_errors=True)
     return points
 

@@ -46,6 +46,7 @@ class Sessions:
         self._guard = FileLock(os.path.join(meta_path, "sessions.lock"))
         self._fd: Optional[int] = None
         self._path: Optional[str] = None
+        self._pid = 0
 
     def start(self, snapshotters: list[str]) -> bool:
         """Create and lock this process's session file, listing the backends it opened.
@@ -75,7 +76,7 @@ class Sessions:
             os.write(fd, record.encode())
         except OSError:
             pass
-        self._fd, self._path = fd, path
+        self._fd, self._path, self._pid = fd, path, os.getpid()
         return True
 
     def dead(self) -> list[DeadSession]:
@@ -109,10 +110,11 @@ class Sessions:
         self._fd = self._path = None
         if fd is None:
             return
-        try:
-            os.unlink(path)
-        except OSError:
-            pass  # left behind, it looks like a dead session: the next collection only cleans more
+        if self._pid == os.getpid():  # a forked child closing its copy leaves its parent's session be
+            try:
+                os.unlink(path)
+            except OSError:
+                pass  # left behind, it looks like a dead session: the next collection only cleans more
         os.close(fd)
         self._guard.close()
 

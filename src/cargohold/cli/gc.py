@@ -92,12 +92,14 @@ def _count(n: int, one: str, many: str) -> str:
 
 def format_bytes(size: int) -> str:
     """``512 B``, ``1.5 KiB``, ``12.3 MiB``, ...: binary units, one decimal."""
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
+    if size < 1024:
+        return f"{size} B"
+    value = size / 1024
+    for unit in ("KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}"
         value /= 1024
-    raise AssertionError("unreachable")
+    return f"{value:.1f} TiB"
 
 
 def report_lines(stats: GCStats) -> list[str]:

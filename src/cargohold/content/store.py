@@ -24,7 +24,8 @@ it against the cleanup that follows a garbage collection (`collect_backend`):
   record (which retains that content) has been committed. When the call runs
   in a caller's transaction, the lock is kept until that transaction ends.
 * `collect_backend` holds it *exclusive* from before it reads the metadata
-  until it has removed the last orphan.
+  until it has removed the last orphan; `leftovers` (a dry run) holds it
+  exclusive while it lists them.
 
 So the cleanup either sees the record of a commit, or runs entirely before
 its blob appears. Open ingests are safe anyway: their writer holds the

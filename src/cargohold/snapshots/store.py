@@ -20,18 +20,29 @@ is undone, newest first (the backend snapshot is removed, a commit reverted).
 Removing a snapshot only deletes metadata and marks the snapshotter dirty:
 the backend snapshot goes at the next `collect_backend`.
 
+A process that dies before its transaction ends undoes nothing. A backend
+snapshot it created is then unreferenced garbage (its session file gets the
+backend cleaned, see `cargohold.sessions`). A commit is worse: the backend
+has renamed the active key that a metadata record still names. The backend
+remembers each commit's source (`cargohold.snapshots.storage`), and
+`_reconcile_commits` reverts a commit the metadata never recorded, at open
+(`repair_commits`, when no creation is in flight) and in every
+`collect_backend`, so every record has its backend snapshot again.
+
 Locking — the creation lock, owned by this module:
 ``<meta>/snapshots-<name>.lock`` (a `cargohold.locks.FileLock`, so it works
 across threads and processes). A transaction that creates a backend snapshot
 (prepare, view, commit) holds it *shared* from just before the backend call
 until the transaction commits or aborts. `collect_backend` holds it
-*exclusive* while it reads which backend keys the metadata references and
-lists the backend's snapshots; every creation that was in flight then has
-committed (its key is referenced) or aborted (its snapshot was removed), so
-nothing it lists as unreferenced belongs to a creation in flight. It removes
-them after releasing the lock: an unreferenced backend key can never become
-referenced again, because new records only name fresh backend keys. Lock
-order is metadata writer, then creation lock, then backend writer;
+*exclusive* while it reads which backend keys the metadata references,
+lists the backend's snapshots and reverts interrupted commits; every creation
+that was in flight then has committed (its key is referenced) or aborted (its
+snapshot was removed) or died (its process is gone), so nothing it lists as
+unreferenced belongs to a creation in flight. It removes them after releasing
+the lock: an unreferenced backend key can never become referenced again,
+because new records only name fresh backend keys. `repair_commits` (at open)
+and `leftovers` (a dry run) take it exclusive too, the former only if it is
+free. Lock order is metadata writer, then creation lock, then backend writer;
 `collect_backend` takes no metadata writer lock, so the order cannot cycle.
 """
 
