@@ -13,8 +13,9 @@ record owns, which a cleanup deletes (``-`` stands for the namespace, as
 leftovers belong to none). TYPE is ``blob`` (KEY: the digest),
 ``ingest-dir`` (the backend ingest ref, or the directory name when the ingest
 has no meta) or ``snapshot-dir`` (``<snapshotter>/<directory name>``); SIZE
-is in bytes. With ``--json`` it prints ``{"nodes": [...], "leftovers":
-[{"type", "key", "size"}, ...]}``.
+is in bytes. With ``--json`` it prints one list: an object ``{"type",
+"namespace", "key"}`` per node, then ``{"type", "namespace": null, "key",
+"size"}`` per leftover.
 """
 
 from __future__ import annotations
@@ -154,8 +155,8 @@ def command(ctx: click.Context, settings: Settings, dry_run: bool, explain: Opti
         nodes = db.unreachable()
         leftovers = db.leftovers()
         if as_json:
-            emit_json({"nodes": [node_json(n) for n in nodes],
-                       "leftovers": [{"type": x.type, "key": x.key, "size": x.size} for x in leftovers]})
+            emit_json([node_json(n) for n in nodes]
+                      + [{"type": x.type, "namespace": None, "key": x.key, "size": x.size} for x in leftovers])
         else:
             for node in nodes:
                 click.echo(node_line(node))
