@@ -439,3 +439,9 @@ def test_cli_refuses_durations_beyond_int64(tmp_path):
     assert listed["id"] == lease and listed["labels"]["containerd.io/gc.expire"].startswith("23")
     invoke(root, "gc")
     assert [le["id"] for le in parsed(invoke(root, "leases", "ls", "--json"))] == [lease]
+
+
+def test_escaping_keeps_the_layout_of_narrative_output(tmp_path):
+    """The demo's blank lines are its own, not data: they stay newlines, not \\x0a."""
+    result = invoke(tmp_path / "r", "demo")
+    assert "\\x0a" not in result.stdout and "\n\n1. Built the image" in result.stdout
