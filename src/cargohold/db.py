@@ -47,7 +47,7 @@ from .locks import FileLock
 from .model import Freed, GCStats, Leftover, Node, ResourceType
 from .sessions import DeadSession, Sessions
 from .timeutil import Clock, to_ns, utcnow
-from .validation import validate_identifier
+from .validation import require_str, validate_identifier
 
 log = logging.getLogger("cargohold")
 
@@ -612,8 +612,7 @@ class DB:
         return Namespace(self, name)
 
     def snapshotter_backend(self, name: str) -> Any:
-        if not isinstance(name, str):
-            raise InvalidArgument(f"snapshotter name must be a string, not {name!r}")
+        require_str(name, "snapshotter name")
         try:
             return self.snapshotters[name]
         except KeyError:

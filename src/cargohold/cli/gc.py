@@ -29,7 +29,7 @@ from cargohold import DB, Freed, GCStats, Leftover, Node, ResourceType
 from cargohold.errors import InvalidArgument, NotFound
 from cargohold.gc.context import type_name
 
-from .context import Settings, emit_json, emit_table, json_option, one_line, pass_settings
+from .context import Settings, echo, emit_json, emit_table, json_option, one_line, pass_settings
 
 
 def node_line(node: Node) -> str:
@@ -117,9 +117,9 @@ def _report_errors(ctx: click.Context, stats: GCStats) -> None:
     if not stats.errors:
         return
     for line in stats.errors:
-        click.echo(f"cargohold: {one_line(line)}", err=True)
-    click.echo("cargohold: the metadata collection itself committed; the next gc retries the cleanups "
-               "that failed", err=True)
+        echo(f"cargohold: {one_line(line)}", err=True)
+    echo("cargohold: the metadata collection itself committed; the next gc retries the cleanups "
+         "that failed", err=True)
     ctx.exit(1)
 
 
@@ -158,9 +158,9 @@ def command(ctx: click.Context, settings: Settings, dry_run: bool, explain: Opti
                       + [{"type": x.type, "namespace": None, "key": x.key, "size": x.size} for x in leftovers])
         else:
             for node in nodes:
-                click.echo(node_line(node))
+                echo(node_line(node))
             for leftover in leftovers:
-                click.echo(leftover_line(leftover))
+                echo(leftover_line(leftover))
     else:
         stats = db.garbage_collect(namespace=scope)
         if as_json:
@@ -170,7 +170,7 @@ def command(ctx: click.Context, settings: Settings, dry_run: bool, explain: Opti
                 emit_table(["TYPE", "NAMESPACE", "KEY"],
                            [(type_name(n.type), n.namespace, n.key) for n in stats.removed])
             for line in report_lines(stats):
-                click.echo(line)
+                echo(line)
         _report_errors(ctx, stats)
 
 
@@ -182,10 +182,10 @@ def _explain(db: DB, namespace: str, name: str, as_json: bool) -> None:
         return
     for i, (node, chain) in enumerate(results):
         if i:
-            click.echo()
+            echo()
         if chain is None:
-            click.echo(f"{node_line(node)} is reachable from no root: the next collection removes it")
+            echo(f"{node_line(node)} is reachable from no root: the next collection removes it")
             continue
-        click.echo(f"{node_line(node)} is kept by this chain of references, root first:")
+        echo(f"{node_line(node)} is kept by this chain of references, root first:")
         for n in chain:
-            click.echo(f"  {node_line(n)}")
+            echo(f"  {node_line(n)}")

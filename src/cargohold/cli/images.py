@@ -14,7 +14,7 @@ from cargohold.oci import mediatypes
 from cargohold.oci.walk import children
 from cargohold.transfer.unpacker import document_fetcher
 
-from .context import (Settings, emit_json, emit_labels, emit_table, format_labels, json_option, parse_labels,
+from .context import (Settings, echo, emit_json, emit_labels, emit_table, format_labels, json_option, parse_labels,
                       pass_settings, remove_all)
 from .progress import blob_progress
 
@@ -82,7 +82,7 @@ def ls(settings: Settings, filters: tuple, quiet: bool, as_json: bool) -> None:
     found = ns.images.list(*filters)
     if quiet:
         for image in found:
-            click.echo(image.name)
+            echo(image.name)
     elif as_json:
         emit_json([{**dataclasses.asdict(image), "size": stored_size(ns, image)} for image in found])
     else:
@@ -150,7 +150,7 @@ def export(settings: Settings, names: tuple, dest: str, platform: Optional[str],
     if as_json:
         emit_json({"file": dest, "index": index, "images": list(names)})
     else:
-        click.echo(f"exported {', '.join(names)} to {dest}")
+        echo(f"exported {', '.join(names)} to {dest}")
 
 
 @command.command("rm")

@@ -28,6 +28,9 @@ Edge kinds:
 * LABEL: ``containerd.io/gc.ref.<suffix>`` = value, resolved at mark time to a
   node of the collector whose reference label matches the suffix.
 
+Times (expire, usedat) are saturated to the int64 range (`timeutil.saturate`):
+a clock inside it compares with them as Go compares the real times.
+
 Lease resources live in table ``leaseres`` (``<ns>\\0<lease>\\0<type><key>``),
 one row each, so adding one never rewrites the lease.
 """
@@ -41,6 +44,7 @@ from typing import TYPE_CHECKING, Iterable, Mapping, Optional
 from .. import schema
 from ..errors import Corrupted, InvalidArgument, Unsupported
 from ..model import RESOURCE_MAX, Resource, ResourceType
+from ..timeutil import saturate
 from . import labels as gclabels
 
 if TYPE_CHECKING:
@@ -75,12 +79,12 @@ def encode(*, root: bool = False, expire: Optional[int] = None, flat: bool = Fal
            hidden: bool = False, usedat: Iterable[int] = (), strong: Iterable[bytes] = (),
            refs: Optional[gclabels.LabelRefs] = None) -> bytes:
     """The table value of one node."""
-    usedat = list(usedat)[:255]
+    usedat = [saturate(t) for t in usedat][:255]
     flags = ((F_ROOT if root else 0) | (F_EXPIRES if expire is not None else 0)
              | (F_FLAT if flat else 0) | (F_HIDDEN if hidden else 0) | (F_USEDAT if usedat else 0))
     out = [bytes((flags,))]
     if expire is not None:
-        out.append(_I64.pack(expire))
+        out.append(_I64.pack(saturate(expire)))
     if usedat:
         out.append(bytes((len(usedat),)))
         out.extend(_I64.pack(t) for t in usedat)
