@@ -187,6 +187,21 @@ def inspect_raw(registry: Registry, repo_ref: str) -> bytes:
     return out.stdout
 
 
+class QuietServer(http.server.ThreadingHTTPServer):
+    """A threaded HTTP server on a free loopback port that keeps its handlers' errors instead of printing
+    them (clients that drop connections are what the hostile registry is for)."""
+
+    daemon_threads = True
+
+    def __init__(self, handler) -> None:
+        super().__init__(("127.0.0.1", 0), handler)
+        self.errors: list[str] = []
+
+    def handle_error(self, request, client_address) -> None:
+        import traceback
+        self.errors.append(traceback.format_exc())
+
+
 # -- token server ------------------------------------------------------------------------
 
 class TokenServer:
@@ -219,8 +234,7 @@ class TokenServer:
         self._x5c = base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
         self.grants: list[tuple[Optional[str], tuple]] = []
         self.policy: Callable[[Optional[str], str, str], list] = self.default_policy
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
+        self._server = QuietServer(self._handler())
         self.realm = f"http://127.0.0.1:{self._server.server_address[1]}/token"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -315,8 +329,7 @@ class HostileRegistry:
         self.served: Counter = Counter()
         self.requests: list[tuple[str, str, dict]] = []
         self._lock = threading.Lock()
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
+        self._server = QuietServer(self._handler())
         self.host = f"127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 

@@ -145,6 +145,17 @@ def pick_challenge(headers: Iterable[str]) -> Optional[Challenge]:
     return found.get(BASIC)
 
 
+def merge_scopes(scopes: Iterable[str]) -> list[str]:
+    """Token scopes (``type:name:action,...``) with the actions of one resource merged, sorted."""
+    actions: dict[str, set] = {}
+    for scope in scopes:
+        resource, colon, wanted = scope.rpartition(":")
+        if not colon:
+            resource, wanted = scope, ""
+        actions.setdefault(resource, set()).update(a for a in wanted.split(",") if a)
+    return [f"{resource}:{','.join(sorted(wanted))}" for resource, wanted in sorted(actions.items())]
+
+
 def _config_path(environ: Mapping[str, str]) -> str:
     directory = environ.get("DOCKER_CONFIG") or os.path.join(os.path.expanduser("~"), ".docker")
     return os.path.join(directory, "config.json")

@@ -36,7 +36,7 @@ from ...oci.digests import VerifiedReader, digest_bytes
 from ...oci.documents import check_document_size, load_json
 from ...oci.walk import describe
 from ...validation import validate_digest
-from .auth import BASIC, Challenge, Credentials, docker_config_credentials, pick_challenge
+from .auth import BASIC, Challenge, Credentials, docker_config_credentials, merge_scopes, pick_challenge
 from .reference import Reference
 
 MAX_MANIFEST_SIZE = 4 << 20
@@ -179,7 +179,7 @@ class RegistryClient:
     def _fetch_token(self, challenge: Challenge, scopes: frozenset) -> str:
         """A bearer token for `scopes` from the challenge's realm (distribution's token protocol)."""
         realm = challenge.params["realm"]
-        params = [("scope", scope) for scope in sorted(scopes)]
+        params = [("scope", scope) for scope in merge_scopes(scopes)]
         if challenge.params.get("service"):
             params.insert(0, ("service", challenge.params["service"]))
         creds = self._creds()
