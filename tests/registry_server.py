@@ -144,26 +144,29 @@ class Registry:
                 return [entry for entry in entries if "/-marker-" not in entry.path]
             time.sleep(0.02)
 
-    def blob_bytes(self, since: int = 0, repository: str = "") -> int:
-        """Bytes of blobs served by GET (after the first `since` log entries), optionally of one repository."""
+    def blob_bytes(self, since: int = 0, repository: str = "", digests=None) -> int:
+        """Bytes of blobs served by GET (after the first `since` log entries), optionally of one repository
+        or of some `digests` only."""
         return sum(entry.size for entry in self.access()[since:]
                    if entry.method == "GET" and "/blobs/" in entry.path and entry.status in (200, 206)
-                   and f"/v2/{repository}" in entry.path)
+                   and f"/v2/{repository}" in entry.path
+                   and (digests is None or entry.path.rpartition("/")[2] in digests))
 
 
 def seed(registry: Registry, tmp_path, repo_tag: str, layers: list, *, archive: Optional[str] = None,
-         all_images: bool = False, **options):
+         all_images: bool = False, skopeo_args: tuple = (), **options):
     """Put an image into the registry with skopeo; returns the manifest descriptor (None for `archive`).
 
     `layers` and `options` go to `write_image`; `archive` copies a ready OCI
-    layout (directory or tar) instead; `all_images` copies every image of an index.
+    layout (directory or tar) instead; `all_images` copies every image of an
+    index; `skopeo_args` go to ``skopeo copy``.
     """
     manifest = None
     if archive is None:
         archive = os.path.join(os.fspath(tmp_path), f"seed-{secrets.token_hex(4)}.tar")
         manifest = write_image(archive, f"{registry.host}/{repo_tag}", layers, **options)
     source = f"oci-archive:{archive}" if os.path.isfile(archive) else f"oci:{archive}"
-    skopeo("copy", "-q", *(["--all"] if all_images else []), *registry_creds(registry, "dest"),
+    skopeo("copy", "-q", *(["--all"] if all_images else []), *skopeo_args, *registry_creds(registry, "dest"),
            "--dest-tls-verify=false", source, f"docker://{registry.host}/{repo_tag}")
     return manifest
 
@@ -320,7 +323,8 @@ class Fault:
 
 
 class HostileRegistry:
-    """A registry API serving `add_image`'s images from memory, and the `faults` a test adds."""
+    """A registry API serving `add_image`'s images from memory, and the `faults` a test adds; pushes are
+    kept in memory too (uploads in one PUT)."""
 
     def __init__(self) -> None:
         self.blobs: dict[str, bytes] = {}
@@ -328,6 +332,7 @@ class HostileRegistry:
         self.faults: list[Fault] = []
         self.served: Counter = Counter()
         self.requests: list[tuple[str, str, dict]] = []
+        self.upload_location: Optional[str] = None
         self._lock = threading.Lock()
         self._server = QuietServer(self._handler())
         self.host = f"127.0.0.1:{self._server.server_address[1]}"
@@ -348,6 +353,7 @@ class HostileRegistry:
             self.faults.clear()
             self.served.clear()
             self.requests.clear()
+            self.upload_location = None
 
     def add_document(self, repository: str, media_type: str, data: bytes, tag: str = "") -> str:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
@@ -466,6 +472,33 @@ class HostileRegistry:
 
             def do_HEAD(self) -> None:
                 self._answer("HEAD")
+
+            def _upload(self, method: str) -> None:
+                """Uploads: POST starts one at `upload_location`, PUT (there, or anywhere) completes it."""
+                parts = urllib.parse.urlsplit(self.path)
+                data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with registry._lock:
+                    registry.requests.append((method, self.path, dict(self.headers)))
+                fault = registry._fault(method, parts.path)
+                if fault is not None and fault.status is not None:
+                    return self._send(fault.status, fault.body or b"", fault.headers)
+                m = re.fullmatch(r"/v2/(.+)/manifests/([^/]+)", parts.path)
+                if method == "PUT" and m:
+                    digest = registry.add_document(m[1], self.headers.get("Content-Type", ""), data, m[2])
+                    return self._send(201, headers={"Docker-Content-Digest": digest})
+                if method == "POST":
+                    return self._send(202, headers={"Location": registry.upload_location or "/upload/1"})
+                digest = urllib.parse.parse_qs(parts.query).get("digest", [""])[0]
+                if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+                    return self._send(400, b'{"errors":[{"code":"DIGEST_INVALID","message":"bad"}]}')
+                registry.blobs[digest] = data
+                self._send(201, headers={"Docker-Content-Digest": digest})
+
+            def do_POST(self) -> None:
+                self._upload("POST")
+
+            def do_PUT(self) -> None:
+                self._upload("PUT")
 
         return Handler
 

@@ -183,3 +183,32 @@ def test_one_download_at_a_time_when_the_limit_is_one(hostile, tmp_path):
     with cargohold.open(tmp_path / "root") as db:
         with pytest.raises(Unavailable, match="500"):
             transfer.pull(db.namespace("default"), ref, plain_http=True, max_concurrent=1)
+
+
+def test_push_faults_and_credentials_stay_with_the_registry(hostile, tmp_path):
+    from cargohold.oci.build import write_image
+    from cargohold.transfer import Credentials
+
+    root = tmp_path / "root"
+    name = f"{hostile.host}/{REPO}:1"
+    write_image(tmp_path / "img.tar", name, [LayerBuilder().file("a", os.urandom(1000)).tar()])
+    invoke(root, "images", "import", tmp_path / "img.tar")
+    hostile.faults.append(Fault(r"PUT .*/manifests/", status=500, times=1))
+    line = fails(root, "images", "push", "--plain-http", name)
+    assert line.startswith(f"cargohold: Unavailable: push {name}: manifest sha256:") and "500" in line
+    # an upload the registry moves to another host gets no credentials
+    hostile.requests.clear()
+    hostile.blobs.clear()
+    port = hostile.host.rpartition(":")[2]
+    hostile.upload_location = f"http://localhost:{port}/upload/elsewhere"
+    hostile.faults.append(Fault(r"HEAD .*/blobs/", status=401, headers={"WWW-Authenticate": 'Basic realm="r"'},
+                                times=1))
+    with cargohold.open(root) as db:
+        ns = db.namespace("default")
+        pushed = transfer.push(ns, name, f"{hostile.host}/{REPO}:2", plain_http=True,
+                               credentials=Credentials("u", "p"), max_concurrent=1)
+        assert hostile.manifests[REPO, "2"][1] == ns.content.read(pushed.digest)
+    auth = {(method, path.partition("?")[0]): "Authorization" in headers
+            for method, path, headers in hostile.requests}
+    assert auth[("PUT", "/upload/elsewhere")] is False
+    assert auth[("POST", f"/v2/{REPO}/blobs/uploads/")] is True

@@ -192,3 +192,81 @@ def test_cli_pull_and_its_errors(anonymous_registry, repo, tmp_path):
     assert "must be lower case" in fails(root, "images", "pull", f"{anonymous_registry.host}/Repo:1")
     assert "max-concurrent-downloads" in fails(root, "images", "pull", "--max-concurrent-downloads", "0", ref)
     assert [i["name"] for i in parsed(invoke(root, "images", "ls", "--json"))] == [ref]
+
+
+def test_docker_media_types_pull_and_unpack(anonymous_registry, repo, tmp_path, db):
+    seed(anonymous_registry, tmp_path, f"{repo}:1", layers(1), skopeo_args=("--format", "v2s2"))
+    ns = db.namespace("default")
+    image = transfer.pull(ns, f"{anonymous_registry.host}/{repo}:1", plain_http=True, unpack=True)
+    assert image.target.media_type == "application/vnd.docker.distribution.manifest.v2+json"
+    assert inspect_raw(anonymous_registry, f"{repo}:1") == ns.content.read(image.target.digest)
+    doc = json.loads(ns.content.read(image.target.digest))
+    assert doc["layers"][0]["mediaType"] == "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    labels = ns.content.info(image.target.digest).labels
+    assert labels["containerd.io/gc.ref.content.l.0"] == doc["layers"][0]["digest"]
+    assert "containerd.io/gc.ref.snapshot.native" in ns.content.info(doc["config"]["digest"]).labels
+
+
+def test_a_second_namespace_downloads_no_layer(anonymous_registry, repo, tmp_path, db):
+    """The content store shares blobs between namespaces: only the documents are fetched again."""
+    manifest = seed(anonymous_registry, tmp_path, f"{repo}:1", layers(2, 100_000))
+    ref = f"{anonymous_registry.host}/{repo}:1"
+    transfer.pull(db.namespace("one"), ref, plain_http=True)
+    layer_digests = {d["digest"] for d in json.loads(db.namespace("one").content.read(manifest.digest))["layers"]}
+    before = len(anonymous_registry.access())
+    transfer.pull(db.namespace("two"), ref, plain_http=True)
+    assert anonymous_registry.blob_bytes(before, repo, layer_digests) == 0
+    assert {i.digest for i in db.namespace("two").content.walk()} == {i.digest for i in db.namespace("one").content.walk()}
+
+
+def test_concurrent_pulls_of_one_image(anonymous_registry, repo, tmp_path, db):
+    seed(anonymous_registry, tmp_path, f"{repo}:1", layers(3, 300_000))
+    ref = f"{anonymous_registry.host}/{repo}:1"
+    ns = db.namespace("default")
+    errors, results = [], []
+
+    def run():
+        try:
+            results.append(transfer.pull(ns, ref, plain_http=True, unpack=True))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == [] and len(results) == 3
+    assert [i.name for i in ns.images.list()] == [ref]
+    assert ns.content.statuses() == [] and ns.leases.list() == []
+
+
+def test_a_progress_bar_per_layer_at_a_terminal(anonymous_registry, repo, tmp_path):
+    import pty
+    import subprocess
+    import sys
+
+    manifest = seed(anonymous_registry, tmp_path, f"{repo}:1", layers(2))
+    leader, follower = pty.openpty()
+    env = {**os.environ, "COLUMNS": "150", "TERM": "xterm"}
+    proc = subprocess.Popen([sys.executable, "-m", "cargohold.cli.main", "--root", str(tmp_path / "tty"), "images",
+                             "pull", "--plain-http", "--unpack", f"{anonymous_registry.host}/{repo}:1"],
+                            stdin=follower, stdout=follower, stderr=subprocess.PIPE, env=env)
+    os.close(follower)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    assert proc.wait(timeout=60) == 0, proc.stderr.read()
+    os.close(leader)
+    text = output.decode("utf-8", "replace")
+    with cargohold.open(tmp_path / "tty") as database:
+        doc = json.loads(database.namespace("default").content.read(manifest.digest))
+    for layer in doc["layers"]:
+        assert f"pull layer {layer['digest'][:19]}" in text and f"unpacking layer {layer['digest'][:19]}" in text
+    assert manifest.digest in text  # and the table after the bars

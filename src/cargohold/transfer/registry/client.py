@@ -42,6 +42,9 @@ from .reference import Reference
 MAX_MANIFEST_SIZE = 4 << 20
 """Largest manifest or index accepted from a registry (containerd's limit is about as large)."""
 
+MAX_SMALL_BODY = 1 << 20
+"""Most bytes read of a body that is not content: errors, token answers, upload responses."""
+
 TIMEOUT = httpx.Timeout(60.0, connect=15.0)
 MAX_REDIRECTS = 10
 
@@ -64,10 +67,10 @@ def _status_error(status: int) -> type:
     return InvalidArgument
 
 
-def _registry_message(response: httpx.Response) -> str:
+def _registry_message(data: bytes) -> str:
     """The distribution error body's first code and message ("" when it has none)."""
     try:
-        body = json.loads(response.content[:65536])
+        body = json.loads(data)
         first = body["errors"][0]
         code, message = first.get("code", ""), first.get("message", "")
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
@@ -105,8 +108,9 @@ class RegistryClient:
     def __init__(self, reference: Reference, *, plain_http: bool = False,
                  credentials: Optional[Credentials] = None, push: bool = False) -> None:
         self.reference = reference
-        self._origin = f"{'http' if plain_http else 'https'}://{reference.api_host}"
-        self._base = f"{self._origin}/v2/{reference.path}"
+        origin = httpx.URL(f"{'http' if plain_http else 'https'}://{reference.api_host}")
+        self._origin = (origin.scheme, origin.host, origin.port)
+        self._base = f"{origin}/v2/{reference.path}"
         self._scope = f"repository:{reference.path}:{'pull,push' if push else 'pull'}"
         self._credentials = credentials
         self._looked_up = credentials is not None
@@ -186,15 +190,20 @@ class RegistryClient:
         headers = {} if creds is None else {"Authorization": _basic(creds)}
         what = f"token server {realm}"
         try:
-            response = self._http.get(realm, params=params, headers=headers)
+            response = self._http.send(self._http.build_request("GET", realm, params=params, headers=headers),
+                                       stream=True)
         except httpx.HTTPError as exc:
             raise self._network_error(exc, what) from None
-        if response.status_code in (401, 403):
-            who = f"the credentials of user {creds.username!r}" if creds else "anonymous access"
-            raise FailedPrecondition(f"{what} refused {who} ({response.status_code} {response.reason_phrase})")
-        if response.status_code != 200:
-            self._raise_status(response, what)
-        body = load_json(response.content, f"the answer of {what}")
+        try:
+            if response.status_code in (401, 403):
+                who = f"the credentials of user {creds.username!r}" if creds else "anonymous access"
+                raise FailedPrecondition(f"{what} refused {who} ({response.status_code} {response.reason_phrase})")
+            if response.status_code != 200:
+                self._raise_status(response, what)
+            data = self._bounded(response, MAX_SMALL_BODY, what)
+        finally:
+            response.close()
+        body = load_json(data, f"the answer of {what}")
         token = body.get("token") or body.get("access_token")
         if not isinstance(token, str) or not token:
             raise InvalidArgument(f"the answer of {what} has no token")
@@ -218,12 +227,20 @@ class RegistryClient:
             return Unavailable(f"{what}: cannot connect to registry {host}: {text}")
         return Unavailable(f"{what}: the connection to registry {host} failed: {exc}")
 
+    def _bounded(self, response: httpx.Response, limit: int, what: str) -> bytes:
+        """At most `limit` bytes of a streamed body (a registry's answers other than content are small)."""
+        data = bytearray()
+        for chunk in self.chunks(response, what):
+            data += chunk
+            if len(data) > limit:
+                break
+        return bytes(data[:limit])
+
     def _raise_status(self, response: httpx.Response, what: str) -> None:
         try:
-            response.read()
-        except httpx.HTTPError:
-            pass
-        detail = _registry_message(response)
+            detail = _registry_message(self._bounded(response, MAX_SMALL_BODY, what))
+        except Unavailable:
+            detail = ""
         status = response.status_code
         message = f"{what}: registry {self.reference.domain} answered {status} {response.reason_phrase}"
         if status in (401, 403) and not detail:
@@ -238,8 +255,10 @@ class RegistryClient:
         With `stream` the body is left unread (close the response); else it is read and closed.
         """
         scopes = frozenset([self._scope, *extra_scopes])
+        target = httpx.URL(url)
+        ours = (target.scheme, target.host, target.port) == self._origin  # credentials go to the registry only
         for attempt in range(2):
-            sent = self._authorization(scopes)
+            sent = self._authorization(scopes) if ours else {}
             content = body() if callable(body) else body
             request = self._http.build_request(method, url, headers={**(headers or {}), **sent},
                                                params=params, content=content)
@@ -261,9 +280,7 @@ class RegistryClient:
                     response.close()
             if not stream:
                 try:
-                    response.read()
-                except httpx.HTTPError as exc:
-                    raise self._network_error(exc, what) from None
+                    self._bounded(response, MAX_SMALL_BODY, what)
                 finally:
                     response.close()
             return response
