@@ -110,7 +110,8 @@ class Registry:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise RuntimeError(f"docker-registry exited: {open(err.name).read()}")
+                with open(err.name) as errors:
+                    raise RuntimeError(f"docker-registry exited: {errors.read()}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                     return self

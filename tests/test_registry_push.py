@@ -9,7 +9,7 @@ import os
 
 import pytest
 from cliutil import fails, invoke
-from oci_fixtures import tar_layout
+from oci_fixtures import OCI_INDEX, Layout, tar_layout
 from registry_server import inspect_raw, needs_registry, seed, skopeo
 from test_registry_pull import multi_platform
 
@@ -102,6 +102,19 @@ def test_push_a_multi_platform_image(anonymous_registry, repo, tmp_path, ns):
     other = transfer.push(ns, name, f"{anonymous_registry.host}/{repo}:s390x", plain_http=True, platform="linux/s390x")
     assert other.digest == images[1].manifest.digest
     assert inspect_raw(anonymous_registry, f"{repo}:s390x") == ns.content.read(images[1].manifest.digest)
+
+
+def test_push_a_nested_index_children_first(anonymous_registry, repo, tmp_path, ns):
+    layout, inner, images = multi_platform(tmp_path)
+    outer = Layout(layout).document({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        {"mediaType": OCI_INDEX, "digest": inner.digest, "size": inner.size}]}, OCI_INDEX)
+    Layout(layout).write_index([(outer, {"org.opencontainers.image.ref.name": "1"})])
+    transfer.import_archive(ns, tar_layout(layout, tmp_path / "nested.tar"), base_name="example.com/nested",
+                            all_platforms=True)
+    pushed = transfer.push(ns, "example.com/nested:1", f"{anonymous_registry.host}/{repo}:1", plain_http=True,
+                           all_platforms=True)
+    assert pushed.digest == outer.digest
+    assert inspect_raw(anonymous_registry, f"{repo}@{inner.digest}") == ns.content.read(inner.digest)
 
 
 def test_push_refuses_before_sending_anything(anonymous_registry, repo, tmp_path, ns):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import ssl
 import threading
 from contextlib import contextmanager
 from typing import Callable, Iterable, Iterator, Optional, Union
@@ -115,6 +116,7 @@ class RegistryClient:
         self._credentials = credentials
         self._looked_up = credentials is not None
         self._http = httpx.Client(timeout=TIMEOUT, follow_redirects=True, max_redirects=MAX_REDIRECTS,
+                                  verify=ssl.create_default_context(),  # the system's CAs, as ctr trusts
                                   headers={"User-Agent": f"cargohold/{__version__}"})
         self._lock = threading.Lock()
         self._challenge: Optional[Challenge] = None
@@ -168,17 +170,18 @@ class RegistryClient:
                     raise FailedPrecondition(f"registry {host} requires authentication (401 Unauthorized): "
                                              "give --user USER[:PASSWORD] or an auths entry in the Docker config")
                 if sent and self._challenge == challenge:
-                    raise self._refused()
+                    raise self._refused(challenge)
             else:
                 # A token we sent may have expired, or lack a scope the challenge names: ask afresh.
                 extra = frozenset(challenge.params.get("scope", "").split())
                 self._tokens[scopes] = self._fetch_token(challenge, scopes | extra)
             self._challenge = challenge
 
-    def _refused(self) -> FailedPrecondition:
+    def _refused(self, challenge: Optional[Challenge]) -> FailedPrecondition:
         creds = self._creds()
         who = f"the credentials of user {creds.username!r}" if creds else "anonymous access"
-        return FailedPrecondition(f"registry {self.reference.domain} refused {who} (401 Unauthorized)")
+        error = (challenge.params.get("error", "") if challenge else "") or "401 Unauthorized"
+        return FailedPrecondition(f"registry {self.reference.domain} refused {who} ({error})")
 
     def _fetch_token(self, challenge: Challenge, scopes: frozenset) -> str:
         """A bearer token for `scopes` from the challenge's realm (distribution's token protocol)."""
@@ -221,7 +224,9 @@ class RegistryClient:
             return InvalidArgument(f"{what}: {exc}")
         if isinstance(exc, httpx.ConnectError):
             text = str(exc)
-            if "SSL" in text or "CERTIFICATE" in text.upper():
+            if "CERTIFICATE" in text.upper():
+                return Unavailable(f"{what}: registry {host} has a certificate the system does not trust ({text})")
+            if "SSL" in text:
                 return Unavailable(f"{what}: TLS with registry {host} failed ({text}); a registry serving "
                                    "plain HTTP needs --plain-http (plain_http=True)")
             return Unavailable(f"{what}: cannot connect to registry {host}: {text}")
@@ -272,7 +277,11 @@ class RegistryClient:
                 continue
             if response.status_code == 401 and sent:
                 response.close()
-                raise self._refused()
+                try:
+                    challenge = pick_challenge(response.headers.get_list("www-authenticate"))
+                except InvalidArgument:
+                    challenge = None
+                raise self._refused(challenge)
             if response.status_code not in ok:
                 try:
                     self._raise_status(response, what)
