@@ -38,8 +38,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable, Optional
 
 import pytest
+from oci_fixtures import Layer, Layout
 
 from cargohold.oci.build import build_image, write_image
+from cargohold.oci.platforms import host
 
 DOCKER_REGISTRY = shutil.which("docker-registry")
 SKOPEO = shutil.which("skopeo")
@@ -170,6 +172,19 @@ def seed(registry: Registry, tmp_path, repo_tag: str, layers: list, *, archive: 
     skopeo("copy", "-q", *(["--all"] if all_images else []), *skopeo_args, *registry_creds(registry, "dest"),
            "--dest-tls-verify=false", source, f"docker://{registry.host}/{repo_tag}")
     return manifest
+
+
+def multi_platform(tmp_path, others=(("s390x", ""),)):
+    """An OCI layout with an index of the host's platform and `others` (linux/<arch>/<variant>)."""
+    layout = Layout(tmp_path / "multi")
+    me = host()
+    images = [layout.image([Layer().file("who", me.architecture.encode()).bytes()], arch=me.architecture,
+                           variant=me.variant)]
+    images += [layout.image([Layer().file("who", f"{arch}{variant}".encode()).bytes()], arch=arch, variant=variant)
+               for arch, variant in others]
+    index = layout.index(images)
+    layout.write_index([(index, {"org.opencontainers.image.ref.name": "1"})])
+    return layout.root, index, images
 
 
 def registry_creds(registry: Registry, side: str) -> list[str]:

@@ -60,7 +60,8 @@ def test_challenges_parse_as_rfc_7235_says():
     assert pick_challenge(["Negotiate abc"]) is None
 
 
-@pytest.mark.parametrize("header", ['', 'Bearer realm="x', 'Bearer realm=x;y', '=x', 'Bearer ,', 'Bearer realm="x" junk'])
+@pytest.mark.parametrize("header", ['', 'Bearer realm="x', 'Bearer realm=x;y', '=x', 'Bearer ,',
+                                    'Bearer realm="x" junk'])
 def test_malformed_challenges_are_refused(header):
     with pytest.raises(InvalidArgument, match="malformed WWW-Authenticate"):
         pick_challenge([header])

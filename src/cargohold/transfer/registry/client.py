@@ -186,10 +186,12 @@ class RegistryClient:
     def _fetch_token(self, challenge: Challenge, scopes: frozenset) -> str:
         """A bearer token for `scopes` from the challenge's realm (distribution's token protocol)."""
         realm = challenge.params["realm"]
+        creds = self._creds()
         params = [("scope", scope) for scope in merge_scopes(scopes)]
         if challenge.params.get("service"):
             params.insert(0, ("service", challenge.params["service"]))
-        creds = self._creds()
+        if creds is not None:
+            params.insert(0, ("account", creds.username))
         headers = {} if creds is None else {"Authorization": _basic(creds)}
         what = f"token server {realm}"
         try:
