@@ -24,7 +24,8 @@ it against the cleanup that follows a garbage collection (`collect_backend`):
   record (which retains that content) has been committed. When the call runs
   in a caller's transaction, the lock is kept until that transaction ends.
 * `collect_backend` holds it *exclusive* from before it reads the metadata
-  until it has removed the last orphan.
+  until it has removed the last orphan; `leftovers` (a dry run) holds it
+  exclusive while it lists them.
 
 So the cleanup either sees the record of a commit, or runs entirely before
 its blob appears. Open ingests are safe anyway: their writer holds the
@@ -47,8 +48,8 @@ from ..errors import AlreadyExists, Corrupted, FailedPrecondition, InvalidArgume
 from ..events import TOPIC_CONTENT_CREATE, TOPIC_CONTENT_DELETE, ContentCreate, ContentDelete
 from ..fieldpaths import clean_labels, update_labels
 from ..gc import index
-from ..model import Info, Resource, ResourceType, Status
-from ..timeutil import from_ns
+from ..model import Freed, Info, Leftover, Resource, ResourceType, Status
+from ..timeutil import from_ns, to_ns
 from ..validation import validate_digest, validate_key, validate_size
 from .local import CHUNK, IngestBusy, LocalStore, LocalWriter, info_adaptor
 
@@ -530,14 +531,22 @@ def _referenced(db: "DB") -> tuple[set, set]:
     return digests, refs
 
 
-def collect_backend(db: "DB") -> float:
+def collect_backend(db: "DB", blobs: Optional[Freed] = None, ingests: Optional[Freed] = None,
+                    errors: Optional[list] = None, deferred: Optional[list] = None) -> float:
     """Delete every backend blob and ingest no namespace references; returns the seconds it took.
 
     Runs after a collection has committed, outside any transaction (it waits
     for commits in flight, which may wait for the database's write locks). It
     holds the cleanup lock exclusive (see the module docstring), so a commit
     in flight in any process is either seen or not yet started; open ingests
-    are skipped.
+    are skipped. Deleting only unlinks files, so it works on a full disk.
+
+    `blobs` and `ingests` count what was deleted, with the bytes measured just
+    before; `errors` receives one line per blob or ingest that could not be
+    deleted, and the cleanup goes on with the rest (without `errors`, the first
+    failure raises), `deferred` each orphan ingest left for a later cleanup
+    (open in a writer, or too young to be called abandoned). Abandoned
+    ingests are judged against the DB's clock.
     """
     started = time.perf_counter()
     backend = db.content_store
@@ -548,10 +557,35 @@ def collect_backend(db: "DB") -> float:
     with backend.cleanup_lock.exclusive():
         digests, refs = _referenced(db)
         for info in list(backend.walk()):
-            if info.digest not in digests:
-                try:
-                    backend.delete(info.digest)
-                except NotFound:
-                    pass
-        backend.clean_ingests(refs)
+            if info.digest in digests:
+                continue
+            try:
+                size = backend.delete(info.digest)
+            except NotFound:
+                continue
+            except Unavailable as exc:
+                if errors is None:
+                    raise
+                errors.append(f"cannot delete blob {info.digest}: {exc}")
+                continue
+            if blobs is not None:
+                blobs.add(size)
+        backend.clean_ingests(refs, now=_seconds(db), freed=ingests, errors=errors, deferred=deferred)
     return time.perf_counter() - started
+
+
+def leftovers(db: "DB") -> list[Leftover]:
+    """The blobs and ingests the next `collect_backend` would delete, with their bytes; deletes nothing."""
+    backend = db.content_store
+    if backend is None:
+        return []
+    with backend.cleanup_lock.exclusive():
+        digests, refs = _referenced(db)
+        found = [Leftover("blob", info.digest, info.size) for info in backend.walk() if info.digest not in digests]
+        found += [Leftover("ingest-dir", name, size)
+                  for name, size in backend.ingest_leftovers(refs, now=_seconds(db))]
+    return found
+
+
+def _seconds(db: "DB") -> float:
+    return to_ns(db.clock()) / 1e9

@@ -174,6 +174,25 @@ def unreachable(marker: Marker, contexts: Contexts) -> Iterator[Node]:
     yield from _unreachable_collected(marker, contexts)
 
 
+def type_name(rtype: int) -> str:
+    """The lower-case name of a node type (``content``, ``snapshot``, ...; ``type<N>`` for a collector's)."""
+    if rtype == index.SANDBOX:
+        return "sandbox"
+    try:
+        return ResourceType(rtype).name.lower()
+    except ValueError:
+        return f"type{int(rtype)}"
+
+
+def count_by_type(nodes: Iterable[Node]) -> dict[str, int]:
+    """How many of the nodes are of each type, by `type_name` (the sweep's account of records removed)."""
+    counts: dict[str, int] = {}
+    for node in nodes:
+        name = type_name(node.type)
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
 def sweep(tx: "Transaction", marker: Marker, contexts: Contexts) -> list[Node]:
     """Remove every unreachable node in `tx`; queue its events; return what was removed.
 
