@@ -64,6 +64,8 @@ CASES = [
     ("404", lambda d: [Fault(r"/manifests/", status=404)], "NotFound", "404"),
     ("429", lambda d: [Fault(rf"/blobs/{d}", status=429)], "Unavailable", "429"),
     ("500", lambda d: [Fault(r"/manifests/", status=500)], "Unavailable", "500"),
+    ("500-deep-json-error", lambda d: [Fault(rf"/blobs/{d}", status=500, body=b"[" * 200_000)], "Unavailable",
+     "500"),
     ("closes-mid-blob", lambda d: [Fault(rf"GET .*/blobs/{d}", close_after=1000)], "Unavailable", "broke"),
     ("wrong-digest", lambda d: [Fault(rf"GET .*/blobs/{d}", body=None)], "InvalidArgument", "digest mismatch"),
     ("too-long", lambda d: [Fault(rf"GET .*/blobs/{d}", body=None)], "InvalidArgument", "sends"),

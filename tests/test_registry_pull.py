@@ -181,6 +181,10 @@ def test_cli_pull_and_its_errors(anonymous_registry, repo, tmp_path):
     assert line.startswith(f"cargohold: NotFound: pull {missing}: ") and "404" in line
     assert "must be lower case" in fails(root, "images", "pull", f"{anonymous_registry.host}/Repo:1")
     assert "max-concurrent-downloads" in fails(root, "images", "pull", "--max-concurrent-downloads", "0", ref)
+    big = f"{anonymous_registry.host}/{repo}:big"
+    seed(anonymous_registry, tmp_path, f"{repo}:big", [LayerBuilder().file("big", bytes(5000)).tar()])
+    line = fails(root, "images", "pull", "--plain-http", "--unpack", "--max-layer-size", "1K", big)
+    assert line.startswith(f"cargohold: InvalidArgument: pull {big}: ") and "1024" in line
     assert [i["name"] for i in parsed(invoke(root, "images", "ls", "--json"))] == [ref]
 
 

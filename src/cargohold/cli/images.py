@@ -172,6 +172,7 @@ def credentials(user: Optional[str]) -> Optional[Credentials]:
 @click.argument("ref", metavar="REF")
 @click.option("--unpack", is_flag=True, help="Unpack the layers into snapshots named by chain ID.")
 @click.option("--snapshotter", default="native", show_default=True, help="Snapshotter to unpack into.")
+@max_layer_size_option
 @platform_option
 @all_platforms_option
 @plain_http_option
@@ -180,9 +181,9 @@ def credentials(user: Optional[str]) -> Optional[Credentials]:
               help="Blobs downloaded at once.")
 @json_option
 @pass_settings
-def pull_(settings: Settings, ref: str, unpack: bool, snapshotter: str, platform: Optional[str],
-          all_platforms: bool, plain_http: bool, user: Optional[str], max_concurrent_downloads: int,
-          as_json: bool) -> None:
+def pull_(settings: Settings, ref: str, unpack: bool, snapshotter: str, max_layer_size: Optional[int],
+          platform: Optional[str], all_platforms: bool, plain_http: bool, user: Optional[str],
+          max_concurrent_downloads: int, as_json: bool) -> None:
     """Pull image REF from its registry (e.g. docker.io/library/alpine:3.19, localhost:5000/app@sha256:...).
 
     Every blob is verified while it downloads; an interrupted pull resumes
@@ -194,7 +195,8 @@ def pull_(settings: Settings, ref: str, unpack: bool, snapshotter: str, platform
     with blob_progress(not as_json) as progress:
         image = transfer.pull(ns, ref, platform=platform, all_platforms=all_platforms, unpack=unpack,
                               snapshotter=snapshotter, plain_http=plain_http, credentials=creds,
-                              max_concurrent=max_concurrent_downloads, progress=progress)
+                              max_concurrent=max_concurrent_downloads, progress=progress,
+                              max_layer_size=max_layer_size)
     if as_json:
         emit_json(image)
     else:

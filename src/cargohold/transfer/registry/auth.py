@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import os
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional
 
 from ...errors import InvalidArgument
+from ...oci.documents import load_json
 
 BASIC = "basic"
 BEARER = "bearer"
@@ -185,11 +185,8 @@ def docker_config_credentials(domain: str, environ: Optional[Mapping[str, str]] 
         return None
     except OSError as exc:
         raise InvalidArgument(f"cannot read Docker config {path}: {exc.strerror}") from None
-    try:
-        config = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidArgument(f"Docker config {path} is not valid JSON: {exc}") from None
-    auths = config.get("auths") if isinstance(config, dict) else None
+    config = load_json(raw, f"Docker config {path}")
+    auths = config.get("auths")
     if not isinstance(auths, dict):
         return None
     wanted = set(_DOCKER_HUB_KEYS) if domain == "docker.io" else {domain}

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import ssl
 import threading
 from contextlib import contextmanager
@@ -71,10 +70,9 @@ def _status_error(status: int) -> type:
 def _registry_message(data: bytes) -> str:
     """The distribution error body's first code and message ("" when it has none)."""
     try:
-        body = json.loads(data)
-        first = body["errors"][0]
+        first = load_json(data, "error body")["errors"][0]
         code, message = first.get("code", ""), first.get("message", "")
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+    except (InvalidArgument, KeyError, IndexError, TypeError, AttributeError):
         return ""
     return ": ".join(str(part) for part in (code, message) if part)
 

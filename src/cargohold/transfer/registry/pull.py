@@ -36,6 +36,7 @@ from ...fieldpaths import label_paths
 from ...model import Descriptor, Image, Info
 from ...oci import mediatypes
 from ...oci.gclabels import children_labels
+from ...oci.limits import validate_max_size
 from ...oci.platforms import Matcher, PlatformSpec, only, parse, platform_matcher
 from ...oci.walk import children, describe
 from ...validation import validate_key
@@ -60,7 +61,7 @@ BUSY_WAIT = 120.0
 def pull(ns: "Namespace", ref: str, *, platform: PlatformSpec = None, all_platforms: bool = False,
          unpack: bool = False, snapshotter: str = "native", plain_http: bool = False,
          credentials: Optional[Credentials] = None, max_concurrent: int = 3,
-         progress: Optional[Progress] = None) -> Image:
+         progress: Optional[Progress] = None, max_layer_size: Optional[int] = None) -> Image:
     """Pull image `ref` from its registry into the namespace; returns the image, named by the normalized
     reference (``alpine`` is ``docker.io/library/alpine:latest``).
 
@@ -71,7 +72,8 @@ def pull(ns: "Namespace", ref: str, *, platform: PlatformSpec = None, all_platfo
     instead of HTTPS. `credentials` None takes those of the Docker config
     file, if any. At most `max_concurrent` blobs download at once.
     `progress` is told how far each blob has got (phase ``"pull"``, then
-    ``"unpack"``).
+    ``"unpack"``). `max_layer_size` bounds what each layer may expand to when
+    unpacked (see `unpack_image`).
 
     Raises, with the reference in the message: InvalidArgument for a bad
     reference or content that does not match its descriptor, NotFound when
@@ -82,6 +84,7 @@ def pull(ns: "Namespace", ref: str, *, platform: PlatformSpec = None, all_platfo
     """
     reference = parse_reference(ref)
     validate_concurrency(max_concurrent, "max_concurrent")
+    validate_max_size(max_layer_size)
     if unpack:
         ns.db.snapshotter_backend(snapshotter)
     name = validate_key(str(reference), "image name")
@@ -93,7 +96,7 @@ def pull(ns: "Namespace", ref: str, *, platform: PlatformSpec = None, all_platfo
         with transfer_lease(ns) as leased:
             _Fetch(leased, client, matcher, all_platforms, progress).run(target, max_concurrent)
             if unpack:
-                unpack_target(leased, target, snapshotter, platform, progress)
+                unpack_target(leased, target, snapshotter, platform, progress, max_layer_size)
             return _create_image(ns, Image(name, target))
 
 
