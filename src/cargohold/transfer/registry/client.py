@@ -314,16 +314,16 @@ class RegistryClient:
         head = self.request("HEAD", url, what, ok=(200, 405), headers=accept)
         media_type = head.headers.get("content-type", "").partition(";")[0].strip()
         digest = reference.digest or head.headers.get("docker-content-digest", "")
-        size = head.headers.get("content-length")
+        size = head.headers.get("content-length", "")
         known = mediatypes.is_manifest(media_type) or mediatypes.is_index(media_type)
-        if head.status_code == 200 and digest and size is not None and known:
+        if head.status_code == 200 and digest and size.isdigit() and known:
             _check_manifest_size(int(size), what)
             validate_digest(digest, f"Docker-Content-Digest of {what}")
             return Descriptor(media_type, digest, int(size))
         response = self.request("GET", url, what, headers=accept, stream=True)
         try:
-            declared = response.headers.get("content-length")
-            if declared is not None:
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit():
                 _check_manifest_size(int(declared), what)
             data = bytearray()
             for chunk in self.chunks(response, what):
