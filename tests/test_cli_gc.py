@@ -119,3 +119,19 @@ def test_dry_run_lists_backend_leftovers_and_gc_reports_what_it_freed(tmp_path):
     summary = invoke(root, "gc").stdout.splitlines()
     assert summary == ["removed 0 records; freed 0 B; writers held off " + summary[0].split("held off ")[1],
                        "cleanup took no time: no backend needed cleaning"]
+
+
+def test_gc_namespace_collects_one_namespace_only(tmp_path):
+    root = tmp_path / "r"
+    mine = invoke(root, "--namespace", "a", "content", "ingest", "x", input=b"a's garbage").stdout.strip()
+    theirs = invoke(root, "--namespace", "b", "content", "ingest", "y", input=b"b's garbage").stdout.strip()
+    assert invoke(root, "gc", "--dry-run", "--namespace", "a").stdout.splitlines() == [f"content a {mine}"]
+    assert parsed(invoke(root, "gc", "--dry-run", "--namespace", "a", "--json")) == [
+        {"type": "content", "namespace": "a", "key": mine}]
+    out = invoke(root, "gc", "--namespace", "a").stdout
+    assert "removed 1 record (1 content); freed 11 B (1 blob)" in out
+    assert invoke(root, "--namespace", "a", "content", "ls", "-q").stdout == ""
+    assert invoke(root, "--namespace", "b", "content", "ls", "-q").stdout.split() == [theirs]
+    assert invoke(root, "gc", "--dry-run").stdout.splitlines() == [f"content b {theirs}"]
+    assert "cannot be combined" in fails(root, "gc", "--explain", theirs, "--namespace", "b")
+    assert "namespace" in fails(root, "gc", "--namespace", "not a namespace")

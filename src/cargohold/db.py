@@ -44,9 +44,10 @@ from .errors import Corrupted, Error, FailedPrecondition, InvalidArgument, NotFo
 from .gc import context as gccontext
 from .kv import Env
 from .locks import FileLock
-from .model import Freed, GCStats, Leftover, Node
+from .model import Freed, GCStats, Leftover, Node, ResourceType
 from .sessions import DeadSession, Sessions
 from .timeutil import Clock, to_ns, utcnow
+from .validation import validate_identifier
 
 log = logging.getLogger("cargohold")
 
@@ -445,9 +446,12 @@ class DB:
         """Every resource reachable from a root now; deletes nothing."""
         return self._with_marking(gccontext.reachable)
 
-    def unreachable(self) -> list[Node]:
-        """What a collection would remove now (a dry run): every known, unreachable resource."""
-        return self._with_marking(lambda marker, contexts: list(gccontext.unreachable(marker, contexts)))
+    def unreachable(self, namespace: Optional[str] = None) -> list[Node]:
+        """What a collection would remove now (a dry run): every known, unreachable resource
+        (of `namespace` only, if given, as ``garbage_collect(namespace=...)`` would)."""
+        namespace = _scope_namespace(namespace)
+        return self._with_marking(
+            lambda marker, contexts: list(gccontext.unreachable(marker, contexts, namespace)))
 
     def explain(self, node: Node) -> Optional[list[Node]]:
         """Why is `node` kept? The chain of nodes from a root down to it, or None if unreachable."""
@@ -471,8 +475,16 @@ class DB:
             found.extend(snapshot_leftovers(self, name))
         return found
 
-    def garbage_collect(self) -> GCStats:
+    def garbage_collect(self, namespace: Optional[str] = None) -> GCStats:
         """Collect everything no root references; return what was removed and how long it took.
+
+        With `namespace`, only that namespace is collected: its unreachable
+        records go, and the backend cleanup deletes only data that belonged to
+        it (the blobs whose records this collection removed, unless another
+        namespace still records them; its ingests; its snapshots), never
+        leftovers no namespace owns. Every reference stays inside its
+        namespace, so this removes exactly what a whole collection would
+        remove from that namespace.
 
         Writers of every process are held off (``wlock`` exclusive) while the
         node table is marked and the unreachable records are swept, in one
@@ -484,6 +496,7 @@ class DB:
         ``stats.errors``; the cleanup goes on with the rest.
         """
         self._require_open()
+        namespace = _scope_namespace(namespace)
         if self._current() is not None:
             raise FailedPrecondition("garbage_collect() cannot run inside a transaction of the same thread")
         dead = self._sessions.dead()
@@ -495,7 +508,7 @@ class DB:
                     if dead:
                         self._mark_dead_sessions(tx, dead)
                     marker = gccontext.marking(tx, contexts)
-                    removed = gccontext.sweep(tx, marker, contexts)
+                    removed = gccontext.sweep(tx, marker, contexts, namespace)
                     del marker
                     dirty = _dirty_markers(tx)
                 self._reset_dirty()
@@ -506,7 +519,9 @@ class DB:
             raise
         self._sessions.forget(dead)
         jobs = [lambda: _run_all(tx._after)]  # events only: publish() already logs failures
-        jobs.extend(self._cleanup_jobs(stats, dirty))
+        scope = None if namespace is None else gccontext.Scope(
+            namespace, frozenset(n.key for n in removed if n.type == ResourceType.CONTENT))
+        jobs.extend(self._cleanup_jobs(stats, dirty, scope))
         jobs.extend(contexts.finish_all())
         threads = [threading.Thread(target=job, name="cargohold-gc-cleanup") for job in jobs]
         for thread in threads:
@@ -515,41 +530,47 @@ class DB:
             thread.join()
         return stats
 
-    def _cleanup_jobs(self, stats: GCStats, dirty: "_DirtyMarkers") -> list[Callable[[], None]]:
+    def _cleanup_jobs(self, stats: GCStats, dirty: "_DirtyMarkers",
+                      scope: Optional["gccontext.Scope"]) -> list[Callable[[], None]]:
         """One job per dirty backend this DB has (a marker of a snapshotter it lacks stays)."""
         jobs: list[Callable[[], None]] = []
         if dirty.content is not None and self.content_store is not None:
-            jobs.append(lambda: self._clean_content(stats, dirty.content))
+            jobs.append(lambda: self._clean_content(stats, dirty.content, scope))
         for name, token in sorted(dirty.snapshotters.items()):
             if name in self.snapshotters:
                 stats.snapshot_dirs[name] = Freed()
-                jobs.append(lambda name=name, token=token: self._clean_snapshotter(stats, name, token))
+                jobs.append(lambda name=name, token=token: self._clean_snapshotter(stats, name, token, scope))
         return jobs
 
-    def _clean_content(self, stats: GCStats, token: bytes) -> None:
+    def _clean_content(self, stats: GCStats, token: bytes, scope: Optional["gccontext.Scope"]) -> None:
         from .content.store import collect_backend
 
         def clean(errors: list, deferred: list) -> None:
-            stats.content_d = collect_backend(self, stats.blobs, stats.ingests, errors, deferred)
+            stats.content_d = collect_backend(self, stats.blobs, stats.ingests, errors, deferred, scope=scope)
 
-        self._clean_backend(stats, "content store", schema.META_DIRTY_CONTENT, token, clean)
+        marker = None if scope else schema.META_DIRTY_CONTENT
+        self._clean_backend(stats, "content store", marker, token, clean)
 
-    def _clean_snapshotter(self, stats: GCStats, name: str, token: bytes) -> None:
+    def _clean_snapshotter(self, stats: GCStats, name: str, token: bytes,
+                           scope: Optional["gccontext.Scope"]) -> None:
         from .snapshots.store import collect_backend
 
         def clean(errors: list, deferred: list) -> None:
-            stats.snapshot_d[name] = collect_backend(self, name, stats.snapshot_dirs[name], errors)
+            stats.snapshot_d[name] = collect_backend(self, name, stats.snapshot_dirs[name], errors, scope=scope)
 
-        self._clean_backend(stats, f"snapshotter {name!r}", schema.dirty_snapshotter_key(name), token, clean)
+        marker = None if scope else schema.dirty_snapshotter_key(name)
+        self._clean_backend(stats, f"snapshotter {name!r}", marker, token, clean)
 
-    def _clean_backend(self, stats: GCStats, what: str, marker: bytes, token: bytes,
+    def _clean_backend(self, stats: GCStats, what: str, marker: Optional[bytes], token: bytes,
                        clean: Callable[[list, list], None]) -> None:
         """Run one backend's cleanup; every backend cleanup goes through here.
 
         ``clean(errors, deferred)`` appends a line per failure to `errors` and
         whatever it left for later to `deferred`. Failures become lines of
         ``stats.errors``; the dirty marker is cleared only when nothing failed
-        and nothing was deferred, so that the next collection cleans again.
+        and nothing was deferred, so that the next collection cleans again
+        (never by a namespace-scoped cleanup, `marker` None, which leaves
+        other namespaces' garbage for a whole collection).
         """
         errors: list[str] = []
         deferred: list[str] = []
@@ -557,7 +578,7 @@ class DB:
             clean(errors, deferred)
         except Exception as exc:
             errors.append(f"{what}: cleanup failed: {exc}")
-        if not errors and not deferred:
+        if marker is not None and not errors and not deferred:
             try:
                 self._clear_marker(marker, token)
             except Exception as exc:
@@ -597,6 +618,10 @@ class DB:
             return self.snapshotters[name]
         except KeyError:
             raise NotFound(f"snapshotter {name!r} not found (have: {', '.join(sorted(self.snapshotters)) or 'none'})") from None
+
+
+def _scope_namespace(namespace: Optional[str]) -> Optional[str]:
+    return None if namespace is None else validate_identifier(namespace, "namespace")
 
 
 class _DirtyMarkers:

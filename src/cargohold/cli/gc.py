@@ -13,7 +13,8 @@ record owns, which a cleanup deletes (``-`` stands for the namespace, as
 leftovers belong to none). TYPE is ``blob`` (KEY: the digest),
 ``ingest-dir`` (the backend ingest ref, or the directory name when the ingest
 has no meta) or ``snapshot-dir`` (``<snapshotter>/<directory name>``); SIZE
-is in bytes. With ``--json`` it prints one list: an object ``{"type",
+is in bytes; a dry run limited to one namespace (``--namespace NS``) lists
+no leftovers, as they belong to none. With ``--json`` it prints one list: an object ``{"type",
 "namespace", "key"}`` per node, then ``{"type", "namespace": null, "key",
 "size"}`` per leftover.
 """
@@ -79,14 +80,6 @@ def stats_json(stats: GCStats) -> dict:
             "snapshot_d": dict(stats.snapshot_d)}
 
 
-def stats_lines(stats: GCStats) -> list[str]:
-    """A short summary of a collection's durations (the demo's account)."""
-    lines = [f"removed {len(stats.removed)} node(s); writers held off {stats.meta_d * 1000:.2f} ms",
-             f"content cleanup {stats.content_d * 1000:.2f} ms"]
-    lines += [f"snapshot cleanup ({name}) {seconds * 1000:.2f} ms" for name, seconds in sorted(stats.snapshot_d.items())]
-    return lines
-
-
 def _count(n: int, one: str, many: str) -> str:
     return f"{n} {one if n == 1 else many}"
 
@@ -135,25 +128,31 @@ def _report_errors(ctx: click.Context, stats: GCStats) -> None:
               help="Only list what a collection would remove (TYPE NAMESPACE KEY) and the backend leftovers "
                    "no record owns (TYPE - KEY SIZE).")
 @click.option("--explain", metavar="DIGEST|KEY",
-              help="Print the chain of references from a root to DIGEST|KEY (in --namespace), one node a line.")
+              help="Print the chain of references from a root to DIGEST|KEY (in the global --namespace), "
+                   "one node a line.")
+@click.option("--namespace", "scope", metavar="NS",
+              help="Collect only namespace NS: its garbage, and in the backends only what was its own "
+                   "(no leftovers) [default: the whole root].")
 @json_option
 @pass_settings
 @click.pass_context
-def command(ctx: click.Context, settings: Settings, dry_run: bool, explain: Optional[str], as_json: bool) -> None:
+def command(ctx: click.Context, settings: Settings, dry_run: bool, explain: Optional[str], scope: Optional[str],
+            as_json: bool) -> None:
     """Run a garbage collection and print what it removed, what it freed and how long it took.
 
-    Every namespace is collected. --dry-run removes nothing; --explain says
-    why something is kept. Exits 1 when a backend cleanup failed (the
-    metadata collection has committed all the same).
+    Every namespace is collected, unless --namespace NS limits it to one.
+    --dry-run removes nothing; --explain says why something is kept. Exits 1
+    when a backend cleanup failed (the metadata collection has committed all
+    the same).
     """
     db = settings.db()
     if explain is not None:
-        if dry_run:
-            raise click.UsageError("--explain and --dry-run cannot be combined")
+        if dry_run or scope is not None:
+            raise click.UsageError("--explain cannot be combined with --dry-run or --namespace")
         _explain(db, settings.namespace, explain, as_json)
     elif dry_run:
-        nodes = db.unreachable()
-        leftovers = db.leftovers()
+        nodes = db.unreachable(namespace=scope)
+        leftovers = [] if scope is not None else db.leftovers()
         if as_json:
             emit_json([node_json(n) for n in nodes]
                       + [{"type": x.type, "namespace": None, "key": x.key, "size": x.size} for x in leftovers])
@@ -163,7 +162,7 @@ def command(ctx: click.Context, settings: Settings, dry_run: bool, explain: Opti
             for leftover in leftovers:
                 click.echo(leftover_line(leftover))
     else:
-        stats = db.garbage_collect()
+        stats = db.garbage_collect(namespace=scope)
         if as_json:
             emit_json(stats_json(stats))
         else:

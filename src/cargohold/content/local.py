@@ -37,7 +37,7 @@ import io
 import json
 import os
 import time
-from typing import BinaryIO, Iterator, Optional
+from typing import BinaryIO, Callable, Iterator, Optional
 
 from .. import filters
 from ..errors import AlreadyExists, Corrupted, FailedPrecondition, InvalidArgument, NotFound, Unavailable
@@ -323,7 +323,8 @@ class LocalStore:
         return IngestClaim(path, _IngestLock.acquire(path, ref))
 
     def clean_ingests(self, keep: "set[str]", *, now: Optional[float] = None, freed: Optional[Freed] = None,
-                      errors: Optional[list] = None, deferred: Optional[list] = None) -> list[str]:
+                      errors: Optional[list] = None, deferred: Optional[list] = None,
+                      owned: Optional[Callable[[str], bool]] = None) -> list[str]:
         """Discard every ingest whose ref is not in `keep`, skipping open ones.
 
         Directories a crash left without a ``meta`` are discarded once they are
@@ -335,6 +336,8 @@ class LocalStore:
         bytes, `errors` receives one line per ingest that could not be removed
         (without `errors`, the first failure raises Unavailable), `deferred` the
         path of each one left for a later call (open in a writer, or too young).
+        With `owned`, only ingests whose ref it accepts are candidates (never a
+        directory without ``meta``, whose ref is unknown).
         """
         now = time.time() if now is None else now
         try:
@@ -344,7 +347,7 @@ class LocalStore:
         removed = []
         for path in paths:
             try:
-                name = self._clean_ingest(path, keep, now, freed, deferred)
+                name = self._clean_ingest(path, keep, now, freed, deferred, owned)
             except (OSError, Unavailable) as exc:
                 if errors is None:
                     raise Unavailable(f"content store clean_ingests failed: {exc}") from None
@@ -355,9 +358,11 @@ class LocalStore:
         return removed
 
     def _clean_ingest(self, path: str, keep: "set[str]", now: float, freed: Optional[Freed],
-                      deferred: Optional[list]) -> Optional[str]:
+                      deferred: Optional[list], owned: Optional[Callable[[str], bool]]) -> Optional[str]:
         meta = _read_meta(path)
         if meta is not None and meta["ref"] in keep:
+            return None
+        if owned is not None and (meta is None or not owned(meta["ref"])):
             return None
         lock = None
         if meta is not None or _abandoned(path, now):

@@ -55,12 +55,26 @@ from .local import CHUNK, IngestBusy, LocalStore, LocalWriter, info_adaptor
 
 if TYPE_CHECKING:
     from ..db import DB, Transaction
+    from ..gc.context import Scope
     from ..namespaces import Namespace
 
 INGEST_EXPIRY_NS = 24 * 3600 * 1_000_000_000
 """How long an unleased ingest stays a GC root after its writer was last opened."""
 
 LABEL_SHAREABLE = "containerd.io/namespace.shareable"
+
+
+def new_backend_ref(ns: str) -> str:
+    """A fresh backend ingest ref of namespace `ns`: ``<ns>-<16 hex>`` (never resumes another's ingest)."""
+    return f"{ns}-{secrets.token_hex(8)}"
+
+
+def backend_ref_namespace(ref: str) -> Optional[str]:
+    """The namespace a backend ingest ref was made for (`new_backend_ref`), or None for another ref."""
+    ns, dash, suffix = ref.rpartition("-")
+    if dash and len(suffix) == 16 and all(c in "0123456789abcdef" for c in suffix):
+        return ns
+    return None
 
 
 def _blob_key(ns: str, digest: str) -> bytes:
@@ -242,7 +256,7 @@ class ContentStore:
                 record = self._ingest(t, ref)
             if exists and self._ns.lease is None:
                 raise AlreadyExists(f"content {expected} already exists in namespace {self._ns.name!r}")
-            bref = record["b"] if record else f"{self._ns.name}-{secrets.token_hex(8)}"
+            bref = record["b"] if record else new_backend_ref(self._ns.name)
             try:
                 bw = None if exists else backend.writer(bref, total=total, algorithm=algorithm)
             except IngestBusy:
@@ -532,7 +546,8 @@ def _referenced(db: "DB") -> tuple[set, set]:
 
 
 def collect_backend(db: "DB", blobs: Optional[Freed] = None, ingests: Optional[Freed] = None,
-                    errors: Optional[list] = None, deferred: Optional[list] = None) -> float:
+                    errors: Optional[list] = None, deferred: Optional[list] = None, *,
+                    scope: Optional["Scope"] = None) -> float:
     """Delete every backend blob and ingest no namespace references; returns the seconds it took.
 
     Runs after a collection has committed, outside any transaction (it waits
@@ -547,6 +562,10 @@ def collect_backend(db: "DB", blobs: Optional[Freed] = None, ingests: Optional[F
     failure raises), `deferred` each orphan ingest left for a later cleanup
     (open in a writer, or too young to be called abandoned). Abandoned
     ingests are judged against the DB's clock.
+
+    With a namespace `scope`, only the blobs of the scope's removed records
+    and the ingests made for its namespace are candidates; blobs and ingest
+    directories that belong to no namespace are left alone.
     """
     started = time.perf_counter()
     backend = db.content_store
@@ -556,21 +575,24 @@ def collect_backend(db: "DB", blobs: Optional[Freed] = None, ingests: Optional[F
         raise FailedPrecondition("collect_backend must run outside any transaction")
     with backend.cleanup_lock.exclusive():
         digests, refs = _referenced(db)
-        for info in list(backend.walk()):
-            if info.digest in digests:
+        candidates = sorted(scope.digests) if scope else [info.digest for info in backend.walk()]
+        for digest in candidates:
+            if digest in digests:
                 continue
             try:
-                size = backend.delete(info.digest)
+                size = backend.delete(digest)
             except NotFound:
                 continue
             except Unavailable as exc:
                 if errors is None:
                     raise
-                errors.append(f"cannot delete blob {info.digest}: {exc}")
+                errors.append(f"cannot delete blob {digest}: {exc}")
                 continue
             if blobs is not None:
                 blobs.add(size)
-        backend.clean_ingests(refs, now=_seconds(db), freed=ingests, errors=errors, deferred=deferred)
+        owned = None if scope is None else (lambda ref: backend_ref_namespace(ref) == scope.namespace)
+        backend.clean_ingests(refs, now=_seconds(db), freed=ingests, errors=errors, deferred=deferred,
+                              owned=owned)
     return time.perf_counter() - started
 
 

@@ -69,6 +69,7 @@ from .fsutil import disk_usage
 
 if TYPE_CHECKING:
     from ..db import DB, Transaction
+    from ..gc.context import Scope
     from ..namespaces import Namespace
 
 
@@ -355,7 +356,7 @@ def remove_for_gc(tx: "Transaction", ns: str, node_key: str) -> None:
 
 
 def collect_backend(db: "DB", name: str, freed: Optional[Freed] = None,
-                    errors: Optional[list] = None) -> float:
+                    errors: Optional[list] = None, *, scope: Optional["Scope"] = None) -> float:
     """Remove every backend snapshot of `name` that no namespace references; return the seconds taken.
 
     Under the creation lock (exclusive) it reads which backend keys the
@@ -377,6 +378,9 @@ def collect_backend(db: "DB", name: str, freed: Optional[Freed] = None,
     bytes); `errors` receives one line per failure, and the cleanup goes on
     with the rest. Must run outside any transaction of this thread (it waits
     for creations in flight, which would include that transaction's own).
+
+    With a namespace `scope`, only that namespace's backend snapshots
+    (``<ns>/...`` keys) are candidates, and directories no record owns stay.
     """
     started = time.perf_counter()
     if db._current() is not None:
@@ -388,8 +392,13 @@ def collect_backend(db: "DB", name: str, freed: Optional[Freed] = None,
         referenced = _referenced_keys(db, name)
         snapshots = list(backend.walk())
         kept = _reconcile_commits(backend, referenced.__contains__, snapshots, freed, errors)
-    lines = backend.purge(_removal_order(snapshots, referenced | kept), freed)
-    lines += backend.cleanup(freed)
+    order = _removal_order(snapshots, referenced | kept)
+    if scope is not None:
+        prefix = f"{scope.namespace}/"
+        order = [key for key in order if key.startswith(prefix)]
+    lines = backend.purge(order, freed)
+    if scope is None:
+        lines += backend.cleanup(freed)
     errors.extend(f"snapshotter {name!r}: {line}" for line in lines)
     return time.perf_counter() - started
 
