@@ -380,8 +380,8 @@ def test_damaged_file_raises_cargohold_error(root, damage):
     """, check=False)
     assert proc.returncode == 0, proc.stderr
     if damage == "empty":
-        # an empty data file is a fresh database, not a damaged one
-        assert proc.stdout.split() == ["opened"]
+        # an emptied data file is a lost database, never silently a fresh one
+        assert proc.stdout.split() == ["error", "Corrupted"]
     else:
         assert proc.stdout.split()[0] == "error", proc.stdout
 
