@@ -155,8 +155,14 @@ def _attempts(cases, pristine, tmp_path, *, after_crash: bool) -> list:
         if after_crash:  # as a crashed session leaves it: no clean marker
             os.unlink(copy / "meta" / "clean.json")
         _damage(copy / "meta" / "data.mdb", kind, seed)
-        procs.append(((kind, seed), _spawn(copy)))
-    return [_outcome(case, proc) for case, proc in procs]
+        procs.append(((kind, seed), copy, _listing(copy), _spawn(copy)))
+    results = []
+    for case, copy, before, proc in procs:
+        result = _outcome(case, proc)
+        if "Nothing was changed" in result[2]:  # refused at open (not a damaged record read later)
+            assert _listing(copy) == before, f"{case}: a refused open wrote"
+        results.append(result)
+    return results
 
 
 def _free_list_entry(data: bytes) -> int:
