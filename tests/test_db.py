@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -300,6 +301,32 @@ def test_migration_1_initial_layout(root):
         assert db.namespaces.labels("old") == {"kept": "yes"}
 
 
+def test_migration_2_identity(root):
+    """A database from before identities gets one, written once, and adopts the backends it was used with."""
+    with cargohold.open(root) as db:
+        ns = db.namespace("default")
+        with ns.content.writer("r") as w:
+            w.write(b"old blob")
+            digest = w.commit(8).digest
+        with db._env.write() as txn:
+            txn.delete(schema.T_META, schema.META_IDENTITY)
+            txn.put(schema.T_META, schema.META_VERSION, cargohold._native.encode_varint(1))
+    owners = [root / "content" / "owner.json", root / "snapshots" / "native" / "owner.json",
+              root / "snapshots" / "overlay" / "owner.json"]
+    for owner in owners:
+        owner.unlink()
+    with cargohold.open(root) as db:
+        assert db.version == 2
+        identity = db.identity
+        assert len(identity) == 32 and int(identity, 16) >= 0
+        assert all(json.loads(owner.read_text()) == {"database": identity} for owner in owners)
+        db.namespace("default").content.delete(digest)
+        assert db.garbage_collect().errors == []
+        assert not db.content_store.exists(digest)  # an adopted backend is cleaned as before
+    with cargohold.open(root) as db:
+        assert db.identity == identity  # written once
+
+
 def test_migrations_run_in_order_in_one_transaction(root, monkeypatch):
     _older_database(root, 1)
     ran = []
@@ -380,8 +407,8 @@ def test_damaged_file_raises_cargohold_error(root, damage):
     """, check=False)
     assert proc.returncode == 0, proc.stderr
     if damage == "empty":
-        # an empty data file is a fresh database, not a damaged one
-        assert proc.stdout.split() == ["opened"]
+        # an emptied data file is a lost database, never silently a fresh one
+        assert proc.stdout.split() == ["error", "Corrupted"]
     else:
         assert proc.stdout.split()[0] == "error", proc.stdout
 

@@ -28,21 +28,18 @@ def open(root: "str | os.PathLike[str]", *, shared: bool = True,
 
     Layout: ``root/meta`` (LMDB), ``root/content`` (blob store),
     ``root/snapshots/<name>`` (snapshotters). The DB is a context manager.
+    A lost or damaged metadata database raises Corrupted and changes nothing.
     """
     root = os.fspath(root)
     try:
         os.makedirs(root, exist_ok=True)
     except OSError as exc:
         raise errors.Unavailable(f"cannot create root directory {root!r}: {exc}") from None
-    snapshotters = _open_snapshotters(os.path.join(root, "snapshots"), clock)
+    # The metadata database first: one refused as lost or damaged leaves the backends untouched.
+    db = DB(os.path.join(root, "meta"), shared=shared, publisher=publisher, clock=clock, map_size=map_size)
     try:
-        content = LocalStore(os.path.join(root, "content"))
-        db = DB(os.path.join(root, "meta"), content, snapshotters=snapshotters, shared=shared,
-                publisher=publisher, clock=clock, map_size=map_size)
-    except BaseException:
-        _close_all(snapshotters)
-        raise
-    try:
+        db.content_store = LocalStore(os.path.join(root, "content"))
+        db.snapshotters.update(_open_snapshotters(os.path.join(root, "snapshots"), clock))
         db.init()
     except BaseException:
         db.close()

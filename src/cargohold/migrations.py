@@ -10,6 +10,7 @@ A migration is added, never edited: its number is what older databases hold.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
@@ -31,9 +32,20 @@ def _initial_layout(tx: "Transaction") -> None:
     tx.kv.put(schema.T_META, schema.META_SCHEMA, schema.SCHEMA)
 
 
+def _identity(tx: "Transaction") -> None:
+    """Version 2: a random identity, written once, by which backends name the database that owns
+    them (`cargohold.ownership`); a database upgraded to it adopts the backends it is opened with."""
+    if tx.kv.get(schema.T_META, schema.META_IDENTITY) is None:
+        tx.kv.put(schema.T_META, schema.META_IDENTITY, uuid.uuid4().hex.encode())
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial v1 layout", _initial_layout),
+    Migration(2, "database identity", _identity),
 ]
+
+IDENTITY_VERSION = 2
+"""The first version with an identity: a database below it predates backend ownership."""
 
 
 def latest_version() -> int:

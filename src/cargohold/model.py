@@ -225,7 +225,8 @@ class GCStats:
     ``snapshot_dirs`` (per snapshotter) count what the cleanups deleted from
     the backends, with the bytes measured just before. ``errors`` holds one
     line per backend removal that failed (the collection went on with the rest,
-    and the metadata collection had committed).
+    and the metadata collection had committed) and per backend cleanup refused
+    because this database does not own the backend (`cargohold.ownership`).
     """
 
     meta_d: float = 0.0

@@ -133,19 +133,25 @@ def _report_errors(ctx: click.Context, stats: GCStats) -> None:
 @click.option("--namespace", "scope", metavar="NS",
               help="Collect only namespace NS: its garbage, and in the backends only what was its own "
                    "(no leftovers) [default: the whole root].")
+@click.option("--adopt-backends", is_flag=True,
+              help="Make this metadata database the owner of backends it does not own (their data may be "
+                   "described by records it lost) and delete everything in them it does not reference.")
 @json_option
 @pass_settings
 @click.pass_context
 def command(ctx: click.Context, settings: Settings, dry_run: bool, explain: Optional[str], scope: Optional[str],
-            as_json: bool) -> None:
+            adopt_backends: bool, as_json: bool) -> None:
     """Run a garbage collection and print what it removed, what it freed and how long it took.
 
     Every namespace is collected, unless --namespace NS limits it to one.
     --dry-run removes nothing; --explain says why something is kept. Exits 1
-    when a backend cleanup failed (the metadata collection has committed all
-    the same).
+    when a backend cleanup failed or was refused (the metadata collection has
+    committed all the same): a backend this database does not own is cleaned
+    only with --adopt-backends.
     """
     db = settings.db()
+    if adopt_backends and (dry_run or explain is not None):
+        raise click.UsageError("--adopt-backends cannot be combined with --dry-run or --explain")
     if explain is not None:
         if dry_run or scope is not None:
             raise click.UsageError("--explain cannot be combined with --dry-run or --namespace")
@@ -162,7 +168,7 @@ def command(ctx: click.Context, settings: Settings, dry_run: bool, explain: Opti
             for leftover in leftovers:
                 echo(leftover_line(leftover))
     else:
-        stats = db.garbage_collect(namespace=scope)
+        stats = db.garbage_collect(namespace=scope, adopt_backends=adopt_backends)
         if as_json:
             emit_json(stats_json(stats))
         else:
