@@ -388,6 +388,46 @@ def test_lost_database_never_makes_gc_wipe_a_snapshotter(tmp_path):
         assert list(db.snapshotter_backend("native").walk()) == []
 
 
+def _unpacked_root(tmp_path):
+    root = tmp_path / "root"
+    layout = Layout(tmp_path / "layout")
+    image = layout.image([Layer().file("a", b"1").bytes(), Layer().file("b", b"2").bytes()])
+    layout.write_index([(image.manifest, {NAME: "example.com/app:1"})])
+    invoke(root, "images", "import", "--unpack", layout.root)
+    invoke(root, "containers", "create", "example.com/app:1", "web")
+    return root, root / "snapshots" / "native" / "snapshots"
+
+
+def test_a_lost_snapshotter_metastore_never_makes_gc_or_prepare_wipe_its_directories(tmp_path):
+    """The metadata database is intact, but the native snapshotter's own metastore is gone."""
+    root, native = _unpacked_root(tmp_path)
+    before = _listing(native)
+    assert len(os.listdir(native)) == 3  # two layers and the container's snapshot
+    shutil.rmtree(root / "snapshots" / "native" / "metadata")
+
+    invoke(root, "snapshots", "prepare", "scratch")  # its fresh ids must not land on the old directories
+    invoke(root, "snapshots", "rm", "scratch")  # a deletion: the snapshotter is dirty
+    result = invoke(root, "gc", ok=False)
+    assert result.exit_code == 1
+    assert "snapshotter 'native' is not cleaned: the metadata references 3 snapshots its backend does not know" \
+        in " ".join(result.stderr.split())
+    assert {path: entry for path, entry in _listing(native).items() if path in before} == before
+    again = invoke(root, "gc", ok=False)  # refused again: nothing was deleted, the deletion stays pending
+    assert again.exit_code == 1 and {p: e for p, e in _listing(native).items() if p in before} == before
+
+
+def test_a_lost_metadata_database_and_snapshotter_metastore_keep_every_directory(tmp_path):
+    root, native = _unpacked_root(tmp_path)
+    before = _listing(native)
+    shutil.rmtree(root / "meta")
+    shutil.rmtree(root / "snapshots" / "native" / "metadata")
+    invoke(root, "snapshots", "prepare", "scratch")
+    invoke(root, "snapshots", "rm", "scratch")
+    result = invoke(root, "gc", ok=False)
+    assert result.exit_code == 1 and "snapshotter 'native'" in result.stderr and "is not cleaned" in result.stderr
+    assert {p: e for p, e in _listing(native).items() if p in before} == before
+
+
 def test_a_database_collecting_its_own_content_still_cleans(tmp_path):
     root = tmp_path / "root"
     invoke(root, "images", "import", _many_blobs_layout(tmp_path, 20).root)

@@ -85,7 +85,11 @@ def claim(root: str, identity: str) -> None:
 
 
 def holds_data(backend: Any) -> bool:
-    """Whether the backend holds anything: a blob, an ingest or a snapshot."""
+    """Whether the backend holds anything: a blob, an ingest or a snapshot (its own `holds_data()`
+    when it has one, which also counts data its records do not describe)."""
+    own = getattr(backend, "holds_data", None)
+    if callable(own):
+        return bool(own())
     for listing in ("walk", "statuses"):
         fn = getattr(backend, listing, None)
         if fn is None:

@@ -118,8 +118,8 @@ def _report_errors(ctx: click.Context, stats: GCStats) -> None:
         return
     for line in stats.errors:
         echo(f"cargohold: {one_line(line)}", err=True)
-    echo("cargohold: the metadata collection itself committed; the next gc retries the cleanups "
-         "that failed", err=True)
+    echo("cargohold: the metadata collection itself committed; what was not cleaned stays for a later gc "
+         "(each line above says why)", err=True)
     ctx.exit(1)
 
 

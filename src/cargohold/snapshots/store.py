@@ -392,6 +392,14 @@ def collect_backend(db: "DB", name: str, freed: Optional[Freed] = None,
         referenced = _referenced_keys(db, name)
         snapshots = list(backend.walk())
         kept = _reconcile_commits(backend, referenced.__contains__, snapshots, freed, errors)
+        lost = referenced - {info.name for info in backend.walk()}
+    if lost:
+        errors.append(f"snapshotter {name!r} is not cleaned: the metadata references {len(lost)} "
+                      f"snapshot{'' if len(lost) == 1 else 's'} "
+                      f"its backend does not know (such as {sorted(lost)[0]!r}), so the backend's own metastore "
+                      f"may have been lost or replaced; nothing in it was deleted. Restore "
+                      f"{os.path.join(backend.root, 'metadata')!r}, or remove the records of the lost snapshots")
+        return time.perf_counter() - started
     order = _removal_order(snapshots, referenced | kept)
     if scope is not None:
         prefix = f"{scope.namespace}/"
