@@ -47,7 +47,7 @@ def find_metadata_test() -> str | None:
 def missing_message() -> str:
     """The line printed instead of the Go figures when the anchor binary is absent."""
     looked = os.environ.get(ENV_VAR) or str(DEFAULT_METADATA_TEST)
-    return f"containerd anchor not found ({looked}): {BUILD_HINT}"
+    return f"containerd anchor not found: {BUILD_HINT} (looked for {looked})"
 
 
 def default_rounds(sets: int) -> int:
