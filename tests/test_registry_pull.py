@@ -264,5 +264,5 @@ def test_a_progress_bar_per_layer_at_a_terminal(anonymous_registry, repo, tmp_pa
     with cargohold.open(tmp_path / "tty") as database:
         doc = json.loads(database.namespace("default").content.read(manifest.digest))
     for layer in doc["layers"]:
-        assert f"pull layer {layer['digest'][:19]}" in text and f"unpacking layer {layer['digest'][:19]}" in text
+        assert f"pulling layer {layer['digest'][:19]}" in text and f"unpacking layer {layer['digest'][:19]}" in text
     assert manifest.digest in text  # and the table after the bars

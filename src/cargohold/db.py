@@ -44,7 +44,7 @@ from .errors import Corrupted, Error, FailedPrecondition, InvalidArgument, NotFo
 from .gc import context as gccontext
 from .kv import Env
 from .locks import FileLock
-from .model import Freed, GCStats, Leftover, Node, ResourceType
+from .model import Freed, GCStats, Leftover, Node, ResourceType, snapshotter_name
 from .sessions import DeadSession, Sessions
 from .timeutil import Clock, to_ns, utcnow
 from .validation import require_str, validate_identifier
@@ -237,7 +237,7 @@ class DB:
                  *, map_size: Optional[int] = None) -> None:
         self.path = os.fspath(meta_path)
         self.content_store = content_store
-        self.snapshotters: dict[str, Any] = dict(snapshotters or {})
+        self.snapshotters: dict[str, Any] = Snapshotters(snapshotters or {})
         self.shared = shared
         self.publisher = publisher
         self.clock: Clock = clock or utcnow
@@ -681,11 +681,36 @@ class DB:
         return Namespace(self, name)
 
     def snapshotter_backend(self, name: str) -> Any:
+        """The backend of snapshotter `name` (an alias such as ``overlay`` names ``overlayfs``)."""
         require_str(name, "snapshotter name")
         try:
             return self.snapshotters[name]
         except KeyError:
             raise NotFound(f"snapshotter {name!r} not found (have: {', '.join(sorted(self.snapshotters)) or 'none'})") from None
+
+
+class Snapshotters(dict):
+    """The snapshot backends by name; an alias (``overlay``) finds its snapshotter (``overlayfs``)."""
+
+    def __init__(self, backends: Mapping[str, Any] = ()) -> None:
+        super().__init__()
+        self.update(backends)
+
+    def update(self, backends: Mapping[str, Any] = (), **more: Any) -> None:
+        for name, backend in {**dict(backends), **more}.items():
+            self[name] = backend
+
+    def __setitem__(self, name: str, backend: Any) -> None:
+        super().__setitem__(snapshotter_name(name), backend)
+
+    def __getitem__(self, name: str) -> Any:
+        return super().__getitem__(snapshotter_name(name))
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and super().__contains__(snapshotter_name(name))
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return super().get(snapshotter_name(name), default) if isinstance(name, str) else default
 
 
 def _scope_namespace(namespace: Optional[str]) -> Optional[str]:

@@ -36,7 +36,7 @@ def ls(settings: Settings, filters: tuple, as_json: bool) -> None:
 @command.command("create")
 @click.argument("image")
 @click.argument("container_id", metavar="ID")
-@click.option("--snapshotter", default="native", show_default=True, help="Snapshotter of the container's snapshot.")
+@click.option("--snapshotter", default="native", show_default=True, help="Snapshotter of the container's snapshot: native or overlayfs (overlay is an alias).")
 @click.option("--runtime", default="io.containerd.runc.v2", show_default=True, help="Runtime name.")
 @click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="Platform of the image [default: the host's].")
 @click.option("--spec", "spec_file", type=click.File("rb"), help="OCI runtime spec to store (a JSON file).")

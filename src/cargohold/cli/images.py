@@ -102,7 +102,7 @@ def ls(settings: Settings, filters: tuple, quiet: bool, as_json: bool) -> None:
               help="Name prefix for entries whose org.opencontainers.image.ref.name is a bare tag.")
 @click.option("--index-name", metavar="NAME", help="Also create an image NAME for the archive's index.json.")
 @click.option("--unpack", is_flag=True, help="Unpack the layers into snapshots named by chain ID.")
-@click.option("--snapshotter", default="native", show_default=True, help="Snapshotter to unpack into.")
+@click.option("--snapshotter", default="native", show_default=True, help="Snapshotter to unpack into: native or overlayfs (overlay is an alias).")
 @max_layer_size_option
 @platform_option
 @all_platforms_option
@@ -171,7 +171,7 @@ def credentials(user: Optional[str]) -> Optional[Credentials]:
 @command.command("pull")
 @click.argument("ref", metavar="REF")
 @click.option("--unpack", is_flag=True, help="Unpack the layers into snapshots named by chain ID.")
-@click.option("--snapshotter", default="native", show_default=True, help="Snapshotter to unpack into.")
+@click.option("--snapshotter", default="native", show_default=True, help="Snapshotter to unpack into: native or overlayfs (overlay is an alias).")
 @max_layer_size_option
 @platform_option
 @all_platforms_option

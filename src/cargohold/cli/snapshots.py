@@ -32,7 +32,7 @@ label_option = click.option("--label", "labels", multiple=True, metavar="KEY=VAL
 
 
 @click.group("snapshots")
-@click.option("--snapshotter", default="native", show_default=True, help="Snapshotter to work with.")
+@click.option("--snapshotter", default="native", show_default=True, help="Snapshotter to work with: native or overlayfs (overlay is an alias).")
 @pass_settings
 @click.pass_context
 def command(ctx: click.Context, settings: Settings, snapshotter: str) -> None:

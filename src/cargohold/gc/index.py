@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Iterable, Mapping, Optional
 
 from .. import schema
 from ..errors import Corrupted, InvalidArgument, Unsupported
-from ..model import RESOURCE_MAX, Resource, ResourceType
+from ..model import RESOURCE_MAX, Resource, ResourceType, snapshotter_name
 from ..timeutil import saturate
 from . import labels as gclabels
 
@@ -149,6 +149,37 @@ def decode(value: bytes) -> Entry:
         raise Corrupted(f"damaged garbage-collection entry: {exc}") from None
 
 
+def reencode(entry: Entry) -> bytes:
+    """The table value of a decoded entry: ``reencode(decode(v)) == v``."""
+    out = [bytes((entry.flags,))]
+    if entry.flags & F_EXPIRES:
+        out.append(_I64.pack(entry.expire))
+    if entry.flags & F_USEDAT:
+        out.append(bytes((len(entry.usedat),)))
+        out.extend(_I64.pack(t) for t in entry.usedat)
+    for kind, target, extra in entry.edges:
+        out.append(bytes((kind,)) + _chunk(target))
+        if kind == E_COND:
+            out.append(extra[0].encode() + _I64.pack(extra[1]))
+        elif kind == E_LABEL:
+            out.append(_chunk(extra))
+    return b"".join(out)
+
+
+def rename_targets(value: bytes, rename) -> Optional[bytes]:
+    """`value` with every edge's target node key passed through ``rename(key) -> key | None``
+    (None keeps it), or None when nothing changed. Collector label edges name no node: kept."""
+    entry = decode(value)
+    changed = False
+    for i, (kind, target, extra) in enumerate(entry.edges):
+        if kind != E_LABEL:
+            new = rename(target)
+            if new is not None:
+                entry.edges[i] = (kind, new, extra)
+                changed = True
+    return reencode(entry) if changed else None
+
+
 # -- writers used by the stores ---------------------------------------------------------
 
 
@@ -225,7 +256,7 @@ def resource_ref(resource: Resource) -> tuple[int, str]:
     if rtype == "images":
         return ResourceType.IMAGE, resource.id
     if rtype.startswith(_SNAPSHOTS) and len(rtype) > len(_SNAPSHOTS):
-        return ResourceType.SNAPSHOT, f"{rtype[len(_SNAPSHOTS):]}/{resource.id}"
+        return ResourceType.SNAPSHOT, f"{snapshotter_name(rtype[len(_SNAPSHOTS):])}/{resource.id}"
     raise Unsupported(f"unsupported lease resource type {rtype!r}")
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
 from .. import schema
-from ..model import ResourceType
+from ..model import ResourceType, snapshotter_name
 from ..timeutil import parse_go_duration, parse_rfc3339
 
 GC_ROOT = "containerd.io/gc.root"
@@ -54,7 +54,7 @@ def _named(key: str, prefix: str) -> bool:
 
 
 def _snapshotter_of(rest: str) -> str:
-    return rest.split("/", 1)[0]
+    return snapshotter_name(rest.split("/", 1)[0])
 
 
 @dataclass
