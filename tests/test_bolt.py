@@ -460,3 +460,39 @@ def test_damaged_inline_bucket(damaged):
         assert HEADER.unpack(data[page:page + 16])[1:3] == (0x02, 5)
         damaged.poke(page + 8, struct.pack("<H", 0x01))
     damaged.corrupted("inline bucket b'inline': holds a branch page")
+
+
+# -- a writer committing while we read ----------------------------------------------------------------
+
+
+def test_consistent_snapshots_under_a_committing_writer(gobolt, tmp_path, reader_impl):
+    """bbolt's writer holds its exclusive flock and commits non-stop: every read is one transaction."""
+    import fcntl
+
+    path = gobolt.write({"page_size": 4096, "txns": []}, tmp_path / "churn.db")
+    writer = gobolt.churn(path, 2.0)
+    try:
+        seen, unavailable, retried = [], 0, 0
+        while writer.poll() is None:
+            try:
+                f = bolt.open(path)
+            except errors.Unavailable:
+                unavailable += 1
+                continue
+            churn = f.bucket(b"churn")
+            if churn is None:
+                continue
+            values = {value for _, value in churn.items()}
+            assert len(churn) == 300 and len(values) == 1, f"a torn read at txid {f.txid}: {sorted(values)[:3]}"
+            seen.append((f.txid, int(values.pop())))
+            retried += f.stats.attempts > 1
+            if len(seen) == 1:   # the writer really holds bbolt's lock while we read
+                with open(path, "rb") as fh, pytest.raises(BlockingIOError):
+                    fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+        writer.wait()
+    assert writer.returncode == 0, writer.stderr.read()
+    assert len(seen) > 20 and [t for t, _ in seen] == sorted(t for t, _ in seen)
+    assert len({gen for _, gen in seen}) > 10

@@ -21,17 +21,18 @@ from typing import Iterator, Optional
 from ..errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from .bucket import Bucket
 from .meta import Meta
-from .reader import Source, load
+from .reader import ReadStats, Source, load
 
-__all__ = ["Bucket", "File", "Meta", "open"]
+__all__ = ["Bucket", "File", "Meta", "ReadStats", "open"]
 
 
 class File:
     """One transaction of a bbolt file, held in memory (a context manager; `close` drops it)."""
 
-    def __init__(self, path: str, meta: Meta, root: Bucket) -> None:
+    def __init__(self, path: str, meta: Meta, root: Bucket, stats: ReadStats) -> None:
         self.path = path
         self.meta = meta
+        self.stats = stats
         self.txid = meta.txid
         self.page_size = meta.page_size
         self._root: Optional[Bucket] = root
@@ -104,8 +105,8 @@ def open(path: "str | os.PathLike[str]") -> File:
             raise InvalidArgument(f"{path} is a directory, not a bbolt file")
         if not stat.S_ISREG(mode):
             raise InvalidArgument(f"{path} is not a regular file")
-        meta, root = load(Source(path, fd))
+        meta, root, stats = load(Source(path, fd))
     finally:
         os.close(fd)
-    return File(path, meta, root)
+    return File(path, meta, root, stats)
 

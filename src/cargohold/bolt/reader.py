@@ -19,6 +19,7 @@ from __future__ import annotations
 import bisect
 import os
 import struct
+from dataclasses import dataclass
 
 from .._native import bolt_branch, bolt_leaf
 from ..errors import Corrupted, Unavailable
@@ -111,8 +112,10 @@ def current_meta(src: Source, page_size: int) -> metapage.Meta:
 class Walk:
     """Reads the pages reachable from one meta's root into `records` (pgid -> record)."""
 
-    def __init__(self, src: Source, meta: metapage.Meta, records: dict, cache: dict | None) -> None:
+    def __init__(self, src: Source, meta: metapage.Meta, records: dict, cache: dict | None,
+                 stats: ReadStats) -> None:
         self.src = src
+        self.stats = stats
         self.meta = meta
         self.page_size = meta.page_size
         self.records = records
@@ -124,6 +127,7 @@ class Walk:
         frontier = [(self.meta.root, -1)]
         records = self.records
         cache = self.cache
+        stats = self.stats
         while frontier:
             wanted = {}
             following = []
@@ -134,6 +138,7 @@ class Walk:
                 if record is None:
                     wanted[pgid] = parent
                 else:
+                    stats.pages_reused += 1
                     self._add(record, following)
             for pgid, record in self._fetch(wanted):
                 self._add(record, following)
@@ -173,6 +178,8 @@ class Walk:
     def _read(self, pgid: int, parent: int, pages: int) -> bytes:
         size = pages * self.page_size
         data = self.src.read(pgid * self.page_size, size)
+        self.stats.pages_read += pages
+        self.stats.bytes_read += len(data)
         if len(data) != size:
             raise self._bad(pgid, parent, f"truncated: read {len(data)} of {size} bytes")
         return data
@@ -299,16 +306,29 @@ def _leaves(records: dict, pgid: int) -> list:
     return out
 
 
-def load(src: Source) -> tuple[metapage.Meta, Bucket]:
-    """The newest consistent transaction of the file: its meta and root bucket."""
+@dataclass
+class ReadStats:
+    """How a File was read: attempts (1 unless a writer committed meanwhile), pages and bytes read."""
+
+    attempts: int = 0
+    pages_read: int = 0
+    pages_reused: int = 0
+    bytes_read: int = 0
+
+
+def load(src: Source) -> tuple[metapage.Meta, Bucket, ReadStats]:
+    """The newest consistent transaction of the file: its meta, root bucket, and how it was read."""
     page_size = find_page_size(src)
     meta = current_meta(src, page_size)
     first_txid = meta.txid
+    stats = ReadStats()
     cache = None
-    for _ in range(MAX_ATTEMPTS):
+    while stats.attempts < MAX_ATTEMPTS:
+        stats.attempts += 1
         records: dict = {}
+        walk = Walk(src, meta, records, cache, stats)
         try:
-            Walk(src, meta, records, cache).run()
+            walk.run()
             root = assemble(src, meta, records)
             failure = None
         except Corrupted as exc:
@@ -317,7 +337,7 @@ def load(src: Source) -> tuple[metapage.Meta, Bucket]:
         if now == meta:
             if failure is not None:
                 raise failure
-            return meta, root
+            return meta, root, stats
         # the file moved on while we read: what we read may mix two transactions
         cache = records if now.txid == meta.txid + 1 else None
         meta = now
