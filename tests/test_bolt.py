@@ -33,8 +33,8 @@ def gobolt(tmp_path_factory):
 @pytest.fixture
 def reader_impl(impl, monkeypatch):
     """Run the reader on each implementation of the page decoders (compiled and fallback)."""
-    monkeypatch.setattr(reader, "bolt_leaf", impl.bolt_leaf)
-    monkeypatch.setattr(reader, "bolt_branch", impl.bolt_branch)
+    for name in ("bolt_page", "bolt_pages", "bolt_referenced", "bolt_assemble"):
+        monkeypatch.setattr(reader, name, getattr(impl, name))
     return impl
 
 
@@ -544,20 +544,35 @@ def test_mutated_files_raise_only_corrupted(fuzz_files, tmp_path, impl_name):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("impl_name", sorted(IMPLEMENTATIONS))
-def test_mutated_files_raise_only_corrupted_long(fuzz_files, tmp_path, impl_name):
+def test_mutated_files_raise_only_corrupted_long(fuzz_files, tmp_path, impl_name, request):
+    if "slow" not in (request.config.option.markexpr or ""):
+        pytest.skip("about two minutes: runs with -m slow")
     run_fuzzer(fuzz_files, tmp_path, impl_name, examples=5000, timeout=3000)
 
 
 # -- the compiled page decoders and their pure-Python twins agree ---------------------------------------
 
 
-def decode_with(impl, buf: bytes, start: int, end: int, count: int, branch: bool):
+def normal(value):
+    """A decoder's result with buckets of either implementation turned into comparable tuples."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(normal(v) for v in value)
+    if isinstance(value, dict):
+        return {k: normal(v) for k, v in value.items()}
+    if hasattr(value, "buckets"):
+        return ("bucket", value.sequence, value._root, list(value.items()), normal(dict(value.buckets())))
+    return value
+
+
+def decode_with(impl, buf: bytes, start: int, end: int, count: int, branch: bool, pgid=None):
     try:
+        if pgid is not None:
+            return normal(impl.bolt_page(buf, start, end, pgid))
         if branch:
             return impl.bolt_branch(buf, start, end, count)
         return impl.bolt_leaf(buf, start, end, count)
     except errors.Corrupted as exc:
-        return ("Corrupted", str(exc))
+        return ("Corrupted", exc.args)
 
 
 def test_decoders_agree_on_every_real_page(rich_files):
@@ -574,6 +589,9 @@ def test_decoders_agree_on_every_real_page(rich_files):
                 ours = decode_with(compiled, data, offset, end, count, branch)
                 assert ours == decode_with(_fallback, data, offset, end, count, branch), (page_size, offset)
                 checked += not (isinstance(ours, tuple) and ours[0] == "Corrupted")
+            for pgid in (offset // page_size, offset // page_size + 1):   # whole pages, and a wrong id
+                ours = decode_with(compiled, data, offset, end, count, False, pgid)
+                assert ours == decode_with(_fallback, data, offset, end, count, False, pgid), (page_size, offset)
     assert checked > 1000
 
 
@@ -596,6 +614,12 @@ def test_decoders_agree_on_arbitrary_pages(elements, extra, keys, slack, start):
         for c in (count, len(elements)):
             assert decode_with(compiled, buf, start, end, c, is_branch) == \
                 decode_with(_fallback, buf, start, end, c, is_branch)
+            # as a whole page: a header of this id, the kind's flags and this count
+            page = bytearray(buf)
+            page[start:start + 16] = HEADER.pack(7, 0x01 if is_branch else 0x02, c % 65536, 0)
+            page = bytes(page)
+            assert decode_with(compiled, page, start, end, c, is_branch, pgid=7) == \
+                decode_with(_fallback, page, start, end, c, is_branch, pgid=7)
 
 
 # -- a real containerd's meta.db, read while the daemon holds it ----------------------------------------
