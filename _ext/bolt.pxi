@@ -36,6 +36,13 @@ cdef inline uint16_t _bolt_u16(const unsigned char *p) noexcept nogil:
     return v
 
 
+cdef str _bolt_show(bytes key):
+    """A key for an error message: its repr, cut after 64 bytes."""
+    if len(key) <= 64:
+        return repr(key)
+    return f"{key[:64]!r}... ({len(key)} bytes)"
+
+
 cdef inline int _bolt_keycmp(const unsigned char *a, Py_ssize_t alen,
                         const unsigned char *b, Py_ssize_t blen) noexcept nogil:
     cdef int c = memcmp(a, b, alen if alen < blen else blen)
@@ -84,7 +91,7 @@ cdef tuple _bolt_leaf(const unsigned char *base, Py_ssize_t start, Py_ssize_t en
         elem = table + 16 * unsorted
         k = elem + <Py_ssize_t>_bolt_u32(base + elem + 4)
         item = PyBytes_FromStringAndSize(<const char*>base + k, _bolt_u32(base + elem + 8))
-        raise Corrupted(f"leaf element {unsorted}: key {item!r} does not sort after the previous key")
+        raise Corrupted(f"leaf element {unsorted}: key {_bolt_show(item)} does not sort after the previous key")
     keys = PyList_New(count)
     values = PyList_New(count)
     for i in range(count):
@@ -155,17 +162,17 @@ cdef BoltBucket _bolt_inline(const unsigned char *base, Py_ssize_t start, Py_ssi
                              BoltBucket bucket):
     cdef uint16_t flags, count
     if end - start < BOLT_HEADER:
-        raise Corrupted(f"inline bucket {name!r}: {end - start} bytes cannot hold a page header")
+        raise Corrupted(f"inline bucket {_bolt_show(name)}: {end - start} bytes cannot hold a page header")
     flags = _bolt_u16(base + start + 8)
     count = _bolt_u16(base + start + 10)
     if flags != BOLT_LEAF_FLAG:
-        raise Corrupted(f"inline bucket {name!r}: holds a {_bolt_page_type(flags)} page, not a leaf page")
+        raise Corrupted(f"inline bucket {_bolt_show(name)}: holds a {_bolt_page_type(flags)} page, not a leaf page")
     try:
         keys, values, buckets = _bolt_leaf(base, start, end, count)
     except Corrupted as exc:
-        raise Corrupted(f"inline bucket {name!r}: {exc}") from None
+        raise Corrupted(f"inline bucket {_bolt_show(name)}: {exc}") from None
     if buckets:
-        raise Corrupted(f"inline bucket {name!r}: holds a sub-bucket (bbolt never inlines those)")
+        raise Corrupted(f"inline bucket {_bolt_show(name)}: holds a sub-bucket (bbolt never inlines those)")
     bucket._keys = keys
     bucket._values = values
     return bucket
@@ -182,7 +189,7 @@ cdef dict _bolt_subs(const unsigned char *base, list keys, list buckets):
         end = buckets[n + 2]
         name = keys[index]
         if end - start < 16:
-            raise Corrupted(f"bucket {name!r}: a value of {end - start} bytes is no bucket header")
+            raise Corrupted(f"bucket {_bolt_show(name)}: a value of {end - start} bytes is no bucket header")
         bucket = BoltBucket.__new__(BoltBucket)
         bucket.sequence = _bolt_u64(base + start + 8)
         root = _bolt_u64(base + start)
@@ -295,8 +302,8 @@ def bolt_assemble(dict records, root, sequence):
             subs = None
             for leaf in leaves:
                 if keys and leaf[3] and not keys[len(keys) - 1] < leaf[3][0]:
-                    raise Corrupted(leaf[2], f"leaf key {leaf[3][0]!r} does not sort after the previous "
-                                             f"page's last key {keys[len(keys) - 1]!r}")
+                    raise Corrupted(leaf[2], f"leaf key {_bolt_show(leaf[3][0])} does not sort after the previous "
+                                             f"page's last key {_bolt_show(keys[len(keys) - 1])}")
                 keys += leaf[3]
                 values += leaf[4]
                 if leaf[5] is not None:

@@ -455,7 +455,8 @@ def test_keys_out_of_order_across_pages(damaged):
     assert len(wide) > 2
     _, pgid = max(wide)
     damaged.poke(first_key(pgid)[0], b"\x00")
-    damaged.corrupted(f"page {pgid}: leaf key", "does not sort after the previous page's last key")
+    message = damaged.corrupted(f"page {pgid}: leaf key", "does not sort after the previous page's last key")
+    assert "..." in message and " bytes)" in message   # long keys are cut in messages
 
 
 def test_damaged_inline_bucket(damaged):
@@ -472,27 +473,33 @@ def test_damaged_inline_bucket(damaged):
 # -- a writer committing while we read ----------------------------------------------------------------
 
 
-def test_consistent_snapshots_under_a_committing_writer(gobolt, tmp_path, reader_impl):
+def test_consistent_snapshots_under_a_committing_writer(gobolt, tmp_path, reader_impl, monkeypatch):
     """bbolt's writer holds its exclusive flock and commits non-stop: every read is one transaction."""
     import fcntl
 
     path = gobolt.write({"page_size": 4096, "txns": []}, tmp_path / "churn.db")
-    writer = gobolt.churn(path, 2.0)
+    static = [(b"static-%04d" % k, b"static-%04d" % k) for k in range(2000)]
+    writer = gobolt.churn(path, 3.0)
     try:
-        seen, unavailable, retried = [], 0, 0
+        seen, retried, reused, unavailable = [], 0, 0, []
         while writer.poll() is None:
+            if len(seen) > 50 and not unavailable:
+                monkeypatch.setattr(reader, "MAX_ATTEMPTS", 1)   # now give up at the first change
             try:
                 f = bolt.open(path)
-            except errors.Unavailable:
-                unavailable += 1
+            except errors.Unavailable as exc:
+                unavailable.append(str(exc))
+                monkeypatch.setattr(reader, "MAX_ATTEMPTS", 10)
                 continue
             churn = f.bucket(b"churn")
             if churn is None:
                 continue
             values = {value for _, value in churn.items()}
             assert len(churn) == 300 and len(values) == 1, f"a torn read at txid {f.txid}: {sorted(values)[:3]}"
+            assert list(f.bucket(b"static").items()) == static
             seen.append((f.txid, int(values.pop())))
             retried += f.stats.attempts > 1
+            reused += f.stats.pages_reused
             if len(seen) == 1:   # the writer really holds bbolt's lock while we read
                 with open(path, "rb") as fh, pytest.raises(BlockingIOError):
                     fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -503,6 +510,9 @@ def test_consistent_snapshots_under_a_committing_writer(gobolt, tmp_path, reader
     assert writer.returncode == 0, writer.stderr.read()
     assert len(seen) > 20 and [t for t, _ in seen] == sorted(t for t, _ in seen)
     assert len({gen for _, gen in seen}) > 10
+    # retries happened, reusing the pages the newer transaction still had; giving up says why
+    assert retried and reused
+    assert unavailable and "changed during 1 consecutive reads" in unavailable[0] and str(path) in unavailable[0]
 
 
 # -- mutations of real files: Corrupted or a consistent read, never anything else ----------------------

@@ -304,6 +304,13 @@ _BOLT_BRANCH_ELEMENT = struct.Struct("<IIQ")    # pos, ksize, child pgid
 _BOLT_BUCKET_FLAG = 0x01
 
 
+def _bolt_show(key: bytes) -> str:
+    """A key for an error message: its repr, cut after 64 bytes."""
+    if len(key) <= 64:
+        return repr(key)
+    return f"{key[:64]!r}... ({len(key)} bytes)"
+
+
 def bolt_leaf(buf: bytes, start: int, end: int, count: int) -> tuple[list, list, list]:
     """Decode the `count` elements of the bbolt leaf page held in buf[start:end].
 
@@ -339,7 +346,7 @@ def bolt_leaf(buf: bytes, start: int, end: int, count: int) -> tuple[list, list,
         elem += 16
     if count > 1 and not all(map(operator.lt, keys, islice(keys, 1, None))):
         i = next(i for i in range(1, count) if not keys[i - 1] < keys[i])
-        raise Corrupted(f"leaf element {i}: key {keys[i]!r} does not sort after the previous key")
+        raise Corrupted(f"leaf element {i}: key {_bolt_show(keys[i])} does not sort after the previous key")
     return keys, values, buckets
 
 
@@ -382,16 +389,16 @@ def bolt_page_type(flags: int) -> str:
 
 def _bolt_inline(buf, start: int, end: int, name: bytes, bucket: "BoltBucket") -> "BoltBucket":
     if end - start < _BOLT_HEADER:
-        raise Corrupted(f"inline bucket {name!r}: {end - start} bytes cannot hold a page header")
+        raise Corrupted(f"inline bucket {_bolt_show(name)}: {end - start} bytes cannot hold a page header")
     _, flags, count, _ = _BOLT_PAGE_HEADER.unpack_from(buf, start)
     if flags != _BOLT_LEAF_FLAG:
-        raise Corrupted(f"inline bucket {name!r}: holds a {bolt_page_type(flags)} page, not a leaf page")
+        raise Corrupted(f"inline bucket {_bolt_show(name)}: holds a {bolt_page_type(flags)} page, not a leaf page")
     try:
         keys, values, buckets = bolt_leaf(buf, start, end, count)
     except Corrupted as exc:
-        raise Corrupted(f"inline bucket {name!r}: {exc}") from None
+        raise Corrupted(f"inline bucket {_bolt_show(name)}: {exc}") from None
     if buckets:
-        raise Corrupted(f"inline bucket {name!r}: holds a sub-bucket (bbolt never inlines those)")
+        raise Corrupted(f"inline bucket {_bolt_show(name)}: holds a sub-bucket (bbolt never inlines those)")
     bucket._keys = keys
     bucket._values = values
     return bucket
@@ -403,7 +410,7 @@ def _bolt_subs(buf, keys: list, buckets: list) -> dict:
         index, start, end = buckets[n], buckets[n + 1], buckets[n + 2]
         name = keys[index]
         if end - start < 16:
-            raise Corrupted(f"bucket {name!r}: a value of {end - start} bytes is no bucket header")
+            raise Corrupted(f"bucket {_bolt_show(name)}: a value of {end - start} bytes is no bucket header")
         root, sequence = _BOLT_BUCKET_HEADER.unpack_from(buf, start)
         bucket = BoltBucket(sequence)
         if root == 0:
@@ -481,8 +488,8 @@ def bolt_assemble(records: dict, root: int, sequence: int) -> "BoltBucket":
             keys, values, subs = [], [], None
             for leaf in leaves:
                 if keys and leaf[3] and not keys[-1] < leaf[3][0]:
-                    raise Corrupted(leaf[2], f"leaf key {leaf[3][0]!r} does not sort after the previous "
-                                             f"page's last key {keys[-1]!r}")
+                    raise Corrupted(leaf[2], f"leaf key {_bolt_show(leaf[3][0])} does not sort after the previous "
+                                             f"page's last key {_bolt_show(keys[-1])}")
                 keys += leaf[3]
                 values += leaf[4]
                 if leaf[5] is not None:

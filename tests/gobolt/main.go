@@ -271,12 +271,24 @@ func pages(path string) {
 
 // churn rewrites every key of bucket "churn" in each transaction: a consistent
 // snapshot has all of its values equal (one generation, padded to 100 bytes).
+// Bucket "static" (2000 keys, each its own value) is written once and never again.
 func churn(path string, seconds float64) {
 	db, err := bolt.Open(path, 0o644, nil)
 	if err != nil {
 		fail("open: %v", err)
 	}
 	defer db.Close()
+	err = db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists([]byte("static"))
+		for k := 0; k < 2000 && err == nil; k++ {
+			key := []byte(fmt.Sprintf("static-%04d", k))
+			err = b.Put(key, key)
+		}
+		return err
+	})
+	if err != nil {
+		fail("update: %v", err)
+	}
 	deadline := time.Now().Add(time.Duration(seconds * float64(time.Second)))
 	gen := 0
 	for ; time.Now().Before(deadline); gen++ {

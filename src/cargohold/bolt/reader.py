@@ -158,8 +158,10 @@ class Walk:
 
     def _named(self, exc: Corrupted, parents: dict) -> Corrupted:
         """A decoder's Corrupted(pgid, message), worded with the file and the referencing page."""
+        if len(exc.args) != 2:
+            return _corrupted(self.src, str(exc))
         pgid, message = exc.args
-        return self._bad(pgid, parents[pgid], message)
+        return self._bad(pgid, parents.get(pgid, -1), message)
 
     def _check_range(self, pgid: int, parent: int, overflow: int) -> None:
         high_water = self.meta.high_water
@@ -236,6 +238,8 @@ def assemble(src: Source, meta: metapage.Meta, records: dict) -> Bucket:
     try:
         return bolt_assemble(records, meta.root, meta.sequence)
     except Corrupted as exc:
+        if len(exc.args) != 2:
+            raise _corrupted(src, str(exc)) from None
         pgid, message = exc.args
         raise _corrupted(src, f"page {pgid}: {message}") from None
 
