@@ -35,6 +35,8 @@ MAX_RUN_BYTES = 4 << 20                # largest single pread of adjacent pages
 _PROBE_READ = 0x1000
 
 # Records (one per page read) are described in cargohold._fallback, beside their decoders.
+
+
 class Source:
     """The open file: positional reads only, so nothing we do moves, locks or maps it."""
 
@@ -93,7 +95,7 @@ def read_metas(src: Source, page_size: int) -> tuple[metapage.Meta, metapage.Met
     """Both meta pages; one whose page size disagrees with the file's is marked invalid."""
     metas = []
     for page in (0, 1):
-        m = metapage.decode(src.read(page * page_size, page_size), page)
+        m = metapage.decode(src.read(page * page_size, min(page_size, _PROBE_READ)), page)
         if m.problem is None and m.page_size != page_size:
             m = metapage.Meta(page, m.page_size, m.flags, m.root, m.sequence, m.freelist, m.high_water,
                               m.txid, f"page size {m.page_size} differs from the file's {page_size}")
