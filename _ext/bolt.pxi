@@ -1,13 +1,19 @@
-# bbolt page decoding for cargohold.bolt: twins of bolt_leaf / bolt_branch in _fallback.py
-# (same results, same error messages). A page starts with a 16-byte header; its element
-# table follows, 16 bytes an element, each element's pos counting from the element to its key.
+# bbolt page decoding for cargohold.bolt: twins of the bolt_* functions and BoltBucket of
+# _fallback.py (same results, same error messages). A page starts with a 16-byte header; its
+# element table follows, 16 bytes an element, each element's pos counting from the element to
+# its key (a leaf's value follows its key).
+#
+# Unlike the fallback, a compiled bucket keeps no Python object per key: a leaf's used bytes
+# are copied once into a bytes object (`data`, shared with the inline buckets it holds) and
+# an index of 16-byte entries (offset u64 of the key in data, key length u32, value length
+# u32, BOLT_SUB for a sub-bucket; the value follows the key) says where each element is.
+# Keys and values become bytes objects only when asked for.
 
 cimport cython
 from libc.stdint cimport uint16_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy
+from libc.stdint cimport int64_t
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.list cimport PyList_New, PyList_SET_ITEM
-from cpython.ref cimport Py_INCREF
 from cargohold.errors import Corrupted, InvalidArgument
 
 DEF BOLT_HEADER = 16
@@ -16,6 +22,8 @@ DEF BOLT_BRANCH_FLAG = 0x01
 DEF BOLT_LEAF_FLAG = 0x02
 DEF BOLT_BRANCH = 0     # record kinds, as in _fallback.py
 DEF BOLT_LEAF = 1
+DEF BOLT_ENTRY = 16     # an index entry
+DEF BOLT_SUB = 0xFFFFFFFF
 
 
 cdef inline uint32_t _bolt_u32(const unsigned char *p) noexcept nogil:
@@ -51,28 +59,32 @@ cdef inline int _bolt_keycmp(const unsigned char *a, Py_ssize_t alen,
     return (alen > blen) - (alen < blen)
 
 
-def bolt_leaf(const unsigned char[::1] buf, Py_ssize_t start, Py_ssize_t end, Py_ssize_t count):
-    """Decode the `count` elements of the bbolt leaf page held in buf[start:end].
 
-    Returns (keys, values, buckets): values[i] is None for a sub-bucket, whose
-    element index and value offsets in `buf` are appended to `buckets` as
-    (index, value_start, value_end) triples, flattened. Keys must increase.
-    """
-    if start < 0 or end > buf.shape[0] or start > end:
-        raise Corrupted(f"page bounds {start}..{end} outside a buffer of {buf.shape[0]} bytes")
-    return _bolt_leaf(&buf[0], start, end, count)
+cdef inline void _bolt_put_entry(unsigned char *entry, uint64_t offset, uint32_t klen, uint32_t vlen) noexcept nogil:
+    memcpy(entry, &offset, 8)
+    memcpy(entry + 8, &klen, 4)
+    memcpy(entry + 12, &vlen, 4)
 
 
-cdef tuple _bolt_leaf(const unsigned char *base, Py_ssize_t start, Py_ssize_t end, Py_ssize_t count):
+cdef inline bytes _bolt_new_bytes(Py_ssize_t size):
+    return PyBytes_FromStringAndSize(NULL, size)
+
+
+cdef inline unsigned char *_bolt_ptr(bytes b) noexcept:
+    return <unsigned char *>PyBytes_AS_STRING(b)
+
+
+cdef Py_ssize_t _bolt_check_leaf(const unsigned char *base, Py_ssize_t start, Py_ssize_t end, Py_ssize_t count,
+                                 Py_ssize_t *lo, Py_ssize_t *hi) except -1:
+    """Check every element's bounds and the key order; give the span [lo, hi) of their bytes."""
     cdef Py_ssize_t table = start + BOLT_HEADER
     cdef Py_ssize_t data = table + 16 * count
-    cdef Py_ssize_t i, elem, k, v, e, prev_k = 0, prev_len = 0, unsorted = -1
+    cdef Py_ssize_t i, elem, k, e, prev_k = 0, prev_len = 0, unsorted = -1
     cdef uint32_t pos, ksize, vsize
-    cdef list keys, values, buckets = []
-    cdef object item
     if data > end:
         raise Corrupted(f"{count} leaf elements do not fit in {end - start} bytes")
-    # first every bound and the order, then the objects (lists of their exact size)
+    lo[0] = data
+    hi[0] = data
     for i in range(count):
         elem = table + 16 * i
         pos = _bolt_u32(base + elem + 4)
@@ -85,30 +97,57 @@ cdef tuple _bolt_leaf(const unsigned char *base, Py_ssize_t start, Py_ssize_t en
                             f"lies outside the data of the page's {end - start} bytes")
         if unsorted < 0 and i > 0 and _bolt_keycmp(base + prev_k, prev_len, base + k, ksize) >= 0:
             unsorted = i
+        if i == 0 or k < lo[0]:
+            lo[0] = k
+        if e > hi[0]:
+            hi[0] = e
         prev_k = k
         prev_len = ksize
     if unsorted >= 0:   # reported after the bounds of every element, as the fallback does
         elem = table + 16 * unsorted
         k = elem + <Py_ssize_t>_bolt_u32(base + elem + 4)
-        item = PyBytes_FromStringAndSize(<const char*>base + k, _bolt_u32(base + elem + 8))
-        raise Corrupted(f"leaf element {unsorted}: key {_bolt_show(item)} does not sort after the previous key")
-    keys = PyList_New(count)
-    values = PyList_New(count)
+        key = PyBytes_FromStringAndSize(<const char*>base + k, _bolt_u32(base + elem + 8))
+        raise Corrupted(f"leaf element {unsorted}: key {_bolt_show(key)} does not sort after the previous key")
+    return 0
+
+
+cdef bytes _bolt_index(const unsigned char *base, Py_ssize_t start, Py_ssize_t count, Py_ssize_t origin,
+                       list buckets):
+    """The index of a checked leaf's elements, offsets counted from `origin`; sub-buckets go to `buckets`."""
+    cdef bytes index = _bolt_new_bytes(count * BOLT_ENTRY)
+    cdef unsigned char *entry = _bolt_ptr(index)
+    cdef Py_ssize_t i, elem, k, table = start + BOLT_HEADER
+    cdef uint32_t ksize, vsize
     for i in range(count):
         elem = table + 16 * i
         k = elem + <Py_ssize_t>_bolt_u32(base + elem + 4)
         ksize = _bolt_u32(base + elem + 8)
-        v = k + <Py_ssize_t>ksize
-        item = PyBytes_FromStringAndSize(<const char*>base + k, ksize)
-        Py_INCREF(item)
-        PyList_SET_ITEM(keys, i, item)   # steals the reference just taken
+        vsize = _bolt_u32(base + elem + 12)
         if _bolt_u32(base + elem) & BOLT_BUCKET_FLAG:
-            item = None
-            buckets += (i, v, v + <Py_ssize_t>_bolt_u32(base + elem + 12))
-        else:
-            item = PyBytes_FromStringAndSize(<const char*>base + v, _bolt_u32(base + elem + 12))
-        Py_INCREF(item)
-        PyList_SET_ITEM(values, i, item)
+            buckets += (i, k + ksize, k + ksize + vsize)
+            vsize = BOLT_SUB
+        _bolt_put_entry(entry + i * BOLT_ENTRY, <uint64_t>(k - origin), ksize, vsize)
+    return index
+
+
+def bolt_leaf(const unsigned char[::1] buf, Py_ssize_t start, Py_ssize_t end, Py_ssize_t count):
+    """Decode the `count` elements of the bbolt leaf page held in buf[start:end].
+
+    Returns (keys, values, buckets): values[i] is None for a sub-bucket, whose
+    element index and value offsets in `buf` are appended to `buckets` as
+    (index, value_start, value_end) triples, flattened. Keys must increase.
+    """
+    cdef Py_ssize_t lo, hi, i, table
+    cdef const unsigned char *base
+    cdef list keys = [], values = [], buckets = []
+    if start < 0 or end > buf.shape[0] or start > end:
+        raise Corrupted(f"page bounds {start}..{end} outside a buffer of {buf.shape[0]} bytes")
+    base = &buf[0]
+    _bolt_check_leaf(base, start, end, count, &lo, &hi)
+    index = _bolt_index(base, start, count, 0, buckets)
+    for i in range(count):
+        keys.append(_bolt_key_at(base, _bolt_ptr(index) + i * BOLT_ENTRY))
+        values.append(_bolt_value_at(base, _bolt_ptr(index) + i * BOLT_ENTRY))
     return keys, values, buckets
 
 
@@ -139,7 +178,33 @@ cdef list _bolt_branch(const unsigned char *base, Py_ssize_t start, Py_ssize_t e
     return children
 
 
-# -- page records (layout described in _fallback.py) ----------------------------------------------
+# -- index entries ------------------------------------------------------------------------------------
+
+cdef inline uint64_t _bolt_entry_off(const unsigned char *entry) noexcept nogil:
+    return _bolt_u64(entry)
+
+
+cdef inline uint32_t _bolt_entry_klen(const unsigned char *entry) noexcept nogil:
+    return _bolt_u32(entry + 8)
+
+
+cdef inline uint32_t _bolt_entry_vlen(const unsigned char *entry) noexcept nogil:
+    return _bolt_u32(entry + 12)
+
+
+cdef inline bytes _bolt_key_at(const unsigned char *data, const unsigned char *entry):
+    return PyBytes_FromStringAndSize(<const char *>data + _bolt_entry_off(entry), _bolt_entry_klen(entry))
+
+
+cdef inline object _bolt_value_at(const unsigned char *data, const unsigned char *entry):
+    cdef uint32_t vlen = _bolt_entry_vlen(entry)
+    if vlen == BOLT_SUB:
+        return None
+    return PyBytes_FromStringAndSize(<const char *>data + _bolt_entry_off(entry) + _bolt_entry_klen(entry), vlen)
+
+
+# -- page records (layout described in _fallback.py; a compiled leaf record holds data and index
+# where the fallback's holds keys and values) -----------------------------------------------------
 
 cdef str _bolt_page_type(unsigned int flags):
     if flags == 0x01:
@@ -158,9 +223,12 @@ def bolt_page_type(flags):
     return _bolt_page_type(flags)
 
 
-cdef BoltBucket _bolt_inline(const unsigned char *base, Py_ssize_t start, Py_ssize_t end, bytes name,
-                             BoltBucket bucket):
+cdef _bolt_inline(bytes data, Py_ssize_t start, Py_ssize_t end, bytes name, BoltBucket bucket):
+    """Fill `bucket` from the inline page held in data[start:end] (it shares `data`)."""
+    cdef const unsigned char *base = _bolt_ptr(data)
     cdef uint16_t flags, count
+    cdef Py_ssize_t lo, hi
+    cdef list buckets = []
     if end - start < BOLT_HEADER:
         raise Corrupted(f"inline bucket {_bolt_show(name)}: {end - start} bytes cannot hold a page header")
     flags = _bolt_u16(base + start + 8)
@@ -168,33 +236,32 @@ cdef BoltBucket _bolt_inline(const unsigned char *base, Py_ssize_t start, Py_ssi
     if flags != BOLT_LEAF_FLAG:
         raise Corrupted(f"inline bucket {_bolt_show(name)}: holds a {_bolt_page_type(flags)} page, not a leaf page")
     try:
-        keys, values, buckets = _bolt_leaf(base, start, end, count)
+        _bolt_check_leaf(base, start, end, count, &lo, &hi)
     except Corrupted as exc:
         raise Corrupted(f"inline bucket {_bolt_show(name)}: {exc}") from None
+    index = _bolt_index(base, start, count, 0, buckets)
     if buckets:
         raise Corrupted(f"inline bucket {_bolt_show(name)}: holds a sub-bucket (bbolt never inlines those)")
-    bucket._keys = keys
-    bucket._values = values
-    return bucket
+    bucket._fill(data, index, _BOLT_NO_SUBS)
 
 
-cdef dict _bolt_subs(const unsigned char *base, list keys, list buckets):
+cdef dict _bolt_subs(bytes data, bytes index, list buckets):
+    cdef const unsigned char *base = _bolt_ptr(data)
     cdef dict subs = {}
-    cdef Py_ssize_t n, index, start, end
+    cdef Py_ssize_t n, start, end
     cdef uint64_t root
     cdef BoltBucket bucket
     for n in range(0, len(buckets), 3):
-        index = buckets[n]
+        name = _bolt_key_at(base, _bolt_ptr(index) + <Py_ssize_t>buckets[n] * BOLT_ENTRY)
         start = buckets[n + 1]
         end = buckets[n + 2]
-        name = keys[index]
         if end - start < 16:
             raise Corrupted(f"bucket {_bolt_show(name)}: a value of {end - start} bytes is no bucket header")
         bucket = BoltBucket.__new__(BoltBucket)
         bucket.sequence = _bolt_u64(base + start + 8)
         root = _bolt_u64(base + start)
         if root == 0:
-            _bolt_inline(base, start + 16, end, name, bucket)
+            _bolt_inline(data, start + 16, end, name, bucket)
         else:
             bucket._root = root
         subs[name] = bucket
@@ -206,6 +273,8 @@ cdef tuple _bolt_page(const unsigned char *base, Py_ssize_t start, Py_ssize_t en
     cdef uint16_t flags = _bolt_u16(base + start + 8)
     cdef uint16_t count = _bolt_u16(base + start + 10)
     cdef uint32_t overflow = _bolt_u32(base + start + 12)
+    cdef Py_ssize_t lo, hi, n
+    cdef list buckets = []
     if page_id != <uint64_t>pgid:
         raise Corrupted(pgid, f"its header names page {page_id}")
     if flags != BOLT_BRANCH_FLAG and flags != BOLT_LEAF_FLAG:
@@ -213,8 +282,15 @@ cdef tuple _bolt_page(const unsigned char *base, Py_ssize_t start, Py_ssize_t en
     try:
         if flags == BOLT_BRANCH_FLAG:
             return (BOLT_BRANCH, overflow, pgid, _bolt_branch(base, start, end, count))
-        keys, values, buckets = _bolt_leaf(base, start, end, count)
-        return (BOLT_LEAF, overflow, pgid, keys, values, _bolt_subs(base, keys, buckets) if buckets else None)
+        _bolt_check_leaf(base, start, end, count, &lo, &hi)
+        data = PyBytes_FromStringAndSize(<const char *>base + lo, hi - lo)
+        index = _bolt_index(base, start, count, lo, buckets)
+        if not buckets:
+            return (BOLT_LEAF, overflow, pgid, data, index, None)
+        for n in range(1, len(buckets), 3):   # value offsets, from the page to data
+            buckets[n] -= lo
+            buckets[n + 1] -= lo
+        return (BOLT_LEAF, overflow, pgid, data, index, _bolt_subs(data, index, buckets))
     except Corrupted as exc:
         raise Corrupted(pgid, f"{_bolt_page_type(flags)} page: {exc}") from None
 
@@ -282,7 +358,7 @@ def bolt_pages(const unsigned char[::1] run, first, Py_ssize_t page_size, list i
 def bolt_assemble(dict records, root, sequence):
     """The bucket rooted at page `root` and every bucket under it, from the records of a walk."""
     cdef BoltBucket top = BoltBucket.__new__(BoltBucket), bucket, child
-    cdef list todo, leaves, keys, values
+    cdef list todo, leaves
     cdef dict subs
     cdef tuple leaf
     top.sequence = sequence
@@ -293,33 +369,66 @@ def bolt_assemble(dict records, root, sequence):
         leaves = _bolt_leaves(records, bucket._root)
         if len(leaves) == 1:
             leaf = leaves[0]
-            keys = leaf[3]
-            values = leaf[4]
             subs = leaf[5]
+            bucket._fill(leaf[3], leaf[4], _BOLT_NO_SUBS if subs is None else subs)
         else:
-            keys = []
-            values = []
-            subs = None
-            for leaf in leaves:
-                if keys and leaf[3] and not keys[len(keys) - 1] < leaf[3][0]:
-                    raise Corrupted(leaf[2], f"leaf key {_bolt_show(leaf[3][0])} does not sort after the previous "
-                                             f"page's last key {_bolt_show(keys[len(keys) - 1])}")
-                keys += leaf[3]
-                values += leaf[4]
-                if leaf[5] is not None:
-                    if subs is None:
-                        subs = {}
-                    subs.update(leaf[5])
-        bucket._keys = keys
-        bucket._values = values
-        if subs is None:
-            bucket._subs = _BOLT_NO_SUBS
-        else:
-            bucket._subs = subs
+            subs = _bolt_join(bucket, leaves, records)
+        if subs is not None:
             for child in subs.values():
                 if child._root:
                     todo.append(child)
     return top
+
+
+cdef dict _bolt_join(BoltBucket bucket, list leaves, dict records):
+    """Fill `bucket` from several leaves: their data and index joined; keys must keep increasing.
+
+    The leaves' records leave `records` once copied (a retry just reads them again), so
+    a big bucket's bytes are not held twice.
+    """
+    cdef Py_ssize_t size = 0, entries = 0, at = 0, n, count
+    cdef tuple leaf
+    cdef dict subs = None
+    cdef bytes data, index, leaf_data, leaf_index
+    cdef unsigned char *d
+    cdef unsigned char *x
+    cdef const unsigned char *src
+    cdef const unsigned char *last = NULL
+    cdef const unsigned char *first
+    cdef uint32_t last_len = 0
+    for leaf in leaves:
+        size += PyBytes_GET_SIZE(<bytes>leaf[3])
+        entries += PyBytes_GET_SIZE(<bytes>leaf[4])
+    data = _bolt_new_bytes(size)
+    index = _bolt_new_bytes(entries)
+    d = _bolt_ptr(data)
+    x = _bolt_ptr(index)
+    for leaf in leaves:
+        leaf_data = <bytes>leaf[3]
+        leaf_index = <bytes>leaf[4]
+        count = PyBytes_GET_SIZE(leaf_index) // BOLT_ENTRY
+        src = _bolt_ptr(leaf_index)
+        if count:
+            first = _bolt_ptr(leaf_data) + _bolt_entry_off(src)
+            if last != NULL and _bolt_keycmp(last, last_len, first, _bolt_entry_klen(src)) >= 0:
+                raise Corrupted(leaf[2], f"leaf key {_bolt_show(_bolt_key_at(_bolt_ptr(leaf_data), src))} does not "
+                                         f"sort after the previous page's last key "
+                                         f"{_bolt_show(PyBytes_FromStringAndSize(<const char *>last, last_len))}")
+        memcpy(d + at, _bolt_ptr(leaf_data), PyBytes_GET_SIZE(leaf_data))
+        for n in range(count):
+            _bolt_put_entry(x, _bolt_entry_off(src) + at, _bolt_entry_klen(src), _bolt_entry_vlen(src))
+            last = d + at + _bolt_entry_off(src)
+            last_len = _bolt_entry_klen(src)
+            x += BOLT_ENTRY
+            src += BOLT_ENTRY
+        at += PyBytes_GET_SIZE(leaf_data)
+        records.pop(leaf[2], None)
+        if leaf[5] is not None:
+            if subs is None:
+                subs = {}
+            subs.update(<dict>leaf[5])
+    bucket._fill(data, index, _BOLT_NO_SUBS if subs is None else subs)
+    return subs
 
 
 cdef list _bolt_leaves(dict records, pgid):
@@ -339,7 +448,7 @@ cdef list _bolt_leaves(dict records, pgid):
 # -- buckets ----------------------------------------------------------------------------------------
 
 cdef dict _BOLT_NO_SUBS = {}   # shared by every bucket without sub-buckets; never written
-cdef list _BOLT_NO_KEYS = []   # likewise for a bucket not filled yet
+cdef bytes _BOLT_EMPTY = b""
 
 
 cdef inline bytes _bolt_key(key):
@@ -350,7 +459,7 @@ cdef inline bytes _bolt_key(key):
     raise InvalidArgument(f"a bbolt key is bytes, not {type(key).__name__}: {key!r}")
 
 
-@cython.no_gc    # holds only lists of bytes and a dict of buckets: no cycle can pass through it
+@cython.no_gc    # holds bytes and a dict of buckets: no cycle can pass through it
 @cython.final
 cdef class BoltBucket:
     """One bucket of the transaction a `bolt.File` read; immutable, served from memory.
@@ -361,94 +470,140 @@ cdef class BoltBucket:
 
     cdef readonly object sequence
     cdef readonly object _root    # the root page of a bucket held in pages, 0 for an inline one
-    cdef list _keys
-    cdef list _values
+    cdef bytes _data
+    cdef bytes _index
+    cdef Py_ssize_t _count
     cdef dict _subs
 
     def __cinit__(self):
         self.sequence = 0
         self._root = 0
-        self._keys = _BOLT_NO_KEYS
-        self._values = _BOLT_NO_KEYS
+        self._data = _BOLT_EMPTY
+        self._index = _BOLT_EMPTY
+        self._count = 0
         self._subs = _BOLT_NO_SUBS
 
     def __init__(self, sequence=0):
         self.sequence = sequence
 
-    cdef Py_ssize_t _lower(self, bytes key):
+    cdef void _fill(self, bytes data, bytes index, dict subs) noexcept:
+        self._data = data
+        self._index = index
+        self._count = PyBytes_GET_SIZE(index) // BOLT_ENTRY
+        self._subs = subs
+
+    cdef inline const unsigned char *_entry(self, Py_ssize_t i) noexcept:
+        return _bolt_ptr(self._index) + i * BOLT_ENTRY
+
+    cdef Py_ssize_t _lower(self, bytes key) noexcept:
         """Index of the first key not below `key` (bisect_left)."""
-        cdef Py_ssize_t lo = 0, hi = len(self._keys), mid
-        cdef const unsigned char *k = <const unsigned char *>PyBytes_AS_STRING(key)
+        cdef Py_ssize_t lo = 0, hi = self._count, mid
+        cdef const unsigned char *k = _bolt_ptr(key)
         cdef Py_ssize_t klen = PyBytes_GET_SIZE(key)
-        cdef bytes probe
+        cdef const unsigned char *data = _bolt_ptr(self._data)
+        cdef const unsigned char *entry
         while lo < hi:
             mid = (lo + hi) >> 1
-            probe = <bytes>self._keys[mid]
-            if _bolt_keycmp(<const unsigned char *>PyBytes_AS_STRING(probe), PyBytes_GET_SIZE(probe), k, klen) < 0:
+            entry = self._entry(mid)
+            if _bolt_keycmp(data + _bolt_entry_off(entry), _bolt_entry_klen(entry), k, klen) < 0:
                 lo = mid + 1
             else:
                 hi = mid
         return lo
 
-    cdef bint _at(self, Py_ssize_t i, bytes key):
-        if i >= len(self._keys):
+    cdef bint _at(self, Py_ssize_t i, bytes key) noexcept:
+        if i >= self._count:
             return False
-        cdef bytes probe = <bytes>self._keys[i]
-        return PyBytes_GET_SIZE(probe) == PyBytes_GET_SIZE(key) and _bolt_keycmp(
-            <const unsigned char *>PyBytes_AS_STRING(probe), PyBytes_GET_SIZE(probe),
-            <const unsigned char *>PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key)) == 0
+        cdef const unsigned char *entry = self._entry(i)
+        return _bolt_keycmp(_bolt_ptr(self._data) + _bolt_entry_off(entry), _bolt_entry_klen(entry),
+                            _bolt_ptr(key), PyBytes_GET_SIZE(key)) == 0
 
     def get(self, key):
         """The value of `key`; None for a missing key or a sub-bucket (as bbolt's Get)."""
         cdef bytes k = _bolt_key(key)
         cdef Py_ssize_t i = self._lower(k)
         if self._at(i, k):
-            return self._values[i]
+            return _bolt_value_at(_bolt_ptr(self._data), self._entry(i))
         return None
 
     def bucket(self, key):
         """The sub-bucket named `key`, or None."""
         return self._subs.get(_bolt_key(key))
 
-    cdef tuple _range(self, prefix):
-        cdef bytes p = _bolt_key(prefix)
-        cdef Py_ssize_t lo = self._lower(p), i, n = len(self._keys), plen = PyBytes_GET_SIZE(p)
-        cdef bytes probe
-        i = lo
-        while i < n:
-            probe = <bytes>self._keys[i]
-            if PyBytes_GET_SIZE(probe) < plen or memcmp(PyBytes_AS_STRING(probe), PyBytes_AS_STRING(p), plen) != 0:
+    cdef Py_ssize_t _prefix_end(self, Py_ssize_t i, bytes prefix) noexcept:
+        cdef Py_ssize_t plen = PyBytes_GET_SIZE(prefix)
+        cdef const unsigned char *data = _bolt_ptr(self._data)
+        cdef const unsigned char *entry
+        while i < self._count:
+            entry = self._entry(i)
+            if _bolt_entry_klen(entry) < plen or memcmp(data + _bolt_entry_off(entry), _bolt_ptr(prefix), plen) != 0:
                 break
             i += 1
-        return lo, i
+        return i
 
     def items(self, prefix=None):
         """(key, value) pairs in key order, value None for a sub-bucket (bbolt's ForEach)."""
-        if prefix is None:
-            return zip(self._keys, self._values)
-        lo, hi = self._range(prefix)
-        return zip(self._keys[lo:hi], self._values[lo:hi])
+        return self._iter(prefix, 2)
 
     def keys(self, prefix=None):
         """Keys in order (sub-bucket names included), all or those starting with `prefix`."""
+        return self._iter(prefix, 0)
+
+    cdef _BoltIter _iter(self, prefix, int what):
+        cdef _BoltIter it = _BoltIter.__new__(_BoltIter)
+        cdef bytes p
+        it.bucket = self
+        it.what = what
         if prefix is None:
-            return iter(self._keys)
-        lo, hi = self._range(prefix)
-        return iter(self._keys[lo:hi])
+            it.i = 0
+            it.stop = self._count
+        else:
+            p = _bolt_key(prefix)
+            it.i = self._lower(p)
+            it.stop = self._prefix_end(it.i, p)
+        return it
 
     def buckets(self):
         """(name, sub-bucket) pairs in key order."""
         return iter(self._subs.items())
 
     def __len__(self):
-        return len(self._keys)
+        return self._count
 
     def __contains__(self, key):
         cdef bytes k = _bolt_key(key)
         return self._at(self._lower(k), k)
 
     def __iter__(self):
-        return iter(self._keys)
+        return self._iter(None, 0)
 
     def __repr__(self):
-        return f"<bolt.Bucket: {len(self._keys)} keys, {len(self._subs)} sub-buckets>"
+        return f"<bolt.Bucket: {self._count} keys, {len(self._subs)} sub-buckets>"
+
+
+@cython.final
+cdef class _BoltIter:
+    """Keys, or (key, value) pairs, of a compiled bucket, made as they are asked for."""
+
+    cdef BoltBucket bucket
+    cdef Py_ssize_t i
+    cdef Py_ssize_t stop
+    cdef int what
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        cdef const unsigned char *entry
+        cdef const unsigned char *data
+        if self.i >= self.stop:
+            raise StopIteration
+        entry = self.bucket._entry(self.i)
+        data = _bolt_ptr(self.bucket._data)
+        self.i += 1
+        if self.what == 0:
+            return _bolt_key_at(data, entry)
+        return (_bolt_key_at(data, entry), _bolt_value_at(data, entry))
+
+    def __length_hint__(self):
+        return self.stop - self.i

@@ -375,6 +375,7 @@ def bolt_branch(buf: bytes, start: int, end: int, count: int) -> list:
 # values, subs), subs mapping each sub-bucket's key to its BoltBucket (None when there are none): an
 # inline one filled already, one held in pages with its root page id in `_root`, filled by
 # bolt_assemble. Errors name the page: Corrupted(pgid, message), which cargohold.bolt words fully.
+# (A compiled leaf record holds packed data and index in place of keys and values: see bolt.pxi.)
 BOLT_BRANCH, BOLT_LEAF = 0, 1
 _BOLT_PAGE_HEADER = struct.Struct("<QHHI")   # id, flags, count, overflow
 _BOLT_BUCKET_HEADER = struct.Struct("<QQ")   # root pgid, sequence
