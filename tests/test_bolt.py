@@ -130,7 +130,7 @@ def test_bucket_api(rich_files, reader_impl):
         f.bucket(b"nest")
 
 
-def test_one_page_file_sizes_and_fresh_database(gobolt, tmp_path):
+def test_fresh_database(gobolt, tmp_path):
     """A database with no buckets at all (bbolt's initial four pages)."""
     path = gobolt.write({"page_size": 4096, "txns": []}, tmp_path / "fresh.db")
     with bolt.open(path) as f:
