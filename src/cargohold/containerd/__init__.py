@@ -13,6 +13,8 @@ cargohold root.
 
 from __future__ import annotations
 
+from . import fsck, usage
+from .importer import ImportReport, import_root
 from .root import Host, open_root
 
-__all__ = ["Host", "open_root"]
+__all__ = ["Host", "ImportReport", "fsck", "import_root", "open_root", "usage"]

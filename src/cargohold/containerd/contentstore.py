@@ -79,6 +79,18 @@ class ContentDir:
         except FileNotFoundError:
             return []
 
+    def ingest_refs(self) -> dict[str, str]:
+        """Backend ref → path of every ingest directory that has a ``ref`` file."""
+        out: dict[str, str] = {}
+        for name in self.ingest_dirs():
+            path = os.path.join(self.directory, s.INGEST_DIR, name)
+            try:
+                with open(os.path.join(path, s.INGEST_REF), encoding="utf-8", errors="replace") as f:
+                    out[f.read()] = path
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+        return out
+
     def ingest(self, backend_ref: str) -> Optional[IngestDir]:
         """What containerd's local store reports for an ingest, or None when it reports nothing
         (``data``, ``ref``, ``startedat`` or ``updatedat`` missing: containerd skips it too)."""

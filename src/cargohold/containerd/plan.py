@@ -62,6 +62,10 @@ class Graph:
     lease_rows: list
     """(lease-resource key, b"") pairs."""
 
+    def all_nodes(self) -> list[Node]:
+        """Every node, root holders (containers, sandboxes, 1.x images) included."""
+        return [schema.unpack_node(key) for key, _ in self.nodes]
+
     def collectible(self) -> list[Node]:
         """Every node a collection could remove (containerd's ``scanAll``), in key order."""
         return [schema.unpack_node(key) for key, value in self.nodes if not value[0] & index.F_HIDDEN]
