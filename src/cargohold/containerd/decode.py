@@ -1,8 +1,7 @@
 """containerd's metadata records (``metadata/*.go`` readers) as cargohold's data classes.
 
-Every function takes a *tree*: a bbolt bucket read into a dict whose keys are bytes
-and whose values are bytes (a value) or another tree (a sub-bucket); see `tree`.
-Decoding is strict where containerd's Go readers silently fall back to zero: a
+Every function takes a *tree*: a `cargohold.bolt.Bucket` of the one transaction
+`cargohold.bolt.open` read into memory. Decoding is strict where containerd's Go readers silently fall back to zero: a
 value that is a bucket where a value belongs, text that is not UTF-8, a malformed
 varint, timestamp or protobuf raises `Corrupted` naming the object, so a damaged
 file never yields plausible-looking nonsense.
@@ -17,15 +16,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterator, Mapping, Optional, Union
+from typing import Any, Iterator, Optional
 
 from .._native import decode_varint
+from ..bolt import Bucket
 from ..errors import Corrupted, InvalidArgument
 from ..model import Container, Descriptor, Image, Info, Kind, Lease, Resource, RuntimeInfo, Sandbox
 from . import gotime
 from . import schema as s
 
-Tree = Mapping[bytes, Union[bytes, "Tree"]]
+Tree = Bucket
+EMPTY = Bucket()
+"""What an absent bucket reads as."""
 
 
 def text(raw: bytes, what: str) -> str:
@@ -35,43 +37,46 @@ def text(raw: bytes, what: str) -> str:
         raise Corrupted(f"{what} {raw[:80]!r} is not UTF-8 text") from None
 
 
+def _name(key: bytes) -> str:
+    return key.decode(errors="replace")
+
+
 def value(tree: Tree, key: bytes, what: str) -> Optional[bytes]:
     """The value under `key` (None if absent); Corrupted if a bucket sits there."""
     found = tree.get(key)
-    if isinstance(found, dict):
-        raise Corrupted(f"{what}: {key.decode(errors='replace')!r} is a bucket, not a value")
+    if found is None and tree.bucket(key) is not None:
+        raise Corrupted(f"{what}: {_name(key)!r} is a bucket, not a value")
     return found
 
 
 def string(tree: Tree, key: bytes, what: str) -> str:
     raw = value(tree, key, what)
-    return "" if raw is None else text(raw, f"{what}: {key.decode()}")
+    return "" if raw is None else text(raw, f"{what}: {_name(key)}")
 
 
 def bucket(tree: Tree, key: bytes, what: str) -> Tree:
     """The sub-bucket under `key` (empty if absent); Corrupted if a value sits there."""
-    found = tree.get(key)
+    found = tree.bucket(key)
     if found is None:
-        return {}
-    if not isinstance(found, dict):
-        raise Corrupted(f"{what}: {key.decode(errors='replace')!r} is a value, not a bucket")
+        if tree.get(key) is not None:
+            raise Corrupted(f"{what}: {_name(key)!r} is a value, not a bucket")
+        return EMPTY
     return found
 
 
 def children(tree: Tree, what: str) -> Iterator[tuple[str, Tree]]:
     """(name, sub-bucket) of every sub-bucket, in key order; plain values are skipped, as containerd does."""
-    for key, found in tree.items():
-        if isinstance(found, dict):
-            yield text(key, f"{what} name"), found
+    for key, found in tree.buckets():
+        yield text(key, f"{what} name"), found
 
 
 def string_map(tree: Tree, key: bytes, what: str) -> dict:
     """A bucket of labels or annotations as a str → str dict."""
     out = {}
     for k, v in bucket(tree, key, what).items():
-        if isinstance(v, dict):
-            raise Corrupted(f"{what}: {key.decode()} {k!r} is a bucket, not a value")
-        out[text(k, f"{what}: {key.decode()} key")] = text(v, f"{what}: {key.decode()} value")
+        if v is None:
+            raise Corrupted(f"{what}: {_name(key)} {k!r} is a bucket, not a value")
+        out[text(k, f"{what}: {_name(key)} key")] = text(v, f"{what}: {_name(key)} value")
     return out
 
 
@@ -167,7 +172,7 @@ def proto_any(raw: Optional[bytes], what: str) -> Optional[dict]:
 
 def _extensions(tree: Tree, what: str) -> dict:
     return {text(k, f"{what} extension name"): proto_any(v, f"{what} extension")
-            for k, v in bucket(tree, s.EXTENSIONS, what).items() if not isinstance(v, dict)}
+            for k, v in bucket(tree, s.EXTENSIONS, what).items() if v is not None}
 
 
 def _runtime(tree: Tree, what: str) -> RuntimeInfo:
@@ -255,7 +260,7 @@ def ingests(namespace: Tree, ns: str) -> list[IngestRecord]:
         out.append(IngestRecord(ref, string(tree, s.REF, item), moment(tree, s.EXPIRE_AT, item),
                                 string(tree, s.EXPECTED, item)))
     for raw_ref, backend_ref in bucket(content, s.INGEST_V1, what).items():
-        if not isinstance(backend_ref, dict):
+        if backend_ref is not None:
             out.append(IngestRecord(text(raw_ref, "ingest ref"), text(backend_ref, "backend ingest ref"), None, ""))
     return out
 

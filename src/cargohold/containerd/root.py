@@ -1,6 +1,6 @@
 """`open_root`: a containerd root (or a bare meta.db), read-only, as one consistent snapshot.
 
-`Host` copies meta.db at one committed transaction when it opens (`tree`), so every
+`Host` reads meta.db at one committed transaction when it opens (`tree`), so every
 listing and the GC plan describe the same moment, however busy the daemon is.
 The snapshotters' metastores are read the first time they are needed; blobs,
 ingest and snapshot directories are looked at when asked about. Nothing under
@@ -41,8 +41,8 @@ def locate(path: "str | os.PathLike[str]") -> tuple[Optional[str], str]:
     return root, path
 
 
-def _select(f: Any) -> tuple[int, dict, dict]:
-    """(db version, copy of ``v1``, copies of the 1.7 sandbox buckets outside ``v1``) of an open meta.db."""
+def _select(f: Any) -> tuple[int, Tree, dict]:
+    """(db version, ``v1``, the 1.7 sandbox buckets outside ``v1`` by namespace) of an open meta.db."""
     v1 = f.bucket(s.SCHEMA)
     if v1 is None:
         raise Corrupted("it has no v1 bucket: not containerd metadata")
@@ -59,8 +59,8 @@ def _select(f: Any) -> tuple[int, dict, dict]:
         if name != s.SCHEMA:
             sandboxes = top.bucket(s.SANDBOXES)
             if sandboxes is not None:
-                outside[name] = tree.copy(sandboxes)
-    return version, tree.copy(v1), outside
+                outside[name] = sandboxes
+    return version, v1, outside
 
 
 def _rules(rules: Optional[str], version: int) -> str:
@@ -91,7 +91,7 @@ class Host:
 
     def close(self) -> None:
         """Drop the copy (nothing is held open between calls)."""
-        self._v1, self._outside, self._backends, self._graph = {}, {}, {}, None
+        self._v1, self._outside, self._backends, self._graph = decode.EMPTY, {}, {}, None
 
     def __enter__(self) -> "Host":
         return self
@@ -133,8 +133,8 @@ class Host:
 
     def snapshot_records(self, ns: str, snapshotter: str) -> list[SnapshotRecord]:
         require_str(snapshotter, "snapshotter")
-        keys = self._objects(ns, s.SNAPSHOTS).get(snapshotter.encode())
-        if not isinstance(keys, dict):
+        keys = self._objects(ns, s.SNAPSHOTS).bucket(snapshotter.encode())
+        if keys is None:
             return []
         return [decode.snapshot(snapshotter, key, sub, ns) for key, sub in decode.children(keys, "snapshot")]
 
@@ -159,7 +159,7 @@ class Host:
             found = self._objects(ns, s.SANDBOXES)
         else:
             validate_identifier(ns, "namespace")
-            found = self._outside.get(ns.encode(), {})
+            found = self._outside.get(ns.encode(), decode.EMPTY)
         return [decode.sandbox(sid, sub, ns) for sid, sub in decode.children(found, "sandbox")]
 
     def leases(self, ns: str) -> list[Lease]:
@@ -167,8 +167,8 @@ class Host:
 
     def lease_resources(self, ns: str, lease_id: str) -> list[Resource]:
         require_str(lease_id, "lease id")
-        found = self._objects(ns, s.LEASES).get(lease_id.encode())
-        if not isinstance(found, dict):
+        found = self._objects(ns, s.LEASES).bucket(lease_id.encode())
+        if found is None:
             raise NotFound(f"lease {lease_id!r} not found in namespace {ns!r}")
         return decode.lease_resources(lease_id, found, ns, images=self.db_version >= 4)
 

@@ -63,10 +63,10 @@ class Backend:
             return []
 
 
-def _select(f: Any) -> dict:
+def _select(f: Any) -> decode.Tree:
     root = f.bucket(s.SCHEMA)
     snapshots = root.bucket(s.STORAGE_SNAPSHOTS) if root is not None else None
-    return {} if snapshots is None else tree.copy(snapshots)
+    return decode.EMPTY if snapshots is None else snapshots
 
 
 def open_backend(root: Optional[str], name: str) -> Optional[Backend]:
