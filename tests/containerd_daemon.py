@@ -89,12 +89,15 @@ class Daemon:
             f'  address = "{self.address}.ttrpc"\n'
             "[debug]\n"
             '  level = "debug"\n'
+            # Only the test collects: no collection at startup, none on deletions or mutations,
+            # and after a collection the next tick is ages away (its interval is the mean
+            # collection time divided by the pause threshold).
             '[plugins."io.containerd.gc.v1.scheduler"]\n'
-            "  pause_threshold = 0.02\n"
-            "  deletion_threshold = 0\n"
+            "  pause_threshold = 0.000000001\n"
+            "  deletion_threshold = 1000000000\n"
             "  mutation_threshold = 1000000000\n"
             '  schedule_delay = "0s"\n'
-            '  startup_delay = "100ms"\n'
+            '  startup_delay = "0s"\n'
         )
 
     def start(self, timeout: float = 30.0) -> "Daemon":
@@ -219,6 +222,30 @@ def pb_map(number: int, mapping: Optional[dict]) -> bytes:
     return b"".join(pb_bytes(number, pb_bytes(1, k) + pb_bytes(2, v)) for k, v in sorted((mapping or {}).items()))
 
 
+def _pb_fields(raw: bytes) -> list[tuple[int, bytes]]:
+    """(number, bytes) of the length-delimited fields of a message (all these replies hold)."""
+    out, pos = [], 0
+    while pos < len(raw):
+        tag, pos = _read_varint(raw, pos)
+        if tag & 7 != 2:
+            raise AssertionError(f"unexpected protobuf wire type {tag & 7}")
+        size, pos = _read_varint(raw, pos)
+        out.append((tag >> 3, raw[pos:pos + size]))
+        pos += size
+    return out
+
+
+def _read_varint(raw: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = raw[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+
+
 class Api:
     """A few calls of containerd's gRPC API over the daemon's socket."""
 
@@ -244,6 +271,12 @@ class Api:
         self.call("/containerd.services.leases.v1.Leases/AddResource",
                   pb_bytes(1, lease_id) + pb_bytes(2, pb_bytes(1, resource_id) + pb_bytes(2, resource_type)), ns=ns)
 
+    def lease_resources(self, lease_id: str, *, ns: str = "default") -> list[tuple[str, str]]:
+        """(id, type) of every resource of the lease, as containerd lists them."""
+        raw = self.call("/containerd.services.leases.v1.Leases/ListResources", pb_bytes(1, lease_id), ns=ns)
+        return [(fields.get(1, b"").decode(), fields.get(2, b"").decode())
+                for number, item in _pb_fields(raw) if number == 1 for fields in [dict(_pb_fields(item))]]
+
     def write(self, ref: str, data: bytes, *, ns: str = "default", lease: Optional[str] = None,
               commit: bool = True, expected: str = "", labels: Optional[dict] = None) -> None:
         """Write `data` to ingest `ref` (in `lease` if given); commit it, or leave the ingest in progress."""
@@ -256,6 +289,67 @@ class Api:
                                           request_serializer=None, response_deserializer=None)
         for _ in rpc(iter(requests), metadata=self._metadata(ns, lease), timeout=60):
             pass
+
+
+# -- images and ctr output, for scenarios ------------------------------------------------------
+
+
+def layer(files: dict) -> bytes:
+    """A layer tar of {path: bytes} (directories made as needed)."""
+    from cargohold.oci.build import LayerBuilder
+
+    builder = LayerBuilder()
+    made = set()
+    for path, data in sorted(files.items()):
+        parts = path.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            directory = "/".join(parts[:i])
+            if directory not in made:
+                builder.dir(directory)
+                made.add(directory)
+        builder.file(path, data)
+    return builder.tar()
+
+
+def image_archive(path: str, name: str, layers: list, **options) -> str:
+    """An OCI archive holding image `name` of `layers` (tar bytes); returns the manifest digest."""
+    from cargohold.oci.build import write_image
+
+    return write_image(path, name, layers, **options).digest
+
+
+def index_archive(path: str, name: str, per_platform: dict) -> str:
+    """An OCI archive whose image `name` is an index of one manifest per platform ({"linux/arm64": layers});
+    returns the index digest."""
+    import io
+    import json
+
+    from cargohold.model import Descriptor
+    from cargohold.oci import mediatypes, platforms
+    from cargohold.oci.build import build_image
+    from cargohold.oci.digests import digest_bytes
+    from cargohold.oci.documents import descriptor_json
+    from cargohold.oci.export import write_archive
+
+    blobs, manifests = [], []
+    for spec, layers in per_platform.items():
+        platform = platforms.parse(spec)
+        manifest, image_blobs = build_image(layers, platform=platform)
+        blobs += image_blobs
+        entry = descriptor_json(manifest)
+        entry["platform"] = {"os": platform.os, "architecture": platform.architecture}
+        manifests.append(entry)
+    data = json.dumps({"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX, "manifests": manifests}).encode()
+    index = Descriptor(mediatypes.OCI_INDEX, digest_bytes(data), len(data))
+    write_archive(path, [(name, index)], [(index, io.BytesIO(data))] + [(d, io.BytesIO(b)) for d, b in blobs])
+    return index.digest
+
+
+def parse_labels(text: str) -> dict:
+    """ctr's LABELS column ("k=v,k2=v2" or "-") as a dict."""
+    if text in ("", "-"):
+        return {}
+    return dict(item.split("=", 1) for item in text.split(","))
 
 
 def unmount_under(path: str) -> None:
