@@ -280,8 +280,10 @@ class Api:
     def write(self, ref: str, data: bytes, *, ns: str = "default", lease: Optional[str] = None,
               commit: bool = True, expected: str = "", labels: Optional[dict] = None) -> None:
         """Write `data` to ingest `ref` (in `lease` if given); commit it, or leave the ingest in progress."""
-        total = len(data) if commit else len(data) + 1
-        requests = [pb_int(1, 1) + pb_bytes(2, ref) + pb_int(3, total) + pb_bytes(4, expected) + pb_bytes(6, data)]
+        total = len(data) if commit or not data else len(data) + 1
+        action = 1 if data else 0   # a write, or a stat that only opens the ingest
+        requests = [pb_int(1, action) + pb_bytes(2, ref) + pb_int(3, total) + pb_bytes(4, expected)
+                    + (pb_bytes(6, data) if data else b"")]
         if commit:
             requests.append(pb_int(1, 2) + pb_bytes(2, ref) + pb_int(3, total) + pb_bytes(4, expected)
                             + pb_int(5, len(data)) + pb_map(7, labels))
