@@ -64,11 +64,7 @@ def _select(f: Any) -> tuple[int, Tree, dict]:
 
 
 def _rules(rules: Optional[str], version: int) -> str:
-    if rules is None:
-        return s.RULES_BY_VERSION[version]
-    if rules not in plan.RULES:
-        raise InvalidArgument(f"rules {rules!r} must be one of {', '.join(plan.RULES)} (or None)")
-    return rules
+    return s.RULES_BY_VERSION[version] if rules is None else rules
 
 
 class Host:
@@ -78,8 +74,8 @@ class Host:
                  clock: Optional[Clock] = None) -> None:
         if clock is not None and not callable(clock):
             raise InvalidArgument(f"clock must be a callable returning a datetime, not {clock!r}")
-        if rules is not None:
-            require_str(rules, "rules")
+        if rules is not None and rules not in plan.RULES:
+            raise InvalidArgument(f"rules {rules!r} must be one of {', '.join(plan.RULES)} (or None)")
         self.root, self.meta_path = locate(path)
         self.txid, (self.db_version, self._v1, self._outside) = tree.read(self.meta_path, _select, "meta.db")
         self.rules = _rules(rules, self.db_version)
