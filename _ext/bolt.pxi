@@ -5,12 +5,7 @@
 from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy
 from cpython.bytes cimport PyBytes_FromStringAndSize
-from cpython.list cimport PyList_New
-from cpython.ref cimport Py_INCREF
 from cargohold.errors import Corrupted
-
-cdef extern from "Python.h":
-    void PyList_SET_ITEM(object lst, Py_ssize_t i, object item)
 
 DEF BOLT_HEADER = 16
 DEF BOLT_BUCKET_FLAG = 0x01
@@ -48,14 +43,12 @@ def bolt_leaf(const unsigned char[::1] buf, Py_ssize_t start, Py_ssize_t end, Py
     cdef Py_ssize_t i, elem, k, v, e, prev_k = 0, prev_len = 0, unsorted = -1
     cdef uint32_t flags, pos, ksize, vsize
     cdef const unsigned char *base
+    cdef list keys = [], values = [], buckets = []
     if start < 0 or end > buf.shape[0] or start > end:
         raise Corrupted(f"page bounds {start}..{end} outside a buffer of {buf.shape[0]} bytes")
     if data > end:
         raise Corrupted(f"{count} leaf elements do not fit in {end - start} bytes")
     base = &buf[0]
-    keys = PyList_New(count)
-    values = PyList_New(count)
-    buckets = []
     for i in range(count):
         elem = table + 16 * i
         flags = _u32(base + elem)
@@ -66,35 +59,21 @@ def bolt_leaf(const unsigned char[::1] buf, Py_ssize_t start, Py_ssize_t end, Py
         v = k + <Py_ssize_t>ksize
         e = v + <Py_ssize_t>vsize
         if e > end or k < data:
-            _fill_rest(keys, values, i, count)
             raise Corrupted(f"leaf element {i} (key of {ksize} bytes at {k - start}, value of {vsize} bytes) "
                             f"lies outside the data of the page's {end - start} bytes")
         if unsorted < 0 and i > 0 and _keycmp(base + prev_k, prev_len, base + k, ksize) >= 0:
             unsorted = i
-        key = PyBytes_FromStringAndSize(<const char*>base + k, ksize)
-        Py_INCREF(key)
-        PyList_SET_ITEM(keys, i, key)
+        keys.append(PyBytes_FromStringAndSize(<const char*>base + k, ksize))
         if flags & BOLT_BUCKET_FLAG:
-            value = None
+            values.append(None)
             buckets += (i, v, e)
         else:
-            value = PyBytes_FromStringAndSize(<const char*>base + v, vsize)
-        Py_INCREF(value)
-        PyList_SET_ITEM(values, i, value)
+            values.append(PyBytes_FromStringAndSize(<const char*>base + v, vsize))
         prev_k = k
         prev_len = ksize
     if unsorted >= 0:   # reported after the bounds of every element, as the fallback does
         raise Corrupted(f"leaf element {unsorted}: key {keys[unsorted]!r} does not sort after the previous key")
     return keys, values, buckets
-
-
-cdef void _fill_rest(list keys, list values, Py_ssize_t i, Py_ssize_t count):
-    # a list from PyList_New holds NULLs: give the unset slots a value before it is freed
-    for j in range(i, count):
-        Py_INCREF(None)
-        PyList_SET_ITEM(keys, j, None)
-        Py_INCREF(None)
-        PyList_SET_ITEM(values, j, None)
 
 
 def bolt_branch(const unsigned char[::1] buf, Py_ssize_t start, Py_ssize_t end, Py_ssize_t count):
@@ -104,24 +83,19 @@ def bolt_branch(const unsigned char[::1] buf, Py_ssize_t start, Py_ssize_t end, 
     cdef Py_ssize_t i, elem, k
     cdef uint32_t pos, ksize
     cdef const unsigned char *base
+    cdef list children = []
     if start < 0 or end > buf.shape[0] or start > end:
         raise Corrupted(f"page bounds {start}..{end} outside a buffer of {buf.shape[0]} bytes")
     if data > end:
         raise Corrupted(f"{count} branch elements do not fit in {end - start} bytes")
     base = &buf[0]
-    children = PyList_New(count)
     for i in range(count):
         elem = table + 16 * i
         pos = _u32(base + elem)
         ksize = _u32(base + elem + 4)
         k = elem + <Py_ssize_t>pos
         if k + <Py_ssize_t>ksize > end or k < data:
-            for j in range(i, count):
-                Py_INCREF(None)
-                PyList_SET_ITEM(children, j, None)
             raise Corrupted(f"branch element {i} (key of {ksize} bytes at {k - start}) "
                             f"lies outside the data of the page's {end - start} bytes")
-        child = _u64(base + elem + 8)
-        Py_INCREF(child)
-        PyList_SET_ITEM(children, i, child)
+        children.append(_u64(base + elem + 8))
     return children

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import struct
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from boltutil import Missing, as_dump, build_gobolt
+from conftest import IMPLEMENTATIONS
 from cargohold import bolt, errors
 from cargohold.bolt import reader
 
@@ -31,7 +38,7 @@ def reader_impl(impl, monkeypatch):
     return impl
 
 
-def rich_spec(page_size: int, txns: int = 6) -> dict:
+def rich_spec(page_size: int, txns: int = 6, wide: int = 3000) -> dict:
     """Nested and inline buckets, overflow values, deep branch trees, deletions, many commits."""
     wide_key = "w" * (page_size // 64) + "-{i}"
     first = [
@@ -46,14 +53,14 @@ def rich_spec(page_size: int, txns: int = 6) -> dict:
         {"op": "put", "path": ["large"], "key": "one", "value": {"random": 3 * page_size + 100}},
         {"op": "put", "path": ["large"], "key": "huge", "value": {"random": 20 * page_size}},
         {"op": "put", "path": ["large"], "key": "tiny", "value": "t"},
-        {"op": "fill", "path": ["wide"], "count": 3000, "key": wide_key, "value": "{i}"},
+        {"op": "fill", "path": ["wide"], "count": wide, "key": wide_key, "value": "{i}"},
         {"op": "put", "path": ["bin"], "key": "hex:00", "value": ""},
         {"op": "put", "path": ["bin"], "key": "hex:ff00", "value": "hex:000102"},
         {"op": "repeat", "count": 40, "ops": [
             {"op": "fill", "path": ["many", "b{i}"], "count": 4, "key": "key{i}", "value": {"random": 30}}]},
     ]
     second = [
-        {"op": "repeat", "count": 1500, "ops": [{"op": "delete", "path": ["wide"], "key": wide_key}]},
+        {"op": "repeat", "count": wide // 2, "ops": [{"op": "delete", "path": ["wide"], "key": wide_key}]},
         {"op": "delete_bucket", "path": ["many", "b7"]},
         {"op": "put", "path": ["large"], "key": "one", "value": "replaced"},
     ]
@@ -496,3 +503,194 @@ def test_consistent_snapshots_under_a_committing_writer(gobolt, tmp_path, reader
     assert writer.returncode == 0, writer.stderr.read()
     assert len(seen) > 20 and [t for t, _ in seen] == sorted(t for t, _ in seen)
     assert len({gen for _, gen in seen}) > 10
+
+
+# -- mutations of real files: Corrupted or a consistent read, never anything else ----------------------
+
+
+@pytest.fixture(scope="session")
+def fuzz_files(gobolt, tmp_path_factory):
+    """Small rich files and the byte ranges of their meta and live pages, for the fuzzer."""
+    out = []
+    for page_size in (4096, 8192):
+        path = gobolt.write(rich_spec(page_size, wide=300), tmp_path_factory.mktemp("fuzz") / f"f{page_size}.db")
+        ranges = [(0, 2 * page_size)] + [
+            (p["ID"] * page_size, (p["ID"] + p["OverflowCount"] + 1) * page_size)
+            for p in gobolt.pages(path) if p["Type"] in ("branch", "leaf")]
+        out.append({"path": str(path), "ranges": ranges, "page_size": page_size})
+    return out
+
+
+def run_fuzzer(fuzz_files, tmp_path, impl_name: str, examples: int, timeout: float) -> dict:
+    spec = tmp_path / "fuzz.json"
+    spec.write_text(json.dumps({"files": fuzz_files, "examples": examples, "workdir": str(tmp_path)}))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parent),
+                                                       os.environ.get("PYTHONPATH", "")]))
+    env.pop("CARGOHOLD_PUREPYTHON", None)
+    if impl_name == "fallback":
+        env["CARGOHOLD_PUREPYTHON"] = "1"
+    proc = subprocess.run([sys.executable, str(Path(__file__).parent / "bolt_fuzz.py"), str(spec)],
+                          capture_output=True, text=True, env=env, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
+    outcomes = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert outcomes["corrupted"] > 0 and outcomes["read"] > 0   # both outcomes are really exercised
+    return outcomes
+
+
+@pytest.mark.parametrize("impl_name", sorted(IMPLEMENTATIONS))
+def test_mutated_files_raise_only_corrupted(fuzz_files, tmp_path, impl_name):
+    run_fuzzer(fuzz_files, tmp_path, impl_name, examples=200, timeout=300)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("impl_name", sorted(IMPLEMENTATIONS))
+def test_mutated_files_raise_only_corrupted_long(fuzz_files, tmp_path, impl_name):
+    run_fuzzer(fuzz_files, tmp_path, impl_name, examples=5000, timeout=3000)
+
+
+# -- the compiled page decoders and their pure-Python twins agree ---------------------------------------
+
+
+def decode_with(impl, buf: bytes, start: int, end: int, count: int, branch: bool):
+    try:
+        if branch:
+            return impl.bolt_branch(buf, start, end, count)
+        return impl.bolt_leaf(buf, start, end, count)
+    except errors.Corrupted as exc:
+        return ("Corrupted", str(exc))
+
+
+def test_decoders_agree_on_every_real_page(rich_files):
+    compiled = pytest.importorskip("cargohold._core")
+    from cargohold import _fallback
+
+    checked = 0
+    for page_size, (path, _) in rich_files.items():
+        data = path.read_bytes()
+        for offset in range(2 * page_size, len(data), page_size):
+            _, flags, count, overflow = HEADER.unpack_from(data, offset)
+            end = min(len(data), offset + (overflow + 1) * page_size)
+            for branch in (True, False):   # free and overflow pages decode too, as either kind
+                ours = decode_with(compiled, data, offset, end, count, branch)
+                assert ours == decode_with(_fallback, data, offset, end, count, branch), (page_size, offset)
+                checked += not (isinstance(ours, tuple) and ours[0] == "Corrupted")
+    assert checked > 1000
+
+
+@settings(max_examples=300, deadline=None)
+@given(elements=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 2**32 - 1), st.integers(0, 300),
+                                   st.integers(0, 300), st.integers(0, 2**64 - 1)), max_size=12),
+       extra=st.integers(0, 4), keys=st.binary(min_size=0, max_size=600), slack=st.integers(-20, 20),
+       start=st.integers(0, 3))
+def test_decoders_agree_on_arbitrary_pages(elements, extra, keys, slack, start):
+    compiled = pytest.importorskip("cargohold._core")
+    from cargohold import _fallback
+
+    count = len(elements) + extra
+    table = b"".join(struct.pack("<IIII", flags, pos % 4096, ksize, vsize) for flags, pos, ksize, vsize, _ in elements)
+    leaf = bytes(start) + bytes(16) + table + keys
+    branch = bytes(start) + bytes(16) + b"".join(
+        struct.pack("<IIQ", pos % 4096, ksize, child) for _, pos, ksize, _, child in elements) + keys
+    for buf, is_branch in ((leaf, False), (branch, True)):
+        end = max(0, min(len(buf), len(buf) + slack))
+        for c in (count, len(elements)):
+            assert decode_with(compiled, buf, start, end, c, is_branch) == \
+                decode_with(_fallback, buf, start, end, c, is_branch)
+
+
+# -- a real containerd's meta.db, read while the daemon holds it ----------------------------------------
+
+CONTAINERD_CONFIG = """\
+version = 2
+root = "{d}/root"
+state = "{d}/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "{d}/containerd.sock"
+[ttrpc]
+  address = "{d}/containerd.sock.ttrpc"
+[debug]
+  address = "{d}/debug.sock"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{d}/opt"
+"""
+
+
+@pytest.fixture
+def containerd(tmp_path):
+    """A private containerd (own root, state and sockets under tmp_path); yields (socket, root, process)."""
+    import shutil
+    import time
+
+    if not (shutil.which("containerd") and shutil.which("ctr")):
+        pytest.skip("containerd and ctr are not installed (Debian package containerd)")
+    if os.geteuid() != 0:
+        pytest.skip("containerd needs root")
+    d = tmp_path / "ctrd"
+    d.mkdir()
+    (d / "config.toml").write_text(CONTAINERD_CONFIG.format(d=d))
+    log = open(d / "containerd.log", "wb")
+    proc = subprocess.Popen(["containerd", "--config", str(d / "config.toml")], stdout=log, stderr=log)
+    sock = d / "containerd.sock"
+    try:
+        deadline = time.monotonic() + 30
+        while subprocess.run(["ctr", "--address", str(sock), "version"], capture_output=True,
+                             timeout=30).returncode != 0:
+            assert proc.poll() is None, (d / "containerd.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "containerd did not start"
+            time.sleep(0.1)
+        yield sock, d / "root", proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+
+
+def ctr(sock, *args) -> None:
+    subprocess.run(["ctr", "--address", str(sock), *args], check=True, capture_output=True, timeout=60)
+
+
+def check_containerd_contents(meta_db, snapshots_db) -> None:
+    from cargohold._native import decode_varint
+
+    with bolt.open(meta_db) as f:
+        v1 = f.bucket(b"v1")
+        assert decode_varint(v1.get(b"version"))[0] == 3   # containerd 1.6's schema
+        ns = v1.bucket(b"testns")
+        assert ns.bucket(b"labels").get(b"team") == b"bolt"
+        lease = ns.bucket(b"leases").bucket(b"lease-1")
+        assert lease.bucket(b"labels").get(b"purpose") == b"test" and lease.get(b"createdat")
+    with bolt.open(snapshots_db) as f:
+        snap = f.bucket(b"v1").bucket(b"snapshots").bucket(b"testns/1/snap-1")
+        assert snap is not None and snap.get(b"kind") is not None
+
+
+def test_containerd_meta_db_while_running_and_after(containerd):
+    import fcntl
+
+    sock, root, proc = containerd
+    ctr(sock, "namespaces", "create", "testns", "team=bolt")
+    ctr(sock, "-n", "testns", "leases", "create", "--id", "lease-1", "--expires", "0", "purpose=test")
+    ctr(sock, "-n", "testns", "snapshots", "--snapshotter", "native", "prepare", "snap-1")
+    meta_db = root / "io.containerd.metadata.v1.bolt" / "meta.db"
+    snapshots_db = root / "io.containerd.snapshotter.v1.native" / "metadata.db"
+    with open(meta_db, "rb") as fh, pytest.raises(BlockingIOError):
+        fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)   # containerd holds bbolt's exclusive lock
+    # while it runs: containerd itself may commit (its GC), so look for a window in which it did not
+    for _ in range(20):
+        before = fingerprint(meta_db), fingerprint(snapshots_db)
+        check_containerd_contents(meta_db, snapshots_db)
+        if (fingerprint(meta_db), fingerprint(snapshots_db)) == before:
+            break
+    else:
+        pytest.fail("meta.db changed during every one of 20 reads")
+    proc.terminate()
+    assert proc.wait(timeout=30) == 0
+    before = fingerprint(meta_db), fingerprint(snapshots_db)
+    check_containerd_contents(meta_db, snapshots_db)
+    assert (fingerprint(meta_db), fingerprint(snapshots_db)) == before
