@@ -58,17 +58,17 @@ class Graph:
     """The node table and lease-resource rows of a containerd database, as the Marker takes them."""
 
     nodes: list
-    """(packed node key, entry) pairs, sorted by key."""
+    """(packed node key, entry) pairs, in the file's order (namespace by namespace, kind by kind)."""
     lease_rows: list
     """(lease-resource key, b"") pairs."""
 
     def all_nodes(self) -> list[Node]:
         """Every node, root holders (containers, sandboxes, 1.x images) included."""
-        return [schema.unpack_node(key) for key, _ in self.nodes]
+        return [schema.unpack_node(key) for key, _ in sorted(self.nodes)]
 
     def collectible(self) -> list[Node]:
         """Every node a collection could remove (containerd's ``scanAll``), in key order."""
-        return [schema.unpack_node(key) for key, value in self.nodes if not value[0] & index.F_HIDDEN]
+        return [schema.unpack_node(key) for key, value in sorted(self.nodes) if not value[0] & index.F_HIDDEN]
 
 
 def graph(v1: Tree, rules: str) -> Graph:
@@ -77,42 +77,80 @@ def graph(v1: Tree, rules: str) -> Graph:
     rows: list = []
     for ns, namespace in decode.children(v1, "namespace"):
         _namespace(ns, namespace, rules, nodes, rows)
-    nodes.sort()
     return Graph(nodes, rows)
 
 
 def _namespace(ns: str, tree: Tree, rules: str, nodes: list, rows: list) -> None:
+    """Append the entries of one namespace.
+
+    The bulk (blobs, snapshots, images, containers) goes through a fast path
+    working on raw keys: an object without labels gets its entry from a constant
+    and `index.strong_edge`, byte for byte what the `index` entry functions give
+    it (they decode and pack the same UTF-8). Objects with labels, and the few
+    leases, ingests and sandboxes, use the entry functions themselves.
+    """
     legacy = rules == "1.x"
     parse = parse_1x if legacy else gclabels.parse
     pack = schema.pack_node
     what = f"namespace {ns!r}"
+    sep = schema.SEP
+    raw_ns = ns.encode()
+    strong = index.strong_edge
+    labels_key, parent_key = s.LABELS, s.PARENT
 
     def labels(obj: Tree) -> dict:
-        return decode.string_map(obj, s.LABELS, what)
+        return decode.string_map(obj, labels_key, what)
+
+    def name(raw: bytes) -> str:
+        return decode.text(raw, f"{what}: key")
 
     content = decode.bucket(tree, s.CONTENT, what)
-    for digest, blob in decode.children(decode.bucket(content, s.BLOB, what), "content"):
-        nodes.append((pack(ResourceType.CONTENT, ns, digest), index.content_entry(ns, labels(blob), parse)))
+    prefix = bytes((ResourceType.CONTENT,)) + raw_ns + sep
+    bare = index.content_entry(ns, None, parse)
+    for digest, blob in decode.bucket(content, s.BLOB, what).buckets():
+        if blob.bucket(labels_key) is None:
+            nodes.append((prefix + digest, bare))
+        else:
+            nodes.append((prefix + digest, index.content_entry(ns, labels(blob), parse)))
     for record in decode.ingests(tree, ns):
         expire = None if record.expire_at is None else record.expire_at.ns
         nodes.append((pack(ResourceType.INGEST, ns, record.ref), index.ingest_entry(ns, expire, record.expected)))
-    for snapshotter, keys in decode.children(decode.bucket(tree, s.SNAPSHOTS, what), "snapshotter"):
-        for key, snap in decode.children(keys, "snapshot"):
-            parent = decode.string(snap, s.PARENT, what)
-            nodes.append((pack(ResourceType.SNAPSHOT, ns, f"{snapshotter}/{key}"),
-                          index.snapshot_entry(ns, snapshotter, parent, labels(snap), parse)))
-    for name, image in decode.children(decode.bucket(tree, s.IMAGES, what), "image"):
-        target = decode.string(decode.bucket(image, s.TARGET, what), s.DIGEST, what)
-        if legacy:
-            strong = [pack(ResourceType.CONTENT, ns, target)] if target else []
-            entry = index.encode(root=True, hidden=True, strong=strong, refs=parse_1x(ns, labels(image)))
+    snap_prefix = bytes((ResourceType.SNAPSHOT,)) + raw_ns + sep
+    bare = index.snapshot_entry(ns, "", "", None, parse)
+    for snapshotter, keys in decode.bucket(tree, s.SNAPSHOTS, what).buckets():
+        prefix = snap_prefix + snapshotter + b"/"
+        for key, snap in keys.buckets():
+            parent = snap.get(parent_key)
+            if snap.bucket(labels_key) is not None:
+                entry = index.snapshot_entry(ns, name(snapshotter), name(parent or b""), labels(snap), parse)
+            else:
+                entry = bare + strong(prefix + parent) if parent else bare
+            nodes.append((prefix + key, entry))
+    prefix = bytes((ResourceType.IMAGE,)) + raw_ns + sep
+    content_prefix = bytes((ResourceType.CONTENT,)) + raw_ns + sep
+    bare = index.encode(root=True, hidden=True) if legacy else index.image_entry(ns, "", None)
+    for image_name, image in decode.bucket(tree, s.IMAGES, what).buckets():
+        target = decode.bucket(image, s.TARGET, what).get(s.DIGEST)
+        if image.bucket(labels_key) is None:
+            entry = bare + strong(content_prefix + target) if target else bare
+        elif legacy:
+            edges = [content_prefix + target] if target else []
+            entry = index.encode(root=True, hidden=True, strong=edges, refs=parse_1x(ns, labels(image)))
         else:
-            entry = index.image_entry(ns, target, labels(image))
-        nodes.append((pack(ResourceType.IMAGE, ns, name), entry))
-    for cid, ctr in decode.children(decode.bucket(tree, s.CONTAINERS, what), "container"):
-        entry = index.container_entry(ns, decode.string(ctr, s.SNAPSHOTTER, what),
-                                      decode.string(ctr, s.SNAPSHOT_KEY, what), labels(ctr), parse)
-        nodes.append((pack(ResourceType.CONTAINER, ns, cid), entry))
+            entry = index.image_entry(ns, name(target or b""), labels(image))
+        nodes.append((prefix + image_name, entry))
+    prefix = bytes((ResourceType.CONTAINER,)) + raw_ns + sep
+    bare = index.container_entry(ns, "", "", None, parse)
+    for cid, ctr in decode.bucket(tree, s.CONTAINERS, what).buckets():
+        snapshotter = ctr.get(s.SNAPSHOTTER)
+        if ctr.bucket(labels_key) is not None:
+            entry = index.container_entry(ns, name(snapshotter or b""), name(ctr.get(s.SNAPSHOT_KEY) or b""),
+                                          labels(ctr), parse)
+        elif snapshotter:
+            entry = bare + strong(snap_prefix + snapshotter + b"/" + (ctr.get(s.SNAPSHOT_KEY) or b""))
+        else:
+            entry = bare
+        nodes.append((prefix + cid, entry))
     for sid, sandbox in decode.children(decode.bucket(tree, s.SANDBOXES, what), "sandbox"):
         nodes.append((pack(index.SANDBOX, ns, sid), index.sandbox_entry(ns, labels(sandbox), parse)))
     for lid, lease in decode.children(decode.bucket(tree, s.LEASES, what), "lease"):

@@ -98,6 +98,12 @@ def encode(*, root: bool = False, expire: Optional[int] = None, flat: bool = Fal
     return b"".join(out)
 
 
+def strong_edge(target: bytes) -> bytes:
+    """One STRONG edge as `encode` writes it: appended to an entry without flags' payload
+    (no expiry, no usedat) it gives the entry with that edge after its own."""
+    return bytes((E_STRONG,)) + _chunk(target)
+
+
 @dataclass
 class Entry:
     """A decoded node-table value."""
