@@ -218,7 +218,7 @@ class _Importer:
             self.report.copied += 1
 
     def _labels(self, labels: Optional[dict]) -> dict:
-        return {_label_key(k, self.backends): v for k, v in (labels or {}).items()}
+        return {label_key(k, self.backends): v for k, v in (labels or {}).items()}
 
     def _namespace(self, db, ns: str, snapshot_plan: list) -> None:
         host, clock = self.host, self.clock
@@ -347,7 +347,7 @@ def _touch(store, created, updated_at: Optional[datetime], clock: _Clock) -> Non
         store.update(created, "labels")
 
 
-def _label_key(key: str, backends: list) -> str:
+def label_key(key: str, backends: list) -> str:
     """A label key with containerd's snapshotter name in snapshot references mapped to cargohold's."""
     for prefix in _SNAPSHOT_LABEL_PREFIXES:
         if key.startswith(prefix):
