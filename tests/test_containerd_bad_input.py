@@ -293,3 +293,16 @@ def test_malformed_records_are_named(gobolt, tmp_path, record, message):
     with ctrd.open_root(path) as host:
         with pytest.raises(Corrupted, match=message):
             host.images("default") if b"images" in record else host.containers("default")
+
+
+def test_db_version_3_sandboxes_outside_v1(gobolt, tmp_path):
+    """containerd 1.7 wrote sandboxes to <ns>/sandboxes, outside v1: listed there, never roots."""
+    held = _digest_of(b"held")
+    tree = {b"v1": {b"version": _varint(3), b"default": {
+                b"content": {b"blob": {held: {b"size": _varint(4)}}}}},
+            b"default": {b"sandboxes": {b"pod": {b"sandboxer": b"", b"runtime": {b"name": b"io.containerd.runc.v2"},
+                                                  b"labels": {b"containerd.io/gc.ref.content": held}}}}}
+    path = gobolt.write(_spec(tree), tmp_path / "v3.db")
+    with ctrd.open_root(path) as host:
+        assert [s.id for s in host.sandboxes("default")] == ["pod"]
+        assert host.unreachable() == [Node(ResourceType.CONTENT, "default", held.decode())]

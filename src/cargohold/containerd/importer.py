@@ -36,7 +36,7 @@ from typing import Optional
 import cargohold
 
 from ..content.store import INGEST_EXPIRY_NS
-from ..errors import AlreadyExists, Corrupted, FailedPrecondition, InvalidArgument, Unsupported
+from ..errors import AlreadyExists, Corrupted, FailedPrecondition, InvalidArgument, Unavailable, Unsupported
 from ..gc import labels as gclabels
 from ..model import Info, Kind, Node, Resource
 from ..snapshots.fsutil import copy_tree, remove_tree
@@ -103,7 +103,8 @@ def import_root(path: "str | os.PathLike[str]", dest_root: "str | os.PathLike[st
     `dest_root` must not exist, or be an empty directory. FailedPrecondition when
     a record's blob or snapshot directory is missing (`fsck` finds them),
     Corrupted when a blob does not match its digest, Unsupported for a
-    snapshotter cargohold has no backend for.
+    snapshotter cargohold has no backend for, Unavailable when the filesystem
+    fails (a running containerd may delete what it collects while we copy).
     """
     try:
         dest = os.path.abspath(os.fspath(dest_root))
@@ -123,8 +124,10 @@ def import_root(path: "str | os.PathLike[str]", dest_root: "str | os.PathLike[st
             if os.path.isdir(dest):
                 os.rmdir(dest)
             os.rename(work, dest)
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(work, ignore_errors=True)
+            if isinstance(exc, OSError):   # e.g. the running daemon deleted a blob while we copied it
+                raise Unavailable(f"import of {path!r} into {dest!r} failed: {exc}") from None
             raise
     return report
 
