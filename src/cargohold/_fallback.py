@@ -6,6 +6,10 @@ check that both give identical results.
 
 from __future__ import annotations
 
+import operator
+import struct
+from itertools import islice
+
 from .errors import Corrupted, InvalidArgument
 
 MAX_VARINT_LEN = 10
@@ -287,3 +291,73 @@ class Marker:
     @property
     def edge_count(self):
         return sum(len(e) for e in self._edges)
+
+
+# -- bbolt pages (cargohold.bolt) ----------------------------------------------------------------
+# A page starts with a 16-byte header; its element table follows, 16 bytes an element, each
+# element's `pos` counting from the element itself to its key (a leaf's value follows its key).
+
+_BOLT_HEADER = 16
+_BOLT_LEAF_ELEMENT = struct.Struct("<IIII")     # flags, pos, ksize, vsize
+_BOLT_BRANCH_ELEMENT = struct.Struct("<IIQ")    # pos, ksize, child pgid
+_BOLT_BUCKET_FLAG = 0x01
+
+
+def bolt_leaf(buf: bytes, start: int, end: int, count: int) -> tuple[list, list, list]:
+    """Decode the `count` elements of the bbolt leaf page held in buf[start:end].
+
+    Returns (keys, values, buckets): values[i] is None for a sub-bucket, whose
+    element index and value offsets in `buf` are appended to `buckets` as
+    (index, value_start, value_end) triples, flattened. Keys must increase.
+    """
+    if start < 0 or end > len(buf) or start > end:
+        raise Corrupted(f"page bounds {start}..{end} outside a buffer of {len(buf)} bytes")
+    table = start + _BOLT_HEADER
+    data = table + 16 * count
+    if data > end:
+        raise Corrupted(f"{count} leaf elements do not fit in {end - start} bytes")
+    keys: list = []
+    values: list = []
+    buckets: list = []
+    key_add = keys.append
+    value_add = values.append
+    elem = table
+    for i, (flags, pos, ksize, vsize) in enumerate(_BOLT_LEAF_ELEMENT.iter_unpack(buf[table:data])):
+        k = elem + pos
+        v = k + ksize
+        e = v + vsize
+        if e > end or k < data:
+            raise Corrupted(f"leaf element {i} (key of {ksize} bytes at {k - start}, value of {vsize} bytes) "
+                            f"lies outside the data of the page's {end - start} bytes")
+        key_add(buf[k:v])
+        if flags & _BOLT_BUCKET_FLAG:
+            value_add(None)
+            buckets += (i, v, e)
+        else:
+            value_add(buf[v:e])
+        elem += 16
+    if count > 1 and not all(map(operator.lt, keys, islice(keys, 1, None))):
+        i = next(i for i in range(1, count) if not keys[i - 1] < keys[i])
+        raise Corrupted(f"leaf element {i}: key {keys[i]!r} does not sort after the previous key")
+    return keys, values, buckets
+
+
+def bolt_branch(buf: bytes, start: int, end: int, count: int) -> list:
+    """Child page ids of the `count` elements of the bbolt branch page in buf[start:end]."""
+    if start < 0 or end > len(buf) or start > end:
+        raise Corrupted(f"page bounds {start}..{end} outside a buffer of {len(buf)} bytes")
+    table = start + _BOLT_HEADER
+    data = table + 16 * count
+    if data > end:
+        raise Corrupted(f"{count} branch elements do not fit in {end - start} bytes")
+    children = []
+    child_add = children.append
+    elem = table
+    for i, (pos, ksize, child) in enumerate(_BOLT_BRANCH_ELEMENT.iter_unpack(buf[table:data])):
+        k = elem + pos
+        if k + ksize > end or k < data:
+            raise Corrupted(f"branch element {i} (key of {ksize} bytes at {k - start}) "
+                            f"lies outside the data of the page's {end - start} bytes")
+        child_add(child)
+        elem += 16
+    return children
