@@ -21,9 +21,10 @@ import tarfile
 from datetime import datetime, timezone
 
 import pytest
-from cliutil import fails, invoke, parsed
+from cliutil import fails, invoke
+from conftest import run_python
 from containerd_daemon import needs_containerd, parse_labels, start_daemon
-from docker_fixtures import SavedArchive, image_config, sha256
+from docker_fixtures import SavedArchive, sha256
 from oci_fixtures import SKOPEO, Layer, Layout, needs_skopeo, run, tar_layout
 
 import cargohold
@@ -239,11 +240,11 @@ def test_names_as_ctr_gives_them(tmp_path, daemon, db, ns):
     assert our_state(db, ns)[:2] == ctr_state(daemon, "names")[:2]
 
     saved = SavedArchive("legacy")
-    saved.image([base_layer()], ["good:1", "Bad/Upper:1"])
+    saved.image([base_layer()], ["good:1", "bad/Upper:1"])
     bad = saved.write(tmp_path / "bad.tar")
     with pytest.raises(AssertionError, match="repository name must be lowercase"):
         ctr_import(daemon, "names", bad, "--no-unpack")
-    with pytest.raises(InvalidArgument, match=r"manifest.json\[0\]: RepoTags\[1\]: .*'Bad/Upper:1'.* lower case"):
+    with pytest.raises(InvalidArgument, match=r"manifest.json\[0\]: RepoTags\[1\]: .*'bad/Upper:1'.* lower case"):
         transfer.import_archive(ns, bad)
 
 
@@ -298,6 +299,8 @@ def _bomb(saved: SavedArchive) -> None:
     _set_config(saved, lambda c: c["rootfs"]["diff_ids"].__setitem__(2, sha256(gzip.decompress(bomb))))
 
 
+ZERO = "sha256:" + "0" * 64
+
 BAD_CASES = {
     "missing layer": (lambda s: s.files.pop(_entry(s)["Layers"][1]),
                       r"manifest.json\[1\]: layer '[0-9a-f]{64}/layer.tar' is missing from the archive"),
@@ -320,7 +323,7 @@ BAD_CASES = {
     "no config": (lambda s: _entry(s).pop("Config"), r"manifest.json\[1\]: Config must be a non-empty string"),
     "bad RepoTag": (lambda s: _entry(s)["RepoTags"].append("UPPER:1"),
                     r"manifest.json\[1\]: RepoTags\[1\]: invalid image reference 'UPPER:1'"),
-    "diff ID mismatch": (lambda s: _set_config(s, lambda c: c["rootfs"]["diff_ids"].__setitem__(1, "sha256:" + "0" * 64)),
+    "diff ID mismatch": (lambda s: _set_config(s, lambda c: c["rootfs"]["diff_ids"].__setitem__(1, ZERO)),
                          r"manifest.json\[1\]: layer '[0-9a-f]{64}/layer.tar' has diff ID sha256:[0-9a-f]{64}, but its "
                          r"config '[0-9a-f]{64}.json' lists sha256:0{64} for layer 1"),
     "diff ID count": (lambda s: _set_config(s, lambda c: c["rootfs"]["diff_ids"].pop()),
@@ -371,6 +374,27 @@ def test_a_symlink_leading_out_of_the_archive_is_refused(tmp_path, db, ns):
                                               r"'escape/layer.tar': escape/layer.tar points outside"):
         transfer.import_archive(ns, directory)
     assert ns.images.list() == []
+
+
+@pytest.mark.parametrize("what", ["manifest.json", "layer", "config"])
+def test_a_fifo_in_a_saved_directory_is_refused_without_waiting_on_it(tmp_path, what):
+    saved = two_images()
+    directory = tmp_path / "saved"
+    saved.write_dir(directory)
+    name = {"manifest.json": "manifest.json", "layer": _entry(saved)["Layers"][1],
+            "config": _entry(saved)["Config"]}[what]
+    os.unlink(directory / name)
+    os.mkfifo(directory / name)
+    out = run_python(f"""
+        import cargohold
+        from cargohold import transfer
+        with cargohold.open({str(tmp_path / 'root')!r}) as db:
+            try:
+                transfer.import_archive(db.namespace("default"), {str(directory)!r})
+            except Exception as exc:
+                print(type(exc).__name__, exc)
+    """, timeout=60).stdout
+    assert out.startswith(f"InvalidArgument image archive {directory}") and "is not a regular file" in out, out
 
 
 def test_a_huge_or_deeply_nested_manifest_json_is_refused_unread(tmp_path, ns):
@@ -482,6 +506,8 @@ def test_json_bytes_are_gos(tmp_path):
     ("localhost/app", "localhost/app:latest", "localhost/app:latest"),
     ("localhost:5000/team/app:v1.2_x-y", "localhost:5000/team/app:v1.2_x-y", "localhost:5000/team/app:v1.2_x-y"),
     ("Example.COM/app:1", "Example.COM/app:1", "Example.COM/app:1"),
+    ("Registry/app", "Registry/app:latest", "Registry/app:latest"),  # containerd 1.7's rule: upper case is a host
+    ("[::1]:5000/app:2", "[::1]:5000/app:2", "[::1]:5000/app:2"),
     ("example.com/a__b/c-d.e:T", "example.com/a__b/c-d.e:T", "example.com/a__b/c-d.e:T"),
     ("app:1@sha256:" + "a" * 64, "docker.io/library/app@sha256:" + "a" * 64, "app@sha256:" + "a" * 64),
     ("example.com/app@sha256:" + "b" * 64, "example.com/app@sha256:" + "b" * 64, "example.com/app@sha256:" + "b" * 64),
@@ -493,7 +519,8 @@ def test_references_normalise_and_familiarise_as_containerds(written, normalized
 
 
 @pytest.mark.parametrize("bad,match", [
-    ("", "must not be empty"), ("a" * 64, "image ID"), ("Upper/app", "lower case"), ("app:", "expected"),
+    ("", "must not be empty"), ("a" * 64, "image ID"), ("host/Upper", "lower case"), ("Upper", "lower case"),
+    ("app:", "expected"), ("[::1/app", "expected"),
     ("app:-x", "expected"), ("-app", "expected"), ("a//b", "expected"), ("example.com/" + "a" * 250, "longer than 255"),
     ("app@sha256:abc", "expected"), ("app@md5:" + "0" * 32, "unsupported algorithm"), (7, "must be a string"),
 ])
@@ -647,3 +674,15 @@ def test_skopeo_reads_an_export_as_a_docker_archive(tmp_path, ns):
         copied = transfer.import_archive(copies.namespace("default"), tmp_path / "copied", base_name="copy",
                                          unpack=True)
         assert [image.name for image in copied] == ["copy:0", "copy:1", "copy:2"]
+
+
+def test_a_saved_archive_without_tags_needs_an_index_name(tmp_path, ns):
+    saved = SavedArchive("legacy")
+    saved.image([base_layer()], [])
+    path = saved.write(tmp_path / "untagged.tar")
+    with pytest.raises(InvalidArgument, match=rf"image archive {path}: no image in manifest.json has RepoTags; "
+                                              "name the whole index with --index-name NAME"):
+        transfer.import_archive(ns, path)
+    assert ns.images.list() == [] and list(ns.content.walk()) == []
+    (index,) = transfer.import_archive(ns, path, index_name="example.com/untagged:1")
+    assert index.target.media_type == "application/vnd.oci.image.index.v1+json"

@@ -1,10 +1,13 @@
-"""Docker image references, normalised and familiarised as containerd 1.6's `reference/docker` does.
+"""Docker image references, normalised and familiarised as containerd's `reference/docker` does.
 
 `normalize` is containerd's `ParseDockerRef`: ``busybox`` is
 ``docker.io/library/busybox:latest``, ``user/app:1`` is
 ``docker.io/user/app:1``, ``index.docker.io`` is ``docker.io``; a first
-component is a registry host only when it has a ``.`` or ``:`` or is
-``localhost``; a reference with a tag and a digest keeps only the digest.
+component is a registry host when it has a ``.`` or ``:``, is
+``localhost``, or has upper-case letters (``[::1]:5000`` too); a reference
+with a tag and a digest keeps only the digest. These are containerd 1.7's
+rules; 1.6's refuse upper-case hosts without a dot and IPv6 hosts, and
+otherwise agree.
 `familiar` is what Docker shows and writes in ``RepoTags``
 (``TagNameOnly`` then ``FamiliarString``): ``docker.io/library/busybox:latest``
 is ``busybox:latest``.
@@ -27,7 +30,7 @@ MAX_NAME_LENGTH = 255
 
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-*)[a-z0-9]+)*"
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_DOMAIN = rf"{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*(?::[0-9]+)?"
+_DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?"
 _TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
 _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9A-Fa-f]{32,}"
 _PATH = rf"{_COMPONENT}(?:/{_COMPONENT})*"
@@ -60,7 +63,7 @@ def _join(name: str, tag: str, digest: str) -> str:
 
 def _split_domain(name: str) -> tuple[str, str]:
     first, slash, rest = name.partition("/")
-    if not slash or (not any(c in first for c in ".:") and first != "localhost"):
+    if not slash or (not any(c in first for c in ".:") and first != "localhost" and first.lower() == first):
         domain, remainder = DEFAULT_DOMAIN, name
     else:
         domain, remainder = first, rest
