@@ -12,6 +12,7 @@ from cargohold.transfer import Progress
 from cargohold.validation import validate_labels
 
 from .context import Settings, emit_list, format_labels, json_option, parse_labels, pass_settings, remove_all
+from .images import max_layer_size_option
 from .progress import blob_progress
 
 
@@ -39,9 +40,10 @@ def ls(settings: Settings, filters: tuple, as_json: bool) -> None:
 @click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="Platform of the image [default: the host's].")
 @click.option("--spec", "spec_file", type=click.File("rb"), help="OCI runtime spec to store (a JSON file).")
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="Label the container (repeatable).")
+@max_layer_size_option
 @pass_settings
 def create(settings: Settings, image: str, container_id: str, snapshotter: str, runtime: str,
-           platform: Optional[str], spec_file, labels: tuple) -> None:
+           platform: Optional[str], spec_file, labels: tuple, max_layer_size: Optional[int]) -> None:
     """Create container ID from IMAGE, with a writable snapshot ID on the image's top layer.
 
     The image is unpacked first if it is not yet.
@@ -50,12 +52,13 @@ def create(settings: Settings, image: str, container_id: str, snapshotter: str, 
                           snapshotter=snapshotter, snapshot_key=container_id, image=image,
                           labels=validate_labels(parse_labels(labels)))
     with blob_progress(True) as progress:
-        create_container(settings.ns(), container, platform=platform, progress=progress)
+        create_container(settings.ns(), container, platform=platform, progress=progress,
+                         max_layer_size=max_layer_size)
     click.echo(container_id)
 
 
 def create_container(ns, container: Container, *, platform: Optional[str] = None,
-                     progress: Optional[Progress] = None) -> Container:
+                     progress: Optional[Progress] = None, max_layer_size: Optional[int] = None) -> Container:
     """Unpack the container's image if needed, then create the container and its snapshot together.
 
     The snapshot, keyed ``container.snapshot_key``, is prepared on the image's
@@ -64,7 +67,7 @@ def create_container(ns, container: Container, *, platform: Optional[str] = None
     ns.db.snapshotter_backend(container.snapshotter)
     _require_free(ns, container.id)
     parent = transfer.unpack_image(ns, container.image, snapshotter=container.snapshotter, platform=platform,
-                                   progress=progress)
+                                   progress=progress, max_layer_size=max_layer_size)
     with ns.db.update() as tx:  # the container and its snapshot appear together, or neither does
         created = ns.containers.create(container, tx=tx)
         ns.snapshotter(container.snapshotter).prepare(container.snapshot_key, parent, tx=tx)

@@ -23,6 +23,28 @@ platform_option = click.option("--platform", metavar="OS/ARCH[/VARIANT]",
 all_platforms_option = click.option("--all-platforms", is_flag=True, help="Every platform of the image.")
 
 
+class ByteSize(click.ParamType):
+    """A number of bytes, optionally with a binary suffix: 512, 64K, 10M, 8G, 2T (KiB, MiB... and KB also)."""
+
+    name = "SIZE"
+    _UNITS = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40, "P": 50}
+
+    def convert(self, value, param, ctx) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().upper().removesuffix("B").removesuffix("I")
+        digits, unit = text.rstrip("KMGTP"), text[len(text.rstrip("KMGTP")):]
+        if not digits.isdigit() or unit not in self._UNITS:
+            self.fail(f"{value!r} is not a size (a number of bytes, e.g. 512, 64K, 10M, 8G)", param, ctx)
+        return int(digits) << self._UNITS[unit]
+
+
+max_layer_size_option = click.option(
+    "--max-layer-size", type=ByteSize(), metavar="SIZE",
+    help="Refuse a layer that expands past SIZE bytes (e.g. 8G; 0: no limit) "
+         "[default: max(1G, 100 x its compressed size)].")
+
+
 @click.group("images")
 def command() -> None:
     """Import, export, list, label and remove images."""
@@ -76,12 +98,14 @@ def ls(settings: Settings, filters: tuple, quiet: bool, as_json: bool) -> None:
 @click.option("--index-name", metavar="NAME", help="Also create an image NAME for the archive's index.json.")
 @click.option("--unpack", is_flag=True, help="Unpack the layers into snapshots named by chain ID.")
 @click.option("--snapshotter", default="native", show_default=True, help="Snapshotter to unpack into.")
+@max_layer_size_option
 @platform_option
 @all_platforms_option
 @json_option
 @pass_settings
 def import_(settings: Settings, source: str, base_name: Optional[str], index_name: Optional[str], unpack: bool,
-            snapshotter: str, platform: Optional[str], all_platforms: bool, as_json: bool) -> None:
+            snapshotter: str, max_layer_size: Optional[int], platform: Optional[str], all_platforms: bool,
+            as_json: bool) -> None:
     """Import an OCI image layout (a directory or a tar, as `skopeo copy ... oci-archive:` writes).
 
     Every blob is verified while it is stored. A bad archive fails with one
@@ -91,7 +115,8 @@ def import_(settings: Settings, source: str, base_name: Optional[str], index_nam
     with blob_progress(not as_json) as progress:
         created = transfer.import_archive(ns, source, base_name=base_name, index_name=index_name,
                                           unpack=unpack, snapshotter=snapshotter, platform=platform,
-                                          all_platforms=all_platforms, progress=progress)
+                                          all_platforms=all_platforms, progress=progress,
+                                          max_layer_size=max_layer_size)
     if as_json:
         emit_json(created)
     else:

@@ -55,17 +55,27 @@ class ReadTap(io.RawIOBase):
         return n
 
 
-class DigestingReader(ReadTap):
-    """Pass reads through from `raw`, hashing (sha256) and counting every byte."""
+class CountingReader(ReadTap):
+    """Pass reads through from `raw`, counting every byte in `count`."""
 
     def __init__(self, raw: BinaryIO) -> None:
         super().__init__(raw, self._update)
-        self._hash = hashlib.sha256()
         self.count = 0
 
     def _update(self, data: bytes) -> None:
-        self._hash.update(data)
         self.count += len(data)
+
+
+class DigestingReader(CountingReader):
+    """Pass reads through from `raw`, hashing (sha256) and counting every byte."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        super().__init__(raw)
+        self._hash = hashlib.sha256()
+
+    def _update(self, data: bytes) -> None:
+        self._hash.update(data)
+        super()._update(data)
 
     def drain(self) -> None:
         """Read `raw` to its end, so that the digest covers the whole stream."""

@@ -2,13 +2,16 @@
 
 Parsing validates as it goes and raises InvalidArgument (Unsupported for
 Docker schema 1) with a message naming the document, so a bad archive fails
-with one clear error. The cross-type checks are containerd's
-`validateMediaType`: a manifest must not look like an index and vice versa.
+with one clear error; one nested deeper than MAX_JSON_DEPTH is refused by a
+linear scan before it is parsed (the parser recurses once per level). The
+cross-type checks are containerd's `validateMediaType`: a manifest must not
+look like an index and vice versa.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
@@ -20,6 +23,13 @@ from .platforms import Platform
 
 MAX_DOCUMENT_SIZE = 16 << 20
 """Largest index, manifest or config read into memory."""
+
+MAX_JSON_DEPTH = 100
+"""Deepest nesting of arrays and objects in a document (real ones nest a handful of levels)."""
+
+# A JSON string; one left open runs to the end, so no match is ever retried from inside another (linear).
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DOTALL)
+_NOT_BRACKETS = bytes(set(range(256)) - set(b"[]{}"))
 
 
 def check_document_size(size: int, what: str) -> None:
@@ -57,11 +67,26 @@ class ImageConfig:
     diff_ids: tuple
 
 
+def check_json_depth(data: bytes, what: str) -> None:
+    """InvalidArgument naming `what` if `data` nests arrays and objects deeper than MAX_JSON_DEPTH."""
+    if data.count(b"[") + data.count(b"{") <= MAX_JSON_DEPTH:
+        return
+    depth = 0
+    for char in _JSON_STRING.sub(b"", data).translate(None, _NOT_BRACKETS):  # brackets outside strings
+        if char in b"[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise InvalidArgument(f"{what} nests arrays and objects deeper than {MAX_JSON_DEPTH} levels")
+        else:
+            depth -= 1
+
+
 def load_json(data: bytes, what: str) -> dict:
     """Decode a JSON object, raising InvalidArgument naming `what` if it is not one."""
+    check_json_depth(data, what)
     try:
         value = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise InvalidArgument(f"{what} is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise InvalidArgument(f"{what} is not a JSON object")

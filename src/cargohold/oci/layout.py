@@ -4,8 +4,11 @@ This is what ``skopeo copy ... oci:DIR`` / ``oci-archive:FILE``, ``umoci`` and
 ``docker save`` (OCI mode) write: ``oci-layout``, ``index.json`` and
 ``blobs/<alg>/<hex>``. Blobs are read on demand, never extracted, and every
 read is checked against its descriptor's size and digest while it streams.
-A tar is read in place: one scan of its headers, then each blob is a byte
-range of the file, so any number of blobs may be open at once.
+A tar is read in place: one scan of its headers (`tarheaders.SafeTarFile`:
+bounded and linear), then each blob is a byte range of the file, so any
+number of blobs may be open at once. Only regular files are ever opened, and
+without blocking: a FIFO, device node or socket in place of the archive or
+of a file of a layout directory is refused, never read or waited on.
 
 `ImageArchive.plan` decides what an import stores (containerd's `Import`):
 every blob index.json reaches for the chosen platforms, each with the GC
@@ -29,6 +32,7 @@ from . import mediatypes, naming
 from .digests import VerifiedReader, blob_path, digest_bytes
 from .documents import check_document_size, load_json, parse_index
 from .platforms import PlatformSpec, platform_matcher
+from .tarheaders import SafeTarFile
 from .walk import Blob, describe, walk
 
 LAYOUT_FILE = "oci-layout"
@@ -61,12 +65,34 @@ class ImportPlan:
     images: tuple
 
 
-class _Section(io.RawIOBase):
-    """A byte range of a file, read through its own handle."""
+def _open_regular(path: str, what: str, *, follow: bool = True,
+                  identity: Optional[tuple] = None) -> tuple[io.FileIO, os.stat_result]:
+    """Open the regular file `path` for reading, refusing anything else without opening or waiting on it.
 
-    def __init__(self, path: str, offset: int, size: int) -> None:
+    The file is checked before it is opened (a device is never opened) and
+    after (O_NONBLOCK: a FIFO swapped in meanwhile cannot block). `follow`
+    False refuses a symlink as the last component; `identity`, when given,
+    is the (st_dev, st_ino) the file must still have.
+    """
+    st = os.stat(path, follow_symlinks=follow)
+    if not stat.S_ISREG(st.st_mode):
+        raise InvalidArgument(f"{what} is not a regular file")
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    f = io.FileIO(os.open(path, flags), "r")
+    opened = os.fstat(f.fileno())
+    if not stat.S_ISREG(opened.st_mode) or (opened.st_dev, opened.st_ino) != (
+            identity or (st.st_dev, st.st_ino)):
+        f.close()
+        raise InvalidArgument(f"{what} changed while it was being read")
+    return f, opened
+
+
+class _Section(io.RawIOBase):
+    """A byte range of the archive file, read through its own handle."""
+
+    def __init__(self, path: str, identity: tuple, offset: int, size: int) -> None:
         super().__init__()
-        self._file = open(path, "rb")
+        self._file, _ = _open_regular(path, "the archive file", identity=identity)
         self._file.seek(offset)
         self._left = size
 
@@ -101,23 +127,33 @@ def _clean_member(member: tarfile.TarInfo, archive: str) -> str:
     return name
 
 
+def _wanted(name: str) -> bool:
+    """Whether a member may ever be opened (the layout files and blobs): only those are remembered."""
+    return name in (LAYOUT_FILE, INDEX_FILE) or name.startswith("blobs/")
+
+
 class _TarSource:
     def __init__(self, path: str) -> None:
         self.path = path
-        with open(path, "rb") as f:
-            head = f.read(6)
-        for magic, kind in _COMPRESSED_MAGIC.items():
-            if head.startswith(magic):
-                raise InvalidArgument(f"image archive {path} is {kind}-compressed: decompress it first")
+        f, st = _open_regular(path, f"image archive {path}")
+        self._identity = (st.st_dev, st.st_ino)
         self._members: dict[str, Optional[tuple[int, int]]] = {}
-        try:
-            with tarfile.open(path, "r:") as tar:
-                for member in tar:
-                    name = _clean_member(member, path)
-                    regular = member.isreg() and not member.issparse()
-                    self._members[name] = (member.offset_data, member.size) if regular else None
-        except tarfile.TarError as exc:
-            raise InvalidArgument(f"image archive {path} is not a readable tar: {exc}") from None
+        with io.BufferedReader(f) as buffered:
+            head = buffered.peek(6)[:6]
+            for magic, kind in _COMPRESSED_MAGIC.items():
+                if head.startswith(magic):
+                    raise InvalidArgument(f"image archive {path} is {kind}-compressed: decompress it first")
+            what = f"image archive {path} is not a readable tar"  # the prefix of SafeTarFile's errors
+            try:
+                with SafeTarFile.open(fileobj=buffered, mode="r:", what=what) as tar:
+                    while (member := tar.next()) is not None:
+                        tar.members.clear()  # tarfile keeps every header otherwise
+                        name = _clean_member(member, path)
+                        if _wanted(name):
+                            regular = member.isreg() and not member.issparse()
+                            self._members[name] = (member.offset_data, member.size) if regular else None
+            except tarfile.TarError as exc:
+                raise InvalidArgument(f"image archive {path} is not a readable tar: {exc}") from None
 
     def open(self, name: str) -> tuple[BinaryIO, int]:
         if name not in self._members:
@@ -126,7 +162,7 @@ class _TarSource:
         if entry is None:
             raise InvalidArgument(f"{name} is not a regular file in the archive")
         offset, size = entry
-        return _Section(self.path, offset, size), size
+        return _Section(self.path, self._identity, offset, size), size
 
 
 class _DirectorySource:
@@ -138,11 +174,7 @@ class _DirectorySource:
         full = os.path.realpath(os.path.join(self._real, name))
         if os.path.commonpath([full, self._real]) != self._real:
             raise InvalidArgument(f"{name} points outside the layout directory")
-        f = open(full, "rb")
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            f.close()
-            raise InvalidArgument(f"{name} is not a regular file")
+        f, st = _open_regular(full, name, follow=False)
         return f, st.st_size
 
 
@@ -155,12 +187,18 @@ class ImageArchive:
 
     def __init__(self, path: "str | os.PathLike[str]") -> None:
         self.path = os.fspath(path)
-        if os.path.isdir(self.path):
+        try:
+            mode = os.stat(self.path).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFound(f"image archive {self.path} does not exist") from None
+        except OSError as exc:
+            raise InvalidArgument(f"image archive {self.path} cannot be read: {exc.strerror}") from None
+        if stat.S_ISDIR(mode):
             self._source: Union[_TarSource, _DirectorySource] = _DirectorySource(self.path)
-        elif os.path.isfile(self.path):
+        elif stat.S_ISREG(mode):
             self._source = _TarSource(self.path)
         else:
-            raise NotFound(f"image archive {self.path} does not exist")
+            raise InvalidArgument(f"image archive {self.path} is neither a directory nor a regular file")
         with self._context():
             self._check_layout()
             data = self._read_file(INDEX_FILE)
@@ -195,7 +233,7 @@ class ImageArchive:
         f, size = self._locate(name, f"not an OCI image layout: {name} is missing")
         with f:
             check_document_size(size, name)
-            return f.read()
+            return f.read(size)
 
     def _check_layout(self) -> None:
         layout = load_json(self._read_file(LAYOUT_FILE), LAYOUT_FILE)

@@ -30,6 +30,7 @@ from ..errors import AlreadyExists, Error, InvalidArgument, NotFound
 from ..fieldpaths import label_paths
 from ..model import Image, Info
 from ..oci.digests import CHUNK
+from ..oci.limits import validate_max_size
 from ..oci.platforms import PlatformSpec
 from ..validation import validate_key
 from .lease import transfer_lease
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 def import_archive(ns: "Namespace", path: Union[str, "os.PathLike[str]"], *, base_name: Optional[str] = None,
                    index_name: Optional[str] = None, unpack: bool = False, snapshotter: str = "native",
                    all_platforms: bool = False, platform: PlatformSpec = None,
-                   progress: Optional[Progress] = None) -> list[Image]:
+                   progress: Optional[Progress] = None, max_layer_size: Optional[int] = None) -> list[Image]:
     """Import the OCI image layout at `path` (a directory or a tar) and return the images it created.
 
     Images are named from each index.json entry's ``io.containerd.image.name``,
@@ -52,13 +53,15 @@ def import_archive(ns: "Namespace", path: Union[str, "os.PathLike[str]"], *, bas
     imported unless `index_name` names the whole index. `platform` keeps only
     that platform, `all_platforms` keeps all, the default keeps the host's.
     `unpack` unpacks every image for `platform` (the host's by default) into
-    `snapshotter`. `progress` is told how far each blob has got.
+    `snapshotter`, each layer bounded by `max_layer_size` (see `unpack_image`).
+    `progress` is told how far each blob has got.
 
     Raises InvalidArgument for a bad archive (missing or corrupt blob, size
     mismatch, bad JSON, bad name, no named image), Unsupported for an
     unsupported media type, NotFound when no manifest matches the platform or
     for an unknown snapshotter. A failed import creates no image.
     """
+    validate_max_size(max_layer_size)
     if unpack:
         ns.db.snapshotter_backend(snapshotter)
     if base_name is not None:
@@ -74,7 +77,7 @@ def import_archive(ns: "Namespace", path: Union[str, "os.PathLike[str]"], *, bas
                 _store(leased, archive, blob, progress)
             if unpack:
                 for target in {ref.target.digest: ref.target for ref in refs.values()}.values():
-                    unpack_target(leased, target, snapshotter, platform, progress)
+                    unpack_target(leased, target, snapshotter, platform, progress, max_layer_size)
             return _create_images(ns, refs)
 
 
