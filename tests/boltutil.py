@@ -87,3 +87,49 @@ def as_dump(f) -> dict:
 
     return {"txid": f.txid, "page_size": f.page_size,
             "buckets": [[name.hex(), bucket(b)] for name, b in f.buckets()]}
+
+
+def containerd_sets_spec(sets: int, page_size: int = 4096) -> dict:
+    """A meta.db shaped like containerd's BenchmarkGarbageCollect workload, in one transaction.
+
+    Per set: a blob, an image on it, a chain of 7 snapshots and a container on the last one,
+    each a bucket of a few keys under v1/test/ as containerd lays them out (metadata/buckets.go).
+    """
+    stamp = {"random": 15}
+    ns = ["v1", "test"]
+    blob = [*ns, "content", "blob", "sha256:{i}" + "0" * 58]
+    image = [*ns, "image", "image-{i}"]
+    ops = [
+        {"op": "put", "path": blob, "key": "createdat", "value": stamp},
+        {"op": "put", "path": blob, "key": "updatedat", "value": stamp},
+        {"op": "put", "path": blob, "key": "size", "value": "hex:8004"},
+        {"op": "put", "path": image, "key": "createdat", "value": stamp},
+        {"op": "put", "path": image, "key": "updatedat", "value": stamp},
+        {"op": "put", "path": [*image, "target"], "key": "digest", "value": "sha256:{i}" + "0" * 58},
+        {"op": "put", "path": [*image, "target"], "key": "mediatype", "value": "irrelevant"},
+        {"op": "put", "path": [*image, "target"], "key": "size", "value": "hex:8004"},
+    ]
+    for j in range(7):
+        snap = [*ns, "snapshots", "native", f"snapshot-{{i}}-{j}"]
+        ops += [
+            {"op": "put", "path": snap, "key": "name", "value": f"default/{{i}}{j}/snapshot-{{i}}-{j}"},
+            {"op": "put", "path": snap, "key": "createdat", "value": stamp},
+            {"op": "put", "path": snap, "key": "updatedat", "value": stamp},
+        ]
+        if j:
+            ops.append({"op": "put", "path": snap, "key": "parent", "value": f"snapshot-{{i}}-{j - 1}"})
+        if j < 6:
+            ops.append({"op": "put", "path": [*snap, "children"], "key": f"snapshot-{{i}}-{j + 1}", "value": ""})
+    container = [*ns, "containers", "container-{i}"]
+    ops += [
+        {"op": "put", "path": container, "key": "createdat", "value": stamp},
+        {"op": "put", "path": container, "key": "updatedat", "value": stamp},
+        {"op": "put", "path": container, "key": "snapshotter", "value": "native"},
+        {"op": "put", "path": container, "key": "snapshotKey", "value": "snapshot-{i}-6"},
+        {"op": "put", "path": container, "key": "image", "value": "image-{i}"},
+        {"op": "put", "path": [*container, "runtime"], "key": "name", "value": "testruntime"},
+        {"op": "put", "path": [*container, "labels"], "key": "app", "value": "bench-{i}"},
+    ]
+    return {"page_size": page_size, "txns": [
+        {"ops": [{"op": "put", "path": ["v1"], "key": "version", "value": "hex:06"},
+                 {"op": "repeat", "count": sets, "ops": ops}]}]}

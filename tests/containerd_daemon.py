@@ -60,11 +60,10 @@ class DaemonError(AssertionError):
 class Daemon:
     """One containerd process on a private root (``<base>/root``)."""
 
-    def __init__(self, base: str, *, snapshotter: str = "native") -> None:
+    def __init__(self, base: str) -> None:
         self.base = os.path.abspath(base)
         self.root = os.path.join(self.base, "root")
         self.state = os.path.join(self.base, "state")
-        self.snapshotter = snapshotter
         # a unix socket path must stay under 108 bytes: keep it in a short directory
         self._sockdir = tempfile.mkdtemp(prefix="ctrd-", dir="/tmp")
         self.address = os.path.join(self._sockdir, "c.sock")
@@ -149,11 +148,6 @@ class Daemon:
 
     def ctr_lines(self, *args: str, namespace: str = "default") -> list[str]:
         return [line for line in self.ctr(*args, namespace=namespace).splitlines() if line.strip()]
-
-    def ctr_popen(self, *args: str, namespace: str = "default") -> subprocess.Popen:
-        """``ctr ARGS`` as a running process with a stdin pipe (for ingests left in progress)."""
-        return subprocess.Popen(self._ctr_argv(*args, namespace=namespace), stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
 
     def gc(self, namespace: str = "default") -> None:
         """One synchronous garbage collection (a throwaway lease deleted with --sync)."""
@@ -264,9 +258,6 @@ class Api:
         rpc = self._channel.unary_unary(method, request_serializer=None, response_deserializer=None)
         return rpc(payload, metadata=self._metadata(ns, lease), timeout=60)
 
-    def lease_create(self, lease_id: str, labels: Optional[dict] = None, *, ns: str = "default") -> None:
-        self.call("/containerd.services.leases.v1.Leases/Create", pb_bytes(1, lease_id) + pb_map(3, labels), ns=ns)
-
     def lease_add(self, lease_id: str, resource_id: str, resource_type: str, *, ns: str = "default") -> None:
         self.call("/containerd.services.leases.v1.Leases/AddResource",
                   pb_bytes(1, lease_id) + pb_bytes(2, pb_bytes(1, resource_id) + pb_bytes(2, resource_type)), ns=ns)
@@ -363,12 +354,12 @@ def unmount_under(path: str) -> None:
         subprocess.run(["umount", "-l", target], capture_output=True)
 
 
-def start_daemon(base: str, **options) -> Daemon:
+def start_daemon(base: str) -> Daemon:
     """A started daemon; skip the calling test (with the reason) if containerd cannot run here."""
     reason = unavailable_reason()
     if reason is not None:
         pytest.skip(reason)
-    return Daemon(base, **options).start()
+    return Daemon(base).start()
 
 
 __all__: Sequence[str] = ["Api", "Daemon", "DaemonError", "META_DB", "needs_containerd", "start_daemon",

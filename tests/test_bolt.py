@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from boltutil import Missing, as_dump, build_gobolt
 from conftest import IMPLEMENTATIONS
 from cargohold import bolt, errors
+from cargohold._fallback import BOLT_BRANCH
 from cargohold.bolt import reader
 
 PAGE_SIZES = [4096, 8192, 16384, 65536]
@@ -33,8 +34,8 @@ def gobolt(tmp_path_factory):
 @pytest.fixture
 def reader_impl(impl, monkeypatch):
     """Run the reader on each implementation of the page decoders (compiled and fallback)."""
-    monkeypatch.setattr(reader, "bolt_leaf", impl.bolt_leaf)
-    monkeypatch.setattr(reader, "bolt_branch", impl.bolt_branch)
+    for name in ("bolt_page", "bolt_pages", "bolt_referenced", "bolt_assemble"):
+        monkeypatch.setattr(reader, name, getattr(impl, name))
     return impl
 
 
@@ -129,7 +130,7 @@ def test_bucket_api(rich_files, reader_impl):
         f.bucket(b"nest")
 
 
-def test_one_page_file_sizes_and_fresh_database(gobolt, tmp_path):
+def test_fresh_database(gobolt, tmp_path):
     """A database with no buckets at all (bbolt's initial four pages)."""
     path = gobolt.write({"page_size": 4096, "txns": []}, tmp_path / "fresh.db")
     with bolt.open(path) as f:
@@ -455,7 +456,8 @@ def test_keys_out_of_order_across_pages(damaged):
     assert len(wide) > 2
     _, pgid = max(wide)
     damaged.poke(first_key(pgid)[0], b"\x00")
-    damaged.corrupted(f"page {pgid}: leaf key", "does not sort after the previous page's last key")
+    message = damaged.corrupted(f"page {pgid}: leaf key", "does not sort after the previous page's last key")
+    assert "..." in message and " bytes)" in message   # long keys are cut in messages
 
 
 def test_damaged_inline_bucket(damaged):
@@ -472,27 +474,33 @@ def test_damaged_inline_bucket(damaged):
 # -- a writer committing while we read ----------------------------------------------------------------
 
 
-def test_consistent_snapshots_under_a_committing_writer(gobolt, tmp_path, reader_impl):
+def test_consistent_snapshots_under_a_committing_writer(gobolt, tmp_path, reader_impl, monkeypatch):
     """bbolt's writer holds its exclusive flock and commits non-stop: every read is one transaction."""
     import fcntl
 
     path = gobolt.write({"page_size": 4096, "txns": []}, tmp_path / "churn.db")
-    writer = gobolt.churn(path, 2.0)
+    static = [(b"static-%04d" % k, b"static-%04d" % k) for k in range(2000)]
+    writer = gobolt.churn(path, 3.0)
     try:
-        seen, unavailable, retried = [], 0, 0
+        seen, retried, reused, unavailable = [], 0, 0, []
         while writer.poll() is None:
+            if len(seen) > 50 and not unavailable:
+                monkeypatch.setattr(reader, "MAX_ATTEMPTS", 1)   # now give up at the first change
             try:
                 f = bolt.open(path)
-            except errors.Unavailable:
-                unavailable += 1
+            except errors.Unavailable as exc:
+                unavailable.append(str(exc))
+                monkeypatch.setattr(reader, "MAX_ATTEMPTS", 10)
                 continue
             churn = f.bucket(b"churn")
             if churn is None:
                 continue
             values = {value for _, value in churn.items()}
             assert len(churn) == 300 and len(values) == 1, f"a torn read at txid {f.txid}: {sorted(values)[:3]}"
+            assert list(f.bucket(b"static").items()) == static
             seen.append((f.txid, int(values.pop())))
             retried += f.stats.attempts > 1
+            reused += f.stats.pages_reused
             if len(seen) == 1:   # the writer really holds bbolt's lock while we read
                 with open(path, "rb") as fh, pytest.raises(BlockingIOError):
                     fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -503,6 +511,9 @@ def test_consistent_snapshots_under_a_committing_writer(gobolt, tmp_path, reader
     assert writer.returncode == 0, writer.stderr.read()
     assert len(seen) > 20 and [t for t, _ in seen] == sorted(t for t, _ in seen)
     assert len({gen for _, gen in seen}) > 10
+    # retries happened, reusing the pages the newer transaction still had; giving up says why
+    assert retried and reused
+    assert unavailable and "changed during 1 consecutive reads" in unavailable[0] and str(path) in unavailable[0]
 
 
 # -- mutations of real files: Corrupted or a consistent read, never anything else ----------------------
@@ -544,20 +555,41 @@ def test_mutated_files_raise_only_corrupted(fuzz_files, tmp_path, impl_name):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("impl_name", sorted(IMPLEMENTATIONS))
-def test_mutated_files_raise_only_corrupted_long(fuzz_files, tmp_path, impl_name):
+def test_mutated_files_raise_only_corrupted_long(fuzz_files, tmp_path, impl_name, request):
+    if "slow" not in (request.config.option.markexpr or ""):
+        pytest.skip("about two minutes: runs with -m slow")
     run_fuzzer(fuzz_files, tmp_path, impl_name, examples=5000, timeout=3000)
 
 
 # -- the compiled page decoders and their pure-Python twins agree ---------------------------------------
 
 
-def decode_with(impl, buf: bytes, start: int, end: int, count: int, branch: bool):
+def normal(value):
+    """A decoder's result with buckets of either implementation turned into comparable tuples."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(normal(v) for v in value)
+    if isinstance(value, dict):
+        return {k: normal(v) for k, v in value.items()}
+    if hasattr(value, "buckets"):
+        return ("bucket", value.sequence, value._root, list(value.items()), normal(dict(value.buckets())))
+    return value
+
+
+def decode_with(impl, buf: bytes, start: int, end: int, count: int, branch: bool, pgid=None):
     try:
+        if pgid is not None:   # a leaf's record is internal to each implementation: compare its bucket
+            record = impl.bolt_page(buf, start, end, pgid)
+            if record[0] == BOLT_BRANCH:
+                return record
+            records = {pgid: record}
+            for child in impl.bolt_referenced(record):   # sub-buckets held in pages: empty here
+                records[child] = impl.bolt_page(HEADER.pack(child, 0x02, 0, 0), 0, 16, child)
+            return record[:3], normal(impl.bolt_assemble(records, pgid, 0))
         if branch:
             return impl.bolt_branch(buf, start, end, count)
         return impl.bolt_leaf(buf, start, end, count)
     except errors.Corrupted as exc:
-        return ("Corrupted", str(exc))
+        return ("Corrupted", exc.args)
 
 
 def test_decoders_agree_on_every_real_page(rich_files):
@@ -574,6 +606,9 @@ def test_decoders_agree_on_every_real_page(rich_files):
                 ours = decode_with(compiled, data, offset, end, count, branch)
                 assert ours == decode_with(_fallback, data, offset, end, count, branch), (page_size, offset)
                 checked += not (isinstance(ours, tuple) and ours[0] == "Corrupted")
+            for pgid in (offset // page_size, offset // page_size + 1):   # whole pages, and a wrong id
+                ours = decode_with(compiled, data, offset, end, count, False, pgid)
+                assert ours == decode_with(_fallback, data, offset, end, count, False, pgid), (page_size, offset)
     assert checked > 1000
 
 
@@ -596,6 +631,12 @@ def test_decoders_agree_on_arbitrary_pages(elements, extra, keys, slack, start):
         for c in (count, len(elements)):
             assert decode_with(compiled, buf, start, end, c, is_branch) == \
                 decode_with(_fallback, buf, start, end, c, is_branch)
+            # as a whole page: a header of this id, the kind's flags and this count
+            page = bytearray(buf)
+            page[start:start + 16] = HEADER.pack(7, 0x01 if is_branch else 0x02, c % 65536, 0)
+            page = bytes(page)
+            assert decode_with(compiled, page, start, end, c, is_branch, pgid=7) == \
+                decode_with(_fallback, page, start, end, c, is_branch, pgid=7)
 
 
 # -- a real containerd's meta.db, read while the daemon holds it ----------------------------------------

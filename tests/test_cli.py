@@ -97,9 +97,10 @@ def test_help_everywhere(tmp_path):
         assert "Usage" in cargohold(*args, root=tmp_path).stdout
 
 
-def test_demo_runs_on_a_temporary_root():
-    proc = cargohold("demo")
-    assert "cargohold demo under" in proc.stdout
+def test_demo_runs_on_a_temporary_root(tmp_path):
+    proc = cargohold("demo", env={"TMPDIR": str(tmp_path)})
+    assert f"of a new temporary root {tmp_path}/cargohold-demo-" in proc.stdout
+    assert os.listdir(tmp_path) == []  # removed at the end
 
 
 def test_demo_uses_given_root(tmp_path):

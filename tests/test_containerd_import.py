@@ -241,8 +241,9 @@ def _cli_json(runner_args) -> object:
 def test_cargohold_gc_plans_what_containerd_would(source, imported):
     with cargohold.open(imported["dest"]) as db:
         available = sorted(db.snapshotters)
-    theirs = _cli_json(["containerd", "gc", "--dry-run", "--json", "--root-dir", source])["nodes"]
-    ours = _cli_json(["--root", imported["dest"], "gc", "--dry-run", "--json"])
+    theirs = [n for n in _cli_json(["containerd", "gc", "--dry-run", "--json", "--root-dir", source])
+              if n["namespace"] is not None]
+    ours = [n for n in _cli_json(["--root", imported["dest"], "gc", "--dry-run", "--json"]) if n["namespace"] is not None]
     mapped = []
     for n in theirs:
         key = n["key"]

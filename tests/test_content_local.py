@@ -356,3 +356,24 @@ def test_writer_streams_with_bounded_memory(tmp_path):
     """)
     growth_kib = int(proc.stdout.split()[-1])
     assert growth_kib < 16 * 1024, f"peak RSS grew by {growth_kib} KiB while ingesting 64 MiB"
+
+
+def test_clean_ingests_counts_what_it_frees_and_defers_what_it_must_keep(store):
+    from cargohold.model import Freed
+
+    with store.writer("drop") as w:
+        w.write(b"x" * 1000)
+    busy = store.writer("busy")
+    young = os.path.join(store.root, "ingest", "e" * 64)
+    os.makedirs(young)
+    open(os.path.join(young, "data"), "wb").write(b"y" * 50)
+    freed, errors_, deferred = Freed(), [], []
+    assert store.clean_ingests(set(), freed=freed, errors=errors_, deferred=deferred) == ["drop"]
+    assert freed.count == 1 and freed.bytes >= 1000 and errors_ == []
+    assert sorted(os.path.basename(p) for p in deferred) == sorted([os.path.basename(store._ingest_path("busy")),
+                                                                   "e" * 64])
+    later = time.time() + ABANDONED_AFTER + 1  # judged by the caller's clock, not the file system's
+    assert store.ingest_leftovers(set(), now=later) == [("e" * 64, 50)]
+    assert store.clean_ingests(set(), now=later, freed=freed) == ["e" * 64]
+    assert freed.count == 2 and not os.path.exists(young)
+    busy.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
@@ -439,3 +440,52 @@ def test_writers_wait_for_the_collection(db, ns):
     writer.join(10)
     assert order == ["gc", "write"]
     assert [lease.id for lease in ns.leases.list()] == ["late"]
+
+
+def test_stats_tell_what_each_store_freed(db, ns, clock):
+    """Records by type, blobs, aborted ingests and snapshot directories per snapshotter, with bytes
+    measured before deleting, and their total."""
+    from cargohold.snapshots.fsutil import disk_usage
+
+    kept = blob(ns, b"kept")
+    image(ns, "img", kept)
+    doomed = [blob(ns, b"x" * 1000), blob(ns, b"y" * 24)]
+    with ns.content.writer("stale") as w:
+        w.write(b"z" * 300)
+    chain(ns, ["base", "top"])
+    ns.snapshotter("overlay").prepare("scratch")
+    with open(os.path.join(ns.snapshotter("overlay").mounts("scratch")[0].source, "f"), "wb") as f:
+        f.write(b"o" * 5000)
+    sizes = {name: sum(disk_usage(entry.path).size
+                       for entry in os.scandir(os.path.join(db.snapshotters[name].root, "snapshots")))
+             for name in ("native", "overlay")}  # all of it is garbage
+    clock.advance(hours=25)  # the ingest expires
+    stats = db.garbage_collect()
+    assert stats.errors == []
+    assert stats.records == {"content": 2, "ingest": 1, "snapshot": 3}
+    assert (stats.blobs.count, stats.blobs.bytes) == (2, 1024)
+    assert (stats.ingests.count, stats.ingests.bytes) >= (1, 300)
+    assert {name: (f.count, f.bytes) for name, f in stats.snapshot_dirs.items()} == {
+        "native": (2, sizes["native"]), "overlay": (1, sizes["overlay"])}
+    assert stats.snapshot_dirs["overlay"].bytes >= 5000
+    assert stats.freed_bytes == stats.blobs.bytes + stats.ingests.bytes + sizes["native"] + sizes["overlay"]
+    assert stats.writers_blocked_s == stats.meta_d == stats.elapsed()
+    assert backend_blobs(db) == {kept} and backend_snapshots(db) == backend_snapshots(db, "overlay") == 0
+    again = db.garbage_collect()
+    assert again.freed_bytes == 0 and again.records == {} and again.snapshot_dirs == {}
+
+
+def test_a_failed_removal_is_reported_and_the_rest_goes(db, ns):
+    """containerd#3923: one blob that cannot be deleted does not stop the others."""
+    stuck, free = blob(ns, b"stuck"), blob(ns, b"free")
+    path = db.content_store.blob_path(stuck)
+    os.unlink(path)
+    os.mkdir(path)  # what unlink cannot remove
+    open(os.path.join(path, "inside"), "w").close()
+    ns.content.delete(stuck)
+    ns.content.delete(free)
+    stats = db.garbage_collect()
+    (line,) = stats.errors
+    assert line.startswith(f"cannot delete blob {stuck}: ") and "\n" not in line
+    assert stats.blobs.count == 1 and not os.path.exists(db.content_store.blob_path(free))
+    assert db.garbage_collect().errors == [line]  # the marker stays: the next collection tries again

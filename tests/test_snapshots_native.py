@@ -253,3 +253,38 @@ def test_filesystem_failures_are_reported_as_cargohold_errors(native):
     os.rename(snapshots + ".away", snapshots)
     native.prepare("b")
     assert sorted(os.listdir(snapshots)) == ["1", "2"]  # the failed call used no id
+
+
+def test_a_commit_remembers_its_source_until_settled(native):
+    _dir(native.prepare("a", labels={"k": "v"}))
+    native.commit("b", "a")
+    (source,) = native.commit_sources().values()
+    assert list(native.commit_sources()) == ["b"] and (source.name, source.labels) == ("a", {"k": "v"})
+    native.uncommit("b")  # from the recorded source: no stat of "a" needed
+    assert [(i.name, i.kind, i.labels) for i in native.walk()] == [("a", Kind.ACTIVE, {"k": "v"})]
+    assert native.commit_sources() == {}
+    native.commit("b", "a")
+    native.settle_commits(["b"])
+    assert native.commit_sources() == {}
+    with pytest.raises(FailedPrecondition, match="no recorded commit"):
+        native.uncommit("b")
+    native.prepare("c", "b")
+    native.commit("d", "c")
+    native.remove("d")  # removing a committed snapshot forgets its source too
+    assert native.commit_sources() == {}
+
+
+def test_purge_deletes_directories_first_and_skips_parents_that_keep_children(native):
+    from cargohold.model import Freed
+
+    _committed(native, "base", lambda d: open(os.path.join(d, "f"), "wb").write(b"x" * 10000))
+    native.prepare("child", "base")
+    native.prepare("other", "base")
+    sizes = {n: disk_usage(native.snapshot_dir(n)).size for n in (1, 2, 3)}
+    freed = Freed()
+    assert native.purge(["child", "base"], freed) == []  # "other" keeps "base"
+    assert sorted(i.name for i in native.walk()) == ["base", "other"]
+    assert (freed.count, freed.bytes) == (1, sizes[2]) and not os.path.exists(native.snapshot_dir(2))
+    assert native.purge(["other", "base", "gone"], freed) == []
+    assert list(native.walk()) == [] and os.listdir(os.path.join(native.root, "snapshots")) == []
+    assert (freed.count, freed.bytes) == (3, sum(sizes.values()))

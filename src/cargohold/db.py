@@ -10,6 +10,19 @@ Locking, as owned by this module:
   this one. Read transactions never take it: readers never block and are
   never blocked.
 * Below it, `cargohold.kv` serialises the write transactions themselves.
+* Crash detection: every open database holds a locked session file
+  (`cargohold.sessions`). At open and at each collection, the session files
+  of processes that died with the root open are found (their lock is free);
+  every backend they had open is marked dirty (at open in a write transaction
+  of its own, taking ``wlock`` shared; in a collection inside the sweep's
+  transaction) and then the files are deleted. The sessions lock is never
+  held while waiting for ``wlock``: session files are probed first.
+* After the sweep commits, each dirty backend is cleaned in its own thread
+  (`_clean_backend`, the one place every backend cleanup goes through): the
+  backend's own lock orders its cleanup against writers (see
+  `cargohold.content.store` and `cargohold.snapshots.store`), and the marker
+  is cleared in a write transaction that holds ``wlock`` shared, only if the
+  cleanup had no failure and no deletion renewed the marker meanwhile.
 
 A store method called inside ``with db.update()`` (or ``db.view()``) in the
 same thread joins that transaction even without ``tx=``; only the outermost
@@ -27,12 +40,14 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
 
 from . import migrations, schema
 from ._native import decode_varint, encode_varint
-from .errors import Corrupted, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from .errors import Corrupted, Error, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from .gc import context as gccontext
 from .kv import Env
 from .locks import FileLock
-from .model import GCStats, Node
+from .model import Freed, GCStats, Leftover, Node, ResourceType
+from .sessions import DeadSession, Sessions
 from .timeutil import Clock, to_ns, utcnow
+from .validation import validate_identifier
 
 log = logging.getLogger("cargohold")
 
@@ -228,6 +243,7 @@ class DB:
         self.clock: Clock = clock or utcnow
         self._env = Env(self.path, schema.TABLES, map_size=map_size)
         self.wlock = FileLock(os.path.join(self.path, "gc.lock"))
+        self._sessions = Sessions(self.path)
         self._local = threading.local()
         self._callbacks: list[MutationCallback] = []
         self._dirty = 0
@@ -260,6 +276,37 @@ class DB:
             if current != latest:
                 kv_txn.put(schema.T_META, schema.META_VERSION, encode_varint(latest))
         self._initialized = True
+        self._recover_after_crash()
+
+    def _recover_after_crash(self) -> None:
+        """Open a session; mark dirty what dead sessions had open; repair interrupted snapshot commits.
+
+        What cannot be done now (the disk is full, a snapshot creation is in
+        flight) is left to the next collection, which does it again.
+        """
+        from .snapshots.store import repair_commits
+
+        self._sessions.start(list(self.snapshotters))
+        dead = self._sessions.dead()
+        if dead:
+            try:
+                with self.wlock.shared(), _TxContext(self, True, internal=True) as tx:
+                    self._mark_dead_sessions(tx, dead)
+            except Error:
+                pass
+            else:
+                self._sessions.forget(dead)
+        for name in self.snapshotters:
+            try:
+                repair_commits(self, name)
+            except Error:
+                pass
+
+    def _mark_dead_sessions(self, tx: Transaction, dead: list[DeadSession]) -> None:
+        """Mark dirty every backend a dead session had open, and every backend of this DB."""
+        tx.mark_dirty(content=True)
+        for name in sorted(set(self.snapshotters).union(*(session.snapshotters for session in dead))):
+            tx.mark_dirty(snapshotter=name)
 
     def version_in(self, kv_txn) -> int:
         raw = kv_txn.get(schema.T_META, schema.META_VERSION)
@@ -285,6 +332,7 @@ class DB:
             return
         self._closed = True
         self._env.close()
+        self._sessions.close()
         self.wlock.close()
         for backend in [self.content_store, *self.snapshotters.values()]:
             close = getattr(backend, "close", None)
@@ -398,9 +446,12 @@ class DB:
         """Every resource reachable from a root now; deletes nothing."""
         return self._with_marking(gccontext.reachable)
 
-    def unreachable(self) -> list[Node]:
-        """What a collection would remove now (a dry run): every known, unreachable resource."""
-        return self._with_marking(lambda marker, contexts: list(gccontext.unreachable(marker, contexts)))
+    def unreachable(self, namespace: Optional[str] = None) -> list[Node]:
+        """What a collection would remove now (a dry run): every known, unreachable resource
+        (of `namespace` only, if given, as ``garbage_collect(namespace=...)`` would)."""
+        namespace = _scope_namespace(namespace)
+        return self._with_marking(
+            lambda marker, contexts: list(gccontext.unreachable(marker, contexts, namespace)))
 
     def explain(self, node: Node) -> Optional[list[Node]]:
         """Why is `node` kept? The chain of nodes from a root down to it, or None if unreachable."""
@@ -408,39 +459,69 @@ class DB:
         chain = self._with_marking(lambda marker, _: marker.chain(packed))
         return None if chain is None else [schema.unpack_node(key) for key in chain]
 
-    def garbage_collect(self) -> GCStats:
-        """Collect everything no root references; return the phase durations.
+    def leftovers(self) -> list[Leftover]:
+        """Backend data no record owns, with its bytes: blobs, ingests, snapshot directories.
+
+        A collection's cleanup deletes them when it cleans their backend (one
+        with deletions since its last cleanup, or one a crashed process had open).
+        Deletes nothing.
+        """
+        from .content.store import leftovers as content_leftovers
+        from .snapshots.store import leftovers as snapshot_leftovers
+
+        self._require_open()
+        found = content_leftovers(self)
+        for name in sorted(self.snapshotters):
+            found.extend(snapshot_leftovers(self, name))
+        return found
+
+    def garbage_collect(self, namespace: Optional[str] = None) -> GCStats:
+        """Collect everything no root references; return what was removed and how long it took.
+
+        With `namespace`, only that namespace is collected: its unreachable
+        records go, and the backend cleanup deletes only data that belonged to
+        it (the blobs whose records this collection removed, unless another
+        namespace still records them; its ingests; its snapshots), never
+        leftovers no namespace owns. Every reference stays inside its
+        namespace, so this removes exactly what a whole collection would
+        remove from that namespace.
 
         Writers of every process are held off (``wlock`` exclusive) while the
         node table is marked and the unreachable records are swept, in one
         write transaction. After the commit, with writers running again, the
-        events are published, the backends with deletions are cleaned in
-        parallel threads and the collectors finish; this returns once all of
-        that is done (containerd's ``wg.Wait()``).
+        events are published, the backends with deletions (or left open by a
+        process that died) are cleaned in parallel threads and the collectors
+        finish; this returns once all of that is done (containerd's
+        ``wg.Wait()``). A backend removal that fails is one line of
+        ``stats.errors``; the cleanup goes on with the rest.
         """
         self._require_open()
+        namespace = _scope_namespace(namespace)
         if self._current() is not None:
             raise FailedPrecondition("garbage_collect() cannot run inside a transaction of the same thread")
+        dead = self._sessions.dead()
         contexts = gccontext.Contexts(self._collectors)
         try:
             with self.wlock.exclusive():
                 started = time.perf_counter()
                 with _TxContext(self, True, internal=True) as tx:
+                    if dead:
+                        self._mark_dead_sessions(tx, dead)
                     marker = gccontext.marking(tx, contexts)
-                    removed = gccontext.sweep(tx, marker, contexts)
+                    removed = gccontext.sweep(tx, marker, contexts, namespace)
                     del marker
                     dirty = _dirty_markers(tx)
                 self._reset_dirty()
-                stats = GCStats(meta_d=time.perf_counter() - started, removed=removed)
+                stats = GCStats(meta_d=time.perf_counter() - started, removed=removed,
+                                records=gccontext.count_by_type(removed))
         except BaseException:
             contexts.cancel()
             raise
+        self._sessions.forget(dead)
         jobs = [lambda: _run_all(tx._after)]  # events only: publish() already logs failures
-        if dirty.content is not None and self.content_store is not None:
-            jobs.append(lambda: self._clean_content(stats, dirty.content))
-        for name, token in dirty.snapshotters.items():
-            if name in self.snapshotters:
-                jobs.append(lambda name=name, token=token: self._clean_snapshotter(stats, name, token))
+        scope = None if namespace is None else gccontext.Scope(
+            namespace, frozenset(n.key for n in removed if n.type == ResourceType.CONTENT))
+        jobs.extend(self._cleanup_jobs(stats, dirty, scope))
         jobs.extend(contexts.finish_all())
         threads = [threading.Thread(target=job, name="cargohold-gc-cleanup") for job in jobs]
         for thread in threads:
@@ -449,25 +530,61 @@ class DB:
             thread.join()
         return stats
 
-    def _clean_content(self, stats: GCStats, token: bytes) -> None:
+    def _cleanup_jobs(self, stats: GCStats, dirty: "_DirtyMarkers",
+                      scope: Optional["gccontext.Scope"]) -> list[Callable[[], None]]:
+        """One job per dirty backend this DB has (a marker of a snapshotter it lacks stays)."""
+        jobs: list[Callable[[], None]] = []
+        if dirty.content is not None and self.content_store is not None:
+            jobs.append(lambda: self._clean_content(stats, dirty.content, scope))
+        for name, token in sorted(dirty.snapshotters.items()):
+            if name in self.snapshotters:
+                stats.snapshot_dirs[name] = Freed()
+                jobs.append(lambda name=name, token=token: self._clean_snapshotter(stats, name, token, scope))
+        return jobs
+
+    def _clean_content(self, stats: GCStats, token: bytes, scope: Optional["gccontext.Scope"]) -> None:
         from .content.store import collect_backend
 
-        try:
-            stats.content_d = collect_backend(self)
-        except Exception:
-            log.exception("content garbage collection failed")
-            return
-        self._clear_marker(schema.META_DIRTY_CONTENT, token)
+        def clean(errors: list, deferred: list) -> None:
+            stats.content_d = collect_backend(self, stats.blobs, stats.ingests, errors, deferred, scope=scope)
 
-    def _clean_snapshotter(self, stats: GCStats, name: str, token: bytes) -> None:
+        marker = None if scope else schema.META_DIRTY_CONTENT
+        self._clean_backend(stats, "content store", marker, token, clean)
+
+    def _clean_snapshotter(self, stats: GCStats, name: str, token: bytes,
+                           scope: Optional["gccontext.Scope"]) -> None:
         from .snapshots.store import collect_backend
 
+        def clean(errors: list, deferred: list) -> None:
+            stats.snapshot_d[name] = collect_backend(self, name, stats.snapshot_dirs[name], errors, scope=scope)
+
+        marker = None if scope else schema.dirty_snapshotter_key(name)
+        self._clean_backend(stats, f"snapshotter {name!r}", marker, token, clean)
+
+    def _clean_backend(self, stats: GCStats, what: str, marker: Optional[bytes], token: bytes,
+                       clean: Callable[[list, list], None]) -> None:
+        """Run one backend's cleanup; every backend cleanup goes through here.
+
+        ``clean(errors, deferred)`` appends a line per failure to `errors` and
+        whatever it left for later to `deferred`. Failures become lines of
+        ``stats.errors``; the dirty marker is cleared only when nothing failed
+        and nothing was deferred, so that the next collection cleans again
+        (never by a namespace-scoped cleanup, `marker` None, which leaves
+        other namespaces' garbage for a whole collection).
+        """
+        errors: list[str] = []
+        deferred: list[str] = []
         try:
-            stats.snapshot_d[name] = collect_backend(self, name)
-        except Exception:
-            log.exception("snapshot garbage collection of %r failed", name)
-            return
-        self._clear_marker(schema.dirty_snapshotter_key(name), token)
+            clean(errors, deferred)
+        except Exception as exc:
+            errors.append(f"{what}: cleanup failed: {exc}")
+        if marker is not None and not errors and not deferred:
+            try:
+                self._clear_marker(marker, token)
+            except Exception as exc:
+                errors.append(f"{what}: cleaned, but its dirty marker stays (the next collection cleans "
+                              f"again): {exc}")
+        stats.errors.extend(" ".join(str(line).split()) for line in errors)
 
     def _clear_marker(self, key: bytes, token: bytes) -> None:
         """Forget a dirty marker unless a deletion since the collection renewed it."""
@@ -501,6 +618,10 @@ class DB:
             return self.snapshotters[name]
         except KeyError:
             raise NotFound(f"snapshotter {name!r} not found (have: {', '.join(sorted(self.snapshotters)) or 'none'})") from None
+
+
+def _scope_namespace(namespace: Optional[str]) -> Optional[str]:
+    return None if namespace is None else validate_identifier(namespace, "namespace")
 
 
 class _DirtyMarkers:

@@ -190,21 +190,66 @@ class Mount:
 
 
 @dataclass
-class GCStats:
-    """Durations (float seconds) of the phases of one garbage collection.
+class Freed:
+    """What a backend cleanup removed of one kind: how many, and their bytes (measured before deleting)."""
 
-    ``meta_d`` is the time writers were held off (mark, sweep and commit);
-    ``content_d`` and ``snapshot_d`` time the backend cleanups that follow.
+    count: int = 0
+    bytes: int = 0
+
+    def add(self, size: int) -> None:
+        self.count += 1
+        self.bytes += size
+
+
+class Leftover(NamedTuple):
+    """Backend data no metadata record owns: what the next collection's cleanup deletes.
+
+    ``type`` is ``"blob"`` (key: the digest), ``"ingest-dir"`` (key: the backend
+    ingest ref, or the directory name when it has no ``meta``) or
+    ``"snapshot-dir"`` (key: ``<snapshotter>/<directory name>``); ``size`` in bytes.
+    """
+
+    type: str
+    key: str
+    size: int
+
+
+@dataclass
+class GCStats:
+    """What one garbage collection did: its phases' durations and what each store freed.
+
+    ``meta_d`` (also ``writers_blocked_s``) is the time writers were held off
+    (mark, sweep and commit); ``content_d`` and ``snapshot_d`` time the backend
+    cleanups that follow. ``removed`` lists the nodes whose records the sweep
+    deleted, ``records`` counts them by type name. ``blobs``, ``ingests`` and
+    ``snapshot_dirs`` (per snapshotter) count what the cleanups deleted from
+    the backends, with the bytes measured just before. ``errors`` holds one
+    line per backend removal that failed (the collection went on with the rest,
+    and the metadata collection had committed).
     """
 
     meta_d: float = 0.0
     content_d: float = 0.0
     snapshot_d: dict = field(default_factory=dict)
     removed: list = field(default_factory=list)
+    records: dict = field(default_factory=dict)
+    blobs: Freed = field(default_factory=Freed)
+    ingests: Freed = field(default_factory=Freed)
+    snapshot_dirs: dict = field(default_factory=dict)
+    errors: list = field(default_factory=list)
 
     def elapsed(self) -> float:
         """The time the collection blocked writers (containerd's `Elapsed`)."""
         return self.meta_d
+
+    @property
+    def writers_blocked_s(self) -> float:
+        return self.meta_d
+
+    @property
+    def freed_bytes(self) -> int:
+        """Bytes the backend cleanups freed: blobs, ingests and snapshot directories."""
+        return self.blobs.bytes + self.ingests.bytes + sum(f.bytes for f in self.snapshot_dirs.values())
 
 
 __all__ = [
@@ -225,5 +270,7 @@ __all__ = [
     "SnapshotInfo",
     "Usage",
     "Mount",
+    "Freed",
+    "Leftover",
     "GCStats",
 ]

@@ -66,7 +66,8 @@ func decode(s string, i int) []byte {
 }
 
 type writer struct {
-	rng *rand.Rand
+	rng   *rand.Rand
+	cache map[string]*bolt.Bucket // buckets opened in the current transaction, by path
 }
 
 func (w *writer) value(raw json.RawMessage, i int) []byte {
@@ -86,14 +87,20 @@ func (w *writer) value(raw json.RawMessage, i int) []byte {
 }
 
 // bucket returns the bucket at path, creating it when create is set.
-func bucket(tx *bolt.Tx, path []string, i int, create bool) *bolt.Bucket {
+func (w *writer) bucket(tx *bolt.Tx, path []string, i int, create bool) *bolt.Bucket {
 	if len(path) == 0 {
 		fail("empty bucket path")
 	}
 	var b *bolt.Bucket
 	var err error
+	id := ""
 	for n, name := range path {
 		key := decode(name, i)
+		id += "/" + hex.EncodeToString(key)
+		if cached, ok := w.cache[id]; ok {
+			b = cached
+			continue
+		}
 		switch {
 		case n == 0 && create:
 			b, err = tx.CreateBucketIfNotExists(key)
@@ -110,6 +117,7 @@ func bucket(tx *bolt.Tx, path []string, i int, create bool) *bolt.Bucket {
 		if b == nil {
 			fail("no bucket %v", path)
 		}
+		w.cache[id] = b
 	}
 	return b
 }
@@ -119,25 +127,26 @@ func (w *writer) run(tx *bolt.Tx, ops []op, i int) {
 		var err error
 		switch o.Op {
 		case "bucket":
-			bucket(tx, o.Path, i, true)
+			w.bucket(tx, o.Path, i, true)
 		case "put":
-			err = bucket(tx, o.Path, i, true).Put(decode(o.Key, i), w.value(o.Value, i))
+			err = w.bucket(tx, o.Path, i, true).Put(decode(o.Key, i), w.value(o.Value, i))
 		case "delete":
-			err = bucket(tx, o.Path, i, false).Delete(decode(o.Key, i))
+			err = w.bucket(tx, o.Path, i, false).Delete(decode(o.Key, i))
 		case "delete_bucket":
+			w.cache = map[string]*bolt.Bucket{}
 			last := decode(o.Path[len(o.Path)-1], i)
 			if len(o.Path) == 1 {
 				err = tx.DeleteBucket(last)
 			} else {
-				err = bucket(tx, o.Path[:len(o.Path)-1], i, false).DeleteBucket(last)
+				err = w.bucket(tx, o.Path[:len(o.Path)-1], i, false).DeleteBucket(last)
 			}
 		case "sequence":
 			var n uint64
 			if err = json.Unmarshal(o.Value, &n); err == nil {
-				err = bucket(tx, o.Path, i, true).SetSequence(n)
+				err = w.bucket(tx, o.Path, i, true).SetSequence(n)
 			}
 		case "fill":
-			b := bucket(tx, o.Path, i, true)
+			b := w.bucket(tx, o.Path, i, true)
 			for j := 0; j < o.Count && err == nil; j++ {
 				err = b.Put(decode(o.Key, j), w.value(o.Value, j))
 			}
@@ -169,6 +178,7 @@ func write(specPath, out string) {
 	}
 	w := &writer{rng: rand.New(rand.NewSource(1))}
 	for _, t := range s.Txns {
+		w.cache = map[string]*bolt.Bucket{}
 		if err := db.Update(func(tx *bolt.Tx) error { w.run(tx, t.Ops, 0); return nil }); err != nil {
 			fail("update: %v", err)
 		}
@@ -261,12 +271,24 @@ func pages(path string) {
 
 // churn rewrites every key of bucket "churn" in each transaction: a consistent
 // snapshot has all of its values equal (one generation, padded to 100 bytes).
+// Bucket "static" (2000 keys, each its own value) is written once and never again.
 func churn(path string, seconds float64) {
 	db, err := bolt.Open(path, 0o644, nil)
 	if err != nil {
 		fail("open: %v", err)
 	}
 	defer db.Close()
+	err = db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists([]byte("static"))
+		for k := 0; k < 2000 && err == nil; k++ {
+			key := []byte(fmt.Sprintf("static-%04d", k))
+			err = b.Put(key, key)
+		}
+		return err
+	})
+	if err != nil {
+		fail("update: %v", err)
+	}
 	deadline := time.Now().Add(time.Duration(seconds * float64(time.Second)))
 	gen := 0
 	for ; time.Now().Before(deadline); gen++ {

@@ -19,7 +19,7 @@ import stat
 from typing import Iterator, Optional
 
 from ..errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from .bucket import Bucket
+from .._native import BoltBucket as Bucket
 from .meta import Meta
 from .reader import ReadStats, Source, load
 

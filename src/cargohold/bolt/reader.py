@@ -17,33 +17,24 @@ past the file's size.
 from __future__ import annotations
 
 import bisect
+import gc
 import os
 import struct
 from dataclasses import dataclass
 
-from .._native import bolt_branch, bolt_leaf
+from .._native import BoltBucket as Bucket
+from .._native import bolt_assemble, bolt_page, bolt_pages, bolt_referenced
 from ..errors import Corrupted, Unavailable
 from . import meta as metapage
-from .bucket import Bucket
 
-BRANCH_FLAG = 0x01
-LEAF_FLAG = 0x02
-_PAGE_TYPES = {0x01: "branch", 0x02: "leaf", 0x04: "meta", 0x10: "freelist"}
 _HEADER = struct.Struct("<QHHI")       # id, flags, count, overflow
-_BUCKET_HEADER = struct.Struct("<QQ")  # root pgid, sequence
 _FIRST_DATA_PAGE = 2                   # pages 0 and 1 are the metas
 
 MAX_ATTEMPTS = 10
 MAX_RUN_BYTES = 4 << 20                # largest single pread of adjacent pages
 _PROBE_READ = 0x1000
 
-# A record per page read: (BRANCH, overflow, pgid, children) or (LEAF, overflow, pgid, keys, values, subs),
-# subs listing (element index, root pgid, sequence, inline leaf record or None) per sub-bucket.
-BRANCH, LEAF = 0, 1
-
-
-def _page_type(flags: int) -> str:
-    return _PAGE_TYPES.get(flags, f"unknown ({flags:#06x})")
+# Records (one per page read) are described in cargohold._fallback, beside their decoders.
 
 
 class Source:
@@ -52,12 +43,24 @@ class Source:
     def __init__(self, path: str, fd: int) -> None:
         self.path = path
         self.fd = fd
+        self._scratch = bytearray()
 
     def read(self, offset: int, size: int) -> bytes:
         try:
             return os.pread(self.fd, size, offset)
         except OSError as exc:
             raise Unavailable(f"{self.path}: cannot read {size} bytes at offset {offset}: {exc}") from None
+
+    def read_scratch(self, offset: int, size: int) -> memoryview:
+        """Read into one reused buffer (valid until the next call): no fresh memory to fault in."""
+        if len(self._scratch) < size:
+            self._scratch = bytearray(size)
+        view = memoryview(self._scratch)[:size]
+        try:
+            got = os.preadv(self.fd, [view], offset)
+        except OSError as exc:
+            raise Unavailable(f"{self.path}: cannot read {size} bytes at offset {offset}: {exc}") from None
+        return view[:got]
 
     def size(self) -> int:
         try:
@@ -92,7 +95,7 @@ def read_metas(src: Source, page_size: int) -> tuple[metapage.Meta, metapage.Met
     """Both meta pages; one whose page size disagrees with the file's is marked invalid."""
     metas = []
     for page in (0, 1):
-        m = metapage.decode(src.read(page * page_size, page_size), page)
+        m = metapage.decode(src.read(page * page_size, min(page_size, _PROBE_READ)), page)
         if m.problem is None and m.page_size != page_size:
             m = metapage.Meta(page, m.page_size, m.flags, m.root, m.sequence, m.freelist, m.high_water,
                               m.txid, f"page size {m.page_size} differs from the file's {page_size}")
@@ -127,10 +130,9 @@ class Walk:
         frontier = [(self.meta.root, -1)]
         records = self.records
         cache = self.cache
-        stats = self.stats
         while frontier:
             wanted = {}
-            following = []
+            following: list = []
             for pgid, parent in frontier:
                 if pgid in records or pgid in wanted:
                     raise self._bad(pgid, parent, "reached twice (a cycle or a shared page)")
@@ -138,10 +140,10 @@ class Walk:
                 if record is None:
                     wanted[pgid] = parent
                 else:
-                    stats.pages_reused += 1
+                    self.stats.pages_reused += 1
                     self._add(record, following)
-            for pgid, record in self._fetch(wanted):
-                self._add(record, following)
+            if wanted:
+                self._fetch(wanted, following)
             frontier = following
         self._check_spans()
 
@@ -150,19 +152,18 @@ class Walk:
         self.records[pgid] = record
         if record[1]:
             self.spans.append((pgid, pgid + record[1]))
-        self._follow(record, following)
-
-    @staticmethod
-    def _follow(record: tuple, out: list) -> None:
-        pgid = record[2]
-        if record[0] == BRANCH:
-            out.extend([(child, pgid) for child in record[3]])
-        else:
-            out.extend([(sub[1], pgid) for sub in record[5] if sub[1]])
+        following += [(child, pgid) for child in bolt_referenced(record)]
 
     def _bad(self, pgid: int, parent: int, message: str) -> Corrupted:
         where = "the meta's root bucket" if parent < 0 else f"page {parent}"
         return _corrupted(self.src, f"page {pgid} (referenced by {where}): {message}")
+
+    def _named(self, exc: Corrupted, parents: dict) -> Corrupted:
+        """A decoder's Corrupted(pgid, message), worded with the file and the referencing page."""
+        if len(exc.args) != 2:
+            return _corrupted(self.src, str(exc))
+        pgid, message = exc.args
+        return self._bad(pgid, parents.get(pgid, -1), message)
 
     def _check_range(self, pgid: int, parent: int, overflow: int) -> None:
         high_water = self.meta.high_water
@@ -175,67 +176,52 @@ class Walk:
         if end > self.file_size:
             raise self._bad(pgid, parent, f"truncated: the page ends at byte {end}, the file has {self.file_size}")
 
-    def _read(self, pgid: int, parent: int, pages: int) -> bytes:
+    def _read(self, pgid: int, parent: int, pages: int, scratch: bool = False) -> bytes | memoryview:
         size = pages * self.page_size
-        data = self.src.read(pgid * self.page_size, size)
+        read = self.src.read_scratch if scratch else self.src.read
+        data = read(pgid * self.page_size, size)
         self.stats.pages_read += pages
         self.stats.bytes_read += len(data)
         if len(data) != size:
             raise self._bad(pgid, parent, f"truncated: read {len(data)} of {size} bytes")
         return data
 
-    def _fetch(self, wanted: dict):
-        """Yield (pgid, record) for the wanted pages, reading runs of adjacent ids at once."""
+    def _fetch(self, wanted: dict, following: list) -> None:
+        """Read and decode the wanted pages, reading runs of adjacent ids at once."""
         ps = self.page_size
-        max_run = max(1, MAX_RUN_BYTES // ps)
         ids = sorted(wanted)
+        lowest, highest = ids[0], ids[-1]
+        if lowest < _FIRST_DATA_PAGE or highest >= self.meta.high_water or (highest + 1) * ps > self.file_size:
+            for pgid in ids:
+                self._check_range(pgid, wanted[pgid], 0)
+        max_run = max(1, MAX_RUN_BYTES // ps)
+        records = self.records
         n = len(ids)
         i = 0
         while i < n:
             first = ids[i]
-            self._check_range(first, wanted[first], 0)
             j = i + 1
             while j < n and ids[j] == ids[j - 1] + 1 and ids[j] - first < max_run:
-                self._check_range(ids[j], wanted[ids[j]], 0)
                 j += 1
-            run = self._read(first, wanted[first], ids[j - 1] - first + 1)
-            for pgid in ids[i:j]:
-                yield pgid, self._page(run, (pgid - first) * ps, pgid, wanted[pgid])
+            run = self._read(first, wanted[first], ids[j - 1] - first + 1, scratch=True)
+            try:
+                overflowing = bolt_pages(run, first, ps, ids, i, j, records, following)
+            except Corrupted as exc:
+                raise self._named(exc, wanted) from None
+            for pgid in overflowing:
+                self._overflow(pgid, wanted[pgid], run, (pgid - first) * ps, following)
             i = j
 
-    def _page(self, run: bytes, offset: int, pgid: int, parent: int) -> tuple:
-        ps = self.page_size
-        page_id, flags, count, overflow = _HEADER.unpack_from(run, offset)
-        if page_id != pgid:
-            raise self._bad(pgid, parent, f"its header names page {page_id}")
-        if flags != BRANCH_FLAG and flags != LEAF_FLAG:
-            raise self._bad(pgid, parent, f"is a {_page_type(flags)} page where a branch or leaf page belongs")
-        if overflow:
-            self._check_range(pgid, parent, overflow)
-            run = self._read(pgid, parent, overflow + 1)
-            offset = 0
-        end = offset + (overflow + 1) * ps
+    def _overflow(self, pgid: int, parent: int, run: bytes, offset: int, following: list) -> None:
+        """A page spanning overflow + 1 pages: read whole, then decoded."""
+        overflow = _HEADER.unpack_from(run, offset)[3]
+        self._check_range(pgid, parent, overflow)
+        data = self._read(pgid, parent, overflow + 1)
         try:
-            if flags == BRANCH_FLAG:
-                return (BRANCH, overflow, pgid, bolt_branch(run, offset, end, count))
-            keys, values, buckets = bolt_leaf(run, offset, end, count)
-            return (LEAF, overflow, pgid, keys, values, self._sub_buckets(run, keys, buckets))
+            record = bolt_page(data, 0, len(data), pgid)
         except Corrupted as exc:
-            raise self._bad(pgid, parent, f"{_page_type(flags)} page: {exc}") from None
-
-    @staticmethod
-    def _sub_buckets(buf: bytes, keys: list, buckets: list) -> list:
-        subs = []
-        for n in range(0, len(buckets), 3):
-            index, start, end = buckets[n], buckets[n + 1], buckets[n + 2]
-            if end - start < _BUCKET_HEADER.size:
-                raise Corrupted(f"bucket {keys[index]!r}: a value of {end - start} bytes is no bucket header")
-            root, sequence = _BUCKET_HEADER.unpack_from(buf, start)
-            inline = None
-            if root == 0:
-                inline = _inline_page(buf, start + _BUCKET_HEADER.size, end, keys[index])
-            subs.append((index, root, sequence, inline))
-        return subs
+            raise self._named(exc, {pgid: parent}) from None
+        self._add(record, following)
 
     def _check_spans(self) -> None:
         """No two records may share a page: a multi-page record must not cover another's id."""
@@ -249,61 +235,15 @@ class Walk:
                                            f"of page {first}")
 
 
-def _inline_page(buf: bytes, start: int, end: int, name: bytes) -> tuple:
-    """The leaf page an inline bucket (root pgid 0) holds in its value."""
-    if end - start < _HEADER.size:
-        raise Corrupted(f"inline bucket {name!r}: {end - start} bytes cannot hold a page header")
-    _, flags, count, _ = _HEADER.unpack_from(buf, start)
-    if flags != LEAF_FLAG:
-        raise Corrupted(f"inline bucket {name!r}: holds a {_page_type(flags)} page, not a leaf page")
-    try:
-        keys, values, buckets = bolt_leaf(buf, start, end, count)
-    except Corrupted as exc:
-        raise Corrupted(f"inline bucket {name!r}: {exc}") from None
-    if buckets:
-        raise Corrupted(f"inline bucket {name!r}: holds a sub-bucket (bbolt never inlines those)")
-    return (LEAF, 0, 0, keys, values, ())
-
-
 def assemble(src: Source, meta: metapage.Meta, records: dict) -> Bucket:
     """Build the root Bucket and every bucket under it from the records of one walk."""
-    root = Bucket(meta.sequence)
-    todo = [(root, meta.root, None)]
-    while todo:
-        bucket, pgid, inline = todo.pop()
-        leaves = [inline] if inline is not None else _leaves(records, pgid)
-        if len(leaves) == 1:
-            keys, values = leaves[0][3], leaves[0][4]
-        else:
-            keys, values = [], []
-            for leaf in leaves:
-                if keys and leaf[3] and not keys[-1] < leaf[3][0]:
-                    raise _corrupted(src, f"page {leaf[2]}: leaf key {leaf[3][0]!r} does not sort after "
-                                          f"the previous page's last key {keys[-1]!r}")
-                keys += leaf[3]
-                values += leaf[4]
-        subs = {}
-        for leaf in leaves:
-            leaf_keys = leaf[3]
-            for index, child_root, sequence, child_inline in leaf[5]:
-                child = Bucket(sequence)
-                subs[leaf_keys[index]] = child
-                todo.append((child, child_root, child_inline))
-        bucket._fill(keys, values, subs)
-    return root
-
-
-def _leaves(records: dict, pgid: int) -> list:
-    """The leaf records under page `pgid`, in key order."""
-    out = []
-    todo = [pgid]
-    while todo:
-        record = records[todo.pop()]
-        if record[0] == BRANCH:
-            todo.extend(reversed(record[3]))
-        else:
-            out.append(record)
-    return out
+    try:
+        return bolt_assemble(records, meta.root, meta.sequence)
+    except Corrupted as exc:
+        if len(exc.args) != 2:
+            raise _corrupted(src, str(exc)) from None
+        pgid, message = exc.args
+        raise _corrupted(src, f"page {pgid}: {message}") from None
 
 
 @dataclass
@@ -320,8 +260,19 @@ def load(src: Source) -> tuple[metapage.Meta, Bucket, ReadStats]:
     """The newest consistent transaction of the file: its meta, root bucket, and how it was read."""
     page_size = find_page_size(src)
     meta = current_meta(src, page_size)
-    first_txid = meta.txid
     stats = ReadStats()
+    # the records and buckets hold no cycles: the collector would only rescan them, again and again
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _load(src, page_size, meta, stats)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _load(src: Source, page_size: int, meta: metapage.Meta, stats: ReadStats) -> tuple:
+    first_txid = meta.txid
     cache = None
     while stats.attempts < MAX_ATTEMPTS:
         stats.attempts += 1

@@ -1,18 +1,21 @@
 """`cargohold containerd ...`: work read-only on a containerd root (default /var/lib/containerd).
 
 ``ls`` lists what ctr lists, ``gc --dry-run`` / ``gc --explain`` plan containerd's
-collection, ``du`` and ``fsck`` measure and check the root, ``import`` copies it
+collection (the dry run prints ``cargohold gc --dry-run``'s lines, each node with
+the bytes its removal frees: ``TYPE NAMESPACE KEY SIZE``, then ``TYPE - KEY SIZE``
+per leftover, the data no record owns that the cleanup deletes too), ``du`` and ``fsck`` measure and check the root, ``import`` copies it
 into a cargohold root. Nothing here writes to the containerd root: there is no
 collecting ``gc``.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import click
 
-from cargohold import Node, ResourceType
+from cargohold import Leftover, Node, ResourceType
 from cargohold.containerd import Host, fsck as fsck_mod, open_root, usage
 from cargohold.containerd.importer import import_root
 from cargohold.containerd.plan import RULES
@@ -20,7 +23,7 @@ from cargohold.containerd.schema import DEFAULT_ROOT
 from cargohold.errors import NotFound
 
 from .context import Settings, emit_json, emit_table, format_labels, json_option, pass_settings
-from .gc import node_json, type_name
+from .gc import leftover_line, node_json, node_line
 
 root_option = click.option("--root-dir", default=DEFAULT_ROOT, show_default=True, metavar="DIR",
                            help="The containerd root (or its meta.db file).")
@@ -109,7 +112,9 @@ def _as_dict(info) -> dict:
 
 
 @command.command("gc")
-@click.option("--dry-run", is_flag=True, help="List what containerd's next collection removes: TYPE NAMESPACE KEY FREED.")
+@click.option("--dry-run", is_flag=True,
+              help="List what containerd's next collection removes (TYPE NAMESPACE KEY SIZE: the bytes its removal "
+                   "frees) and the leftovers its cleanup deletes too (TYPE - KEY SIZE).")
 @click.option("--explain", metavar="DIGEST|SNAPSHOTTER/KEY",
               help="Print the chain of references from a root to DIGEST|SNAPSHOTTER/KEY (in the namespace).")
 @root_option
@@ -134,34 +139,33 @@ def gc(settings: Settings, dry_run: bool, explain: Optional[str], root_dir: str,
 
 
 def _dry_run(host: Host, as_json: bool) -> None:
+    """Nodes as ``TYPE NAMESPACE KEY SIZE``, then leftovers as ``TYPE - KEY SIZE`` (``cargohold gc --dry-run``'s
+    lines, each node with the bytes its removal frees)."""
     nodes = host.unreachable()
     freed = usage.reclaim(host, nodes)
     by_node: dict = {}
     for item in freed:
         if item.node is not None:
             by_node[item.node] = by_node.get(item.node, 0) + item.size
-    orphans = [item for item in freed if item.node is None]
-    total = sum(item.size for item in freed)
+    leftovers = [Leftover(_LEFTOVER_TYPES[item.store.partition("/")[0]], _leftover_key(item), item.size)
+                 for item in freed if item.node is None]
     if as_json:
-        emit_json({"rules": host.rules, "db_version": host.db_version,
-                   "nodes": [{**node_json(n), "freed": by_node.get(n, 0)} for n in nodes],
-                   "orphans": [{"store": o.store, "name": o.name, "path": o.path, "size": o.size} for o in orphans],
-                   "freed": {"total": total, **_by_store(freed)}})
+        emit_json([{**node_json(n), "size": by_node.get(n, 0)} for n in nodes]
+                  + [{"type": x.type, "namespace": None, "key": x.key, "size": x.size} for x in leftovers])
         return
-    if nodes:
-        emit_table(["TYPE", "NAMESPACE", "KEY", "FREED"],
-                   [(type_name(n.type), n.namespace, n.key, by_node.get(n)) for n in nodes])
-    stores = ", ".join(f"{store} {size}" for store, size in _by_store(freed).items()) or "nothing"
-    click.echo(f"{len(nodes)} node(s) would be removed under containerd {host.rules} rules (db version "
-               f"{host.db_version}); {total} bytes freed: {stores}"
-               + (f"; {len(orphans)} of them no record owned (see fsck)" if orphans else ""))
+    for n in nodes:
+        click.echo(f"{node_line(n)} {by_node.get(n, 0)}")
+    for leftover in leftovers:
+        click.echo(leftover_line(leftover))
 
 
-def _by_store(freed: list) -> dict:
-    out: dict = {}
-    for item in freed:
-        out[item.store] = out.get(item.store, 0) + item.size
-    return dict(sorted(out.items()))
+_LEFTOVER_TYPES = {"content": "blob", "ingests": "ingest-dir", "snapshots": "snapshot-dir"}
+
+
+def _leftover_key(item: usage.Freed) -> str:
+    if item.store.startswith("snapshots/"):
+        return f"{item.store.partition('/')[2]}/{os.path.basename(item.path)}"
+    return item.name
 
 
 def _find(host: Host, ns: str, name: str) -> list[Node]:
@@ -188,13 +192,13 @@ def _explain(host: Host, ns: str, name: str, as_json: bool) -> None:
     for i, (node, chain) in enumerate(results):
         if i:
             click.echo()
-        line = f"{type_name(node.type)} {node.namespace} {node.key}"
+        line = node_line(node)
         if chain is None:
             click.echo(f"{line} is reachable from no root: containerd's next collection removes it")
             continue
         click.echo(f"{line} is kept by this chain of references, root first:")
         for n in chain:
-            click.echo(f"  {type_name(n.type)} {n.namespace} {n.key}")
+            click.echo(f"  {node_line(n)}")
 
 
 @command.command("du")

@@ -1,4 +1,23 @@
-"""`cargohold gc`: run a garbage collection, show what one would remove, or why something is kept."""
+"""`cargohold gc`: run a garbage collection, show what one would remove, or why something is kept.
+
+Output of ``gc`` for people: the removed nodes as a ``TYPE NAMESPACE KEY``
+table, then one summary line (``removed 5 records (4 content, 1 snapshot);
+freed 12.3 MiB (3 blobs, 2 snapshot directories); writers held off 2.10 ms``)
+and one line of cleanup durations. A backend removal that failed is one
+``cargohold: ...`` line on stderr each, followed by a line saying that the
+metadata collection itself committed, and the exit code is 1.
+
+``gc --dry-run`` prints one ``TYPE NAMESPACE KEY`` line per node it would
+remove, then one ``TYPE - KEY SIZE`` line per backend leftover: data no
+record owns, which a cleanup deletes (``-`` stands for the namespace, as
+leftovers belong to none). TYPE is ``blob`` (KEY: the digest),
+``ingest-dir`` (the backend ingest ref, or the directory name when the ingest
+has no meta) or ``snapshot-dir`` (``<snapshotter>/<directory name>``); SIZE
+is in bytes; a dry run limited to one namespace (``--namespace NS``) lists
+no leftovers, as they belong to none. With ``--json`` it prints one list: an object ``{"type",
+"namespace", "key"}`` per node, then ``{"type", "namespace": null, "key",
+"size"}`` per leftover.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +25,11 @@ from typing import Optional
 
 import click
 
-from cargohold import DB, GCStats, Node, ResourceType
+from cargohold import DB, Freed, GCStats, Leftover, Node, ResourceType
 from cargohold.errors import InvalidArgument, NotFound
-from cargohold.gc.index import SANDBOX
+from cargohold.gc.context import type_name
 
-from .context import Settings, emit_json, emit_table, json_option, pass_settings
-
-
-def type_name(rtype: int) -> str:
-    """The lower-case name of a node type (``content``, ``snapshot``, ...; ``type<N>`` for a collector's)."""
-    if rtype == SANDBOX:
-        return "sandbox"
-    try:
-        return ResourceType(rtype).name.lower()
-    except ValueError:
-        return f"type{int(rtype)}"
+from .context import Settings, emit_json, emit_table, json_option, one_line, pass_settings
 
 
 def node_line(node: Node) -> str:
@@ -48,53 +57,121 @@ def find_nodes(db: DB, namespace: str, name: str) -> list[Node]:
     return found
 
 
+def leftover_line(leftover: Leftover) -> str:
+    """``TYPE - KEY SIZE``, the one-line form of a backend leftover."""
+    return f"{leftover.type} - {leftover.key} {leftover.size}"
+
+
+def _freed_json(freed: Freed) -> dict:
+    return {"count": freed.count, "bytes": freed.bytes}
+
+
 def stats_json(stats: GCStats) -> dict:
-    return {"removed": [node_json(n) for n in stats.removed], "meta_d": stats.meta_d,
-            "content_d": stats.content_d, "snapshot_d": dict(stats.snapshot_d)}
+    """A collection's report with self-explaining keys; ``removed``, ``meta_d``, ``content_d``
+    and ``snapshot_d`` stay as aliases of the keys earlier versions printed."""
+    nodes = [node_json(n) for n in stats.removed]
+    return {"removed_nodes": nodes, "removed_records": dict(stats.records),
+            "writers_blocked_s": stats.meta_d, "content_cleanup_s": stats.content_d,
+            "snapshot_cleanup_s": dict(stats.snapshot_d), "freed_bytes": stats.freed_bytes,
+            "freed": {"blobs": _freed_json(stats.blobs), "ingests": _freed_json(stats.ingests),
+                      "snapshot_dirs": {name: _freed_json(f) for name, f in sorted(stats.snapshot_dirs.items())}},
+            "errors": list(stats.errors),
+            "removed": nodes, "meta_d": stats.meta_d, "content_d": stats.content_d,
+            "snapshot_d": dict(stats.snapshot_d)}
 
 
-def stats_lines(stats: GCStats) -> list[str]:
-    """A short summary of a collection's durations."""
-    lines = [f"removed {len(stats.removed)} node(s); writers held off {stats.meta_d * 1000:.2f} ms",
-             f"content cleanup {stats.content_d * 1000:.2f} ms"]
-    lines += [f"snapshot cleanup ({name}) {seconds * 1000:.2f} ms" for name, seconds in sorted(stats.snapshot_d.items())]
-    return lines
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def format_bytes(size: int) -> str:
+    """``512 B``, ``1.5 KiB``, ``12.3 MiB``, ...: binary units, one decimal."""
+    if size < 1024:
+        return f"{size} B"
+    value = size / 1024
+    for unit in ("KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+def report_lines(stats: GCStats) -> list[str]:
+    """What a collection removed and freed, and how long it held writers off and cleaned, for people."""
+    records = _count(len(stats.removed), "record", "records")
+    if stats.records:
+        records += " (" + ", ".join(f"{n} {kind}" for kind, n in sorted(stats.records.items())) + ")"
+    parts = [_count(stats.blobs.count, "blob", "blobs"), _count(stats.ingests.count, "ingest", "ingests")]
+    for name, freed in sorted(stats.snapshot_dirs.items()):
+        parts.append(_count(freed.count, f"{name} snapshot directory", f"{name} snapshot directories"))
+    parts = [part for part in parts if not part.startswith("0 ")]
+    freed = format_bytes(stats.freed_bytes) + (f" ({', '.join(parts)})" if parts else "")
+    cleanups = [f"content {stats.content_d * 1000:.2f} ms"] if stats.content_d else []
+    cleanups += [f"{name} snapshots {seconds * 1000:.2f} ms" for name, seconds in sorted(stats.snapshot_d.items())]
+    return [f"removed {records}; freed {freed}; writers held off {stats.meta_d * 1000:.2f} ms",
+            "cleanup took " + (", ".join(cleanups) if cleanups else "no time: no backend needed cleaning")]
+
+
+def _report_errors(ctx: click.Context, stats: GCStats) -> None:
+    """One stderr line per failed cleanup, then exit 1."""
+    if not stats.errors:
+        return
+    for line in stats.errors:
+        click.echo(f"cargohold: {one_line(line)}", err=True)
+    click.echo("cargohold: the metadata collection itself committed; the next gc retries the cleanups "
+               "that failed", err=True)
+    ctx.exit(1)
 
 
 @click.command("gc")
-@click.option("--dry-run", is_flag=True, help="Only list what a collection would remove: TYPE NAMESPACE KEY.")
+@click.option("--dry-run", is_flag=True,
+              help="Only list what a collection would remove (TYPE NAMESPACE KEY) and the backend leftovers "
+                   "no record owns (TYPE - KEY SIZE).")
 @click.option("--explain", metavar="DIGEST|KEY",
-              help="Print the chain of references from a root to DIGEST|KEY (in --namespace), one node a line.")
+              help="Print the chain of references from a root to DIGEST|KEY (in the global --namespace), "
+                   "one node a line.")
+@click.option("--namespace", "scope", metavar="NS",
+              help="Collect only namespace NS: its garbage, and in the backends only what was its own "
+                   "(no leftovers) [default: the whole root].")
 @json_option
 @pass_settings
-def command(settings: Settings, dry_run: bool, explain: Optional[str], as_json: bool) -> None:
-    """Run a garbage collection and print what it removed and how long it took.
+@click.pass_context
+def command(ctx: click.Context, settings: Settings, dry_run: bool, explain: Optional[str], scope: Optional[str],
+            as_json: bool) -> None:
+    """Run a garbage collection and print what it removed, what it freed and how long it took.
 
-    Every namespace is collected. --dry-run removes nothing; --explain says
-    why something is kept.
+    Every namespace is collected, unless --namespace NS limits it to one.
+    --dry-run removes nothing; --explain says why something is kept. Exits 1
+    when a backend cleanup failed (the metadata collection has committed all
+    the same).
     """
     db = settings.db()
     if explain is not None:
-        if dry_run:
-            raise click.UsageError("--explain and --dry-run cannot be combined")
+        if dry_run or scope is not None:
+            raise click.UsageError("--explain cannot be combined with --dry-run or --namespace")
         _explain(db, settings.namespace, explain, as_json)
     elif dry_run:
-        nodes = db.unreachable()
+        nodes = db.unreachable(namespace=scope)
+        leftovers = [] if scope is not None else db.leftovers()
         if as_json:
-            emit_json([node_json(n) for n in nodes])
+            emit_json([node_json(n) for n in nodes]
+                      + [{"type": x.type, "namespace": None, "key": x.key, "size": x.size} for x in leftovers])
         else:
             for node in nodes:
                 click.echo(node_line(node))
+            for leftover in leftovers:
+                click.echo(leftover_line(leftover))
     else:
-        stats = db.garbage_collect()
+        stats = db.garbage_collect(namespace=scope)
         if as_json:
             emit_json(stats_json(stats))
-            return
-        if stats.removed:
-            emit_table(["TYPE", "NAMESPACE", "KEY"],
-                       [(type_name(n.type), n.namespace, n.key) for n in stats.removed])
-        for line in stats_lines(stats):
-            click.echo(line)
+        else:
+            if stats.removed:
+                emit_table(["TYPE", "NAMESPACE", "KEY"],
+                           [(type_name(n.type), n.namespace, n.key) for n in stats.removed])
+            for line in report_lines(stats):
+                click.echo(line)
+        _report_errors(ctx, stats)
 
 
 def _explain(db: DB, namespace: str, name: str, as_json: bool) -> None:

@@ -328,7 +328,7 @@ class _Importer:
             return
         now = self.host.now()
         theirs = set(self.host.unreachable())
-        ours = set(plan.unreachable(plan.mark(plan.graph(self.host._v1, "2.x"), now)))
+        ours = set(plan.unreachable(plan.mark(self.host.graph("2.x"), now)))
         for node in sorted(theirs ^ ours):
             verdict = "collects" if node in ours else "keeps"
             self.report.warnings.append(f"{_node_text(node)}: cargohold's rules (containerd 2.x) {verdict} it, "

@@ -40,6 +40,7 @@ from ..model import Node, ResourceType
 from . import decode
 from . import schema as s
 from .decode import Tree
+from .tree import bulk
 
 RULES = ("1.x", "2.x")
 
@@ -75,8 +76,9 @@ def graph(v1: Tree, rules: str) -> Graph:
     """The graph of every namespace of the ``v1`` tree under `rules` ("1.x" or "2.x")."""
     nodes: list = []
     rows: list = []
-    for ns, namespace in decode.children(v1, "namespace"):
-        _namespace(ns, namespace, rules, nodes, rows)
+    with bulk():
+        for ns, namespace in decode.children(v1, "namespace"):
+            _namespace(ns, namespace, rules, nodes, rows)
     return Graph(nodes, rows)
 
 

@@ -81,13 +81,13 @@ class Host:
         self.rules = _rules(rules, self.db_version)
         self._clock = clock or utcnow
         self._backends: dict[str, Optional[Backend]] = {}
-        self._graph: Optional[plan.Graph] = None
+        self._graphs: dict[str, plan.Graph] = {}
         content = os.path.join(self.root, s.CONTENT_DIR) if self.root else None
         self.content_dir = ContentDir(content) if content and os.path.isdir(content) else None
 
     def close(self) -> None:
         """Drop the copy (nothing is held open between calls)."""
-        self._v1, self._outside, self._backends, self._graph = decode.EMPTY, {}, {}, None
+        self._v1, self._outside, self._backends, self._graphs = decode.EMPTY, {}, {}, {}
 
     def __enter__(self) -> "Host":
         return self
@@ -206,10 +206,14 @@ class Host:
 
     # -- garbage collection -----------------------------------------------------------------------
 
-    def graph(self) -> plan.Graph:
-        if self._graph is None:
-            self._graph = plan.graph(self._v1, self.rules)
-        return self._graph
+    def graph(self, rules: Optional[str] = None) -> plan.Graph:
+        """The node table the plan marks: under the host's rules, or the `rules` given."""
+        rules = rules or self.rules
+        if rules not in plan.RULES:
+            raise InvalidArgument(f"rules {rules!r} must be one of {', '.join(plan.RULES)}")
+        if rules not in self._graphs:
+            self._graphs[rules] = plan.graph(self._v1, rules)
+        return self._graphs[rules]
 
     def nodes(self) -> list[Node]:
         """Every resource a collection looks at (containerd's ``scanAll``), in key order."""

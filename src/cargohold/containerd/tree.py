@@ -7,12 +7,32 @@ returns is whole even while containerd commits; nothing is ever written.
 
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar
+import gc
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, TypeVar
 
 from .. import bolt
 from ..errors import Error
 
 T = TypeVar("T")
+
+
+@contextmanager
+def bulk() -> Iterator[None]:
+    """Hold Python's cycle collector off while millions of acyclic objects are built.
+
+    Reading a large meta.db allocates a list, a bytes and a bucket object per key;
+    each time the allocations pass a threshold the collector walks every live
+    object again, which more than doubles the time of a 100,000-object read.
+    Nothing built here forms cycles, so nothing is left for it to find.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def read(path: str, select: Callable[[Any], T], what: str) -> tuple[int, T]:
@@ -23,7 +43,7 @@ def read(path: str, select: Callable[[Any], T], what: str) -> tuple[int, T]:
     cannot be read.
     """
     try:
-        with bolt.open(path) as f:
+        with bulk(), bolt.open(path) as f:
             return f.txid, select(f)
     except Error as exc:
         message = str(exc)

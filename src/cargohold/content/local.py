@@ -37,12 +37,12 @@ import io
 import json
 import os
 import time
-from typing import BinaryIO, Iterator, Optional
+from typing import BinaryIO, Callable, Iterator, Optional
 
 from .. import filters
 from ..errors import AlreadyExists, Corrupted, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from ..locks import FileLock
-from ..model import Info, Status
+from ..model import Freed, Info, Status
 from ..timeutil import from_ns
 from ..validation import DIGEST_ALGORITHMS, validate_digest, validate_key, validate_size
 
@@ -220,12 +220,15 @@ class LocalStore:
             return f.read()
 
     @_os_errors
-    def delete(self, digest: str) -> None:
-        """Remove a blob; NotFound if absent. Readers that have it open keep reading."""
+    def delete(self, digest: str) -> int:
+        """Remove a blob and return its size; NotFound if absent. Readers that have it open keep reading."""
+        path = self.blob_path(digest)
         try:
-            os.unlink(self.blob_path(digest))
+            size = os.lstat(path).st_size
+            os.unlink(path)
         except FileNotFoundError:
             raise NotFound(f"content {digest} not found") from None
+        return size
 
     def walk(self, *filter_args: str) -> Iterator[Info]:
         """Every blob (matching the filters: ``digest``, ``labels``), skipping stray files."""
@@ -319,33 +322,80 @@ class LocalStore:
         path = self._ingest_path(ref)
         return IngestClaim(path, _IngestLock.acquire(path, ref))
 
-    @_os_errors
-    def clean_ingests(self, keep: "set[str]") -> list[str]:
+    def clean_ingests(self, keep: "set[str]", *, now: Optional[float] = None, freed: Optional[Freed] = None,
+                      errors: Optional[list] = None, deferred: Optional[list] = None,
+                      owned: Optional[Callable[[str], bool]] = None) -> list[str]:
         """Discard every ingest whose ref is not in `keep`, skipping open ones.
 
         Directories a crash left without a ``meta`` are discarded once they are
-        older than `ABANDONED_AFTER` seconds (a younger one may be a writer
-        between creating its directory and locking it). Ingests that are kept
-        are not even locked, so a writer resuming one is never turned away.
-        Returns the refs (or directory names) discarded.
+        older than `ABANDONED_AFTER` seconds at `now` (seconds since the epoch,
+        default: the system time; a younger one may be a writer between
+        creating its directory and locking it). Ingests that are kept are not
+        even locked, so a writer resuming one is never turned away. Returns the
+        refs (or directory names) discarded; `freed` counts them with their
+        bytes, `errors` receives one line per ingest that could not be removed
+        (without `errors`, the first failure raises Unavailable), `deferred` the
+        path of each one left for a later call (open in a writer, or too young).
+        With `owned`, only ingests whose ref it accepts are candidates (never a
+        directory without ``meta``, whose ref is unknown).
         """
+        now = time.time() if now is None else now
+        try:
+            paths = self._ingest_dirs()
+        except OSError as exc:
+            raise Unavailable(f"content store clean_ingests failed: {exc}") from None
         removed = []
-        for path in self._ingest_dirs():
-            if not _orphan(path, _read_meta(path), keep):
+        for path in paths:
+            try:
+                name = self._clean_ingest(path, keep, now, freed, deferred, owned)
+            except (OSError, Unavailable) as exc:
+                if errors is None:
+                    raise Unavailable(f"content store clean_ingests failed: {exc}") from None
+                errors.append(f"cannot remove ingest directory {path!r}: {exc}")
                 continue
+            if name is not None:
+                removed.append(name)
+        return removed
+
+    def _clean_ingest(self, path: str, keep: "set[str]", now: float, freed: Optional[Freed],
+                      deferred: Optional[list], owned: Optional[Callable[[str], bool]]) -> Optional[str]:
+        meta = _read_meta(path)
+        if meta is not None and meta["ref"] in keep:
+            return None
+        if owned is not None and (meta is None or not owned(meta["ref"])):
+            return None
+        lock = None
+        if meta is not None or _abandoned(path, now):
             try:
                 lock = _IngestLock.acquire(path, path, create=False)
             except Unavailable:
-                continue  # open in a writer
-            if lock is None:
-                continue
-            meta = _read_meta(path)  # again, now that nobody can change it
-            if meta is not None and meta["ref"] in keep:
-                lock.release()
-                continue
-            IngestClaim(path, lock).discard()
-            removed.append(meta["ref"] if meta else os.path.basename(path))
-        return removed
+                pass  # open in a writer
+            if lock is None and not os.path.isdir(path):
+                return None  # removed meanwhile
+        if lock is None:
+            if deferred is not None:
+                deferred.append(path)
+            return None
+        meta = _read_meta(path)  # again, now that nobody can change it
+        if meta is not None and meta["ref"] in keep:
+            lock.release()
+            return None
+        size = _bytes_in(path)
+        IngestClaim(path, lock).discard()
+        if freed is not None:
+            freed.add(size)
+        return meta["ref"] if meta else os.path.basename(path)
+
+    @_os_errors
+    def ingest_leftovers(self, keep: "set[str]", *, now: Optional[float] = None) -> list[tuple[str, int]]:
+        """(ref or directory name, bytes) of each ingest `clean_ingests` would discard now; changes nothing."""
+        now = time.time() if now is None else now
+        found = []
+        for path in self._ingest_dirs():
+            meta = _read_meta(path)
+            if _orphan(path, meta, keep, now) and not _is_open(path):
+                found.append((meta["ref"] if meta else os.path.basename(path), _bytes_in(path)))
+        return found
 
     def _ingest_dirs(self) -> list[str]:
         try:
@@ -387,13 +437,46 @@ class IngestClaim:
             self.release()
 
 
-def _orphan(path: str, meta: Optional[dict], keep: "set[str]") -> bool:
-    if meta is not None:
-        return meta["ref"] not in keep
+def _orphan(path: str, meta: Optional[dict], keep: "set[str]", now: float) -> bool:
+    return meta["ref"] not in keep if meta is not None else _abandoned(path, now)
+
+
+def _abandoned(path: str, now: float) -> bool:
+    """Whether a directory without meta is older than `ABANDONED_AFTER` at `now`."""
     try:
-        return time.time() - os.stat(path).st_mtime > ABANDONED_AFTER
+        return now - os.stat(path).st_mtime > ABANDONED_AFTER
     except FileNotFoundError:
         return False
+
+
+def _is_open(path: str) -> bool:
+    """Whether a writer holds the ingest's lock (tested without creating anything)."""
+    try:
+        fd = os.open(os.path.join(path, "lock"), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops the probe's lock
+    return False
+
+
+def _bytes_in(path: str) -> int:
+    """The sizes of the files directly in an ingest directory, added up."""
+    total = 0
+    try:
+        entries = list(os.scandir(path))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        try:
+            total += entry.stat(follow_symlinks=False).st_size
+        except FileNotFoundError:
+            continue
+    return total
 
 
 def _read_meta(path: str) -> Optional[dict]:

@@ -24,7 +24,8 @@ it against the cleanup that follows a garbage collection (`collect_backend`):
   record (which retains that content) has been committed. When the call runs
   in a caller's transaction, the lock is kept until that transaction ends.
 * `collect_backend` holds it *exclusive* from before it reads the metadata
-  until it has removed the last orphan.
+  until it has removed the last orphan; `leftovers` (a dry run) holds it
+  exclusive while it lists them.
 
 So the cleanup either sees the record of a commit, or runs entirely before
 its blob appears. Open ingests are safe anyway: their writer holds the
@@ -47,19 +48,33 @@ from ..errors import AlreadyExists, Corrupted, FailedPrecondition, InvalidArgume
 from ..events import TOPIC_CONTENT_CREATE, TOPIC_CONTENT_DELETE, ContentCreate, ContentDelete
 from ..fieldpaths import clean_labels, update_labels
 from ..gc import index
-from ..model import Info, Resource, ResourceType, Status
-from ..timeutil import from_ns
+from ..model import Freed, Info, Leftover, Resource, ResourceType, Status
+from ..timeutil import from_ns, to_ns
 from ..validation import validate_digest, validate_key, validate_size
 from .local import CHUNK, IngestBusy, LocalStore, LocalWriter, info_adaptor
 
 if TYPE_CHECKING:
     from ..db import DB, Transaction
+    from ..gc.context import Scope
     from ..namespaces import Namespace
 
 INGEST_EXPIRY_NS = 24 * 3600 * 1_000_000_000
 """How long an unleased ingest stays a GC root after its writer was last opened."""
 
 LABEL_SHAREABLE = "containerd.io/namespace.shareable"
+
+
+def new_backend_ref(ns: str) -> str:
+    """A fresh backend ingest ref of namespace `ns`: ``<ns>-<16 hex>`` (never resumes another's ingest)."""
+    return f"{ns}-{secrets.token_hex(8)}"
+
+
+def backend_ref_namespace(ref: str) -> Optional[str]:
+    """The namespace a backend ingest ref was made for (`new_backend_ref`), or None for another ref."""
+    ns, dash, suffix = ref.rpartition("-")
+    if dash and len(suffix) == 16 and all(c in "0123456789abcdef" for c in suffix):
+        return ns
+    return None
 
 
 def _blob_key(ns: str, digest: str) -> bytes:
@@ -241,7 +256,7 @@ class ContentStore:
                 record = self._ingest(t, ref)
             if exists and self._ns.lease is None:
                 raise AlreadyExists(f"content {expected} already exists in namespace {self._ns.name!r}")
-            bref = record["b"] if record else f"{self._ns.name}-{secrets.token_hex(8)}"
+            bref = record["b"] if record else new_backend_ref(self._ns.name)
             try:
                 bw = None if exists else backend.writer(bref, total=total, algorithm=algorithm)
             except IngestBusy:
@@ -530,14 +545,27 @@ def _referenced(db: "DB") -> tuple[set, set]:
     return digests, refs
 
 
-def collect_backend(db: "DB") -> float:
+def collect_backend(db: "DB", blobs: Optional[Freed] = None, ingests: Optional[Freed] = None,
+                    errors: Optional[list] = None, deferred: Optional[list] = None, *,
+                    scope: Optional["Scope"] = None) -> float:
     """Delete every backend blob and ingest no namespace references; returns the seconds it took.
 
     Runs after a collection has committed, outside any transaction (it waits
     for commits in flight, which may wait for the database's write locks). It
     holds the cleanup lock exclusive (see the module docstring), so a commit
     in flight in any process is either seen or not yet started; open ingests
-    are skipped.
+    are skipped. Deleting only unlinks files, so it works on a full disk.
+
+    `blobs` and `ingests` count what was deleted, with the bytes measured just
+    before; `errors` receives one line per blob or ingest that could not be
+    deleted, and the cleanup goes on with the rest (without `errors`, the first
+    failure raises), `deferred` each orphan ingest left for a later cleanup
+    (open in a writer, or too young to be called abandoned). Abandoned
+    ingests are judged against the DB's clock.
+
+    With a namespace `scope`, only the blobs of the scope's removed records
+    and the ingests made for its namespace are candidates; blobs and ingest
+    directories that belong to no namespace are left alone.
     """
     started = time.perf_counter()
     backend = db.content_store
@@ -547,11 +575,39 @@ def collect_backend(db: "DB") -> float:
         raise FailedPrecondition("collect_backend must run outside any transaction")
     with backend.cleanup_lock.exclusive():
         digests, refs = _referenced(db)
-        for info in list(backend.walk()):
-            if info.digest not in digests:
-                try:
-                    backend.delete(info.digest)
-                except NotFound:
-                    pass
-        backend.clean_ingests(refs)
+        candidates = sorted(scope.digests) if scope else [info.digest for info in backend.walk()]
+        for digest in candidates:
+            if digest in digests:
+                continue
+            try:
+                size = backend.delete(digest)
+            except NotFound:
+                continue
+            except Unavailable as exc:
+                if errors is None:
+                    raise
+                errors.append(f"cannot delete blob {digest}: {exc}")
+                continue
+            if blobs is not None:
+                blobs.add(size)
+        owned = None if scope is None else (lambda ref: backend_ref_namespace(ref) == scope.namespace)
+        backend.clean_ingests(refs, now=_seconds(db), freed=ingests, errors=errors, deferred=deferred,
+                              owned=owned)
     return time.perf_counter() - started
+
+
+def leftovers(db: "DB") -> list[Leftover]:
+    """The blobs and ingests the next `collect_backend` would delete, with their bytes; deletes nothing."""
+    backend = db.content_store
+    if backend is None:
+        return []
+    with backend.cleanup_lock.exclusive():
+        digests, refs = _referenced(db)
+        found = [Leftover("blob", info.digest, info.size) for info in backend.walk() if info.digest not in digests]
+        found += [Leftover("ingest-dir", name, size)
+                  for name, size in backend.ingest_leftovers(refs, now=_seconds(db))]
+    return found
+
+
+def _seconds(db: "DB") -> float:
+    return to_ns(db.clock()) / 1e9

@@ -11,7 +11,8 @@ and the per-kind removal each store provides.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional
 
 from .. import schema
 from .._native import Marker
@@ -114,6 +115,19 @@ class Contexts:
         return [finisher(rtype, ctx) for rtype, ctx in self.contexts.items()]
 
 
+@dataclass(frozen=True)
+class Scope:
+    """What a namespace-scoped collection lets the backend cleanups delete: only what was `namespace`'s.
+
+    `digests` are the content records its sweep removed; their blobs go unless
+    another namespace still records them. Its ingests and snapshots are
+    recognised by their backend refs and keys (each store knows its format).
+    """
+
+    namespace: str
+    digests: frozenset
+
+
 def marking(tx: "Transaction", contexts: Contexts) -> Marker:
     """Mark every node reachable at the transaction's time."""
     marker = Marker(contexts.labels)
@@ -161,28 +175,58 @@ def reachable(marker: Marker, contexts: Contexts) -> set[Node]:
     return found
 
 
-def _unreachable_collected(marker: Marker, contexts: Contexts) -> Iterator[Node]:
+def _unreachable_collected(marker: Marker, contexts: Contexts, namespace: Optional[str]) -> Iterator[Node]:
     for node in contexts.all():
-        if not marker.is_reachable(node_key(node)):
+        if (namespace is None or node.namespace == namespace) and not marker.is_reachable(node_key(node)):
             yield node
 
 
-def unreachable(marker: Marker, contexts: Contexts) -> Iterator[Node]:
-    """Every known node the marking did not reach: the node table's, then the collectors'."""
+def _unreachable_table(marker: Marker, namespace: Optional[str]) -> Iterator[Node]:
     for key in marker.unreachable():
-        yield schema.unpack_node(key)
-    yield from _unreachable_collected(marker, contexts)
+        node = schema.unpack_node(key)
+        if namespace is None or node.namespace == namespace:
+            yield node
 
 
-def sweep(tx: "Transaction", marker: Marker, contexts: Contexts) -> list[Node]:
-    """Remove every unreachable node in `tx`; queue its events; return what was removed.
+def unreachable(marker: Marker, contexts: Contexts, namespace: Optional[str] = None) -> Iterator[Node]:
+    """Every known node the marking did not reach (in `namespace` only, if given): the node table's,
+    then the collectors'.
+
+    Every reference stays inside its namespace, so a namespace's unreachable
+    nodes are the same whether the marking covered one namespace or all.
+    """
+    yield from _unreachable_table(marker, namespace)
+    yield from _unreachable_collected(marker, contexts, namespace)
+
+
+def type_name(rtype: int) -> str:
+    """The lower-case name of a node type (``content``, ``snapshot``, ...; ``type<N>`` for a collector's)."""
+    if rtype == index.SANDBOX:
+        return "sandbox"
+    try:
+        return ResourceType(rtype).name.lower()
+    except ValueError:
+        return f"type{int(rtype)}"
+
+
+def count_by_type(nodes: Iterable[Node]) -> dict[str, int]:
+    """How many of the nodes are of each type, by `type_name` (the sweep's account of records removed)."""
+    counts: dict[str, int] = {}
+    for node in nodes:
+        name = type_name(node.type)
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def sweep(tx: "Transaction", marker: Marker, contexts: Contexts, namespace: Optional[str] = None) -> list[Node]:
+    """Remove every unreachable node (of `namespace` only, if given) in `tx`; queue its events;
+    return what was removed.
 
     Node-table entries go to their store's removal, collectors' nodes to their collector.
     """
     removers = _removers()
     removed: list[Node] = []
-    for key in marker.unreachable():
-        node = schema.unpack_node(key)
+    for node in _unreachable_table(marker, namespace):
         remover = removers.get(node.type)
         if remover is None:
             log.info("no removal defined for %r", node)
@@ -194,5 +238,5 @@ def sweep(tx: "Transaction", marker: Marker, contexts: Contexts) -> list[Node]:
             tx.publish(node.namespace, TOPIC_SNAPSHOT_REMOVE, SnapshotRemove(key, snapshotter))
         elif node.type == ResourceType.IMAGE:
             tx.publish(node.namespace, TOPIC_IMAGE_DELETE, ImageDelete(node.key))
-    removed.extend(node for node in _unreachable_collected(marker, contexts) if contexts.remove(node))
+    removed.extend(node for node in _unreachable_collected(marker, contexts, namespace) if contexts.remove(node))
     return removed

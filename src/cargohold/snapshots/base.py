@@ -9,6 +9,13 @@ and `cleanup` both run inside a write transaction of the backend's LMDB
 environment (whose writer lock is a flock, see `cargohold.kv`), cleanup never
 sees a half-built directory of a creation in flight, in this process or
 another, and may delete every directory that no record owns.
+
+The garbage collector removes snapshots with `purge`, which deletes the
+directories first and the records after, in one transaction: deleting needs
+no free space, while an LMDB write on a full disk may fail for want of a new
+page. That order is safe only for snapshots nobody can use any more (see
+`cargohold.snapshots.store.collect_backend`); a record whose directory is
+gone is forgotten by the next purge.
 """
 
 from __future__ import annotations
@@ -16,11 +23,11 @@ from __future__ import annotations
 import os
 import tempfile
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Iterable, Iterator, Optional
 
-from ..errors import InvalidArgument, Unavailable
+from ..errors import Error, FailedPrecondition, InvalidArgument, Unavailable
 from ..kv import Env
-from ..model import Kind, Mount, SnapshotInfo, Usage
+from ..model import Freed, Kind, Mount, SnapshotInfo, Usage
 from ..timeutil import Clock, to_ns, utcnow
 from ..validation import validate_labels
 from . import storage
@@ -144,17 +151,34 @@ class DirectorySnapshotter:
             usage = self._measure(key, storage.get_info(txn, key)[0])
             storage.commit_active(txn, key, name, usage, labels, self._now())
 
-    def uncommit(self, name: str, active: SnapshotInfo) -> None:
+    def uncommit(self, name: str, active: Optional[SnapshotInfo] = None) -> None:
         """Revert a commit whose caller failed: `name` becomes active snapshot `active` again.
 
-        `active` is the `stat` of the active snapshot taken before `commit`.
+        `active` is the `stat` of the active snapshot taken before `commit`;
+        without it, the source the commit recorded (`commit_sources`) is used.
         """
         storage.check_key(name, "snapshot name")
-        if not isinstance(active, SnapshotInfo):
+        if active is not None and not isinstance(active, SnapshotInfo):
             raise InvalidArgument(f"active must be a SnapshotInfo, not {active!r}")
-        storage.check_key(active.name)
         with self._store.write() as txn:
+            if active is None:
+                active = storage.commit_sources(txn).get(name)
+                if active is None:
+                    raise FailedPrecondition(f"snapshot {name!r} has no recorded commit to revert")
+            storage.check_key(active.name)
             storage.uncommit(txn, name, active)
+
+    def commit_sources(self) -> dict[str, SnapshotInfo]:
+        """For each commit not yet settled: committed key -> the active snapshot it came from."""
+        with self._store.read() as txn:
+            return storage.commit_sources(txn)
+
+    def settle_commits(self, names: Iterable[str]) -> None:
+        """Forget the sources of these commits (their callers have recorded them)."""
+        names = [storage.check_key(name, "snapshot name") for name in names]
+        if names:
+            with self._store.write() as txn:
+                storage.settle_commits(txn, names)
 
     def update(self, info: SnapshotInfo, *fieldpaths: str) -> SnapshotInfo:
         """Update labels (field paths ``labels`` or ``labels.<key>``; none means all labels)."""
@@ -184,13 +208,77 @@ class DirectorySnapshotter:
         if moved is not None:
             _discard(moved)
 
-    def cleanup(self) -> None:
-        """Delete every directory under ``snapshots/`` that no snapshot record owns."""
+    def purge(self, keys: Iterable[str], freed: Optional[Freed] = None) -> list[str]:
+        """Delete snapshots no one may use any more, directories first; return one line per failure.
+
+        `keys` come children first. A key that is gone is skipped, and so is
+        one with a child outside `keys` or whose child could not be deleted.
+        Each directory's bytes are measured just before it goes (`freed`).
+        Then every deleted directory's record is forgotten in one transaction.
+        """
+        errors: list[str] = []
+        freed = freed if freed is not None else Freed()
+        with self._store.read() as txn:
+            plan = [(key, storage.get_info(txn, key)[0], storage.child_keys(txn, key))
+                    for key in dict.fromkeys(keys) if storage.exists(txn, key)]
+        deleted: list[str] = []
+        done: set = set()
+        for key, snapshot_id, children in plan:
+            if not children <= done:
+                continue  # a child stays, so its parent does too
+            path = self.snapshot_dir(snapshot_id)
+            try:
+                size = disk_usage(path).size if os.path.lexists(path) else None
+                remove_tree(path)
+            except OSError as exc:
+                errors.append(f"cannot remove snapshot directory {path!r}: {exc}")
+                continue
+            if size is not None:
+                freed.add(size)
+            deleted.append(key)
+            done.add(key)
+        if deleted:
+            try:
+                with self._store.write() as txn:
+                    for key in deleted:
+                        if storage.exists(txn, key):
+                            storage.remove(txn, key)
+            except (Error, OSError) as exc:
+                errors.append(f"deleted {len(deleted)} snapshot directories under {self._snapshots_dir!r} but "
+                              f"could not forget their records (the next cleanup does): {exc}")
+        return errors
+
+    def cleanup(self, freed: Optional[Freed] = None) -> list[str]:
+        """Delete every directory under ``snapshots/`` that no snapshot record owns.
+
+        Returns one line per directory that could not be deleted; `freed`
+        counts those deleted, with their bytes.
+        """
         with _filesystem("list snapshot directories", self._snapshots_dir), self._store.write() as txn:
-            owned = {str(snapshot_id) for snapshot_id in storage.ids(txn)}
-            orphans = [entry.path for entry in os.scandir(self._snapshots_dir) if entry.name not in owned]
+            orphans = self._orphans(txn)
+        errors = []
         for path in orphans:
-            _discard(path)
+            try:
+                size = disk_usage(path).size
+                remove_tree(path)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                errors.append(f"cannot remove snapshot directory {path!r}: {exc}")
+                continue
+            if freed is not None:
+                freed.add(size)
+        return errors
+
+    def leftover_dirs(self, unowned: Iterable[str]) -> list[str]:
+        """The directories of the snapshots `unowned` and every directory no record owns."""
+        with _filesystem("list snapshot directories", self._snapshots_dir), self._store.read() as txn:
+            paths = [self.snapshot_dir(storage.get_info(txn, key)[0]) for key in unowned if storage.exists(txn, key)]
+            return paths + self._orphans(txn)
+
+    def _orphans(self, txn) -> list[str]:
+        owned = {str(snapshot_id) for snapshot_id in storage.ids(txn)}
+        return [entry.path for entry in os.scandir(self._snapshots_dir) if entry.name not in owned]
 
     def close(self) -> None:
         self._store.close()

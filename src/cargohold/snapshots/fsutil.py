@@ -123,7 +123,10 @@ def _copy_xattrs(source: str, target: str) -> None:
 
 
 def remove_tree(path: str) -> None:
-    """Delete `path` and everything under it, however deep; a missing path is fine."""
+    """Delete `path` and everything under it, however deep; a missing path (or part) is fine.
+
+    Deleting only unlinks and removes directories, so it needs no free space.
+    """
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -143,12 +146,20 @@ def remove_tree(path: str) -> None:
         subdirs = [entry.path for entry in entries if entry.is_dir(follow_symlinks=False)]
         for entry in entries:
             if not entry.is_dir(follow_symlinks=False):
-                os.unlink(entry.path)
+                _gone_is_fine(os.unlink, entry.path)
         if subdirs:
             pending.extend(subdirs)  # `current` is emptied when we come back to it
         else:
-            os.rmdir(current)
+            _gone_is_fine(os.rmdir, current)
             pending.pop()
+
+
+def _gone_is_fine(remove, path: str) -> None:
+    """Remove one entry; one that another remover deleted first is fine."""
+    try:
+        remove(path)
+    except FileNotFoundError:
+        pass
 
 
 def _make_traversable(directory: str) -> None:

@@ -11,12 +11,23 @@ table           key                                       value
                                                           "size", "inodes"}``
 ``parents``     parent id, child id (two big-endian u64)  child key (the parent's children)
 ``meta``        ``b"seq"``                                msgpack int: the last id handed out
+``commits``     committed snapshot's key                  msgpack ``{"key", "labels",
+                                                          "created", "updated"}``: the active
+                                                          snapshot it was committed from
 ==============  ========================================  =====================================
 
 ``id`` names the snapshot's directory and never changes, not even on commit;
 ids are never reused. ``kind`` is a `Kind` value, ``parent`` the parent's key
 ("" for none), timestamps are integer ns, ``size``/``inodes`` the usage
 measured at commit (0 before). Functions take a `kv.Txn` of this store.
+
+``commits`` remembers where a committed snapshot came from, written in the
+same transaction as the commit. The metadata database records a commit in a
+transaction of its own, after the backend's; a process that dies between the
+two leaves a metadata record naming the active key that the backend no longer
+has. That entry lets `cargohold.snapshots.store` put the active snapshot back
+(`uncommit`); once the metadata names the committed key, the entry is settled
+(`settle_commits`). Removing or uncommitting a snapshot drops its entry.
 """
 
 from __future__ import annotations
@@ -35,7 +46,8 @@ from ..validation import validate_key
 T_SNAPSHOTS = "snapshots"
 T_PARENTS = "parents"
 T_META = "meta"
-TABLES = (T_SNAPSHOTS, T_PARENTS, T_META)
+T_COMMITS = "commits"
+TABLES = (T_SNAPSHOTS, T_PARENTS, T_META, T_COMMITS)
 
 _SEQ = b"seq"
 _ID = struct.Struct(">Q")
@@ -122,6 +134,16 @@ def create(txn: Txn, kind: Kind, key: str, parent: str, labels: Mapping[str, str
     return Snapshot(snapshot_id, kind, parent_ids)
 
 
+def exists(txn: Txn, key: str) -> bool:
+    return txn.get(T_SNAPSHOTS, key.encode()) is not None
+
+
+def child_keys(txn: Txn, key: str) -> set:
+    """The keys of the snapshot's children."""
+    prefix = _ID.pack(_require(txn, key)["id"])
+    return {schema.text(raw, "backend snapshot key") for _, raw in txn.scan(T_PARENTS, prefix)}
+
+
 def get_info(txn: Txn, key: str) -> tuple[int, SnapshotInfo, Usage]:
     record = _require(txn, key)
     return record["id"], _info(key, record), Usage(record["size"], record["inodes"])
@@ -156,6 +178,7 @@ def remove(txn: Txn, key: str) -> int:
         if parent is not None:
             txn.delete(T_PARENTS, _link(parent["id"], snapshot_id))
     txn.delete(T_SNAPSHOTS, key.encode())
+    txn.delete(T_COMMITS, key.encode())
     return snapshot_id
 
 
@@ -172,6 +195,8 @@ def commit_active(txn: Txn, key: str, name: str, usage: Usage, labels: Mapping[s
     txn.delete(T_SNAPSHOTS, key.encode())
     _put(txn, name, committed)
     _relink(txn, committed, name)
+    txn.put(T_COMMITS, name.encode(), schema.pack({"key": key, "labels": record["labels"],
+                                                   "created": record["created"], "updated": record["updated"]}))
 
 
 def uncommit(txn: Txn, name: str, active: SnapshotInfo) -> None:
@@ -185,8 +210,26 @@ def uncommit(txn: Txn, name: str, active: SnapshotInfo) -> None:
                     created=_ns_or(active.created_at, record["created"]),
                     updated=_ns_or(active.updated_at, record["updated"]))
     txn.delete(T_SNAPSHOTS, name.encode())
+    txn.delete(T_COMMITS, name.encode())
     _put(txn, active.name, restored)
     _relink(txn, restored, active.name)
+
+
+def commit_sources(txn: Txn) -> dict[str, SnapshotInfo]:
+    """Committed key -> the active snapshot it came from, for every commit not yet settled."""
+    found = {}
+    for raw_key, raw in txn.scan(T_COMMITS):
+        name = schema.text(raw_key, "backend snapshot key")
+        source = schema.unpack(raw, f"commit source of backend snapshot {name!r}")
+        found[name] = SnapshotInfo(source["key"], kind=Kind.ACTIVE, labels=source["labels"],
+                                   created_at=from_ns(source["created"]), updated_at=from_ns(source["updated"]))
+    return found
+
+
+def settle_commits(txn: Txn, names: Iterable[str]) -> None:
+    """Forget where these committed snapshots came from: the metadata has recorded their commits."""
+    for name in names:
+        txn.delete(T_COMMITS, name.encode())
 
 
 def _ns_or(when, default: int) -> int:

@@ -20,18 +20,29 @@ is undone, newest first (the backend snapshot is removed, a commit reverted).
 Removing a snapshot only deletes metadata and marks the snapshotter dirty:
 the backend snapshot goes at the next `collect_backend`.
 
+A process that dies before its transaction ends undoes nothing. A backend
+snapshot it created is then unreferenced garbage (its session file gets the
+backend cleaned, see `cargohold.sessions`). A commit is worse: the backend
+has renamed the active key that a metadata record still names. The backend
+remembers each commit's source (`cargohold.snapshots.storage`), and
+`_reconcile_commits` reverts a commit the metadata never recorded, at open
+(`repair_commits`, when no creation is in flight) and in every
+`collect_backend`, so every record has its backend snapshot again.
+
 Locking — the creation lock, owned by this module:
 ``<meta>/snapshots-<name>.lock`` (a `cargohold.locks.FileLock`, so it works
 across threads and processes). A transaction that creates a backend snapshot
 (prepare, view, commit) holds it *shared* from just before the backend call
 until the transaction commits or aborts. `collect_backend` holds it
-*exclusive* while it reads which backend keys the metadata references and
-lists the backend's snapshots; every creation that was in flight then has
-committed (its key is referenced) or aborted (its snapshot was removed), so
-nothing it lists as unreferenced belongs to a creation in flight. It removes
-them after releasing the lock: an unreferenced backend key can never become
-referenced again, because new records only name fresh backend keys. Lock
-order is metadata writer, then creation lock, then backend writer;
+*exclusive* while it reads which backend keys the metadata references,
+lists the backend's snapshots and reverts interrupted commits; every creation
+that was in flight then has committed (its key is referenced) or aborted (its
+snapshot was removed) or died (its process is gone), so nothing it lists as
+unreferenced belongs to a creation in flight. It removes them after releasing
+the lock: an unreferenced backend key can never become referenced again,
+because new records only name fresh backend keys. `repair_commits` (at open)
+and `leftovers` (a dry run) take it exclusive too, the former only if it is
+free. Lock order is metadata writer, then creation lock, then backend writer;
 `collect_backend` takes no metadata writer lock, so the order cannot cycle.
 """
 
@@ -46,17 +57,19 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional
 from urllib.parse import quote
 
 from .. import events, filters, leases, schema
-from ..errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from ..errors import AlreadyExists, Error, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from ..fieldpaths import clean_labels, update_labels
 from ..gc import index
 from ..locks import FileLock
-from ..model import Kind, Mount, Resource, ResourceType, SnapshotInfo, Usage
+from ..model import Freed, Kind, Leftover, Mount, Resource, ResourceType, SnapshotInfo, Usage
 from ..timeutil import from_ns
 from ..validation import require_str, validate_key
 from . import storage
+from .fsutil import disk_usage
 
 if TYPE_CHECKING:
     from ..db import DB, Transaction
+    from ..gc.context import Scope
     from ..namespaces import Namespace
 
 
@@ -342,30 +355,143 @@ def remove_for_gc(tx: "Transaction", ns: str, node_key: str) -> None:
     tx.mark_dirty(snapshotter=snapshotter)
 
 
-def collect_backend(db: "DB", name: str) -> float:
+def collect_backend(db: "DB", name: str, freed: Optional[Freed] = None,
+                    errors: Optional[list] = None, *, scope: Optional["Scope"] = None) -> float:
     """Remove every backend snapshot of `name` that no namespace references; return the seconds taken.
 
-    Leaves go first; a snapshot that still has children (it gained one, or
-    one of them is referenced) is skipped, as containerd's ``pruneBranch``
-    does. Then the backend deletes directories no record owns. Must run
-    outside any transaction of this thread (it waits for creations in
-    flight, which would include that transaction's own).
+    Under the creation lock (exclusive) it reads which backend keys the
+    metadata references, lists the backend and first repairs interrupted
+    commits (`_reconcile_commits`). Then, with the lock released, it purges the
+    unreferenced snapshots, leaves first, and the directories no record owns.
+
+    Purging deletes a snapshot's directory before its record, so that a full
+    disk (where the record's deletion may need a page LMDB cannot get) still
+    frees its data. That order is safe because an unreferenced backend key can
+    never become referenced again: a metadata record only ever names a key
+    made for it (``<ns>/<fresh id>/<key>``) while the creation lock is held,
+    so every key unreferenced once the lock was ours stays unreferenced, and
+    no one mounts, commits or builds on it. Its record outliving the directory
+    for a while harms no one; the next purge forgets it.
+
+    A snapshot that still has children is skipped, as containerd's
+    ``pruneBranch`` does. `freed` counts the directories deleted (with their
+    bytes); `errors` receives one line per failure, and the cleanup goes on
+    with the rest. Must run outside any transaction of this thread (it waits
+    for creations in flight, which would include that transaction's own).
+
+    With a namespace `scope`, only that namespace's backend snapshots
+    (``<ns>/...`` keys) are candidates, and directories no record owns stay.
     """
     started = time.perf_counter()
     if db._current() is not None:
         raise FailedPrecondition("collect_backend must not run inside a transaction: "
                                  "it waits for the snapshot creations that transaction holds")
+    errors = [] if errors is None else errors
     backend = db.snapshotter_backend(name)
     with creation_lock(db, name).exclusive():
         referenced = _referenced_keys(db, name)
         snapshots = list(backend.walk())
-    for key in _removal_order(snapshots, referenced):
-        try:
-            backend.remove(key)
-        except (FailedPrecondition, NotFound):
-            continue  # gained children, or another collector got there first
-    backend.cleanup()
+        kept = _reconcile_commits(backend, referenced.__contains__, snapshots, freed, errors)
+    order = _removal_order(snapshots, referenced | kept)
+    if scope is not None:
+        prefix = f"{scope.namespace}/"
+        order = [key for key in order if key.startswith(prefix)]
+    lines = backend.purge(order, freed)
+    if scope is None:
+        lines += backend.cleanup(freed)
+    errors.extend(f"snapshotter {name!r}: {line}" for line in lines)
     return time.perf_counter() - started
+
+
+def repair_commits(db: "DB", name: str) -> list[str]:
+    """At open: put back the active snapshots of interrupted commits, if no creation is in flight.
+
+    Returns one line per repair that failed. Does nothing while the creation
+    lock is taken (the next `collect_backend` repairs instead).
+    """
+    backend = db.snapshotter_backend(name)
+    if not backend.commit_sources():
+        return []
+    errors: list[str] = []
+    try:
+        with creation_lock(db, name).exclusive(timeout=0):
+            _reconcile_commits(backend, lambda key: _references(db, name, key), None, None, errors)
+    except Unavailable:
+        pass  # a creation is in flight somewhere
+    return [f"snapshotter {name!r}: {line}" for line in errors]
+
+
+def _reconcile_commits(backend, is_referenced: Callable[[str], bool], snapshots: Optional[list],
+                       freed: Optional[Freed], errors: list) -> set:
+    """Settle the backend's unsettled commits; must run under the creation lock, held exclusive.
+
+    The backend commits before the metadata transaction that records the new
+    key. Holding the lock exclusive, no such transaction is in flight, so:
+
+    * a committed key the metadata references: the commit was recorded; settled.
+    * an unreferenced committed key whose source (active) key the metadata
+      still references: the recording transaction never committed (its process
+      died, or its undo failed). The commit is reverted (`uncommit`), after
+      purging any children the dead transaction built on it, so that the
+      record has its snapshot again.
+    * neither: plain garbage, purged with the rest.
+
+    Returns the committed keys that must not be purged (a revert that failed).
+    """
+    kept: set = set()
+    settled = []
+    for committed, source in backend.commit_sources().items():
+        if is_referenced(committed):
+            settled.append(committed)
+        elif is_referenced(source.name):
+            if snapshots is None:
+                snapshots = list(backend.walk())
+            failed = backend.purge(_descendants(snapshots, committed), freed)
+            try:
+                if failed:
+                    raise Unavailable("; ".join(failed))
+                backend.uncommit(committed, source)
+            except Error as exc:
+                kept.add(committed)
+                errors.append(f"cannot restore active snapshot {source.name!r} from {committed!r}: {exc}")
+    try:
+        backend.settle_commits(settled)
+    except Error as exc:
+        errors.append(f"cannot settle {len(settled)} commits: {exc}")
+    return kept
+
+
+def _references(db: "DB", name: str, backend_key: str) -> bool:
+    """Whether the metadata record that backend key ``<ns>/<id>/<key>`` was made for still names it."""
+    ns, _, rest = backend_key.partition("/")
+    key = rest.partition("/")[2]
+    if not key:
+        return False
+    with db.view() as t:
+        try:
+            raw = t.kv.get(schema.T_OBJECTS, _record_key(ns, name, key))
+        except InvalidArgument:
+            return False
+    return raw is not None and schema.unpack(raw, f"snapshot {key!r}")["b"] == backend_key
+
+
+def leftovers(db: "DB", name: str) -> list[Leftover]:
+    """The directories the next `collect_backend` of `name` would delete, with their bytes."""
+    backend = db.snapshotter_backend(name)
+    with creation_lock(db, name).exclusive():
+        referenced = _referenced_keys(db, name)
+        unowned = [info.name for info in backend.walk() if info.name not in referenced]
+        for committed, source in backend.commit_sources().items():
+            if source.name in referenced and committed in unowned:
+                unowned.remove(committed)  # to be reverted, not deleted
+        paths = backend.leftover_dirs(unowned)
+    found = []
+    for path in paths:
+        try:
+            found.append(Leftover("snapshot-dir", f"{name}/{os.path.basename(path)}", disk_usage(path).size))
+        except FileNotFoundError:
+            continue
+    return found
 
 
 def _referenced_keys(db: "DB", name: str) -> set:
@@ -373,6 +499,22 @@ def _referenced_keys(db: "DB", name: str) -> set:
         return {schema.unpack(raw, "snapshot record")["b"]
                 for ns in db.namespaces.list(tx=t)
                 for _, raw in t.kv.scan(schema.T_OBJECTS, schema.object_prefix(ns, schema.K_SNAPSHOT, name))}
+
+
+def _descendants(snapshots: Iterable[SnapshotInfo], key: str) -> list[str]:
+    """Every snapshot below `key`, children before their parents (`key` itself excluded)."""
+    children: dict[str, list[str]] = {}
+    for info in snapshots:
+        children.setdefault(info.parent, []).append(info.name)
+    order, stack = [], [(child, False) for child in children.get(key, ())]
+    while stack:
+        current, expanded = stack.pop()
+        if expanded:
+            order.append(current)
+            continue
+        stack.append((current, True))
+        stack.extend((child, False) for child in children.get(current, ()))
+    return order
 
 
 def _removal_order(snapshots: Iterable[SnapshotInfo], referenced: set) -> list[str]:
