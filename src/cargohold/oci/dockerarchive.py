@@ -73,7 +73,6 @@ class SavedImage:
 class _Layer:
     """What reading a layer file found: its digest and size, media type, and diff ID."""
 
-    name: str
     digest: str
     size: int
     media_type: str
@@ -290,7 +289,7 @@ class DockerArchive(Archive):
                 while tap.read(CHUNK):
                     pass
                 diff_id = "sha256:" + raw.hexdigest()
-        layer = _Layer(name, "sha256:" + raw.hexdigest(), size, layer_media_type(head), diff_id)
+        layer = _Layer("sha256:" + raw.hexdigest(), size, layer_media_type(head), diff_id)
         self._layers[name] = layer
         self._files.setdefault(layer.digest, name)
         return layer
