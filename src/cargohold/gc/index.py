@@ -102,10 +102,15 @@ def encode(*, root: bool = False, expire: Optional[int] = None, flat: bool = Fal
     return b"".join(out)
 
 
+_EDGE_HEAD = struct.Struct("<BH")
+
+
 def strong_edge(target: bytes) -> bytes:
     """One STRONG edge as `encode` writes it: appended to an entry without flags' payload
     (no expiry, no usedat) it gives the entry with that edge after its own."""
-    return bytes((E_STRONG,)) + _chunk(target)
+    if len(target) > 0xFFFF:
+        raise InvalidArgument(f"reference of {len(target)} bytes is too long")
+    return _EDGE_HEAD.pack(E_STRONG, len(target)) + target
 
 
 @dataclass
