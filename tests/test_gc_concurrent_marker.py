@@ -42,7 +42,8 @@ def changes(draw, graph):
         written[key] = index.encode(root=draw(st.booleans()), flat=draw(st.booleans()),
                                     usedat=draw(st.lists(st.integers(NOW - 2 * 10**6, NOW), max_size=2)),
                                     strong=strong, refs=refs)
-    deleted = draw(st.lists(st.sampled_from(keys), max_size=3, unique=True))
+    some = (lambda n: st.lists(st.sampled_from(keys), max_size=n, unique=True)) if keys else (lambda n: st.just([]))
+    deleted = draw(some(3))
     deleted = [k for k in deleted if k not in written]
     leases = [k for k in keys if k[0] == RT.LEASE]
     more_rows = []
@@ -52,7 +53,7 @@ def changes(draw, graph):
             target = schema.unpack_node(draw(st.sampled_from(keys + fresh)))
             if target.type in (RT.CONTENT, RT.SNAPSHOT, RT.IMAGE, RT.INGEST):
                 more_rows.append((schema.lease_resource_key(lease.namespace, lease.key, target.type, target.key), b""))
-    gray = [k for k in list(written) + draw(st.lists(st.sampled_from(keys), max_size=2))]
+    gray = list(written) + draw(some(2))
     later = NOW + draw(st.integers(0, 2 * 10**6))
     return sorted(written.items()), deleted, more_rows, gray, later
 
