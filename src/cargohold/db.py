@@ -680,6 +680,22 @@ class DB:
         except Error as exc:
             log.warning("the collection journal stays for the next collection to clear: %s", exc)
 
+    def _collection_pending(self) -> bool:
+        """Whether garbage waits that no mutation of this process announced: a dirty marker of a
+        backend this DB has (deletions since its last cleanup, by any process, or a cleanup that
+        failed), a dead process's session, or the journal of a collector that died."""
+        self._require_open()
+        if self._sessions.dead():
+            return True
+        with self._env.read() as kv_txn:
+            if kv_txn.get(schema.T_META, schema.META_DIRTY_CONTENT) is not None and self.content_store is not None:
+                return True
+            prefix = schema.META_DIRTY_SNAPSHOTTER
+            if any(schema.text(key[len(prefix):], "snapshotter") in self.snapshotters
+                   for key, _ in kv_txn.scan(schema.T_META, prefix)):
+                return True
+            return gcjournal.pending(kv_txn)
+
     def _collector_alive(self) -> bool:
         """Whether some process holds the collector lock (a collection is running)."""
         try:
