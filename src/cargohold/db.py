@@ -593,7 +593,8 @@ class DB:
         round is moved on in a transaction of its own, a snapshot opened after
         it holds every change journaled in the rounds before, and those nodes
         are reloaded and marked gray (`gccontext.Marking.update`), until a
-        round journaled at most `_FEW_CHANGES` nodes (or `_MAX_ROUNDS`). Then
+        round journaled at most `_FEW_CHANGES` nodes (or `_MAX_ROUNDS`; no
+        round at all while nothing was journaled). Then
         new writers wait at the turnstile, the transactions in flight finish,
         and in the sweep's transaction the last round is marked the same way,
         the unreachable nodes that still exist are removed and the marker is
@@ -610,17 +611,23 @@ class DB:
             marking = gccontext.Marking.load(tx, contexts)
         marking.mark()
         self._phase("marked")
-        round_ = 1
-        for _ in range(_MAX_ROUNDS):
+        round_, rounds = 1, 0
+        while rounds < _MAX_ROUNDS:
+            with self.view() as tx:
+                if not gcjournal.changed(tx.kv, round_, limit=1):
+                    break
             with self._internal_update() as tx:
                 tx._gc_round = 0
                 round_ = gcjournal.advance(tx, token)
             with self.view() as tx:
                 changed = gcjournal.changed(tx.kv, round_ - 1)
                 marking.update(tx, changed)
+            rounds += 1
             self._phase("remarked")
             if len(changed) <= _FEW_CHANGES:
                 break
+        if not rounds:
+            self._phase("remarked")
         mark_d = time.perf_counter() - marking_started
         self._phase("pre-exclusive")
         paused = time.perf_counter()
@@ -671,6 +678,9 @@ class DB:
         """Delete the journal rows (and a marker left by a failure), a few at a time, with writers
         running; best effort: the next collection clears whatever is left first."""
         try:
+            with self._env.read() as kv_txn:
+                if not gcjournal.pending(kv_txn):
+                    return
             while True:
                 with self.wlock.shared(), self._internal_update() as tx:
                     tx._gc_round = 0
@@ -796,8 +806,9 @@ class DB:
 
 COLLECTION_PHASES = ("started", "marker", "snapshot", "marked", "remarked", "pre-exclusive",
                      "exclusive-wait", "exclusive", "swept", "committed", "cleared")
-"""The phases of a collection, in order, as `DB._gc_hook` sees them ("remarked" once per
-concurrent round; a stop-the-world collection has only "started", then "exclusive-wait" on)."""
+"""The phases of a collection, in order, as `DB._gc_hook` sees them ("remarked" after each
+concurrent round, once if none was needed; a stop-the-world collection has only "started",
+then "exclusive-wait" on)."""
 
 _MAX_ROUNDS = 8
 _FEW_CHANGES = 64

@@ -106,10 +106,15 @@ def advance(tx: "Transaction", token: bytes) -> int:
     return round_
 
 
-def changed(kv_txn, round_: int) -> list[bytes]:
-    """The packed keys of the nodes journaled in `round_` (each once)."""
+def changed(kv_txn, round_: int, limit: Optional[int] = None) -> list[bytes]:
+    """The packed keys of the nodes journaled in `round_` (each once; the first `limit` only)."""
     prefix = _key(round_, b"")
-    return [key[len(prefix):] for key, _ in kv_txn.scan(schema.T_META, prefix)]
+    found = []
+    for key, _ in kv_txn.scan(schema.T_META, prefix):
+        found.append(key[len(prefix):])
+        if limit is not None and len(found) >= limit:
+            break
+    return found
 
 
 def end(tx: "Transaction") -> None:
