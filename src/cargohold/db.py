@@ -597,8 +597,10 @@ class DB:
         round at all while nothing was journaled). Then
         new writers wait at the turnstile, the transactions in flight finish,
         and in the sweep's transaction the last round is marked the same way,
-        the unreachable nodes that still exist are removed and the marker is
-        deleted.
+        the nodes found unreachable before the pause that still are and still
+        exist are removed, and the marker is deleted. The snapshot is open only
+        while the node table and lease rows are loaded (a writer that must grow
+        the map waits for it meanwhile, see `cargohold.kv`).
         """
         token = os.urandom(8)
         with self._internal_update() as tx:
@@ -628,6 +630,7 @@ class DB:
                 break
         if not rounds:
             self._phase("remarked")
+        candidates = marking.marker.unreachable()
         mark_d = time.perf_counter() - marking_started
         self._phase("pre-exclusive")
         paused = time.perf_counter()
@@ -640,7 +643,7 @@ class DB:
                 if dead:
                     self._mark_dead_sessions(tx, dead)
                 swept = time.perf_counter()
-                removed = gccontext.sweep(tx, marking.marker, contexts, namespace)
+                removed = gccontext.sweep(tx, marking.marker, contexts, namespace, candidates)
                 sweep_d = time.perf_counter() - swept
                 gcjournal.end(tx)
                 dirty = _dirty_markers(tx)

@@ -286,9 +286,12 @@ def count_by_type(nodes: Iterable[Node]) -> dict[str, int]:
     return counts
 
 
-def sweep(tx: "Transaction", marker: Marker, contexts: Contexts, namespace: Optional[str] = None) -> list[Node]:
+def sweep(tx: "Transaction", marker: Marker, contexts: Contexts, namespace: Optional[str] = None,
+          candidates: Optional[list[bytes]] = None) -> list[Node]:
     """Remove every unreachable node (of `namespace` only, if given) in `tx`; queue its events;
-    return what was removed.
+    return what was removed. `candidates`, if given, are the packed keys the marking found
+    unreachable before it was last continued (found ahead, with writers running): only those
+    still unreachable are removed.
 
     Node-table entries go to their store's removal (if the node still has an
     entry: a concurrent collection's marking may predate its deletion),
@@ -296,7 +299,8 @@ def sweep(tx: "Transaction", marker: Marker, contexts: Contexts, namespace: Opti
     """
     removers = _removers()
     removed: list[Node] = []
-    for key in marker.unreachable():
+    keys = marker.unreachable() if candidates is None else [k for k in candidates if not marker.is_reachable(k)]
+    for key in keys:
         node = schema.unpack_node(key)
         if namespace is not None and node.namespace != namespace:
             continue
