@@ -4,3 +4,4 @@ cargohold/_fallback.py that must give identical results."""
 
 include "varint.pxi"
 include "mark.pxi"
+include "bolt.pxi"

@@ -118,7 +118,7 @@ def check_records(root) -> None:
                     if info.kind != Kind.COMMITTED:
                         assert sn.mounts(info.name)
             ns.content.statuses()
-    for sn_name in ("native", "overlay"):
+    for sn_name in ("native", "overlayfs"):
         for info in parsed(invoke(root, "snapshots", "--snapshotter", sn_name, "ls", "--json")):
             invoke(root, "snapshots", "--snapshotter", sn_name, "usage", info["name"])
             if info["kind"] != "committed":
@@ -145,7 +145,7 @@ def backend_files(root) -> dict:
                             for top, _, files in os.walk(blobs) for f in files)
     ingests = os.path.join(root, "content", "ingest")
     found["ingests"] = sorted(os.listdir(ingests)) if os.path.isdir(ingests) else []
-    for name in ("native", "overlay"):
+    for name in ("native", "overlayfs"):
         snapshots = os.path.join(root, "snapshots", name, "snapshots")
         found[name] = sorted(os.listdir(snapshots)) if os.path.isdir(snapshots) else []
     return found
@@ -156,7 +156,7 @@ def backend_snapshot_keys(root) -> dict:
         return {name: [info.name for info in backend.walk()] for name, backend in db.snapshotters.items()}
 
 
-EMPTY = {"blobs": [], "ingests": [], "native": [], "overlay": []}
+EMPTY = {"blobs": [], "ingests": [], "native": [], "overlayfs": []}
 
 
 def collect_everything(root, clock: Optional[callable] = None) -> dict:

@@ -64,7 +64,7 @@ def test_info_counts_and_bytes(tmp_path):
     assert default["content"] == {"count": 4, "bytes": sum(d.size for d in blobs)}
     assert default["ingests"] == {"count": 0, "bytes": 0}
     assert default["snapshots/native"]["count"] == 2 and default["snapshots/native"]["bytes"] > 0
-    assert default["snapshots/overlay"] == {"count": 0, "bytes": 0}
+    assert default["snapshots/overlayfs"] == {"count": 0, "bytes": 0}
     assert report["namespaces"]["other"]["leases"] == {"count": 1}
     assert report["backends"]["content"] == default["content"]
     assert report["backends"]["snapshots/native"]["count"] == 2

@@ -9,7 +9,7 @@ from cliutil import fails, invoke, parsed, subprocess_run
 from cargohold.cli.main import cli
 
 GROUPS = {"namespaces": {"ls", "create", "rm", "label"},
-          "images": {"ls", "import", "export", "rm", "label"},
+          "images": {"ls", "import", "export", "pull", "push", "rm", "label"},
           "content": {"ls", "get", "ingest", "rm", "active", "label"},
           "snapshots": {"ls", "tree", "prepare", "view", "commit", "rm", "usage", "mounts", "label"},
           "leases": {"ls", "create", "rm", "resources"},

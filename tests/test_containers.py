@@ -279,7 +279,7 @@ def test_unknown_field_path(ns, path):
 
 def test_full_update_immutable_fields(ns):
     stored = ns.containers.create(container("c", snapshotter="native", snapshot_key="k"))
-    with pytest.raises(errors.InvalidArgument, match="snapshotter of container 'c' is immutable.*'overlay'"):
+    with pytest.raises(errors.InvalidArgument, match="snapshotter of container 'c' is immutable.*'overlayfs'"):
         ns.containers.update(container("c", snapshotter="overlay", snapshot_key="k"))
     with pytest.raises(errors.InvalidArgument, match="runtime name of container 'c' is immutable.*'other'"):
         ns.containers.update(container("c", runtime=RuntimeInfo("other"), snapshotter="native"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -300,6 +301,97 @@ def test_migration_1_initial_layout(root):
         assert db.namespaces.labels("old") == {"kept": "yes"}
 
 
+def test_migration_2_identity(root):
+    """A database from before identities gets one, written once, and adopts the backends it was used with."""
+    with cargohold.open(root) as db:
+        ns = db.namespace("default")
+        with ns.content.writer("r") as w:
+            w.write(b"old blob")
+            digest = w.commit(8).digest
+        with db._env.write() as txn:
+            txn.delete(schema.T_META, schema.META_IDENTITY)
+            txn.put(schema.T_META, schema.META_VERSION, cargohold._native.encode_varint(1))
+    owners = [root / "content" / "owner.json", root / "snapshots" / "native" / "owner.json",
+              root / "snapshots" / "overlayfs" / "owner.json"]
+    for owner in owners:
+        owner.unlink()
+    with cargohold.open(root) as db:
+        assert db.version == migrations.latest_version()
+        identity = db.identity
+        assert len(identity) == 32 and int(identity, 16) >= 0
+        assert all(json.loads(owner.read_text()) == {"database": identity} for owner in owners)
+        db.namespace("default").content.delete(digest)
+        assert db.garbage_collect().errors == []
+        assert not db.content_store.exists(digest)  # an adopted backend is cleaned as before
+    with cargohold.open(root) as db:
+        assert db.identity == identity  # written once
+
+
+def _version_2_root_with_an_overlay_snapshotter(root, monkeypatch) -> dict:
+    """A root as cargohold wrote it before the overlay backend took containerd's name."""
+    from cargohold import Container, Resource, RuntimeInfo, model
+    from cargohold.content.local import LocalStore
+    from cargohold.snapshots import OverlaySnapshotter
+
+    from gcutil import blob, chain
+
+    with monkeypatch.context() as m:
+        m.setattr(model, "SNAPSHOTTER_ALIASES", {})
+        m.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:2])
+        backend = OverlaySnapshotter(root / "snapshots" / "overlay")
+        with DB(str(root / "meta"), LocalStore(root / "content"), {"overlay": backend}) as db:
+            db.init()
+            ns = db.namespace("default")
+            chain(ns, ["l1", "l2"], snapshotter="overlay")
+            chain(ns, ["gone"], snapshotter="overlay")
+            ns.snapshotter("overlay").remove("gone")  # a pending deletion: its dirty marker
+            config = blob(ns, b"config", labels={"containerd.io/gc.ref.snapshot.overlay": "l2"})
+            chain(ns, ["leased"], snapshotter="overlay")
+            lease = ns.leases.create("hold")
+            ns.leases.add_resource(lease.id, Resource("leased", "snapshots/overlay"))
+            ns.snapshotter("overlay").prepare("web", "l2")
+            ns.containers.create(Container("web", RuntimeInfo("io.containerd.runc.v2"), snapshotter="overlay",
+                                           snapshot_key="web"))
+            nodes = {(n.type, n.key) for n in db.nodes()}
+            assert db.version == 2
+    return {"config": config, "nodes": nodes}
+
+
+def test_migration_3_overlayfs(root, monkeypatch):
+    """The overlay snapshotter's records, edges, lease resources, marker and sequence take the name overlayfs."""
+    from cargohold import Node, Resource, ResourceType
+
+    before = _version_2_root_with_an_overlay_snapshotter(root, monkeypatch)
+    assert not (root / "snapshots" / "overlayfs").exists()
+    with cargohold.open(root) as db:
+        assert db.version == 3
+        assert not (root / "snapshots" / "overlay").exists() and (root / "snapshots" / "overlayfs").is_dir()
+        assert {(t, k.replace("overlay/", "overlayfs/", 1)) for t, k in before["nodes"]} == \
+            {(n.type, n.key) for n in db.nodes()}
+        assert not any(n.key.startswith("overlay/") for n in db.nodes())
+        ns = db.namespace("default")
+        for name in ("overlayfs", "overlay"):
+            assert [i.name for i in ns.snapshotter(name).walk()] == ["l1", "l2", "leased", "web"]
+        (mount,) = ns.snapshotter("overlay").mounts("web")  # the backend's directories moved too
+        upper = next(o for o in mount.options if o.startswith("upperdir="))
+        assert upper.startswith(f"upperdir={root / 'snapshots' / 'overlayfs' / 'snapshots'}/")
+        assert os.path.isdir(upper.partition("=")[2])
+        assert ns.containers.get("web").snapshotter == "overlayfs"
+        assert ns.leases.list_resources("hold") == [Resource("leased", "snapshots/overlayfs")]
+        kept = db.mark()
+        assert Node(ResourceType.SNAPSHOT, "default", "overlayfs/l1") in kept  # through the label and the container
+        assert Node(ResourceType.SNAPSHOT, "default", "overlayfs/leased") in kept  # through the lease
+        assert db.explain(Node(ResourceType.SNAPSHOT, "default", "overlayfs/l1"))[0].type in (
+            ResourceType.CONTAINER, ResourceType.CONTENT)
+        with db._env.read() as txn:
+            assert txn.get(schema.T_META, schema.dirty_snapshotter_key("overlayfs")) is not None
+            assert txn.get(schema.T_META, schema.dirty_snapshotter_key("overlay")) is None
+        stats = db.garbage_collect()  # the renamed marker sends the cleanup to the renamed backend
+        assert stats.errors == [] and stats.snapshot_dirs["overlayfs"].count == 1
+        ns.snapshotter("overlay").prepare("after", "l2")  # the sequence went on: a fresh backend key
+        assert [i.name for i in ns.snapshotter("overlayfs").walk()][0] == "after"
+
+
 def test_migrations_run_in_order_in_one_transaction(root, monkeypatch):
     _older_database(root, 1)
     ran = []
@@ -380,8 +472,8 @@ def test_damaged_file_raises_cargohold_error(root, damage):
     """, check=False)
     assert proc.returncode == 0, proc.stderr
     if damage == "empty":
-        # an empty data file is a fresh database, not a damaged one
-        assert proc.stdout.split() == ["opened"]
+        # an emptied data file is a lost database, never silently a fresh one
+        assert proc.stdout.split() == ["error", "Corrupted"]
     else:
         assert proc.stdout.split()[0] == "error", proc.stdout
 

@@ -98,7 +98,7 @@ def test_label_references_and_suffix_rules(db, ns):
     db.garbage_collect()
     kept = survivors(db)
     assert {cn(NS, d) for d in layers[:3] + [config, manifest]} <= kept
-    assert sn(NS, "snap") in kept and sn(NS, "other-snapshotter", "overlay") in kept
+    assert sn(NS, "snap") in kept and sn(NS, "other-snapshotter", "overlayfs") in kept
     assert cn(NS, near_miss) not in kept
     assert cn(NS, unreferenced) not in kept and cn(NS, layers[3]) not in kept
 
@@ -458,7 +458,7 @@ def test_stats_tell_what_each_store_freed(db, ns, clock):
         f.write(b"o" * 5000)
     sizes = {name: sum(disk_usage(entry.path).size
                        for entry in os.scandir(os.path.join(db.snapshotters[name].root, "snapshots")))
-             for name in ("native", "overlay")}  # all of it is garbage
+             for name in ("native", "overlayfs")}  # all of it is garbage
     clock.advance(hours=25)  # the ingest expires
     stats = db.garbage_collect()
     assert stats.errors == []
@@ -466,9 +466,9 @@ def test_stats_tell_what_each_store_freed(db, ns, clock):
     assert (stats.blobs.count, stats.blobs.bytes) == (2, 1024)
     assert (stats.ingests.count, stats.ingests.bytes) >= (1, 300)
     assert {name: (f.count, f.bytes) for name, f in stats.snapshot_dirs.items()} == {
-        "native": (2, sizes["native"]), "overlay": (1, sizes["overlay"])}
-    assert stats.snapshot_dirs["overlay"].bytes >= 5000
-    assert stats.freed_bytes == stats.blobs.bytes + stats.ingests.bytes + sizes["native"] + sizes["overlay"]
+        "native": (2, sizes["native"]), "overlayfs": (1, sizes["overlayfs"])}
+    assert stats.snapshot_dirs["overlayfs"].bytes >= 5000
+    assert stats.freed_bytes == stats.blobs.bytes + stats.ingests.bytes + sizes["native"] + sizes["overlayfs"]
     assert stats.writers_blocked_s == stats.meta_d == stats.elapsed()
     assert backend_blobs(db) == {kept} and backend_snapshots(db) == backend_snapshots(db, "overlay") == 0
     again = db.garbage_collect()

@@ -125,7 +125,9 @@ def test_kill_9_during_collection_loses_nothing_reachable(root):
         ns.containers.create(cargohold.Container("ctr", runtime=cargohold.RuntimeInfo("runc"),
                                                  snapshotter="native", snapshot_key="rootfs"))
     interrupted = 0
-    for round_ in range(5):
+    for round_ in range(24):  # at least 5 rounds, and until two kills have landed inside a collection
+        if round_ >= 5 and interrupted >= 2:
+            break
         with cargohold.open(root) as db:
             ns = db.namespace("k")
             for i in range(200):
@@ -138,7 +140,7 @@ def test_kill_9_during_collection_loses_nothing_reachable(root):
                 parent = f"g{round_}-{i}"
         proc = subprocess.Popen([sys.executable, "-c", KILLABLE, str(root)], stdout=subprocess.PIPE, text=True)
         assert proc.stdout.readline().strip() == "collecting"
-        time.sleep(rng.uniform(0.0, 0.25))
+        time.sleep(rng.uniform(0.0, 0.25 if round_ < 5 else 0.05))
         os.kill(proc.pid, signal.SIGKILL)
         interrupted += proc.stdout.read().strip() != "done"
         proc.wait()

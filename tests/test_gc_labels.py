@@ -28,7 +28,7 @@ def test_reference_labels_and_suffix_rules():
     })
     assert sorted(refs.refs) == sorted([
         node(RT.CONTENT, "ns", D1), node(RT.CONTENT, "ns", D2), node(RT.CONTENT, "ns", D2),
-        node(RT.IMAGE, "ns", "img"), node(RT.SNAPSHOT, "ns", "overlay/top"),
+        node(RT.IMAGE, "ns", "img"), node(RT.SNAPSHOT, "ns", "overlayfs/top"),  # overlay is overlayfs
         node(RT.SNAPSHOT, "ns", "native/other"),
     ])
     assert sorted(refs.collector) == [("contentbad", D1), ("stream", "s1")]
@@ -56,7 +56,7 @@ def test_back_references_root_and_conditions():
     hour = 3600 * 10**9
     assert sorted(refs.conds) == sorted([
         (node(RT.SNAPSHOT, "ns", "native/key"), "<", 2 * hour),
-        (node(RT.SNAPSHOT, "ns", "overlay/k2"), ">", 90 * 60 * 10**9),
+        (node(RT.SNAPSHOT, "ns", "overlayfs/k2"), ">", 90 * 60 * 10**9),
     ])  # "1d" is not a Go duration unit
     assert refs.usedat == [parse_rfc3339("2026-01-02T03:04:05Z")]
 

@@ -92,8 +92,8 @@ def test_an_interrupted_commit_is_repaired_by_a_collection_when_open_could_not(r
         assert stats.errors == []
         assert [(i.name, i.kind) for i in sn.walk()] == [("layer-active", Kind.ACTIVE)]
         assert sn.mounts("layer-active")
-        assert [i.name for i in db.snapshotter_backend("overlay").walk()] == [sn._backend_key("layer-active", None)]
-        assert stats.snapshot_dirs["overlay"].count == 1  # the dead transaction's "child"
+        assert [i.name for i in db.snapshotter_backend("overlayfs").walk()] == [sn._backend_key("layer-active", None)]
+        assert stats.snapshot_dirs["overlayfs"].count == 1  # the dead transaction's "child"
 
 
 def test_a_commit_recorded_by_the_metadata_is_settled_not_reverted(root):
@@ -130,11 +130,11 @@ def test_debris_of_a_killed_process_is_collected_by_the_next_open_and_collection
     with cargohold.open(root) as db:
         assert len(os.listdir(sessions)) == 1  # only ours: the dead one was taken care of
         assert sorted(dirty_markers(db)) == sorted([schema.META_DIRTY_CONTENT, schema.dirty_snapshotter_key("native"),
-                                                    schema.dirty_snapshotter_key("overlay")])
+                                                    schema.dirty_snapshotter_key("overlayfs")])
         stats = db.garbage_collect()
         assert stats.errors == [] and stats.removed == []
         assert (stats.blobs.count, stats.blobs.bytes) == (1, len(b"a blob no record owns"))
-        assert stats.snapshot_dirs["native"].count == 1 and stats.snapshot_dirs["overlay"].count == 1
+        assert stats.snapshot_dirs["native"].count == 1 and stats.snapshot_dirs["overlayfs"].count == 1
         assert dirty_markers(db) == []
     assert backend_files(root) == EMPTY
     assert os.listdir(sessions) == []
@@ -280,7 +280,7 @@ def test_gc_on_a_full_disk_frees_the_failed_unpack_at_once(tmp_path):
 def test_a_cleanup_that_fails_is_one_line_and_the_rest_is_freed(tmp_path, root):
     with cargohold.open(root) as db:
         ns = db.namespace("default")
-        for snapshotter in ("native", "overlay"):
+        for snapshotter in ("native", "overlayfs"):
             sn = ns.snapshotter(snapshotter)
             for key in ("stuck", "free"):
                 sn.prepare(key)
@@ -299,8 +299,8 @@ def test_a_cleanup_that_fails_is_one_line_and_the_rest_is_freed(tmp_path, root):
         assert lines[0].startswith("cargohold: snapshotter 'native': cannot remove snapshot directory ")
         assert "Device or resource busy" in lines[0]
         assert lines[1].startswith("cargohold: the metadata collection itself committed; ")
-        assert "1 native snapshot directory, 2 overlay snapshot directories" in result.stdout
-        assert backend_files(root)["overlay"] == [] and backend_files(root)["native"] == ["1"]
+        assert "1 native snapshot directory, 2 overlayfs snapshot directories" in result.stdout
+        assert backend_files(root)["overlayfs"] == [] and backend_files(root)["native"] == ["1"]
         with cargohold.open(root) as db:
             assert dirty_markers(db) == [schema.dirty_snapshotter_key("native")]  # retried next time
     finally:

@@ -317,7 +317,7 @@ def test_overlay_unpack_writes_whiteouts_into_upper_directories(tmp_path, db, ns
     _, layers = transfer.image_layers(ns, image.manifest)
     assert set(snapshot_names(ns, "overlay")) == {layer.chain_id for layer in layers}
     assert ns.content.info(image.config.digest).labels == {
-        "containerd.io/gc.ref.snapshot.overlay": layers[-1].chain_id}
+        "containerd.io/gc.ref.snapshot.overlayfs": layers[-1].chain_id}  # containerd's name, given the alias
     sn = ns.snapshotter("overlay")
     sn.prepare("probe", layers[1].chain_id)
     mount = sn.mounts("probe")[0]

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import signal
+import sys
 import threading
 
 import pytest
@@ -156,3 +160,39 @@ def test_closed_env_is_unavailable(tmp_path):
     env.close()
     with pytest.raises(errors.Unavailable):
         env.read()
+
+
+def test_a_writing_session_drops_the_clean_marker_until_it_closes(tmp_path):
+    """A crash after a write must never leave a marker vouching for bytes it did not see."""
+    path = tmp_path / "env"
+    Env(path, TABLES).close()
+    marker = path / "clean.json"
+    env = Env(path, TABLES)
+    assert marker.exists()  # reading sessions keep it
+    with env.read() as txn:
+        txn.get("a", b"k")
+    assert marker.exists()
+    with env.write() as txn:
+        txn.put("a", b"k", b"v")
+    assert not marker.exists()
+    env.close()
+    recorded = json.loads(marker.read_text())
+    assert recorded["sha256"] == hashlib.sha256((path / "data.mdb").read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("sig, error", [(signal.SIGBUS, errors.Corrupted), (signal.SIGKILL, errors.Unavailable)])
+def test_verifier_killed_by_a_signal(tmp_path, monkeypatch, sig, error):
+    """The child verifying a file dies by a signal: a fault means damage, a kill means nothing."""
+    path = tmp_path / "env"
+    env = Env(path, TABLES)
+    with env.write() as txn:
+        txn.put("a", b"k", b"v")
+    env.close()
+    (path / "clean.json").unlink()  # as after a crash: the next open verifies
+    verifier = tmp_path / "verifier"
+    verifier.write_text(f"#!/bin/sh\nkill -{sig.name[3:]} $$\n")
+    verifier.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(verifier))
+    with pytest.raises(error, match=sig.name):
+        Env(path, TABLES)
+    assert not (path / "clean.json").exists()

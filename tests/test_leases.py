@@ -126,15 +126,23 @@ def test_lease_resource_scenario(db, ns):
 
 EVERY_TYPE = [Resource(digest("blob"), "content"), Resource("ingest-ref/1", "ingests"),
               Resource("docker.io/library/alpine:3", "images"), Resource("sha256:chain/1", "snapshots/native"),
-              Resource("k", "snapshots/overlay")]
+              Resource("k", "snapshots/overlayfs")]
 
 NODES = {
     "content": (ResourceType.CONTENT, digest("blob")),
     "ingests": (ResourceType.INGEST, "ingest-ref/1"),
     "images": (ResourceType.IMAGE, "docker.io/library/alpine:3"),
     "snapshots/native": (ResourceType.SNAPSHOT, "native/sha256:chain/1"),
-    "snapshots/overlay": (ResourceType.SNAPSHOT, "overlay/k"),
+    "snapshots/overlayfs": (ResourceType.SNAPSHOT, "overlayfs/k"),
 }
+
+
+def test_the_overlay_alias_names_overlayfs_in_lease_resources(db, ns):
+    ns.leases.create("l")
+    ns.leases.add_resource("l", Resource("k", "snapshots/overlay"))
+    assert ns.leases.list_resources("l") == [Resource("k", "snapshots/overlayfs")]
+    ns.leases.delete_resource("l", Resource("k", "snapshots/overlay"))
+    assert ns.leases.list_resources("l") == []
 
 
 def test_resources_of_every_type(db, ns):

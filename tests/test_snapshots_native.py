@@ -231,11 +231,15 @@ def test_metastore_survives_a_reopen(tmp_path):
         backend.close()
 
 
-def test_a_stale_directory_under_a_fresh_id_is_replaced(native):
+def test_a_directory_under_a_fresh_id_is_skipped_never_reused_or_deleted(native):
+    """It may be what a killed creation left, or data of a lost metastore: a creation never
+    deletes it (the collector decides, knowing the references), it takes the next free id."""
     stale = native.snapshot_dir(1)
     os.makedirs(os.path.join(stale, "left-over"))
-    assert native.prepare("a") == [Mount("bind", stale, ("rw", "rbind"))]
-    assert os.listdir(stale) == []
+    assert native.prepare("a") == [Mount("bind", native.snapshot_dir(2), ("rw", "rbind"))]
+    assert os.listdir(stale) == ["left-over"] and os.listdir(native.snapshot_dir(2)) == []
+    native.cleanup()  # no record owns it: an orphan for the cleanup
+    assert not os.path.exists(stale) and os.path.isdir(native.snapshot_dir(2))
 
 
 def test_filesystem_failures_are_reported_as_cargohold_errors(native):

@@ -20,7 +20,7 @@ from cargohold.gc import index
 from cargohold.model import Kind, Resource, ResourceType, SnapshotInfo
 from cargohold.snapshots.store import collect_backend, remove_for_gc
 
-BACKENDS = ["native", "overlay"]
+BACKENDS = ["native", "overlayfs"]
 DIGEST = "sha256:" + "a" * 64
 
 
@@ -75,7 +75,7 @@ def lease_resources(db, ns, lease_id):
 def test_unknown_snapshotter_is_not_found(host):
     with pytest.raises(NotFound, match="'zfs'"):
         host.namespace("default").snapshotter("zfs")
-    assert sorted(host.snapshotters) == ["native", "overlay"]
+    assert sorted(host.snapshotters) == ["native", "overlayfs"]
 
 
 def test_namespaces_see_only_their_own_snapshots(host, backend_name):

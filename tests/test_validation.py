@@ -5,8 +5,12 @@ from __future__ import annotations
 import pytest
 
 from cargohold import errors
+from cargohold.records import check_string_map
 from cargohold.validation import (
     MAX_KEY_BYTES,
+    escape_controls,
+    require_str,
+    utf8_size,
     validate_digest,
     validate_identifier,
     validate_key,
@@ -100,3 +104,43 @@ def test_size():
     for bad in (-1, 1.0, "1", True, None):
         with pytest.raises(errors.InvalidArgument):
             validate_size(bad)
+
+
+# -- text that is not UTF-8 (lone surrogates: undecodable bytes as Python decodes argv and file names) --
+
+NOT_TEXT = ["\udcff", "a\ud800b", "ok\udc80", "\U0001F600\udfff"]
+
+
+@pytest.mark.parametrize("value", NOT_TEXT)
+def test_strings_must_be_utf8_text(value):
+    checks = [
+        lambda: require_str(value, "runtime name"),
+        lambda: validate_key(value, "image name"),
+        lambda: validate_identifier(value, "namespace"),
+        lambda: validate_label(value, "v"),
+        lambda: validate_label("k", value),
+        lambda: validate_labels({"k": value}),
+        lambda: check_string_map({value: "v"}, "annotation"),
+        lambda: check_string_map({"k": value}, "annotation"),
+    ]
+    for check in checks:
+        with pytest.raises(errors.InvalidArgument) as info:
+            check()
+        message = str(info.value)
+        assert repr(value)[1:-1] in message  # named, escaped
+        message.encode("utf-8")  # and the message itself is text
+
+
+def test_text_checks_accept_any_unicode():
+    for value in ("plain", "\u00e9t\u00e9", "\u65e5\u672c", "\U0001F600", "\ufffd", "tab\tnew\nline"):
+        assert require_str(value, "x") == value
+        validate_label("k", value)
+        assert check_string_map({"k": value}, "annotation") == {"k": value}
+    assert validate_key("\u00e9" * 127) and utf8_size("\u00e9" * 127, "key") == 254
+
+
+def test_escape_controls():
+    assert escape_controls("docker.io/library/alpine:3.19 \u00e9\u65e5") == "docker.io/library/alpine:3.19 \u00e9\u65e5"
+    assert escape_controls("a\x1b]0;x\x07b\x7f\x85\x9b") == "a\\x1b]0;x\\x07b\\x7f\\x85\\x9b"
+    assert escape_controls("\t\n\u2028\u202e\u2066\u2069\udcff") == "\\x09\\x0a\\u2028\\u202e\\u2066\\u2069\\udcff"
+    assert escape_controls("back\\slash") == "back\\slash"

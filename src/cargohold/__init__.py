@@ -27,22 +27,20 @@ def open(root: "str | os.PathLike[str]", *, shared: bool = True,
     """Open (creating if needed) the host metadata under `root` and initialise it.
 
     Layout: ``root/meta`` (LMDB), ``root/content`` (blob store),
-    ``root/snapshots/<name>`` (snapshotters). The DB is a context manager.
+    ``root/snapshots/<name>`` (snapshotters ``native`` and ``overlayfs``, also
+    reachable as ``overlay``). The DB is a context manager.
+    A lost or damaged metadata database raises Corrupted and changes nothing.
     """
     root = os.fspath(root)
     try:
         os.makedirs(root, exist_ok=True)
     except OSError as exc:
         raise errors.Unavailable(f"cannot create root directory {root!r}: {exc}") from None
-    snapshotters = _open_snapshotters(os.path.join(root, "snapshots"), clock)
+    # The metadata database first: one refused as lost or damaged leaves the backends untouched.
+    db = DB(os.path.join(root, "meta"), shared=shared, publisher=publisher, clock=clock, map_size=map_size)
     try:
-        content = LocalStore(os.path.join(root, "content"))
-        db = DB(os.path.join(root, "meta"), content, snapshotters=snapshotters, shared=shared,
-                publisher=publisher, clock=clock, map_size=map_size)
-    except BaseException:
-        _close_all(snapshotters)
-        raise
-    try:
+        db.content_store = LocalStore(os.path.join(root, "content"))
+        db.snapshotters.update(_open_snapshotters(os.path.join(root, "snapshots"), clock))
         db.init()
     except BaseException:
         db.close()
@@ -51,17 +49,31 @@ def open(root: "str | os.PathLike[str]", *, shared: bool = True,
 
 
 def _open_snapshotters(path: str, clock: Optional[Clock]) -> dict:
-    """The snapshot backends of a root: ``native`` and ``overlay``, each in its own directory."""
+    """The snapshot backends of a root: ``native`` and ``overlayfs``, each in its own directory.
+
+    A root from before the overlay backend took containerd's name keeps it in
+    ``snapshots/overlay``: that directory is renamed (atomically) on the way.
+    """
     from .snapshots import NativeSnapshotter, OverlaySnapshotter
 
+    _rename_legacy(path, "overlay", "overlayfs")
     opened: dict = {}
     try:
-        for name, backend in (("native", NativeSnapshotter), ("overlay", OverlaySnapshotter)):
+        for name, backend in (("native", NativeSnapshotter), ("overlayfs", OverlaySnapshotter)):
             opened[name] = backend(os.path.join(path, name), clock=clock)
     except BaseException:
         _close_all(opened)
         raise
     return opened
+
+
+def _rename_legacy(path: str, old: str, new: str) -> None:
+    legacy, current = os.path.join(path, old), os.path.join(path, new)
+    if os.path.isdir(legacy) and not os.path.lexists(current):
+        try:
+            os.rename(legacy, current)
+        except OSError as exc:
+            raise errors.Unavailable(f"cannot rename snapshotter directory {legacy!r} to {current!r}: {exc}") from None
 
 
 def _close_all(backends: dict) -> None:

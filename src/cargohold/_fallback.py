@@ -6,6 +6,11 @@ check that both give identical results.
 
 from __future__ import annotations
 
+import operator
+import struct
+from bisect import bisect_left
+from itertools import islice
+
 from .errors import Corrupted, InvalidArgument
 
 MAX_VARINT_LEN = 10
@@ -371,3 +376,314 @@ class Marker:
     @property
     def edge_count(self):
         return sum(len(e) for e in self._edges)
+
+
+# -- bbolt pages (cargohold.bolt) ----------------------------------------------------------------
+# A page starts with a 16-byte header; its element table follows, 16 bytes an element, each
+# element's `pos` counting from the element itself to its key (a leaf's value follows its key).
+
+_BOLT_HEADER = 16
+_BOLT_LEAF_ELEMENT = struct.Struct("<IIII")     # flags, pos, ksize, vsize
+_BOLT_BRANCH_ELEMENT = struct.Struct("<IIQ")    # pos, ksize, child pgid
+_BOLT_BUCKET_FLAG = 0x01
+
+
+def _bolt_show(key: bytes) -> str:
+    """A key for an error message: its repr, cut after 64 bytes."""
+    if len(key) <= 64:
+        return repr(key)
+    return f"{key[:64]!r}... ({len(key)} bytes)"
+
+
+def bolt_leaf(buf: bytes, start: int, end: int, count: int) -> tuple[list, list, list]:
+    """Decode the `count` elements of the bbolt leaf page held in buf[start:end].
+
+    Returns (keys, values, buckets): values[i] is None for a sub-bucket, whose
+    element index and value offsets in `buf` are appended to `buckets` as
+    (index, value_start, value_end) triples, flattened. Keys must increase.
+    """
+    if start < 0 or end > len(buf) or start > end:
+        raise Corrupted(f"page bounds {start}..{end} outside a buffer of {len(buf)} bytes")
+    table = start + _BOLT_HEADER
+    data = table + 16 * count
+    if data > end:
+        raise Corrupted(f"{count} leaf elements do not fit in {end - start} bytes")
+    keys: list = []
+    values: list = []
+    buckets: list = []
+    key_add = keys.append
+    value_add = values.append
+    elem = table
+    for i, (flags, pos, ksize, vsize) in enumerate(_BOLT_LEAF_ELEMENT.iter_unpack(buf[table:data])):
+        k = elem + pos
+        v = k + ksize
+        e = v + vsize
+        if e > end or k < data:
+            raise Corrupted(f"leaf element {i} (key of {ksize} bytes at {k - start}, value of {vsize} bytes) "
+                            f"lies outside the data of the page's {end - start} bytes")
+        key_add(buf[k:v])
+        if flags & _BOLT_BUCKET_FLAG:
+            value_add(None)
+            buckets += (i, v, e)
+        else:
+            value_add(buf[v:e])
+        elem += 16
+    if count > 1 and not all(map(operator.lt, keys, islice(keys, 1, None))):
+        i = next(i for i in range(1, count) if not keys[i - 1] < keys[i])
+        raise Corrupted(f"leaf element {i}: key {_bolt_show(keys[i])} does not sort after the previous key")
+    return keys, values, buckets
+
+
+def bolt_branch(buf: bytes, start: int, end: int, count: int) -> list:
+    """Child page ids of the `count` elements of the bbolt branch page in buf[start:end]."""
+    if start < 0 or end > len(buf) or start > end:
+        raise Corrupted(f"page bounds {start}..{end} outside a buffer of {len(buf)} bytes")
+    table = start + _BOLT_HEADER
+    data = table + 16 * count
+    if data > end:
+        raise Corrupted(f"{count} branch elements do not fit in {end - start} bytes")
+    children = []
+    child_add = children.append
+    elem = table
+    for i, (pos, ksize, child) in enumerate(_BOLT_BRANCH_ELEMENT.iter_unpack(buf[table:data])):
+        k = elem + pos
+        if k + ksize > end or k < data:
+            raise Corrupted(f"branch element {i} (key of {ksize} bytes at {k - start}) "
+                            f"lies outside the data of the page's {end - start} bytes")
+        child_add(child)
+        elem += 16
+    return children
+
+
+# A record per page: (BOLT_BRANCH, overflow, pgid, children) or (BOLT_LEAF, overflow, pgid, keys,
+# values, subs), subs mapping each sub-bucket's key to its BoltBucket (None when there are none): an
+# inline one filled already, one held in pages with its root page id in `_root`, filled by
+# bolt_assemble. Errors name the page: Corrupted(pgid, message), which cargohold.bolt words fully.
+# (A compiled leaf record holds packed data and index in place of keys and values: see bolt.pxi.)
+BOLT_BRANCH, BOLT_LEAF = 0, 1
+_BOLT_PAGE_HEADER = struct.Struct("<QHHI")   # id, flags, count, overflow
+_BOLT_BUCKET_HEADER = struct.Struct("<QQ")   # root pgid, sequence
+_BOLT_BRANCH_FLAG, _BOLT_LEAF_FLAG = 0x01, 0x02
+_BOLT_PAGE_TYPES = {0x01: "branch", 0x02: "leaf", 0x04: "meta", 0x10: "freelist"}
+
+
+def bolt_page_type(flags: int) -> str:
+    """bbolt's name for a page's type flags."""
+    return _BOLT_PAGE_TYPES.get(flags, f"unknown ({flags:#06x})")
+
+
+def _bolt_inline(buf, start: int, end: int, name: bytes, bucket: "BoltBucket") -> "BoltBucket":
+    if end - start < _BOLT_HEADER:
+        raise Corrupted(f"inline bucket {_bolt_show(name)}: {end - start} bytes cannot hold a page header")
+    _, flags, count, _ = _BOLT_PAGE_HEADER.unpack_from(buf, start)
+    if flags != _BOLT_LEAF_FLAG:
+        raise Corrupted(f"inline bucket {_bolt_show(name)}: holds a {bolt_page_type(flags)} page, not a leaf page")
+    try:
+        keys, values, buckets = bolt_leaf(buf, start, end, count)
+    except Corrupted as exc:
+        raise Corrupted(f"inline bucket {_bolt_show(name)}: {exc}") from None
+    if buckets:
+        raise Corrupted(f"inline bucket {_bolt_show(name)}: holds a sub-bucket (bbolt never inlines those)")
+    bucket._keys = keys
+    bucket._values = values
+    return bucket
+
+
+def _bolt_subs(buf, keys: list, buckets: list) -> dict:
+    subs = {}
+    for n in range(0, len(buckets), 3):
+        index, start, end = buckets[n], buckets[n + 1], buckets[n + 2]
+        name = keys[index]
+        if end - start < 16:
+            raise Corrupted(f"bucket {_bolt_show(name)}: a value of {end - start} bytes is no bucket header")
+        root, sequence = _BOLT_BUCKET_HEADER.unpack_from(buf, start)
+        bucket = BoltBucket(sequence)
+        if root == 0:
+            _bolt_inline(buf, start + 16, end, name, bucket)
+        else:
+            bucket._root = root
+        subs[name] = bucket
+    return subs
+
+
+def bolt_page(buf, start: int, end: int, pgid: int) -> tuple:
+    """The record of page `pgid`, held whole (overflow included) in buf[start:end]."""
+    if start < 0 or end > len(buf) or start + _BOLT_HEADER > end:
+        raise Corrupted(pgid, f"page bounds {start}..{end} outside a buffer of {len(buf)} bytes")
+    page_id, flags, count, overflow = _BOLT_PAGE_HEADER.unpack_from(buf, start)
+    if page_id != pgid:
+        raise Corrupted(pgid, f"its header names page {page_id}")
+    if flags != _BOLT_BRANCH_FLAG and flags != _BOLT_LEAF_FLAG:
+        raise Corrupted(pgid, f"is a {bolt_page_type(flags)} page where a branch or leaf page belongs")
+    try:
+        if flags == _BOLT_BRANCH_FLAG:
+            return (BOLT_BRANCH, overflow, pgid, bolt_branch(buf, start, end, count))
+        keys, values, buckets = bolt_leaf(buf, start, end, count)
+        return (BOLT_LEAF, overflow, pgid, keys, values, _bolt_subs(buf, keys, buckets) if buckets else None)
+    except Corrupted as exc:
+        raise Corrupted(pgid, f"{bolt_page_type(flags)} page: {exc}") from None
+
+
+def bolt_referenced(record: tuple) -> list:
+    """The page ids a record references: a branch's children, a leaf's sub-buckets' roots."""
+    if record[0] == BOLT_BRANCH:
+        return list(record[3])
+    if record[5] is None:
+        return []
+    return [bucket._root for bucket in record[5].values() if bucket._root]
+
+
+def bolt_pages(run, first: int, page_size: int, ids: list, lo: int, hi: int, records: dict,
+               following: list) -> list:
+    """Decode the single pages ids[lo:hi], read as one run starting at page `first`, into `records`.
+
+    Appends (child pgid, parent pgid) for every page they reference to `following`;
+    returns the pgids of pages with overflow, which need a longer read.
+    """
+    overflowing = []
+    if not len(run):
+        raise Corrupted(first, "an empty read")
+    run = bytes(run)   # slices of it become keys and values
+    for n in range(lo, hi):
+        pgid = ids[n]
+        start = (pgid - first) * page_size
+        if start < 0 or start + page_size > len(run):
+            raise Corrupted(pgid, f"page bounds {start}..{start + page_size} outside a buffer of {len(run)} bytes")
+        page_id, flags, _, overflow = _BOLT_PAGE_HEADER.unpack_from(run, start)
+        if overflow and page_id == pgid and (flags == _BOLT_BRANCH_FLAG or flags == _BOLT_LEAF_FLAG):
+            overflowing.append(pgid)
+            continue
+        record = bolt_page(run, start, start + page_size, pgid)
+        records[pgid] = record
+        following += [(child, pgid) for child in bolt_referenced(record)]
+    return overflowing
+
+
+def bolt_assemble(records: dict, root: int, sequence: int) -> "BoltBucket":
+    """The bucket rooted at page `root` and every bucket under it, from the records of a walk."""
+    top = BoltBucket(sequence)
+    top._root = root
+    todo = [top]
+    while todo:
+        bucket = todo.pop()
+        leaves = _bolt_leaves(records, bucket._root)
+        if len(leaves) == 1:
+            keys, values, subs = leaves[0][3], leaves[0][4], leaves[0][5]
+        else:
+            keys, values, subs = [], [], None
+            for leaf in leaves:
+                if keys and leaf[3] and not keys[-1] < leaf[3][0]:
+                    raise Corrupted(leaf[2], f"leaf key {_bolt_show(leaf[3][0])} does not sort after the previous "
+                                             f"page's last key {_bolt_show(keys[-1])}")
+                keys += leaf[3]
+                values += leaf[4]
+                if leaf[5] is not None:
+                    subs = subs or {}
+                    subs.update(leaf[5])
+        bucket._keys = keys
+        bucket._values = values
+        if subs is None:
+            bucket._subs = _BOLT_NO_SUBS
+        else:
+            bucket._subs = subs
+            todo += [child for child in subs.values() if child._root]
+    return top
+
+
+def _bolt_leaves(records: dict, pgid: int) -> list:
+    record = records[pgid]
+    if record[0] != BOLT_BRANCH:
+        return [record]
+    out = []
+    todo = [pgid]
+    while todo:
+        record = records[todo.pop()]
+        if record[0] == BOLT_BRANCH:
+            todo.extend(reversed(record[3]))
+        else:
+            out.append(record)
+    return out
+
+
+_BOLT_NO_SUBS: dict = {}   # shared by every bucket without sub-buckets; never written
+_BOLT_NO_KEYS: list = []   # likewise for a bucket not filled yet
+
+
+def _bolt_key(key) -> bytes:
+    if type(key) is bytes:
+        return key
+    if isinstance(key, (bytes, bytearray, memoryview)):
+        return bytes(key)
+    raise InvalidArgument(f"a bbolt key is bytes, not {type(key).__name__}: {key!r}")
+
+
+class BoltBucket:
+    """One bucket of the transaction a `bolt.File` read; immutable, served from memory.
+
+    Keys are in bbolt's order (bytewise). A key naming a sub-bucket has no
+    value: `get` and `items` give None for it, `bucket` gives the sub-bucket.
+    """
+
+    __slots__ = ("sequence", "_root", "_keys", "_values", "_subs")
+
+    def __init__(self, sequence: int = 0) -> None:
+        self.sequence = sequence   # the bucket's NextSequence counter
+        self._root = 0             # the root page of a bucket held in pages, 0 for an inline one
+        self._keys: list = _BOLT_NO_KEYS
+        self._values: list = _BOLT_NO_KEYS
+        self._subs: dict = _BOLT_NO_SUBS
+
+    def get(self, key):
+        """The value of `key`; None for a missing key or a sub-bucket (as bbolt's Get)."""
+        key = _bolt_key(key)
+        keys = self._keys
+        i = bisect_left(keys, key)
+        if i < len(keys) and keys[i] == key:
+            return self._values[i]
+        return None
+
+    def bucket(self, key):
+        """The sub-bucket named `key`, or None."""
+        return self._subs.get(_bolt_key(key))
+
+    def _range(self, prefix) -> tuple:
+        prefix = _bolt_key(prefix)
+        keys = self._keys
+        lo = i = bisect_left(keys, prefix)
+        n = len(keys)
+        while i < n and keys[i].startswith(prefix):
+            i += 1
+        return lo, i
+
+    def items(self, prefix=None):
+        """(key, value) pairs in key order, value None for a sub-bucket (bbolt's ForEach)."""
+        if prefix is None:
+            return zip(self._keys, self._values)
+        lo, hi = self._range(prefix)
+        return zip(self._keys[lo:hi], self._values[lo:hi])
+
+    def keys(self, prefix=None):
+        """Keys in order (sub-bucket names included), all or those starting with `prefix`."""
+        if prefix is None:
+            return iter(self._keys)
+        lo, hi = self._range(prefix)
+        return iter(self._keys[lo:hi])
+
+    def buckets(self):
+        """(name, sub-bucket) pairs in key order."""
+        return iter(self._subs.items())
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, key) -> bool:
+        key = _bolt_key(key)
+        keys = self._keys
+        i = bisect_left(keys, key)
+        return i < len(keys) and keys[i] == key
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __repr__(self) -> str:
+        return f"<bolt.Bucket: {len(self._keys)} keys, {len(self._subs)} sub-buckets>"

@@ -15,7 +15,7 @@ from . import filters, schema
 from .errors import InvalidArgument
 from .fieldpaths import clean_labels
 from .gc import index
-from .model import Container, ResourceType, RuntimeInfo
+from .model import Container, ResourceType, RuntimeInfo, snapshotter_name
 from .records import (RecordStore, apply_fieldpaths, check_extensions, check_runtime, check_spec,
                       require_unchanged)
 from .validation import require_str, validate_identifier, validate_key
@@ -62,7 +62,8 @@ class ContainerStore(RecordStore[Container]):
             validate_identifier(c.snapshotter, f"snapshotter of {what}")
         if c.sandbox_id:
             validate_identifier(c.sandbox_id, f"sandbox id of {what}")
-        return replace(c, runtime=check_runtime(c.runtime, f"runtime of {what}", required=True),
+        return replace(c, snapshotter=snapshotter_name(c.snapshotter),
+                       runtime=check_runtime(c.runtime, f"runtime of {what}", required=True),
                        spec=check_spec(c.spec, f"spec of {what}"), labels=clean_labels(c.labels),
                        extensions=check_extensions(c.extensions, f"extension of {what}"))
 
@@ -85,7 +86,8 @@ class ContainerStore(RecordStore[Container]):
     def _merge(self, current: Container, new: Container, paths: tuple) -> Container:
         what = f"container {current.id!r}"
         if not paths:
-            require_unchanged("snapshotter", current.snapshotter, new.snapshotter, what)
+            require_unchanged("snapshotter", current.snapshotter, snapshotter_name(require_str(
+                new.snapshotter, f"snapshotter of {what}")), what)
             require_unchanged("runtime name", current.runtime.name, getattr(new.runtime, "name", new.runtime), what)
             paths = _FULL_UPDATE
         return apply_fieldpaths(current, new, paths, fields=_FIELDS, maps=_MAPS, what=what)

@@ -51,17 +51,17 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
 
-from . import migrations, schema
+from . import migrations, ownership, schema
 from ._native import decode_varint, encode_varint
 from .errors import Corrupted, Error, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from .gc import context as gccontext
 from .gc import journal as gcjournal
 from .kv import Env
 from .locks import FileLock
-from .model import Freed, GCStats, Leftover, Node, ResourceType
+from .model import Freed, GCStats, Leftover, Node, ResourceType, snapshotter_name
 from .sessions import DeadSession, Sessions
 from .timeutil import Clock, to_ns, utcnow
-from .validation import validate_identifier
+from .validation import require_str, validate_identifier
 
 log = logging.getLogger("cargohold")
 
@@ -264,7 +264,7 @@ class DB:
                  *, map_size: Optional[int] = None) -> None:
         self.path = os.fspath(meta_path)
         self.content_store = content_store
-        self.snapshotters: dict[str, Any] = dict(snapshotters or {})
+        self.snapshotters: dict[str, Any] = Snapshotters(snapshotters or {})
         self.shared = shared
         self.publisher = publisher
         self.clock: Clock = clock or utcnow
@@ -277,6 +277,8 @@ class DB:
         self._dirty_lock = threading.Lock()
         self._initialized = False
         self._closed = False
+        self.identity = ""
+        """The database's random identity (hex), known after `init()`: backends record their owner by it."""
         self._stores: dict[str, Any] = {}
         self._collectors: dict[int, Any] = {}
         self._collector_lock = FileLock(os.path.join(self.path, "collector.lock"))
@@ -288,25 +290,29 @@ class DB:
     # -- life cycle ----------------------------------------------------------------
 
     def init(self) -> None:
-        """Bring the schema up to date: run pending migrations in one write transaction."""
-        with self._env.write() as kv_txn:
-            tx = Transaction(self, kv_txn, True)
-            raw_schema = kv_txn.get(schema.T_META, schema.META_SCHEMA)
-            if raw_schema is not None and raw_schema != schema.SCHEMA:
-                raise FailedPrecondition(
-                    f"metadata database {self.path!r} uses schema {raw_schema!r}, expected {schema.SCHEMA!r}"
-                )
-            current = self.version_in(kv_txn)
-            latest = migrations.latest_version()
-            if current > latest:
-                raise FailedPrecondition(
-                    f"metadata database {self.path!r} is at version {current}, newer than the "
-                    f"version {latest} this cargohold understands: upgrade cargohold to open it"
-                )
-            for migration in migrations.pending(current):
-                migration.apply(tx)
-            if current != latest:
-                kv_txn.put(schema.T_META, schema.META_VERSION, encode_varint(latest))
+        """Bring the schema up to date, then settle which backends this database owns.
+
+        Pending migrations run in one write transaction; a database that needs
+        none is not written. See `cargohold.ownership` for the backends.
+        """
+        with self._env.read() as kv_txn:
+            current = self._check_version(kv_txn)
+        latest = migrations.latest_version()
+        if current != latest:
+            with self._env.write() as kv_txn:
+                tx = Transaction(self, kv_txn, True)
+                current = self._check_version(kv_txn)  # another process may have migrated meanwhile
+                for migration in migrations.pending(current):
+                    migration.apply(tx)
+                if current != latest:
+                    kv_txn.put(schema.T_META, schema.META_VERSION, encode_varint(latest))
+        with self._env.read() as kv_txn:
+            self.identity = schema.text(kv_txn.get(schema.T_META, schema.META_IDENTITY) or b"", "identity")
+        if not self.identity:
+            raise Corrupted(f"metadata database {self.path!r} has no identity although it is at version {latest}")
+        upgraded = 0 < current < migrations.IDENTITY_VERSION
+        for name, backend in self._backends():
+            ownership.settle(backend, _describe(name), self.identity, adopt=upgraded)
         self._initialized = True
         self._recover_after_crash()
 
@@ -339,6 +345,27 @@ class DB:
         tx.mark_dirty(content=True)
         for name in sorted(set(self.snapshotters).union(*(session.snapshotters for session in dead))):
             tx.mark_dirty(snapshotter=name)
+
+    def _check_version(self, kv_txn) -> int:
+        """The stored version; FailedPrecondition for a foreign schema or a newer database."""
+        raw_schema = kv_txn.get(schema.T_META, schema.META_SCHEMA)
+        if raw_schema is not None and raw_schema != schema.SCHEMA:
+            raise FailedPrecondition(
+                f"metadata database {self.path!r} uses schema {raw_schema!r}, expected {schema.SCHEMA!r}"
+            )
+        current = self.version_in(kv_txn)
+        latest = migrations.latest_version()
+        if current > latest:
+            raise FailedPrecondition(
+                f"metadata database {self.path!r} is at version {current}, newer than the "
+                f"version {latest} this cargohold understands: upgrade cargohold to open it"
+            )
+        return current
+
+    def _backends(self) -> list[tuple[Optional[str], Any]]:
+        """(snapshotter name, or None for the content store; backend) of every backend."""
+        found = [(None, self.content_store)] if self.content_store is not None else []
+        return found + sorted(self.snapshotters.items())
 
     def version_in(self, kv_txn) -> int:
         raw = kv_txn.get(schema.T_META, schema.META_VERSION)
@@ -509,7 +536,7 @@ class DB:
             found.extend(snapshot_leftovers(self, name))
         return found
 
-    def garbage_collect(self, namespace: Optional[str] = None) -> GCStats:
+    def garbage_collect(self, namespace: Optional[str] = None, *, adopt_backends: bool = False) -> GCStats:
         """Collect everything no root references; return what was removed and how long it took.
 
         With `namespace`, only that namespace is collected: its unreachable
@@ -534,10 +561,19 @@ class DB:
         this returns once all of that is done (containerd's ``wg.Wait()``). A
         backend removal that fails is one line of ``stats.errors``; the
         cleanup goes on with the rest.
-        """
-        return self._collect(namespace, concurrent=True)
 
-    def _collect(self, namespace: Optional[str], concurrent: bool) -> GCStats:
+        A backend this database does not own (`cargohold.ownership`: its data
+        may be described by records this database lost) is not cleaned: the
+        refusal is a line of ``stats.errors`` and its deletions stay pending.
+        ``adopt_backends=True`` makes this database the owner of every backend
+        and cleans the ones it took over, deleting all they hold that no
+        record references.
+        """
+        if not isinstance(adopt_backends, bool):
+            raise InvalidArgument(f"adopt_backends must be True or False, not {adopt_backends!r}")
+        return self._collect(namespace, concurrent=True, adopt_backends=adopt_backends)
+
+    def _collect(self, namespace: Optional[str], concurrent: bool, adopt_backends: bool = False) -> GCStats:
         """A collection: concurrent, or (``concurrent=False``, kept to compare against) the
         stop-the-world one that marks everything with writers held off."""
         started = time.perf_counter()
@@ -561,6 +597,8 @@ class DB:
             self._phase("committed")
             self._forget_journal()
             self._phase("cleared")
+        if adopt_backends:
+            self._adopt_backends(stats, dirty)
         jobs = [lambda: _run_all(tx._after)]  # events only: publish() already logs failures
         scope = None if namespace is None else gccontext.Scope(
             namespace, frozenset(n.key for n in stats.removed if n.type == ResourceType.CONTENT))
@@ -719,15 +757,46 @@ class DB:
 
     def _cleanup_jobs(self, stats: GCStats, dirty: "_DirtyMarkers",
                       scope: Optional["gccontext.Scope"]) -> list[Callable[[], None]]:
-        """One job per dirty backend this DB has (a marker of a snapshotter it lacks stays)."""
+        """One job per dirty backend this DB has and owns (a marker of a snapshotter it lacks,
+        or of a backend it may not clean, stays)."""
         jobs: list[Callable[[], None]] = []
-        if dirty.content is not None and self.content_store is not None:
+        if dirty.content is not None and self.content_store is not None \
+                and self._may_clean(stats, None, self.content_store):
             jobs.append(lambda: self._clean_content(stats, dirty.content, scope))
         for name, token in sorted(dirty.snapshotters.items()):
-            if name in self.snapshotters:
+            if name in self.snapshotters and self._may_clean(stats, name, self.snapshotters[name]):
                 stats.snapshot_dirs[name] = Freed()
                 jobs.append(lambda name=name, token=token: self._clean_snapshotter(stats, name, token, scope))
         return jobs
+
+    def _adopt_backends(self, stats: GCStats, dirty: "_DirtyMarkers") -> None:
+        """Make this database the owner of every backend; those it takes over are cleaned now,
+        deletions or not (`_NO_MARKER`: no dirty marker to clear)."""
+        for name, backend in self._backends():
+            try:
+                if not ownership.adopt(backend, self.identity):
+                    continue
+            except Exception as exc:
+                stats.errors.append(f"{_describe(name)} could not be taken over: {exc}")
+                continue
+            if name is None:
+                dirty.content = dirty.content or _NO_MARKER
+            else:
+                dirty.snapshotters.setdefault(name, _NO_MARKER)
+
+    def _may_clean(self, stats: GCStats, name: Optional[str], backend: Any) -> bool:
+        """Whether this database owns the backend (snapshotter `name`, None: the content store)
+        and may clean it; a refusal goes to ``stats.errors``."""
+        what = _describe(name)
+        try:
+            reason = ownership.refusal(backend, what, self.identity)
+        except Exception as exc:
+            reason = f"{what} is not cleaned: its owner could not be checked ({exc}). {ownership.ADOPT_HINT}"
+        if reason is None:
+            return True
+        log.warning("%s", reason)
+        stats.errors.append(reason)
+        return False
 
     def _clean_content(self, stats: GCStats, token: bytes, scope: Optional["gccontext.Scope"]) -> None:
         from .content.store import collect_backend
@@ -799,12 +868,36 @@ class DB:
         return Namespace(self, name)
 
     def snapshotter_backend(self, name: str) -> Any:
-        if not isinstance(name, str):
-            raise InvalidArgument(f"snapshotter name must be a string, not {name!r}")
+        """The backend of snapshotter `name` (an alias such as ``overlay`` names ``overlayfs``)."""
+        require_str(name, "snapshotter name")
         try:
             return self.snapshotters[name]
         except KeyError:
             raise NotFound(f"snapshotter {name!r} not found (have: {', '.join(sorted(self.snapshotters)) or 'none'})") from None
+
+
+class Snapshotters(dict):
+    """The snapshot backends by name; an alias (``overlay``) finds its snapshotter (``overlayfs``)."""
+
+    def __init__(self, backends: Mapping[str, Any] = ()) -> None:
+        super().__init__()
+        self.update(backends)
+
+    def update(self, backends: Mapping[str, Any] = (), **more: Any) -> None:
+        for name, backend in {**dict(backends), **more}.items():
+            self[name] = backend
+
+    def __setitem__(self, name: str, backend: Any) -> None:
+        super().__setitem__(snapshotter_name(name), backend)
+
+    def __getitem__(self, name: str) -> Any:
+        return super().__getitem__(snapshotter_name(name))
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and super().__contains__(snapshotter_name(name))
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return super().get(snapshotter_name(name), default) if isinstance(name, str) else default
 
 
 COLLECTION_PHASES = ("started", "marker", "snapshot", "marked", "remarked", "pre-exclusive",
@@ -820,6 +913,15 @@ _JOURNAL_BATCH = 512
 
 def _scope_namespace(namespace: Optional[str]) -> Optional[str]:
     return None if namespace is None else validate_identifier(namespace, "namespace")
+
+
+def _describe(snapshotter: Optional[str]) -> str:
+    """How messages name a backend: the content store, or a snapshotter."""
+    return "content store" if snapshotter is None else f"snapshotter {snapshotter!r}"
+
+
+_NO_MARKER = b""
+"""The token of a cleanup that no dirty marker asked for: it matches no marker, so it clears none."""
 
 
 class _DirtyMarkers:

@@ -12,16 +12,18 @@ several filter arguments match when any of them does (OR)::
     quoted    := "..." | /.../ | |...|   (Go string escapes)
 
 A bare field path tests for presence. ``labels."a.b"==x`` quotes a key that
-contains dots. Stores match objects through an *adaptor*: a function from a
+contains dots. ``~=`` takes a regular expression in Go's syntax, matched as Go
+matches it and in linear time (`cargohold.goregex`). Stores match objects through an *adaptor*: a function from a
 field path to ``(value, present)``; `adaptor` builds the usual one.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Callable, Mapping, Optional, Sequence
 
+from . import goregex
 from .errors import InvalidArgument
+from .validation import escape_controls, require_str
 
 Adaptor = Callable[[Sequence[str]], "tuple[str, bool]"]
 
@@ -97,48 +99,64 @@ class _Scanner:
         return None
 
 
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+_ESCAPE_WIDTH = {"x": 2, "u": 4, "U": 8}
+
+
 def _unquote(token: str) -> str:
-    """Go's strconv.Unquote, with / and | accepted as double quotes (containerd's variant)."""
+    """containerd's unquote (Go's strconv.Unquote with / and | as double quotes).
+
+    As in Go, ``\\x`` and octal escapes stand for bytes and ``\\u``/``\\U``
+    for code points (a surrogate becomes U+FFFD); bytes that are not UTF-8
+    come back as surrogate escapes, which match no stored text.
+    """
     quote, body = token[0], token[1:-1]
     if len(token) < 2 or token[-1] != quote or "\n" in body:
         raise ValueError("quote syntax error")
-    out = []
-    i = 0
-    while i < len(body):
-        ch = body[i]
-        if ch == quote:
+    if "\\" not in body:
+        if quote in body:
             raise ValueError("quote syntax error")
-        if ch != "\\":
-            out.append(ch)
-            i += 1
-            continue
-        if i + 1 >= len(body):
+        return body
+    out = bytearray()
+    i, n = 0, len(body)
+    while i < n:
+        slash = body.find("\\", i)
+        plain = body[i:] if slash < 0 else body[i:slash]
+        if quote in plain:
             raise ValueError("quote syntax error")
-        esc = body[i + 1]
-        i += 2
+        out += plain.encode("utf-8")
+        if slash < 0:
+            break
+        if slash + 1 >= n:
+            raise ValueError("quote syntax error")
+        esc = body[slash + 1]
+        i = slash + 2
         if esc in _SIMPLE_ESCAPES:
-            out.append(_SIMPLE_ESCAPES[esc])
-        elif esc in "xuU":
-            n = {"x": 2, "u": 4, "U": 8}[esc]
-            digits = body[i:i + n]
-            if len(digits) < n or not re.fullmatch(r"[0-9a-fA-F]+", digits):
+            out += _SIMPLE_ESCAPES[esc].encode()
+        elif esc in _ESCAPE_WIDTH:
+            width = _ESCAPE_WIDTH[esc]
+            digits = body[i:i + width]
+            if len(digits) < width or not _HEX_DIGITS.issuperset(digits):
                 raise ValueError("quote syntax error")
             code = int(digits, 16)
+            i += width
+            if esc == "x":
+                out.append(code)
+                continue
             if code > 0x10FFFF:
                 raise ValueError("quote syntax error")
-            out.append(chr(code))
-            i += n
+            out += ("\ufffd" if 0xD800 <= code <= 0xDFFF else chr(code)).encode("utf-8")
         elif esc in "01234567":
-            digits = esc + body[i:i + 2]
-            if len(digits) < 3 or not re.fullmatch(r"[0-7]{3}", digits) or int(digits, 8) > 255:
+            digits = body[slash + 1:slash + 4]
+            if len(digits) < 3 or not all("0" <= d <= "7" for d in digits) or int(digits, 8) > 255:
                 raise ValueError("quote syntax error")
-            out.append(chr(int(digits, 8)))
-            i += 2
-        elif esc in "'\"|/" and esc == quote:
-            out.append(esc)
+            out.append(int(digits, 8))
+            i = slash + 4
+        elif esc in "\"|/" and esc == quote:
+            out += esc.encode()
         else:
             raise ValueError("quote syntax error")
-    return "".join(out)
+    return out.decode("utf-8", "surrogateescape")
 
 
 class _Selector:
@@ -158,7 +176,7 @@ class _Selector:
             return present and value == self.value
         if self.op == "!=":
             return value != self.value
-        return self.regex.search(value) is not None
+        return self.regex.search(value)
 
 
 class Filter:
@@ -184,6 +202,7 @@ class _Parser:
             where = f"[{text[:pos]} >|{text[pos]}|< {text[pos + 1:]}]"
         else:
             where = f"[{text}]"
+        where = escape_controls(where)
         return InvalidArgument(f"invalid filter {text!r}: parse error at position {pos}: {where}: {msg}")
 
     def peek_token(self) -> str:
@@ -227,8 +246,8 @@ class _Parser:
         regex = None
         if text == "~=":
             try:
-                regex = re.compile(value)
-            except re.error as exc:
+                regex = goregex.compile(value)
+            except ValueError as exc:
                 raise self.error(vpos, f"bad regular expression {value!r}: {exc}") from None
         return _Selector(fieldpath, text, value, regex)
 
@@ -260,6 +279,7 @@ def parse(*filters: str) -> Filter:
     for text in filters:
         if not isinstance(text, str):
             raise InvalidArgument(f"filter must be a string, not {text!r}")
+        require_str(text, "filter")
         if text == "":
             return Filter([])
         alternatives.append(_Parser(text).parse())

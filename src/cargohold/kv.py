@@ -16,21 +16,48 @@ Locking, as owned by this module:
   must not race transactions of this process (LMDB remaps the file), so it
   waits for the other threads' open transactions to end and holds new ones
   back meanwhile; this is the only moment a reader can delay a writer.
-* Another process's growth shows up as MDB_MAP_RESIZED when a transaction
-  begins; the map is then adopted the same way and the begin retried.
+* Another process's growth shows up as MDB_MAP_RESIZED wherever LMDB begins
+  a transaction: inside ``lmdb.open`` (the open is repeated), when the tables
+  are opened and whenever a transaction begins (the map is adopted as above
+  and the begin retried), and in the child verifier (it adopts the size). It
+  is never an error, except when the thread asking still holds another
+  transaction of the same environment, under which LMDB cannot remap: that
+  is Unavailable, saying so.
+* Opening and closing hold ``env-open.lock`` (`cargohold.kvguard`) exclusively,
+  so a process verifying the file has it to itself; every open environment
+  holds ``env-sessions.lock`` shared until it closes.
 
 Every lmdb exception is turned into a `cargohold.errors` class.
 
-Damage: LMDB trusts its pages, and a damaged page can abort the process. So
-an environment whose data file changed since a cargohold process last closed
-it cleanly (a crash, a copy, a truncation, an edit) is first walked entirely
-by a child process; if the child dies or fails, opening raises Corrupted.
+Verification: LMDB trusts its pages, and a damaged page can kill the process
+(SIGSEGV, SIGBUS) or be returned as data. So before LMDB maps a data file
+no other session has open, `cargohold.kvguard` decides. A lost file (missing,
+empty or shorter than its header while the directory shows it was used) is
+Corrupted. A file recorded by the last clean close (``clean.json``) is
+trusted if its fingerprint is unchanged (it includes the ctime, which no
+``touch -d`` restores, and the boot id, so the first open after a reboot
+looks again), else hashed and refused unless its bytes are the recorded
+ones. Any other file (its last writer crashed) is verified in a child
+process by `walk_all`: py-lmdb's offline structural verifier, which reads
+the file with read(2) and cannot fault, then a read of every key and value
+through LMDB; a child that fails or dies by a fault means Corrupted. A
+session drops ``clean.json`` (durably) before its first write; the last one
+to close writes it again if every session since the last verification ended
+cleanly. A refused open writes nothing.
+
+What this cannot catch: changed value bytes in a file whose last writer
+crashed (LMDB has no checksums, and the structure is intact), and damage
+done while a session has the file open. A fault on a mapping of this
+process (say, the file truncated under it) cannot become an exception: the
+signal arrives inside LMDB, and jumping out of it would leave its reader
+slots and locks inconsistent, so the process dies; the next open refuses
+the file.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -38,17 +65,23 @@ from typing import Iterator, Optional, Sequence
 
 import lmdb
 
+from . import kvguard
 from .errors import Corrupted, Error, InvalidArgument, Unavailable
 from .locks import FileLock
 
 DEFAULT_MAP_SIZE = 256 << 20
 MAX_KEY_SIZE = 511
 
+_ATTEMPTS = 8
+"""Times a begin is retried after another process grew the map under it."""
+
+_CRASH_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGILL, signal.SIGFPE)
+
 
 def _translate(exc: lmdb.Error, path: str) -> Error:
     if isinstance(exc, (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError,
                         lmdb.BadRslotError, lmdb.PanicError, lmdb.VersionMismatchError,
-                        lmdb.InvalidParameterError)):
+                        lmdb.InvalidParameterError, lmdb.IncompatibleError)):
         return Corrupted(f"metadata database {path!r} is damaged or unreadable: {exc}")
     if isinstance(exc, lmdb.BadValsizeError):
         return InvalidArgument(f"key too long for the metadata database: {exc}")
@@ -63,87 +96,131 @@ class Env:
     def __init__(self, path: str, tables: Sequence[str], *, map_size: Optional[int] = None,
                  max_readers: int = 512) -> None:
         self.path = os.fspath(path)
+        kvguard.check_not_lost(self.path)
         try:
             os.makedirs(self.path, exist_ok=True)
         except OSError as exc:
             raise Unavailable(f"cannot create metadata directory {self.path!r}: {exc}") from None
-        data = os.path.join(self.path, "data.mdb")
-        existing = os.path.getsize(data) if os.path.exists(data) else 0
-        size = max(map_size or DEFAULT_MAP_SIZE, 1 << 20)
-        while size < existing * 2:
-            size *= 2
-        self._writer_lock = FileLock(os.path.join(self.path, "writer.lock"))
+        self._writer_lock = FileLock(os.path.join(self.path, kvguard.WRITER_LOCK_FILE))
         self._cond = threading.Condition()
         self._active: dict[int, int] = {}
         self._resizing = False
         self._closed = False
+        self._marker_dropped = False
+        self._dbs: dict = {}
+        self._sessions = kvguard.Sessions(self.path)
+        self._sessions.begin(self._verify_alone)
         try:
-            self._env = lmdb.open(self.path, subdir=True, map_size=size, max_dbs=len(tables) + 2,
-                                  max_readers=max_readers, readahead=False, meminit=False, lock=True)
-        except lmdb.Error as exc:
-            raise _translate(exc, self.path) from None
-        try:
-            self._check_size(data)
-            if existing and not self._clean_marker_matches(data):
-                self._deep_check()
-            with self._writer_lock.exclusive():
-                self._dbs = {name: self._env.open_db(name.encode(), create=True) for name in tables}
-        except lmdb.Error as exc:
-            self._env.close()
-            raise _translate(exc, self.path) from None
-        except Error:
-            self._env.close()
+            self._env = self._open(map_size, len(tables), max_readers)
+            try:
+                self._check_size()
+                self._open_tables(tables)
+            except BaseException as exc:
+                self._env.close()
+                if isinstance(exc, lmdb.Error):
+                    raise _translate(exc, self.path) from None
+                raise
+        except BaseException:
+            self._writer_lock.close()
+            self._sessions.end(lambda: None)
             raise
 
-    def _check_size(self, data: str) -> None:
+    @property
+    def _data(self) -> str:
+        return os.path.join(self.path, kvguard.DATA_FILE)
+
+    def _open(self, map_size: Optional[int], tables: int, max_readers: int) -> "lmdb.Environment":
+        data = self._data
+        existing = os.path.getsize(data) if os.path.exists(data) else 0
+        size = max(map_size or DEFAULT_MAP_SIZE, 1 << 20)
+        while size < existing * 2:
+            size *= 2
+        for _ in range(_ATTEMPTS):
+            try:
+                # lmdb.open begins a transaction of its own: a growth just before it is MAP_RESIZED
+                return lmdb.open(self.path, subdir=True, map_size=size, max_dbs=tables + 2,
+                                 max_readers=max_readers, readahead=False, meminit=False, lock=True)
+            except lmdb.MapResizedError:
+                continue  # the next open maps the new size
+            except lmdb.Error as exc:
+                raise _translate(exc, self.path) from None
+        raise Unavailable(f"metadata database {self.path!r} keeps being resized while it is opened")
+
+    def _open_tables(self, tables: Sequence[str]) -> None:
+        """Open the tables, creating missing ones (committing a write that changed nothing writes nothing)."""
+        with self._writer_lock.exclusive():
+            txn = self._begin(True)
+            try:
+                if any(txn.get(name.encode()) is None for name in tables):
+                    self._before_write()
+                for name in tables:
+                    self._dbs[name] = self._env.open_db(name.encode(), txn=txn, create=True)
+                txn.commit()
+            except BaseException:
+                txn.abort()
+                raise
+            finally:
+                self._leave()
+
+    def _check_size(self) -> None:
         # A truncated data file would fault (SIGBUS) on first access: refuse it.
         info = self._env.info()
         psize = self._env.stat()["psize"]
         needed = (info["last_pgno"] + 1) * psize
-        actual = os.path.getsize(data)
+        actual = os.path.getsize(self._data)
         if actual < needed:
             raise Corrupted(
                 f"metadata database {self.path!r} is truncated: {actual} bytes on disk, "
                 f"{needed} bytes in use"
             )
 
-    def _marker_path(self) -> str:
-        return os.path.join(self.path, "clean.json")
-
-    @staticmethod
-    def _fingerprint(data: str) -> dict:
-        st = os.stat(data)
-        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino}
-
-    def _clean_marker_matches(self, data: str) -> bool:
+    def _verify_alone(self) -> None:
+        """Decide, with no other session open, whether the data file may be mapped (see the docstring)."""
         try:
-            with open(self._marker_path()) as f:
-                return json.load(f) == self._fingerprint(data)
-        except (OSError, ValueError):
-            return False
-
-    def _write_clean_marker(self) -> None:
-        data = os.path.join(self.path, "data.mdb")
-        tmp = self._marker_path() + f".{os.getpid()}"
-        try:
-            with open(tmp, "w") as f:
-                json.dump(self._fingerprint(data), f)
-            os.replace(tmp, self._marker_path())
-        except OSError:
-            pass  # only costs a verification at the next open
+            if os.path.getsize(self._data) == 0:
+                return  # a new environment (check_not_lost let it through)
+        except FileNotFoundError:
+            return
+        marker = kvguard.read_marker(self.path)
+        if marker is not None:
+            kvguard.check_marker(self.path, marker)
+            return
+        self._deep_check()
+        kvguard.write_marker(self.path)
 
     def _deep_check(self) -> None:
-        """Walk every page in a child process: a damaged file kills the child, not us."""
+        """Verify the whole file in a child process: a damaged file kills the child, not us."""
         code = "import sys; from cargohold.kv import walk_all; walk_all(sys.argv[1])"
         try:
             proc = subprocess.run([sys.executable, "-c", code, self.path], capture_output=True,
                                   text=True, timeout=600)
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise Unavailable(f"cannot verify metadata database {self.path!r}: {exc}") from None
-        if proc.returncode != 0:
+        if proc.returncode == 0:
+            return
+        if proc.returncode < 0:
+            sig = signal.Signals(-proc.returncode)
+            if sig not in _CRASH_SIGNALS:
+                raise Unavailable(f"verifying metadata database {self.path!r} was interrupted by {sig.name}")
+            detail = f"reading it killed the verifying process with {sig.name}"
+        else:
             detail = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
-            raise Corrupted(f"metadata database {self.path!r} is damaged: {detail}")
-        self._write_clean_marker()
+        raise Corrupted(f"metadata database {self.path!r} is damaged: {detail}. Nothing was changed")
+
+    def _before_write(self) -> None:
+        """Called under the writer lock before a write: the clean marker no longer describes the file."""
+        if not self._marker_dropped:
+            kvguard.drop_marker(self.path)
+            self._marker_dropped = True
+
+    def _mark_clean(self) -> None:
+        """Last session out, every session since the last verification ended cleanly: record the file.
+
+        A marker that is still there is left alone: if it no longer matches, something
+        other than a cargohold session changed the file, and the next open must see that.
+        """
+        if kvguard.read_marker(self.path) is None:
+            kvguard.write_marker(self.path)
 
     # -- transaction bookkeeping ------------------------------------------------
 
@@ -172,7 +249,8 @@ class Env:
         with self._cond:
             if self._active.get(me):
                 raise Unavailable(
-                    "the metadata map must grow, but this thread still holds an open transaction"
+                    f"the map of metadata database {self.path!r} must be remapped (it grew, here or in "
+                    "another process), but this thread still holds a transaction of it: end that first"
                 )
             while self._resizing:
                 self._cond.wait()
@@ -188,7 +266,7 @@ class Env:
                 self._cond.notify_all()
 
     def _begin(self, write: bool) -> "lmdb.Transaction":
-        for _ in range(8):
+        for _ in range(_ATTEMPTS):
             self._enter()
             try:
                 return self._env.begin(write=write)
@@ -243,19 +321,48 @@ class Env:
                 self._cond.wait()
             self._env.close()
         self._writer_lock.close()
-        self._write_clean_marker()
+        self._sessions.end(self._mark_clean)
 
 
 def walk_all(path: str) -> None:
-    """Read every key and value of every table (run in a child by `Env._deep_check`)."""
+    """Verify an environment entirely (run in a child process by `Env._deep_check`).
+
+    First py-lmdb's offline verifier checks every invariant LMDB relies on
+    (pages, trees, overflow extents, the free list) reading the file with
+    read(2); only a file that passes is handed to LMDB, whose every key and
+    value is then read. Exits with a one-line reason on the first problem.
+    """
+    from lmdb import verify
+
     try:
-        env = lmdb.open(path, subdir=True, readonly=True, max_dbs=64, lock=True)
-        with env.begin() as txn:
+        problems = verify.verify(path)
+    except (verify.VerifyError, OSError) as exc:
+        sys.exit(f"not a readable LMDB data file: {exc}")
+    if problems:
+        more = f" (and {len(problems) - 3} more problems)" if len(problems) > 3 else ""
+        sys.exit("damaged structure: " + "; ".join(problems[:3]) + more)
+    try:
+        for _ in range(_ATTEMPTS):
+            try:
+                env = lmdb.open(path, subdir=True, readonly=True, max_dbs=64, lock=True)
+                break
+            except lmdb.MapResizedError:
+                continue
+        else:
+            sys.exit("the database kept being resized while it was verified")
+        for _ in range(_ATTEMPTS):
+            try:
+                txn = env.begin()
+                break
+            except lmdb.MapResizedError:
+                env.set_mapsize(0)  # another process grew the map: adopt its size
+        else:
+            sys.exit("the database kept being resized while it was verified")
+        with txn:
             names = [key for key, _ in txn.cursor()]
-        for name in names:
-            db = env.open_db(name, create=False)
-            with env.begin(db=db) as txn:
-                for key, value in txn.cursor():
+            for name in names:
+                db = env.open_db(name, txn=txn, create=False)
+                for key, value in txn.cursor(db=db):
                     len(key) + len(value)
         env.close()
     except lmdb.Error as exc:
@@ -278,6 +385,7 @@ class Txn:
             self._lock_cm = env._writer_lock.exclusive()
             self._lock_cm.__enter__()
             try:
+                env._before_write()
                 env._grow_if_needed()
                 self._txn = env._begin(True)
             except BaseException:

@@ -29,6 +29,16 @@ RESOURCE_MAX = 0x1F
 """Collectible resource types lie in [RESOURCE_END, RESOURCE_MAX)."""
 
 
+SNAPSHOTTER_ALIASES = {"overlay": "overlayfs"}
+"""Other names of snapshotters: cargohold called its overlay backend ``overlay``
+before taking containerd's name, ``overlayfs``; the old name keeps working."""
+
+
+def snapshotter_name(name: str) -> str:
+    """The canonical (containerd's) name of a snapshotter: ``overlay`` is ``overlayfs``."""
+    return SNAPSHOTTER_ALIASES.get(name, name)
+
+
 class Node(NamedTuple):
     """One resource as the garbage collector sees it.
 
@@ -230,7 +240,8 @@ class GCStats:
     ``snapshot_dirs`` (per snapshotter) count what the cleanups deleted from
     the backends, with the bytes measured just before. ``errors`` holds one
     line per backend removal that failed (the collection went on with the rest,
-    and the metadata collection had committed).
+    and the metadata collection had committed) and per backend cleanup refused
+    because this database does not own the backend (`cargohold.ownership`).
     """
 
     meta_d: float = 0.0
@@ -261,6 +272,8 @@ class GCStats:
 
 
 __all__ = [
+    "SNAPSHOTTER_ALIASES",
+    "snapshotter_name",
     "ResourceType",
     "RESOURCE_END",
     "RESOURCE_MAX",

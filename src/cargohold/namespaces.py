@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from . import schema
 from .errors import AlreadyExists, FailedPrecondition, NotFound
-from .model import ResourceType
+from .model import ResourceType, snapshotter_name
 from .validation import validate_identifier, validate_label, validate_labels
 
 if TYPE_CHECKING:
@@ -142,8 +142,9 @@ class Namespace:
         return self._store("content", ContentStore)
 
     def snapshotter(self, name: str):
-        """The namespaced view of one snapshotter; NotFound for an unknown name."""
+        """The namespaced view of one snapshotter (``overlay`` is ``overlayfs``); NotFound for an unknown name."""
         from .snapshots.store import Snapshotter
 
         self.db.snapshotter_backend(name)
+        name = snapshotter_name(name)
         return self._store(f"snapshotter:{name}", lambda ns: Snapshotter(ns, name))

@@ -255,11 +255,13 @@ def check_extensions(extensions: Mapping[str, Any], what: str) -> dict:
 
 
 def check_string_map(mapping: Mapping[str, str], what: str) -> dict:
-    """A map of strings without size limits (annotations); empty values are dropped."""
+    """A map of text without size limits (annotations); empty values are dropped."""
     out = {}
     for key, value in mapping.items():
-        require_str(key, f"{what} key")
-        require_str(value, f"{what} {key!r:.80}")
+        if not (isinstance(key, str) and key.isascii()):
+            require_str(key, f"{what} key")
+        if not (isinstance(value, str) and value.isascii()):
+            require_str(value, f"{what} {key!r:.80}")
         if not key:
             raise InvalidArgument(f"{what} keys must not be empty")
         if value:

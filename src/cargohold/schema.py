@@ -99,6 +99,8 @@ DATA_KINDS = (K_IMAGE, K_BLOB, K_CONTAINER, K_SNAPSHOT, K_SANDBOX)
 
 META_SCHEMA = b"schema"
 META_VERSION = b"version"
+META_IDENTITY = b"identity"
+"""The database's random identity (32 hex digits), written once: backends record their owner by it."""
 META_DIRTY_CONTENT = b"dirty\x00content"
 META_DIRTY_SNAPSHOTTER = b"dirty\x00snapshotter\x00"
 META_SEQUENCE = b"seq\x00"

@@ -1,7 +1,11 @@
 """Input validation shared by every store.
 
 Each check raises InvalidArgument with a message that names the bad value,
-before anything is written, so a rejected call changes nothing.
+before anything is written, so a rejected call changes nothing. Every string
+must be text that encodes as UTF-8: a lone surrogate (what Python makes of
+undecodable bytes in argv, file names or archives) is refused here, never
+left to fail half-way through a write. Messages show values through
+``repr``, which escapes control characters.
 """
 
 from __future__ import annotations
@@ -30,14 +34,47 @@ _DIGEST = re.compile(r"([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)\Z")
 _HEX = re.compile(r"[a-f0-9]+\Z")
 
 
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+"""What `escape_controls` escapes: C0 controls, DEL, C1 controls, line and
+paragraph separators, bidi embeddings/overrides/isolates, lone surrogates."""
+
+
+def _escape(match: "re.Match[str]") -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape_controls(text: str) -> str:
+    """`text` fit for a terminal: what could move the cursor, retitle the window, reorder the
+    line or fail to encode becomes ``\\xNN`` or ``\\uNNNN``; everything else is kept."""
+    return text if text.isprintable() else _CONTROLS.sub(_escape, text)
+
+
 def _short(value: object, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 4] + "...'"
 
 
+def _not_text(value: str, what: str) -> InvalidArgument:
+    return InvalidArgument(f"{what} {_short(value)} is not valid UTF-8 text (it holds a lone surrogate)")
+
+
+def utf8_size(value: str, what: str) -> int:
+    """Bytes of `value` in UTF-8; InvalidArgument naming `what` if it cannot be encoded."""
+    if value.isascii():
+        return len(value)
+    try:
+        return len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise _not_text(value, what) from None
+
+
 def require_str(value: object, what: str) -> str:
+    """`value` if it is a string of UTF-8-encodable text; InvalidArgument naming `what` otherwise."""
     if not isinstance(value, str):
         raise InvalidArgument(f"{what} must be a string, not {type(value).__name__}: {_short(value)}")
+    if not value.isascii():
+        utf8_size(value, what)
     return value
 
 
@@ -56,19 +93,16 @@ def validate_identifier(value: object, what: str = "identifier") -> str:
 
 
 def validate_key(value: object, what: str = "key", limit: int = MAX_KEY_BYTES) -> str:
-    """A free-form key (image name, snapshot key, ingest ref): non-empty, no NUL, at most `limit` bytes."""
-    require_str(value, what)
+    """A free-form key (image name, snapshot key, ingest ref): non-empty text, no NUL, at most `limit` bytes."""
+    if not isinstance(value, str):
+        require_str(value, what)
     if not value:
         raise InvalidArgument(f"{what} must not be empty")
     if "\x00" in value:
         raise InvalidArgument(f"{what} {_short(value)} must not contain a NUL character")
-    size = len(value.encode("utf-8", "surrogatepass"))
+    size = utf8_size(value, what)
     if size > limit:
         raise InvalidArgument(f"{what} {_short(value)} is {size} bytes, more than the {limit}-byte limit")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidArgument(f"{what} {_short(value)} is not valid Unicode text") from None
     return value
 
 
@@ -90,13 +124,17 @@ def validate_digest(value: object, what: str = "digest") -> str:
 
 
 def validate_label(key: object, value: object) -> None:
-    require_str(key, "label key")
-    require_str(value, f"value of label {_short(key)}")
+    """One label: a non-empty key and a value, both text without NUL, at most 4096 bytes together."""
+    if not isinstance(key, str):
+        require_str(key, "label key")
+    if not isinstance(value, str):
+        require_str(value, f"value of label {_short(key)}")
     if not key:
         raise InvalidArgument("label key must not be empty")
     if "\x00" in key or "\x00" in value:
         raise InvalidArgument(f"label {_short(key)} must not contain a NUL character")
-    size = len(key.encode("utf-8", "surrogatepass")) + len(value.encode("utf-8", "surrogatepass"))
+    size = utf8_size(key, "label key")
+    size += len(value) if value.isascii() else utf8_size(value, f"value of label {_short(key)}")
     if size > MAX_LABEL_SIZE:
         raise InvalidArgument(
             f"label {_short(key)}: key and value are {size} bytes, more than the {MAX_LABEL_SIZE}-byte limit"

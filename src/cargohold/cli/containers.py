@@ -9,9 +9,10 @@ import click
 from cargohold import Container, RuntimeInfo, transfer
 from cargohold.errors import AlreadyExists, NotFound
 from cargohold.transfer import Progress
-from cargohold.validation import validate_labels
+from cargohold.validation import require_str
 
-from .context import Settings, emit_list, format_labels, json_option, parse_labels, pass_settings, remove_all
+from .context import (Settings, echo, emit_list, format_labels, json_option, parse_labels, pass_settings,
+                      remove_all)
 from .images import max_layer_size_option
 from .progress import blob_progress
 
@@ -35,7 +36,7 @@ def ls(settings: Settings, filters: tuple, as_json: bool) -> None:
 @command.command("create")
 @click.argument("image")
 @click.argument("container_id", metavar="ID")
-@click.option("--snapshotter", default="native", show_default=True, help="Snapshotter of the container's snapshot.")
+@click.option("--snapshotter", default="native", show_default=True, help="Snapshotter of the container's snapshot: native or overlayfs (overlay is an alias).")
 @click.option("--runtime", default="io.containerd.runc.v2", show_default=True, help="Runtime name.")
 @click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="Platform of the image [default: the host's].")
 @click.option("--spec", "spec_file", type=click.File("rb"), help="OCI runtime spec to store (a JSON file).")
@@ -48,13 +49,13 @@ def create(settings: Settings, image: str, container_id: str, snapshotter: str, 
 
     The image is unpacked first if it is not yet.
     """
-    container = Container(container_id, RuntimeInfo(runtime), spec=spec_file.read() if spec_file else b"",
-                          snapshotter=snapshotter, snapshot_key=container_id, image=image,
-                          labels=validate_labels(parse_labels(labels)))
+    container = Container(container_id, RuntimeInfo(require_str(runtime, "runtime name")),
+                          spec=spec_file.read() if spec_file else b"", snapshotter=snapshotter,
+                          snapshot_key=container_id, image=image, labels=parse_labels(labels))
     with blob_progress(True) as progress:
         create_container(settings.ns(), container, platform=platform, progress=progress,
                          max_layer_size=max_layer_size)
-    click.echo(container_id)
+    echo(container_id)
 
 
 def create_container(ns, container: Container, *, platform: Optional[str] = None,

@@ -13,7 +13,7 @@ from cargohold.content.local import CHUNK
 from cargohold.errors import AlreadyExists, Error
 from cargohold.fieldpaths import label_paths
 
-from .context import (Settings, emit_labels, emit_list, format_labels, json_option, parse_labels,
+from .context import (Settings, echo, emit_labels, emit_list, format_labels, json_option, parse_labels,
                       pass_settings, remove_all)
 
 
@@ -32,7 +32,7 @@ def ls(settings: Settings, filters: tuple, quiet: bool, as_json: bool) -> None:
     found = list(settings.ns().content.walk(*filters))
     if quiet:
         for info in found:
-            click.echo(info.digest)
+            echo(info.digest)
     else:
         emit_list(found, as_json, ["DIGEST", "SIZE", "CREATED", "LABELS"],
                   lambda i: (i.digest, i.size, i.created_at, format_labels(i.labels)))
@@ -69,7 +69,7 @@ def ingest(settings: Settings, ref: str, expected: Optional[str], size: int, lab
         writer = content.writer(ref, total=size, expected=expected)
     except AlreadyExists:
         _relabel(content, expected, wanted)
-        click.echo(expected)
+        echo(expected)
         return
     try:
         with writer:
@@ -86,7 +86,7 @@ def ingest(settings: Settings, ref: str, expected: Optional[str], size: int, lab
         except Error:
             pass  # already consumed or gone; the first error is the one to report
         raise
-    click.echo(info.digest)
+    echo(info.digest)
 
 
 def _skip(source, count: int) -> None:

@@ -1,4 +1,9 @@
-"""Shared state of one CLI invocation: where the root is, which namespace, how to print."""
+"""Shared state of one CLI invocation: where the root is, which namespace, how to print.
+
+Stored text reaches the terminal only through `safe` (tables, plain lines,
+error messages): names can come from archives or other hosts, and a name
+carrying ``\\x1b]0;...\\x07`` must not drive the terminal. JSON output is exact.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from rich.text import Text
 
 import cargohold
 from cargohold.errors import Error
+from cargohold.validation import escape_controls, validate_labels
 
 
 def default_root() -> str:
@@ -52,6 +58,16 @@ class Settings:
 pass_settings = click.make_pass_decorator(Settings)
 
 
+def safe(value: Any) -> str:
+    """`value` as text fit for a terminal (`validation.escape_controls`)."""
+    return escape_controls(str(value))
+
+
+def echo(value: Any = "", *, err: bool = False) -> None:
+    """Print one line of text for people (stdout, or stderr with `err`), escaped by `safe`."""
+    click.echo(safe(value), err=err)
+
+
 def one_line(message: str) -> str:
     """A message on one line (multi-line messages are joined)."""
     return " ".join(part.strip() for part in str(message).splitlines() if part.strip())
@@ -61,7 +77,7 @@ class Failure(click.ClickException):
     """A failed command: one line on stderr, exit code 1."""
 
     def show(self, file=None) -> None:
-        click.echo(f"cargohold: {one_line(self.message)}", err=True)
+        echo(f"cargohold: {one_line(self.message)}", err=True)
 
 
 def _failure(exc: BaseException) -> Failure:
@@ -114,7 +130,7 @@ def emit_table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     for name in columns:
         table.add_column(name, no_wrap=True)
     for row in rows:
-        table.add_row(*(Text("-" if v is None or v == "" else str(_plain(v))) for v in row))
+        table.add_row(*(Text("-" if v is None or v == "" else safe(_plain(v))) for v in row))
     wide = Console(width=1 << 20, soft_wrap=True, highlight=False, force_terminal=stdout.is_terminal,
                    no_color=not stdout.is_terminal)
     with wide.capture() as captured:
@@ -127,14 +143,15 @@ def format_labels(labels: Optional[dict]) -> str:
 
 
 def parse_labels(items: tuple) -> dict:
-    """KEY=VALUE arguments as a dict."""
+    """KEY=VALUE arguments as a dict, checked as labels before any command writes
+    (an argument that is not UTF-8 text is InvalidArgument); an empty VALUE is kept."""
     labels = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
             raise click.BadParameter(f"label {item!r} must be KEY=VALUE", param_hint="LABEL")
         labels[key] = value
-    return labels
+    return validate_labels(labels)
 
 
 def emit_labels(labels: Optional[dict], as_json: bool) -> None:
@@ -142,7 +159,7 @@ def emit_labels(labels: Optional[dict], as_json: bool) -> None:
     if as_json:
         emit_json(labels or {})
     else:
-        click.echo(format_labels(labels))
+        echo(format_labels(labels))
 
 
 def emit_list(items: Sequence[Any], as_json: bool, columns: Sequence[str], row: Callable[[Any], Sequence[Any]]) -> None:
@@ -167,4 +184,4 @@ def remove_all(settings: Settings, names: Iterable[str], remove: Callable[[str, 
     if sync:
         db.garbage_collect()
     for name in names:
-        click.echo(name)
+        echo(name)

@@ -27,7 +27,7 @@ from cargohold.errors import FailedPrecondition, NotFound
 from cargohold.oci.build import LayerBuilder, write_image
 
 from .containers import create_container, delete_container
-from .context import Settings, pass_settings
+from .context import Settings, echo, pass_settings
 from .gc import node_line, report_lines
 
 NAMESPACE = "demo"
@@ -79,13 +79,20 @@ def command(settings: Settings, keep: bool) -> None:
         if temporary and not keep:
             shutil.rmtree(root, ignore_errors=True)
     if temporary and not keep:
-        click.echo(f"\nRemoved the temporary root {root} (run with --keep to look around in it).")
+        say(f"\nRemoved the temporary root {root} (run with --keep to look around in it).")
     else:
-        click.echo(f"\nThe root stays: try `cargohold --root {root} --namespace {NAMESPACE} snapshots tree`.")
+        say(f"\nThe root stays: try `cargohold --root {root} --namespace {NAMESPACE} snapshots tree`.")
+
+
+def say(text: str = "") -> None:
+    """One line of the tour, after a blank line when `text` starts with a newline; escaped as `echo` does."""
+    if text.startswith("\n"):
+        echo()
+        text = text[1:]
+    echo(text)
 
 
 def _tour(root: str, temporary: bool) -> None:
-    say = click.echo
     where = "a new temporary root" if temporary else "the root"
     say(f"cargohold demo, in namespace {NAMESPACE!r} of {where} {root}")
     say("(it collects only what it creates there; other namespaces are left alone)")

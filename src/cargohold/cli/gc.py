@@ -29,7 +29,7 @@ from cargohold import DB, Freed, GCStats, Leftover, Node, ResourceType
 from cargohold.errors import InvalidArgument, NotFound
 from cargohold.gc.context import type_name
 
-from .context import Settings, emit_json, emit_table, json_option, one_line, pass_settings
+from .context import Settings, echo, emit_json, emit_table, json_option, one_line, pass_settings
 
 
 def node_line(node: Node) -> str:
@@ -117,9 +117,9 @@ def _report_errors(ctx: click.Context, stats: GCStats) -> None:
     if not stats.errors:
         return
     for line in stats.errors:
-        click.echo(f"cargohold: {one_line(line)}", err=True)
-    click.echo("cargohold: the metadata collection itself committed; the next gc retries the cleanups "
-               "that failed", err=True)
+        echo(f"cargohold: {one_line(line)}", err=True)
+    echo("cargohold: the metadata collection itself committed; what was not cleaned stays for a later gc "
+         "(each line above says why)", err=True)
     ctx.exit(1)
 
 
@@ -133,19 +133,25 @@ def _report_errors(ctx: click.Context, stats: GCStats) -> None:
 @click.option("--namespace", "scope", metavar="NS",
               help="Collect only namespace NS: its garbage, and in the backends only what was its own "
                    "(no leftovers) [default: the whole root].")
+@click.option("--adopt-backends", is_flag=True,
+              help="Make this metadata database the owner of backends it does not own (their data may be "
+                   "described by records it lost) and delete everything in them it does not reference.")
 @json_option
 @pass_settings
 @click.pass_context
 def command(ctx: click.Context, settings: Settings, dry_run: bool, explain: Optional[str], scope: Optional[str],
-            as_json: bool) -> None:
+            adopt_backends: bool, as_json: bool) -> None:
     """Run a garbage collection and print what it removed, what it freed and how long it took.
 
     Every namespace is collected, unless --namespace NS limits it to one.
     --dry-run removes nothing; --explain says why something is kept. Exits 1
-    when a backend cleanup failed (the metadata collection has committed all
-    the same).
+    when a backend cleanup failed or was refused (the metadata collection has
+    committed all the same): a backend this database does not own is cleaned
+    only with --adopt-backends.
     """
     db = settings.db()
+    if adopt_backends and (dry_run or explain is not None):
+        raise click.UsageError("--adopt-backends cannot be combined with --dry-run or --explain")
     if explain is not None:
         if dry_run or scope is not None:
             raise click.UsageError("--explain cannot be combined with --dry-run or --namespace")
@@ -158,11 +164,11 @@ def command(ctx: click.Context, settings: Settings, dry_run: bool, explain: Opti
                       + [{"type": x.type, "namespace": None, "key": x.key, "size": x.size} for x in leftovers])
         else:
             for node in nodes:
-                click.echo(node_line(node))
+                echo(node_line(node))
             for leftover in leftovers:
-                click.echo(leftover_line(leftover))
+                echo(leftover_line(leftover))
     else:
-        stats = db.garbage_collect(namespace=scope)
+        stats = db.garbage_collect(namespace=scope, adopt_backends=adopt_backends)
         if as_json:
             emit_json(stats_json(stats))
         else:
@@ -170,7 +176,7 @@ def command(ctx: click.Context, settings: Settings, dry_run: bool, explain: Opti
                 emit_table(["TYPE", "NAMESPACE", "KEY"],
                            [(type_name(n.type), n.namespace, n.key) for n in stats.removed])
             for line in report_lines(stats):
-                click.echo(line)
+                echo(line)
         _report_errors(ctx, stats)
 
 
@@ -182,10 +188,10 @@ def _explain(db: DB, namespace: str, name: str, as_json: bool) -> None:
         return
     for i, (node, chain) in enumerate(results):
         if i:
-            click.echo()
+            echo()
         if chain is None:
-            click.echo(f"{node_line(node)} is reachable from no root: the next collection removes it")
+            echo(f"{node_line(node)} is reachable from no root: the next collection removes it")
             continue
-        click.echo(f"{node_line(node)} is kept by this chain of references, root first:")
+        echo(f"{node_line(node)} is kept by this chain of references, root first:")
         for n in chain:
-            click.echo(f"  {node_line(n)}")
+            echo(f"  {node_line(n)}")

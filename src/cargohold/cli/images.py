@@ -1,4 +1,4 @@
-"""`cargohold images ...`: list, import, export, label and remove images."""
+"""`cargohold images ...`: list, import, export, pull, push, label and remove images."""
 
 from __future__ import annotations
 
@@ -12,15 +12,20 @@ from cargohold import Image, errors, transfer
 from cargohold.fieldpaths import label_paths
 from cargohold.oci import mediatypes
 from cargohold.oci.walk import children
+from cargohold.transfer.registry.auth import Credentials, parse_user
 from cargohold.transfer.unpacker import document_fetcher
 
-from .context import (Settings, emit_json, emit_labels, emit_table, format_labels, json_option, parse_labels,
+from .context import (Settings, echo, emit_json, emit_labels, emit_table, format_labels, json_option, parse_labels,
                       pass_settings, remove_all)
 from .progress import blob_progress
 
 platform_option = click.option("--platform", metavar="OS/ARCH[/VARIANT]",
                                help="Only this platform [default: the host's].")
 all_platforms_option = click.option("--all-platforms", is_flag=True, help="Every platform of the image.")
+plain_http_option = click.option("--plain-http", is_flag=True, help="Talk HTTP to the registry, not HTTPS.")
+user_option = click.option("--user", "-u", metavar="USER[:PASSWORD]",
+                           help="Registry credentials (asks for the password when it is left out) "
+                                "[default: the Docker config file's, if any].")
 
 
 class ByteSize(click.ParamType):
@@ -82,7 +87,7 @@ def ls(settings: Settings, filters: tuple, quiet: bool, as_json: bool) -> None:
     found = ns.images.list(*filters)
     if quiet:
         for image in found:
-            click.echo(image.name)
+            echo(image.name)
     elif as_json:
         emit_json([{**dataclasses.asdict(image), "size": stored_size(ns, image)} for image in found])
     else:
@@ -97,7 +102,7 @@ def ls(settings: Settings, filters: tuple, quiet: bool, as_json: bool) -> None:
               help="Name prefix for entries whose org.opencontainers.image.ref.name is a bare tag.")
 @click.option("--index-name", metavar="NAME", help="Also create an image NAME for the archive's index.json.")
 @click.option("--unpack", is_flag=True, help="Unpack the layers into snapshots named by chain ID.")
-@click.option("--snapshotter", default="native", show_default=True, help="Snapshotter to unpack into.")
+@click.option("--snapshotter", default="native", show_default=True, help="Snapshotter to unpack into: native or overlayfs (overlay is an alias).")
 @max_layer_size_option
 @platform_option
 @all_platforms_option
@@ -150,7 +155,85 @@ def export(settings: Settings, names: tuple, dest: str, platform: Optional[str],
     if as_json:
         emit_json({"file": dest, "index": index, "images": list(names)})
     else:
-        click.echo(f"exported {', '.join(names)} to {dest}")
+        echo(f"exported {', '.join(names)} to {dest}")
+
+
+def credentials(user: Optional[str]) -> Optional[Credentials]:
+    """Credentials from --user, asking for a password left out; None without --user."""
+    if user is None:
+        return None
+    name, password = parse_user(user)
+    if password is None:
+        password = click.prompt("Password", hide_input=True, err=True)
+    return Credentials(name, password)
+
+
+@command.command("pull")
+@click.argument("ref", metavar="REF")
+@click.option("--unpack", is_flag=True, help="Unpack the layers into snapshots named by chain ID.")
+@click.option("--snapshotter", default="native", show_default=True, help="Snapshotter to unpack into: native or overlayfs (overlay is an alias).")
+@max_layer_size_option
+@platform_option
+@all_platforms_option
+@plain_http_option
+@user_option
+@click.option("--max-concurrent-downloads", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Blobs downloaded at once.")
+@json_option
+@pass_settings
+def pull_(settings: Settings, ref: str, unpack: bool, snapshotter: str, max_layer_size: Optional[int],
+          platform: Optional[str], all_platforms: bool, plain_http: bool, user: Optional[str],
+          max_concurrent_downloads: int, as_json: bool) -> None:
+    """Pull image REF from its registry (e.g. docker.io/library/alpine:3.19, localhost:5000/app@sha256:...).
+
+    Every blob is verified while it downloads; an interrupted pull resumes
+    where it stopped when run again, and blobs already stored are not
+    downloaded again. A failed pull creates no image.
+    """
+    ns = settings.ns()
+    creds = credentials(user)
+    with blob_progress(not as_json) as progress:
+        image = transfer.pull(ns, ref, platform=platform, all_platforms=all_platforms, unpack=unpack,
+                              snapshotter=snapshotter, plain_http=plain_http, credentials=creds,
+                              max_concurrent=max_concurrent_downloads, progress=progress,
+                              max_layer_size=max_layer_size)
+    if as_json:
+        emit_json(image)
+    else:
+        emit_table(["NAME", "DIGEST"], [(image.name, image.target.digest)])
+
+
+@command.command("push")
+@click.argument("name")
+@click.argument("ref", required=False, metavar="[REF]")
+@platform_option
+@all_platforms_option
+@plain_http_option
+@user_option
+@click.option("--max-concurrent-uploads", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Blobs uploaded at once.")
+@json_option
+@pass_settings
+def push_(settings: Settings, name: str, ref: Optional[str], platform: Optional[str], all_platforms: bool,
+          plain_http: bool, user: Optional[str], max_concurrent_uploads: int, as_json: bool) -> None:
+    """Push image NAME to REF (default: NAME) on its registry.
+
+    Only blobs the registry lacks are sent (mounted from another repository
+    of the registry when they were pulled from one). From a multi-platform
+    image, only the platform's manifest is pushed (the host's by default)
+    unless --all-platforms.
+    """
+    ns = settings.ns()
+    creds = credentials(user)
+    with blob_progress(not as_json) as progress:
+        pushed = transfer.push(ns, name, ref, platform=platform, all_platforms=all_platforms,
+                               plain_http=plain_http, credentials=creds, max_concurrent=max_concurrent_uploads,
+                               progress=progress)
+    target = transfer.registry.parse_reference(ref or name)
+    if as_json:
+        emit_json({"name": name, "ref": str(target), "target": pushed})
+    else:
+        click.echo(f"pushed {name} to {target} ({pushed.digest})")
 
 
 @command.command("rm")

@@ -8,7 +8,7 @@ import click
 
 from cargohold import DB
 
-from .context import Settings, emit_json, emit_table, json_option, pass_settings
+from .context import Settings, echo, emit_json, emit_table, json_option, pass_settings
 
 
 def _entry(count: int, size: Optional[int] = None) -> dict:
@@ -62,7 +62,7 @@ def command(settings: Settings, as_json: bool) -> None:
     if as_json:
         emit_json(report)
         return
-    click.echo(f"root {settings.root} (schema version {db.version})")
+    echo(f"root {settings.root} (schema version {db.version})")
     rows = [(ns, store, e["count"], e.get("bytes")) for ns, stores in report["namespaces"].items()
             for store, e in stores.items()]
     rows += [("-", f"backend:{store}", e["count"], e.get("bytes")) for store, e in report["backends"].items()]

@@ -7,16 +7,20 @@ from typing import Optional
 
 import click
 
-from cargohold.gc.labels import GC_EXPIRE, parse_go_duration
-from cargohold.timeutil import format_rfc3339
+from cargohold.gc.labels import GC_EXPIRE
+from cargohold.timeutil import format_rfc3339, parse_go_duration
 
-from .context import Settings, emit_list, format_labels, json_option, parse_labels, pass_settings, remove_all
+from .context import (Settings, echo, emit_list, format_labels, json_option, parse_labels, pass_settings,
+                      remove_all)
+
 
 def parse_duration(text: str) -> timedelta:
-    """A duration in Go's notation, such as ``24h``, ``1h30m`` or ``90s``."""
+    """A positive duration in Go's notation, such as ``24h``, ``1h30m`` or ``90s``, of at most
+    int64 nanoseconds (about 292 years), as Go's time.ParseDuration allows."""
     ns = parse_go_duration(text)
     if ns is None or ns < 0:
-        raise click.BadParameter(f"duration {text!r} must look like 24h, 1h30m or 90s", param_hint="--expires")
+        raise click.BadParameter(f"duration {text!r} must look like 24h, 1h30m or 90s, "
+                                 "and be at most 2562047h (about 292 years)", param_hint="--expires")
     return timedelta(microseconds=ns // 1000)
 
 
@@ -45,7 +49,7 @@ def create(settings: Settings, lease_id: Optional[str], expires: Optional[str], 
     values = parse_labels(labels)
     if expires is not None:
         values[GC_EXPIRE] = format_rfc3339(settings.db().clock() + parse_duration(expires))
-    click.echo(settings.ns().leases.create(lease_id, values).id)
+    echo(settings.ns().leases.create(lease_id, values).id)
 
 
 @command.command("rm")

@@ -14,7 +14,7 @@ import click
 import cargohold
 
 from . import containers, content, demo, gc, images, info, leases, namespaces, snapshots
-from .context import CommandGroup, Settings, default_root, one_line
+from .context import CommandGroup, Settings, default_root, echo, one_line
 
 
 @click.group(cls=CommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -43,10 +43,10 @@ def main(argv=None) -> None:
     try:
         code = cli.main(args=argv, prog_name="cargohold", standalone_mode=False)
     except click.exceptions.Abort:
-        click.echo("cargohold: aborted", err=True)
+        echo("cargohold: aborted", err=True)
         sys.exit(1)
     except click.ClickException as exc:
-        click.echo(f"cargohold: {one_line(exc.format_message())}", err=True)
+        echo(f"cargohold: {one_line(exc.format_message())}", err=True)
         sys.exit(1)
     if isinstance(code, int) and code:
         sys.exit(code)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .context import (Settings, emit_json, emit_table, format_labels, json_option, parse_labels, pass_settings,
+from .context import (Settings, echo, emit_json, emit_table, format_labels, json_option, parse_labels, pass_settings,
                       remove_all)
 
 
@@ -33,7 +33,7 @@ def ls(settings: Settings, as_json: bool) -> None:
 def create(settings: Settings, name: str, labels: tuple) -> None:
     """Create namespace NAME with optional labels."""
     settings.db().namespaces.create(name, parse_labels(labels))
-    click.echo(name)
+    echo(name)
 
 
 @command.command("rm")
@@ -56,5 +56,5 @@ def label(settings: Settings, name: str, labels: tuple) -> None:
         for key, value in parse_labels(labels).items():
             db.namespaces.set_label(name, key, value, tx=tx)
         current = db.namespaces.labels(name, tx=tx)
-    click.echo(format_labels(current))
+    echo(format_labels(current))
 

@@ -13,7 +13,7 @@ from cargohold.transfer import Progress as ProgressCallback
 
 from .context import stdout
 
-_VERBS = {"store": "storing", "unpack": "unpacking", "export": "exporting"}
+_VERBS = {"store": "storing", "unpack": "unpacking", "export": "exporting", "pull": "pulling", "push": "pushing"}
 
 
 @contextmanager

@@ -10,7 +10,7 @@ import click
 from cargohold import Mount, SnapshotInfo
 from cargohold.fieldpaths import label_paths
 
-from .context import (Settings, emit_json, emit_labels, emit_list, emit_table, format_labels, json_option,
+from .context import (Settings, echo, emit_json, emit_labels, emit_list, emit_table, format_labels, json_option,
                       parse_labels, pass_settings, remove_all)
 
 
@@ -32,7 +32,7 @@ label_option = click.option("--label", "labels", multiple=True, metavar="KEY=VAL
 
 
 @click.group("snapshots")
-@click.option("--snapshotter", default="native", show_default=True, help="Snapshotter to work with.")
+@click.option("--snapshotter", default="native", show_default=True, help="Snapshotter to work with: native or overlayfs (overlay is an alias).")
 @pass_settings
 @click.pass_context
 def command(ctx: click.Context, settings: Settings, snapshotter: str) -> None:
@@ -44,7 +44,7 @@ def _emit_mounts(mounts: list[Mount], as_json: bool, target: Optional[str] = Non
     if target is not None and not as_json:
         for m in mounts:
             options = f" -o {shlex.quote(','.join(m.options))}" if m.options else ""
-            click.echo(f"mount -t {m.type} {shlex.quote(m.source)} {shlex.quote(target)}{options}")
+            echo(f"mount -t {m.type} {shlex.quote(m.source)} {shlex.quote(target)}{options}")
     else:
         emit_list(mounts, as_json, ["TYPE", "SOURCE", "OPTIONS"], lambda m: (m.type, m.source, ",".join(m.options)))
 
@@ -71,7 +71,7 @@ def tree(snapshots: _Snapshots) -> None:
     while pending:
         name, depth = pending.pop()
         branch = "  " * (depth - 1) + "\\_ " if depth else ""
-        click.echo(f"{branch}{name} ({str(found[name].kind).lower()})")
+        echo(f"{branch}{name} ({str(found[name].kind).lower()})")
         pending.extend((child, depth + 1) for child in reversed(children.get(name, [])))
 
 
@@ -105,7 +105,7 @@ def view(snapshots: _Snapshots, key: str, parent: str, labels: tuple, as_json: b
 def commit(snapshots: _Snapshots, name: str, key: str, labels: tuple) -> None:
     """Commit active snapshot KEY as NAME."""
     snapshots.store().commit(name, key, parse_labels(labels))
-    click.echo(name)
+    echo(name)
 
 
 @command.command("rm")

@@ -28,6 +28,9 @@ Edge kinds:
 * LABEL: ``containerd.io/gc.ref.<suffix>`` = value, resolved at mark time to a
   node of the collector whose reference label matches the suffix.
 
+Times (expire, usedat) are saturated to the int64 range (`timeutil.saturate`):
+a clock inside it compares with them as Go compares the real times.
+
 Lease resources live in table ``leaseres`` (``<ns>\\0<lease>\\0<type><key>``),
 one row each, so adding one never rewrites the lease.
 
@@ -43,7 +46,8 @@ from typing import TYPE_CHECKING, Iterable, Mapping, Optional
 
 from .. import schema
 from ..errors import Corrupted, InvalidArgument, Unsupported
-from ..model import RESOURCE_MAX, Resource, ResourceType
+from ..model import RESOURCE_MAX, Resource, ResourceType, snapshotter_name
+from ..timeutil import saturate
 from . import journal
 from . import labels as gclabels
 
@@ -79,12 +83,12 @@ def encode(*, root: bool = False, expire: Optional[int] = None, flat: bool = Fal
            hidden: bool = False, usedat: Iterable[int] = (), strong: Iterable[bytes] = (),
            refs: Optional[gclabels.LabelRefs] = None) -> bytes:
     """The table value of one node."""
-    usedat = list(usedat)[:255]
+    usedat = [saturate(t) for t in usedat][:255]
     flags = ((F_ROOT if root else 0) | (F_EXPIRES if expire is not None else 0)
              | (F_FLAT if flat else 0) | (F_HIDDEN if hidden else 0) | (F_USEDAT if usedat else 0))
     out = [bytes((flags,))]
     if expire is not None:
-        out.append(_I64.pack(expire))
+        out.append(_I64.pack(saturate(expire)))
     if usedat:
         out.append(bytes((len(usedat),)))
         out.extend(_I64.pack(t) for t in usedat)
@@ -147,6 +151,37 @@ def decode(value: bytes) -> Entry:
         return entry
     except (IndexError, struct.error, ValueError) as exc:
         raise Corrupted(f"damaged garbage-collection entry: {exc}") from None
+
+
+def reencode(entry: Entry) -> bytes:
+    """The table value of a decoded entry: ``reencode(decode(v)) == v``."""
+    out = [bytes((entry.flags,))]
+    if entry.flags & F_EXPIRES:
+        out.append(_I64.pack(entry.expire))
+    if entry.flags & F_USEDAT:
+        out.append(bytes((len(entry.usedat),)))
+        out.extend(_I64.pack(t) for t in entry.usedat)
+    for kind, target, extra in entry.edges:
+        out.append(bytes((kind,)) + _chunk(target))
+        if kind == E_COND:
+            out.append(extra[0].encode() + _I64.pack(extra[1]))
+        elif kind == E_LABEL:
+            out.append(_chunk(extra))
+    return b"".join(out)
+
+
+def rename_targets(value: bytes, rename) -> Optional[bytes]:
+    """`value` with every edge's target node key passed through ``rename(key) -> key | None``
+    (None keeps it), or None when nothing changed. Collector label edges name no node: kept."""
+    entry = decode(value)
+    changed = False
+    for i, (kind, target, extra) in enumerate(entry.edges):
+        if kind != E_LABEL:
+            new = rename(target)
+            if new is not None:
+                entry.edges[i] = (kind, new, extra)
+                changed = True
+    return reencode(entry) if changed else None
 
 
 # -- writers used by the stores ---------------------------------------------------------
@@ -229,7 +264,7 @@ def resource_ref(resource: Resource) -> tuple[int, str]:
     if rtype == "images":
         return ResourceType.IMAGE, resource.id
     if rtype.startswith(_SNAPSHOTS) and len(rtype) > len(_SNAPSHOTS):
-        return ResourceType.SNAPSHOT, f"{rtype[len(_SNAPSHOTS):]}/{resource.id}"
+        return ResourceType.SNAPSHOT, f"{snapshotter_name(rtype[len(_SNAPSHOTS):])}/{resource.id}"
     raise Unsupported(f"unsupported lease resource type {rtype!r}")
 
 

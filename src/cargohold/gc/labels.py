@@ -18,6 +18,9 @@ mark phase never decodes labels. The rules:
   snapshot's ``containerd.io/gc.cond.value-usedat`` (RFC 3339) label.
 * ``containerd.io/gc.expire`` (RFC 3339) and ``containerd.io/gc.flat`` are read by the
   image and lease indexers.
+
+Times and durations are parsed as Go parses them (`cargohold.timeutil`); a time
+outside the int64 nanosecond range is saturated when the node table stores it.
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
 from .. import schema
-from ..model import ResourceType
-from ..timeutil import parse_rfc3339
+from ..model import ResourceType, snapshotter_name
+from ..timeutil import parse_go_duration, parse_rfc3339
 
 GC_ROOT = "containerd.io/gc.root"
 GC_REF = "containerd.io/gc.ref."
@@ -44,41 +47,6 @@ GC_FLAT = "containerd.io/gc.flat"
 GC_COND_SNAPSHOT = "containerd.io/gc.cond.snapshot"
 GC_COND_USEDAT = "containerd.io/gc.cond.value-usedat"
 
-_DURATION_UNITS = {
-    "ns": 1, "us": 1_000, "\u00b5s": 1_000, "\u03bcs": 1_000, "ms": 1_000_000,
-    "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000,
-}
-_DURATION_PART = re.compile(r"(\d*)(?:\.(\d*))?([^\d.]+)")
-
-
-def parse_go_duration(text: str) -> Optional[int]:
-    """Nanoseconds of a Go duration string ("2h", "1h30m", "-1.5s"), or None if malformed."""
-    if not text:
-        return None
-    sign = 1
-    if text[0] in "+-":
-        sign = -1 if text[0] == "-" else 1
-        text = text[1:]
-    if text == "0":
-        return 0
-    if not text:
-        return None
-    total = 0
-    pos = 0
-    while pos < len(text):
-        m = _DURATION_PART.match(text, pos)
-        if m is None:
-            return None
-        whole, frac, unit = m.groups()
-        if (not whole and not frac) or unit not in _DURATION_UNITS:
-            return None
-        scale = _DURATION_UNITS[unit]
-        total += int(whole or 0) * scale
-        if frac:
-            total += int(frac) * scale // 10 ** len(frac)
-        pos = m.end()
-    return sign * total
-
 
 def _named(key: str, prefix: str) -> bool:
     """True if key is prefix itself or prefix followed by '.' or '/' (a named reference)."""
@@ -86,7 +54,7 @@ def _named(key: str, prefix: str) -> bool:
 
 
 def _snapshotter_of(rest: str) -> str:
-    return rest.split("/", 1)[0]
+    return snapshotter_name(rest.split("/", 1)[0])
 
 
 @dataclass

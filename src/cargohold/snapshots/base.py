@@ -105,6 +105,14 @@ class DirectorySnapshotter:
         with self._store.read() as txn:
             return self._mounts(storage.get_snapshot(txn, key))
 
+    def holds_data(self) -> bool:
+        """Whether the backend holds a snapshot record or any snapshot directory (even one no record owns)."""
+        with self._store.read() as txn:
+            if next(iter(storage.walk(txn)), None) is not None:
+                return True
+        with _filesystem("list snapshot directories", self._snapshots_dir), os.scandir(self._snapshots_dir) as it:
+            return next(it, None) is not None
+
     def walk(self, *filters: str) -> Iterator[SnapshotInfo]:
         """Every snapshot matching the filters (containerd's syntax), in key order."""
         with self._store.read() as txn:
@@ -128,11 +136,11 @@ class DirectorySnapshotter:
         temp = final = None
         try:
             with _filesystem(f"create snapshot {key!r}", self._snapshots_dir), self._store.write() as txn:
-                snapshot = storage.create(txn, kind, key, parent, labels, self._now())
+                snapshot = storage.create(txn, kind, key, parent, labels, self._now(),
+                                          taken=lambda snapshot_id: os.path.lexists(self.snapshot_dir(snapshot_id)))
                 temp = tempfile.mkdtemp(prefix="new-", dir=self._snapshots_dir)
                 self._populate(temp, snapshot)
                 path = self.snapshot_dir(snapshot.id)
-                remove_tree(path)  # a fresh id's directory can only be an orphan
                 os.rename(temp, path)
                 temp, final = None, path
         except BaseException:

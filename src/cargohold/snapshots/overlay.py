@@ -1,6 +1,6 @@
-"""The overlay snapshotter (containerd's ``snapshots/overlay``): a snapshot
-stores only its own changes, and its mounts stack the parents' change
-directories with overlayfs.
+"""The overlayfs snapshotter (containerd's ``snapshots/overlay``, registered as
+``overlayfs``, with ``overlay`` as an alias): a snapshot stores only its own
+changes, and its mounts stack the parents' change directories with overlayfs.
 
 Layout under the root: ``metadata/`` (the metastore) and
 ``snapshots/<id>/fs`` (the changes, overlayfs ``upperdir``) plus

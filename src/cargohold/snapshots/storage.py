@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Mapping, Optional
+from typing import Callable, Iterable, Iterator, Mapping, Optional
 
 from .. import fieldpaths, filters, schema
 from ..errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
@@ -111,8 +111,14 @@ def _next_id(txn: Txn) -> int:
     return value
 
 
-def create(txn: Txn, kind: Kind, key: str, parent: str, labels: Mapping[str, str], now: int) -> Snapshot:
-    """Record a new active or view snapshot on a committed parent."""
+def create(txn: Txn, kind: Kind, key: str, parent: str, labels: Mapping[str, str], now: int,
+           taken: Callable[[int], bool] = lambda snapshot_id: False) -> Snapshot:
+    """Record a new active or view snapshot on a committed parent.
+
+    Ids for which `taken` is true (a directory of that name exists: left by a
+    creation that never committed, or by a metastore that was lost) are
+    skipped, never reused.
+    """
     if kind not in (Kind.ACTIVE, Kind.VIEW):
         raise InvalidArgument(f"snapshot kind {kind!s} cannot be created; only Active or View")
     parent_record = None
@@ -125,6 +131,8 @@ def create(txn: Txn, kind: Kind, key: str, parent: str, labels: Mapping[str, str
     if _record(txn, key) is not None:
         raise AlreadyExists(f"snapshot {key!r} already exists")
     snapshot_id = _next_id(txn)
+    while taken(snapshot_id):
+        snapshot_id = _next_id(txn)
     _put(txn, key, {"id": snapshot_id, "kind": int(kind), "parent": parent, "labels": dict(labels),
                     "created": now, "updated": now, "size": 0, "inodes": 0})
     parent_ids = []

@@ -406,6 +406,14 @@ def collect_backend(db: "DB", name: str, freed: Optional[Freed] = None,
     def is_referenced(key: str) -> bool:
         return key not in garbage if key in listed else _references(db, name, key)
     kept = _reconcile_commits(backend, is_referenced, snapshots, freed, errors, listed)
+    lost = _lost(db, name, backend, referenced - {info.name for info in backend.walk()})
+    if lost:
+        errors.append(f"snapshotter {name!r} is not cleaned: the metadata references {len(lost)} "
+                      f"snapshot{'' if len(lost) == 1 else 's'} "
+                      f"its backend does not know (such as {sorted(lost)[0]!r}), so the backend's own metastore "
+                      f"may have been lost or replaced; nothing in it was deleted. Restore "
+                      f"{os.path.join(backend.root, 'metadata')!r}, or remove the records of the lost snapshots")
+        return time.perf_counter() - started
     order = _removal_order(snapshots, (listed - garbage) | kept)
     if scope is not None:
         prefix = f"{scope.namespace}/"
@@ -483,6 +491,24 @@ def _references(db: "DB", name: str, backend_key: str) -> bool:
     """Whether the metadata record that backend key ``<ns>/<id>/<key>`` was made for still names it."""
     with db.view() as t:
         return _names(t, name, backend_key)
+
+
+def _lost(db: "DB", name: str, backend, missing: set) -> set:
+    """Of the referenced backend keys the backend did not list, those still referenced and still
+    unknown to it once no creation is in flight (a commit in flight renames a key it listed)."""
+    if not missing:
+        return set()
+    with creation_lock(db, name).exclusive():
+        named = missing - _unreferenced(db, name, missing)
+        return {key for key in named if not _backend_has(backend, key)}
+
+
+def _backend_has(backend, key: str) -> bool:
+    try:
+        backend.stat(key)
+    except NotFound:
+        return False
+    return True
 
 
 def _unreferenced(db: "DB", name: str, backend_keys: Iterable[str]) -> set:

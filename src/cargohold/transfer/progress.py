@@ -11,9 +11,10 @@ Progress = Callable[[str, Descriptor, int], None]
 """``progress(phase, descriptor, done)``: `done` bytes of the blob are through `phase`.
 
 Phases are ``"store"`` (copied from an archive into the content store),
-``"unpack"`` (layer bytes applied to a snapshot) and ``"export"`` (copied from
-the content store into an archive). Each blob is reported at 0 first and at
-its full size last.
+``"pull"`` (downloaded from a registry into the content store), ``"unpack"``
+(layer bytes applied to a snapshot), ``"export"`` (copied from the content
+store into an archive) and ``"push"`` (uploaded to a registry). Each blob is
+reported at 0 first and at its full size last.
 """
 
 

@@ -13,7 +13,7 @@ expand to (see `oci.limits`: None for the default, 0 for no limit). Everything i
 inside a lease (see `transfer_lease`), so a collection meanwhile removes none of it.
 
 Where a layer is applied: with ``native``, into the snapshot's bind-mount
-source (a full copy of the parent's tree). With ``overlay``, the bottom layer
+source (a full copy of the parent's tree). With ``overlayfs``, the bottom layer
 into its bind-mount source, every other one into the overlay mount's
 ``upperdir`` with overlay whiteouts (0/0 character devices and the
 ``trusted.overlay.opaque`` xattr), as containerd's overlay applier does.
@@ -96,7 +96,7 @@ def unpack_target(leased: "Namespace", target: Descriptor, snapshotter: str, pla
     if not layers:
         return ""
     top = layers[-1].chain_id
-    label = oci.snapshot_label(snapshotter)
+    label = oci.snapshot_label(sn.name)
     leased.content.update(Info(config.digest, labels={label: top}), f"labels.{label}")
     return top
 
