@@ -121,8 +121,8 @@ def test_a_stuck_snapshot_cleanup_delays_no_creation(root, stuck):
 
 
 def test_a_content_commit_waits_for_one_blob_removal_at_most(root):
-    """Each blob removal is gated; a content commit started during the first one completes once
-    at most one more removal has started, not after all eight."""
+    """Each blob removal is gated; a content commit started during the first one gets in before
+    the next removal (which may start while it finishes), not after all eight."""
     gates: list[Gate] = []
     entered = threading.Semaphore(0)
 
@@ -139,11 +139,15 @@ def test_a_content_commit_waits_for_one_blob_removal_at_most(root):
         ns = db.namespace("gc")
         for i in range(8):
             ns.content.delete(blob(ns, b"garbage %d" % i))
+        data = b"committed beside"
+        digest = "sha256:" + __import__("hashlib").sha256(data).hexdigest()
+        writer = db.namespace("busy").content.writer("beside", total=len(data), expected=digest)
+        writer.write(data)
         collection = threading.Thread(target=db.garbage_collect)
         collection.start()
         assert entered.acquire(timeout=WAIT)
         done = threading.Event()
-        committer = threading.Thread(target=lambda: (blob(db.namespace("busy"), b"committed beside"), done.set()))
+        committer = threading.Thread(target=lambda: (writer.commit(len(data), digest), done.set()))
         committer.start()
         started_before_commit = 1
         gates[0].release()
