@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import tarfile
+from datetime import datetime, timezone
 
 import pytest
 from cliutil import IMAGE, fails, image_archive, invoke, parsed, rows
 from oci_fixtures import SKOPEO, Layer, Layout, needs_skopeo, run, tar_layout
 
 import cargohold
+from cargohold.oci import naming
 
 
 def test_import_prints_the_images_and_stores_them(tmp_path):
@@ -31,10 +33,15 @@ def test_import_json_and_base_name(tmp_path):
     layout = Layout(tmp_path / "layout")
     image = layout.image([Layer().file("a", b"1").bytes()])
     layout.write_index([(image.manifest, {"org.opencontainers.image.ref.name": "2.0"})])
-    assert "--base-name" in fails(tmp_path / "r", "images", "import", layout.root)
+    days = {naming.default_base_name(datetime.now(timezone.utc))}
+    dated = parsed(invoke(tmp_path / "r", "images", "import", layout.root, "--json"))
+    days.add(naming.default_base_name(datetime.now(timezone.utc)))  # in case midnight passed meanwhile
+    assert [i["name"] for i in dated] in [[f"{day}:2.0"] for day in days]
     created = parsed(invoke(tmp_path / "r", "images", "import", layout.root, "--base-name", "example.com/x", "--json"))
     assert [(i["name"], i["target"]["digest"]) for i in created] == [("example.com/x:2.0", image.manifest.digest)]
     assert created[0]["created_at"].endswith("+00:00")
+    layout.write_index([(image.manifest, None)])
+    assert "--index-name NAME" in fails(tmp_path / "r", "images", "import", layout.root)
 
 
 @pytest.mark.parametrize("snapshotter", ["native", "overlayfs", "overlay"])

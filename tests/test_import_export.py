@@ -10,6 +10,7 @@ import json
 import os
 import stat
 import tarfile
+from datetime import datetime, timezone
 
 import pytest
 from oci_fixtures import (
@@ -34,6 +35,7 @@ from oci_fixtures import (
 import cargohold
 from cargohold import Descriptor, Image, Kind, Node, ResourceType, transfer
 from cargohold.errors import InvalidArgument, NotFound, Unsupported
+from cargohold.oci import naming
 
 NAME = "io.containerd.image.name"
 REF = "org.opencontainers.image.ref.name"
@@ -162,7 +164,10 @@ def test_image_names_follow_the_annotations(tmp_path, ns):
         (images[3].manifest, None),
     ])
     named = transfer.import_archive(ns, layout.root)
-    assert [i.name for i in named] == ["example.com/named:1", "ghcr.io/org/full:2"]
+    today = naming.default_base_name(ns.db.clock())  # ctr's base name for bare tags: import-YYYY-MM-DD
+    assert [i.name for i in named] == ["example.com/named:1", "ghcr.io/org/full:2", f"{today}:3"]
+    for image in named:
+        ns.images.delete(image.name)
     based = transfer.import_archive(ns, layout.root, base_name="example.com/base")
     assert [i.name for i in based] == ["example.com/named:1", "ghcr.io/org/full:2", "example.com/base:3"]
     assert ns.images.get("example.com/base:3").target.digest == images[2].manifest.digest
@@ -177,12 +182,24 @@ def db_unreachable(ns) -> list:
     return ns.db.unreachable()
 
 
-def test_an_archive_without_any_name_is_refused_before_anything_is_stored(tmp_path, db, ns):
+def test_a_bare_tag_without_a_base_name_is_named_as_ctr_names_it(tmp_path, db, ns):
     layout = Layout(tmp_path / "layout")
     image = layout.image([Layer().file("a", b"1").bytes()])
     layout.write_index([(image.manifest, {REF: "bare-tag"})])
-    with pytest.raises(InvalidArgument, match="--base-name"):
-        transfer.import_archive(ns, layout.root)
+    clock = datetime(2024, 2, 29, 12, 0, tzinfo=timezone.utc)
+    with cargohold.open(tmp_path / "dated", clock=lambda: clock) as dated:
+        (imported,) = transfer.import_archive(dated.namespace("default"), layout.root)
+    assert imported.name == f"import-{clock.astimezone():%Y-%m-%d}:bare-tag"
+    assert imported.target.digest == image.manifest.digest
+
+
+def test_an_archive_without_any_name_is_refused_before_anything_is_stored(tmp_path, db, ns):
+    layout = Layout(tmp_path / "layout")
+    image = layout.image([Layer().file("a", b"1").bytes()])
+    layout.write_index([(image.manifest, None)])
+    for options in ({}, {"base_name": "example.com/base"}):
+        with pytest.raises(InvalidArgument, match=r"index.json has an image name .*--index-name NAME"):
+            transfer.import_archive(ns, layout.root, **options)
     assert list(ns.content.walk()) == [] and ns.leases.list() == []
 
 

@@ -111,10 +111,15 @@ def test_index_json_names_every_image(tmp_path, multi):
         names = tar.getnames()
         index = json.load(tar.extractfile("index.json"))
         layout = json.load(tar.extractfile("oci-layout"))
+        saved = json.load(tar.extractfile("manifest.json"))
     assert layout == {"imageLayoutVersion": "1.0.0"}
-    assert names[:3] == ["oci-layout", "blobs", "blobs/sha256"] and names[-1] == "index.json"
+    assert names[:3] == ["oci-layout", "blobs", "blobs/sha256"] and names[-2:] == ["index.json", "manifest.json"]
     reached = [b.descriptor.digest for b in oci.walk([target], store.read)]
-    assert sorted(names[3:-1]) == sorted(f"blobs/sha256/{d[7:]}" for d in reached)
+    assert sorted(names[3:-2]) == sorted(f"blobs/sha256/{d[7:]}" for d in reached)
+    manifest = oci.parse_manifest(store.read(target), target.media_type, "manifest")
+    assert saved == [{"Config": f"blobs/sha256/{manifest.config.digest[7:]}",
+                      "RepoTags": ["example.com/single:2", "other:latest"],
+                      "Layers": [f"blobs/sha256/{layer.digest[7:]}" for layer in manifest.layers]}]
     assert [(m["digest"], m["annotations"]) for m in index["manifests"]] == [
         (target.digest, {NAME: "example.com/single:2", REF: "2"}),
         (target.digest, {NAME: "docker.io/library/other:latest", REF: "latest"})]
@@ -193,7 +198,7 @@ def test_duplicate_blobs_are_written_once(tmp_path, multi):
     oci.write_archive(tmp_path / "out.tar", [(ref.name, ref.target)], store.stream(blobs + blobs))
     with tarfile.open(tmp_path / "out.tar") as tar:
         names = tar.getnames()
-    assert len(names) == len(set(names)) == 3 + len(blobs) + 1
+    assert len(names) == len(set(names)) == 3 + len(blobs) + 2  # and index.json, manifest.json
 
 
 @needs_umoci

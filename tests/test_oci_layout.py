@@ -7,6 +7,7 @@ import os
 import tarfile
 
 import pytest
+import zstandard
 from oci_fixtures import (
     OCI_CONFIG,
     OCI_INDEX,
@@ -442,12 +443,20 @@ def test_directory_blob_symlink_pointing_outside(tmp_path, good):
 
 def test_compressed_or_foreign_files(tmp_path, good):
     layout, _ = good
+    import bz2
     import gzip
     path = tar_layout(layout.root, tmp_path / "image.tar")
-    gz = tmp_path / "image.tar.gz"
-    gz.write_bytes(gzip.compress(open(path, "rb").read()))
-    with pytest.raises(InvalidArgument, match="gzip-compressed: decompress it first"):
-        oci.open_archive(gz)
+    with oci.open_archive(path) as archive:
+        expected = archive.plan()
+    for kind, packed in [("gz", gzip.compress), ("zst", zstandard.ZstdCompressor().compress)]:
+        compressed = tmp_path / f"image.tar.{kind}"  # a gzip or zstd archive is read as the tar it holds
+        compressed.write_bytes(packed(open(path, "rb").read()))
+        with oci.open_archive(compressed) as archive:
+            assert archive.plan() == expected
+    bz = tmp_path / "image.tar.bz2"
+    bz.write_bytes(bz2.compress(open(path, "rb").read()))
+    with pytest.raises(InvalidArgument, match="bzip2-compressed: decompress it first"):
+        oci.open_archive(bz)
     junk = tmp_path / "junk"
     junk.write_bytes(b"this is not a tar file" * 100)
     with pytest.raises(InvalidArgument, match="not a readable tar"):

@@ -99,7 +99,8 @@ def ls(settings: Settings, filters: tuple, quiet: bool, as_json: bool) -> None:
 @command.command("import")
 @click.argument("source", metavar="FILE|DIR")
 @click.option("--base-name", metavar="NAME",
-              help="Name prefix for entries whose org.opencontainers.image.ref.name is a bare tag.")
+              help="Name prefix for entries whose org.opencontainers.image.ref.name is a bare tag "
+                   "[default: import-YYYY-MM-DD, today's date, as ctr names them].")
 @click.option("--index-name", metavar="NAME", help="Also create an image NAME for the archive's index.json.")
 @click.option("--unpack", is_flag=True, help="Unpack the layers into snapshots named by chain ID.")
 @click.option("--snapshotter", default="native", show_default=True, help="Snapshotter to unpack into: native or overlayfs (overlay is an alias).")
@@ -111,8 +112,13 @@ def ls(settings: Settings, filters: tuple, quiet: bool, as_json: bool) -> None:
 def import_(settings: Settings, source: str, base_name: Optional[str], index_name: Optional[str], unpack: bool,
             snapshotter: str, max_layer_size: Optional[int], platform: Optional[str], all_platforms: bool,
             as_json: bool) -> None:
-    """Import an OCI image layout (a directory or a tar, as `skopeo copy ... oci-archive:` writes).
+    """Import an OCI image layout or a `docker save` archive (a directory or a tar, maybe gzip/zstd).
 
+    OCI layouts are what `skopeo copy ... oci-archive:`, `ctr images export`
+    and Docker 25+ write; legacy `docker save` archives (manifest.json, as
+    Docker before 25 and `skopeo copy ... docker-archive:` write them) import
+    with the names (RepoTags, normalised: busybox:latest is
+    docker.io/library/busybox:latest) and digests `ctr images import` gives.
     Every blob is verified while it is stored. A bad archive fails with one
     error and creates no image; what it stored is garbage for the next `gc`.
     """
@@ -133,25 +139,30 @@ def import_(settings: Settings, source: str, base_name: Optional[str], index_nam
 @click.argument("dest", metavar="FILE")
 @platform_option
 @all_platforms_option
+@click.option("--oci-only", "--skip-manifest-json", "oci_only", is_flag=True,
+              help="Leave out the Docker-compatible manifest.json (ctr's --skip-manifest-json).")
 @json_option
 @pass_settings
 def export(settings: Settings, names: tuple, dest: str, platform: Optional[str], all_platforms: bool,
-           as_json: bool) -> None:
+           oci_only: bool, as_json: bool) -> None:
     """Write images to FILE as an OCI image layout tar ('-' for stdout).
 
-    The archive imports back to the same names and digests.
+    The archive imports back to the same names and digests. Like `ctr images
+    export`, it also holds a Docker-compatible manifest.json (each image's
+    manifest for the platform), so `docker load` and `skopeo copy
+    docker-archive:FILE ...` read it too.
     """
     ns = settings.ns()
     if dest == "-":
         if sys.stdout.isatty():
             raise click.UsageError("refusing to write a tar archive to a terminal; redirect stdout")
         transfer.export_image(ns, names, sys.stdout.buffer, platform=platform,
-                                      all_platforms=all_platforms)
+                              all_platforms=all_platforms, oci_only=oci_only)
         sys.stdout.buffer.flush()
         return
     with blob_progress(not as_json) as progress:
         index = transfer.export_image(ns, names, dest, platform=platform, all_platforms=all_platforms,
-                                      progress=progress)
+                                      progress=progress, oci_only=oci_only)
     if as_json:
         emit_json({"file": dest, "index": index, "images": list(names)})
     else:

@@ -106,6 +106,17 @@ def encode(*, root: bool = False, expire: Optional[int] = None, flat: bool = Fal
     return b"".join(out)
 
 
+_EDGE_HEAD = struct.Struct("<BH")
+
+
+def strong_edge(target: bytes) -> bytes:
+    """One STRONG edge as `encode` writes it: appended to an entry without flags' payload
+    (no expiry, no usedat) it gives the entry with that edge after its own."""
+    if len(target) > 0xFFFF:
+        raise InvalidArgument(f"reference of {len(target)} bytes is too long")
+    return _EDGE_HEAD.pack(E_STRONG, len(target)) + target
+
+
 @dataclass
 class Entry:
     """A decoded node-table value."""
@@ -184,9 +195,6 @@ def rename_targets(value: bytes, rename) -> Optional[bytes]:
     return reencode(entry) if changed else None
 
 
-# -- writers used by the stores ---------------------------------------------------------
-
-
 def _put(tx: "Transaction", rtype: int, ns: str, key: str, value: bytes) -> None:
     packed = schema.pack_node(rtype, ns, key)
     tx.kv.put(schema.T_GC, packed, value)
@@ -200,53 +208,88 @@ def remove(tx: "Transaction", rtype: int, ns: str, key: str) -> None:
         journal.record(tx, packed)
 
 
-def index_content(tx: "Transaction", ns: str, digest: str, labels: Optional[Mapping[str, str]]) -> None:
+# -- entries (one node's table value; the rules of cargohold and containerd 2.x) ------------
+#
+# `parse` turns labels into references: `gc.labels.parse` here; `cargohold.containerd.plan`
+# passes containerd 1.x's narrower reading of the same labels.
+
+
+def content_entry(ns: str, labels: Optional[Mapping[str, str]], parse=gclabels.parse) -> bytes:
+    refs = parse(ns, labels)
+    return encode(root=refs.root, refs=refs)
+
+
+def snapshot_entry(ns: str, snapshotter: str, parent: str, labels: Optional[Mapping[str, str]],
+                   parse=gclabels.parse) -> bytes:
+    refs = parse(ns, labels)
+    refs.conds = []
+    strong = [schema.pack_node(ResourceType.SNAPSHOT, ns, f"{snapshotter}/{parent}")] if parent else []
+    return encode(root=refs.root, usedat=refs.usedat, strong=strong, refs=refs)
+
+
+def image_entry(ns: str, target_digest: str, labels: Optional[Mapping[str, str]]) -> bytes:
     refs = gclabels.parse(ns, labels)
-    _put(tx, ResourceType.CONTENT, ns, digest, encode(root=refs.root, refs=refs))
+    strong = [schema.pack_node(ResourceType.CONTENT, ns, target_digest)] if target_digest else []
+    return encode(root=True, expire=gclabels.expiry(labels), strong=strong, refs=refs)
+
+
+def container_entry(ns: str, snapshotter: str, snapshot_key: str, labels: Optional[Mapping[str, str]],
+                    parse=gclabels.parse) -> bytes:
+    refs = parse(ns, labels)
+    refs.conds = []
+    strong = ([schema.pack_node(ResourceType.SNAPSHOT, ns, f"{snapshotter}/{snapshot_key}")]
+              if snapshotter else [])
+    return encode(root=True, hidden=True, strong=strong, refs=refs)
+
+
+def sandbox_entry(ns: str, labels: Optional[Mapping[str, str]], parse=gclabels.parse) -> bytes:
+    refs = parse(ns, labels)
+    refs.conds, refs.brefs = [], []
+    return encode(root=True, hidden=True, refs=refs)
+
+
+def lease_entry(labels: Optional[Mapping[str, str]]) -> bytes:
+    return encode(root=True, expire=gclabels.expiry(labels), flat=gclabels.is_flat(labels))
+
+
+def ingest_entry(ns: str, expire: Optional[int], expected: str) -> bytes:
+    """An ingest is a root until `expire`; a leased ingest has none and lives by its lease."""
+    strong = [schema.pack_node(ResourceType.CONTENT, ns, expected)] if expected else []
+    return encode(root=expire is not None, expire=expire, strong=strong)
+
+
+# -- writers used by the stores ---------------------------------------------------------
+
+
+def index_content(tx: "Transaction", ns: str, digest: str, labels: Optional[Mapping[str, str]]) -> None:
+    _put(tx, ResourceType.CONTENT, ns, digest, content_entry(ns, labels))
 
 
 def index_snapshot(tx: "Transaction", ns: str, snapshotter: str, key: str, parent: str,
                    labels: Optional[Mapping[str, str]]) -> None:
-    refs = gclabels.parse(ns, labels)
-    refs.conds = []
-    strong = [schema.pack_node(ResourceType.SNAPSHOT, ns, f"{snapshotter}/{parent}")] if parent else []
-    _put(tx, ResourceType.SNAPSHOT, ns, f"{snapshotter}/{key}",
-         encode(root=refs.root, usedat=refs.usedat, strong=strong, refs=refs))
+    _put(tx, ResourceType.SNAPSHOT, ns, f"{snapshotter}/{key}", snapshot_entry(ns, snapshotter, parent, labels))
 
 
 def index_image(tx: "Transaction", ns: str, name: str, target_digest: str,
                 labels: Optional[Mapping[str, str]]) -> None:
-    refs = gclabels.parse(ns, labels)
-    strong = [schema.pack_node(ResourceType.CONTENT, ns, target_digest)] if target_digest else []
-    _put(tx, ResourceType.IMAGE, ns, name,
-         encode(root=True, expire=gclabels.expiry(labels), strong=strong, refs=refs))
+    _put(tx, ResourceType.IMAGE, ns, name, image_entry(ns, target_digest, labels))
 
 
 def index_container(tx: "Transaction", ns: str, container_id: str, snapshotter: str,
                     snapshot_key: str, labels: Optional[Mapping[str, str]]) -> None:
-    refs = gclabels.parse(ns, labels)
-    refs.conds = []
-    strong = ([schema.pack_node(ResourceType.SNAPSHOT, ns, f"{snapshotter}/{snapshot_key}")]
-              if snapshotter else [])
-    _put(tx, ResourceType.CONTAINER, ns, container_id,
-         encode(root=True, hidden=True, strong=strong, refs=refs))
+    _put(tx, ResourceType.CONTAINER, ns, container_id, container_entry(ns, snapshotter, snapshot_key, labels))
 
 
 def index_sandbox(tx: "Transaction", ns: str, sandbox_id: str, labels: Optional[Mapping[str, str]]) -> None:
-    refs = gclabels.parse(ns, labels)
-    refs.conds, refs.brefs = [], []
-    _put(tx, SANDBOX, ns, sandbox_id, encode(root=True, hidden=True, refs=refs))
+    _put(tx, SANDBOX, ns, sandbox_id, sandbox_entry(ns, labels))
 
 
 def index_lease(tx: "Transaction", ns: str, lease_id: str, labels: Optional[Mapping[str, str]]) -> None:
-    _put(tx, ResourceType.LEASE, ns, lease_id,
-         encode(root=True, expire=gclabels.expiry(labels), flat=gclabels.is_flat(labels)))
+    _put(tx, ResourceType.LEASE, ns, lease_id, lease_entry(labels))
 
 
 def index_ingest(tx: "Transaction", ns: str, ref: str, expire: Optional[int], expected: str) -> None:
-    """An ingest is a root until `expire`; a leased ingest has none and lives by its lease."""
-    strong = [schema.pack_node(ResourceType.CONTENT, ns, expected)] if expected else []
-    _put(tx, ResourceType.INGEST, ns, ref, encode(root=expire is not None, expire=expire, strong=strong))
+    _put(tx, ResourceType.INGEST, ns, ref, ingest_entry(ns, expire, expected))
 
 
 # -- lease resources ------------------------------------------------------------------------

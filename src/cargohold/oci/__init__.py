@@ -1,4 +1,4 @@
-"""OCI images: reading image layouts, unpacking layers, writing layouts.
+"""OCI images: reading image archives (OCI layouts, docker save), unpacking layers, writing layouts.
 
 Store-agnostic machinery; its inputs and outputs are paths, descriptors,
 streams and callbacks, so the same code imports into the content store and
@@ -6,7 +6,7 @@ snapshotters and exports from them.
 
 Import::
 
-    with oci.open_archive("image.tar") as archive:          # a layout directory or tar
+    with oci.open_archive("image.tar") as archive:          # a layout directory or tar, or a docker save
         plan = archive.plan(base_name="example.com/app")     # what to store, per containerd
         for blob in plan.blobs:                              # parents first, with GC labels
             with archive.open_blob(blob.descriptor) as src:  # verified while it streams
@@ -21,10 +21,12 @@ a layer into a directory, verifying its diff ID. Export: `write_archive`.
 from . import platforms
 from .apply import AppliedLayer, apply_layer
 from .documents import ImageConfig, Manifest, parse_config, parse_manifest
+from .archive import Archive, ImageRef, ImportPlan
+from .dockerarchive import DockerArchive
 from .export import write_archive
 from .gclabels import children_labels, snapshot_label
 from .identity import RootfsLayer, chain_id, chain_ids, rootfs_layers
-from .layout import ImageArchive, ImageRef, ImportPlan, open_archive
+from .layout import ImageArchive, open_archive
 from .naming import IMAGE_NAME, REF_NAME, image_name, oci_reference_name
 from .platforms import Platform
 from .walk import Blob, Fetch, resolve_manifest, walk
@@ -32,7 +34,7 @@ from .walk import Blob, Fetch, resolve_manifest, walk
 __all__ = [
     "platforms", "AppliedLayer", "apply_layer", "ImageConfig", "Manifest", "parse_config",
     "parse_manifest", "write_archive", "children_labels", "snapshot_label", "RootfsLayer",
-    "chain_id", "chain_ids", "rootfs_layers", "ImageArchive", "ImageRef", "ImportPlan",
+    "chain_id", "chain_ids", "rootfs_layers", "Archive", "DockerArchive", "ImageArchive", "ImageRef", "ImportPlan",
     "open_archive", "IMAGE_NAME", "REF_NAME", "image_name", "oci_reference_name", "Platform",
     "Blob", "Fetch", "resolve_manifest", "walk",
 ]

@@ -1,14 +1,16 @@
-"""Reading an OCI image layout, given as a directory or as a tar of one.
+"""Reading image archives: OCI image layouts, and telling them from ``docker save`` archives.
 
-This is what ``skopeo copy ... oci:DIR`` / ``oci-archive:FILE``, ``umoci`` and
-``docker save`` (OCI mode) write: ``oci-layout``, ``index.json`` and
-``blobs/<alg>/<hex>``. Blobs are read on demand, never extracted, and every
-read is checked against its descriptor's size and digest while it streams.
-A tar is read in place: one scan of its headers (`tarheaders.SafeTarFile`:
-bounded and linear), then each blob is a byte range of the file, so any
-number of blobs may be open at once. Only regular files are ever opened, and
-without blocking: a FIFO, device node or socket in place of the archive or
-of a file of a layout directory is refused, never read or waited on.
+An OCI image layout is what ``skopeo copy ... oci:DIR`` / ``oci-archive:FILE``,
+``umoci``, ``ctr export`` and ``docker save`` (Docker 25 and later) write:
+``oci-layout``, ``index.json`` and ``blobs/<alg>/<hex>``. Blobs are read on
+demand through a `sources` source (a directory, or a tar read in place, gzip
+or zstd decompressed first), never extracted, and every read is checked
+against its descriptor's size and digest while it streams.
+
+`open_archive` tells the formats apart as containerd's importer does: an
+``oci-layout`` with a version makes an OCI layout (even when ``manifest.json``
+is there too, as Docker 25 writes both); else a ``manifest.json`` makes a
+legacy ``docker save`` archive (`dockerarchive.DockerArchive`).
 
 `ImageArchive.plan` decides what an import stores (containerd's `Import`):
 every blob index.json reaches for the chosen platforms, each with the GC
@@ -17,223 +19,82 @@ labels containerd gives it, and the images to create with their names.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
-import posixpath
-import stat
-import tarfile
-from dataclasses import dataclass
-from typing import BinaryIO, Iterator, Optional, Union
+from typing import BinaryIO, Optional, Union
 
-from ..errors import Error, InvalidArgument, NotFound, Unsupported
+from ..errors import InvalidArgument, Unsupported
 from ..model import Descriptor
-from . import mediatypes, naming
+from . import mediatypes
+from .archive import Archive, ImageRef, ImportPlan, plan_index
 from .digests import VerifiedReader, blob_path, digest_bytes
 from .documents import check_document_size, load_json, parse_index
+from .dockerarchive import MANIFEST_FILE, DockerArchive
 from .platforms import PlatformSpec, platform_matcher
-from .tarheaders import SafeTarFile
-from .walk import Blob, describe, walk
+from .sources import Source, open_source
+from .walk import describe
 
 LAYOUT_FILE = "oci-layout"
 INDEX_FILE = "index.json"
 LAYOUT_VERSION = "1.0.0"
 
-_COMPRESSED_MAGIC = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd", b"BZh": "bzip2",
-                     b"\xfd7zXZ\x00": "xz"}
+__all__ = ["LAYOUT_FILE", "INDEX_FILE", "LAYOUT_VERSION", "ImageArchive", "ImageRef", "ImportPlan",
+           "open_archive"]
 
 
-@dataclass(frozen=True)
-class ImageRef:
-    """An image an import creates: its name (None when the archive gives none) and target."""
-
-    name: Optional[str]
-    target: Descriptor
+def _first_scan(name: str) -> bool:
+    """What a tar's first scan remembers: the layout files, blobs, and a docker save archive's manifest.json."""
+    return name in (LAYOUT_FILE, INDEX_FILE, MANIFEST_FILE) or name.startswith("blobs/")
 
 
-@dataclass(frozen=True)
-class ImportPlan:
-    """What importing an archive stores.
-
-    `index` is index.json itself (containerd stores it too, unnamed);
-    `blobs` are the blobs it reaches, parents before children, each with its
-    GC labels; `images` are the images to create, in index.json order.
-    """
-
-    index: Blob
-    blobs: tuple
-    images: tuple
+def _locate(source: Source, name: str, missing: str) -> tuple[BinaryIO, int]:
+    try:
+        return source.open(name)
+    except FileNotFoundError:
+        raise InvalidArgument(missing) from None
+    except OSError as exc:
+        raise InvalidArgument(f"{name} cannot be read: {exc.strerror}") from None
 
 
-def _open_regular(path: str, what: str, *, follow: bool = True,
-                  identity: Optional[tuple] = None) -> tuple[io.FileIO, os.stat_result]:
-    """Open the regular file `path` for reading, refusing anything else without opening or waiting on it.
-
-    The file is checked before it is opened (a device is never opened) and
-    after (O_NONBLOCK: a FIFO swapped in meanwhile cannot block). `follow`
-    False refuses a symlink as the last component; `identity`, when given,
-    is the (st_dev, st_ino) the file must still have.
-    """
-    st = os.stat(path, follow_symlinks=follow)
-    if not stat.S_ISREG(st.st_mode):
-        raise InvalidArgument(f"{what} is not a regular file")
-    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
-    f = io.FileIO(os.open(path, flags), "r")
-    opened = os.fstat(f.fileno())
-    if not stat.S_ISREG(opened.st_mode) or (opened.st_dev, opened.st_ino) != (
-            identity or (st.st_dev, st.st_ino)):
-        f.close()
-        raise InvalidArgument(f"{what} changed while it was being read")
-    return f, opened
+def _read_file(source: Source, name: str, missing: str) -> bytes:
+    f, size = _locate(source, name, missing)
+    with f:
+        check_document_size(size, name)
+        return f.read(size)
 
 
-class _Section(io.RawIOBase):
-    """A byte range of the archive file, read through its own handle."""
-
-    def __init__(self, path: str, identity: tuple, offset: int, size: int) -> None:
-        super().__init__()
-        self._file, _ = _open_regular(path, "the archive file", identity=identity)
-        self._file.seek(offset)
-        self._left = size
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        n = self._file.readinto(memoryview(buffer)[: min(len(buffer), self._left)])
-        self._left -= n
-        return n
-
-    def close(self) -> None:
-        self._file.close()
-        super().close()
+def _exists(source: Source, name: str) -> bool:
+    try:
+        source.open(name)[0].close()
+    except FileNotFoundError:
+        return False
+    except (OSError, InvalidArgument):
+        return True  # there, but unusable: the format's own reading says why
+    return True
 
 
-def _escapes(name: str) -> bool:
-    return name.startswith("/") or ".." in name.split("/")
+class ImageArchive(Archive):
+    """An OCI image layout opened for reading (a context manager); ``index`` is index.json's descriptor."""
 
+    format = "oci"
 
-def _clean_member(member: tarfile.TarInfo, archive: str) -> str:
-    if _escapes(member.name):
-        raise InvalidArgument(f"image archive {archive}: member {member.name!r} escapes the archive")
-    name = "/".join(part for part in member.name.split("/") if part not in ("", "."))
-    if member.issym() or member.islnk():
-        target = member.linkname
-        if member.issym() and not target.startswith("/"):
-            target = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
-        if _escapes(target):
-            raise InvalidArgument(f"image archive {archive}: member {member.name!r} links to "
-                                  f"{member.linkname!r}, which escapes the archive")
-    return name
-
-
-def _wanted(name: str) -> bool:
-    """Whether a member may ever be opened (the layout files and blobs): only those are remembered."""
-    return name in (LAYOUT_FILE, INDEX_FILE) or name.startswith("blobs/")
-
-
-class _TarSource:
-    def __init__(self, path: str) -> None:
-        self.path = path
-        f, st = _open_regular(path, f"image archive {path}")
-        self._identity = (st.st_dev, st.st_ino)
-        self._members: dict[str, Optional[tuple[int, int]]] = {}
-        with io.BufferedReader(f) as buffered:
-            head = buffered.peek(6)[:6]
-            for magic, kind in _COMPRESSED_MAGIC.items():
-                if head.startswith(magic):
-                    raise InvalidArgument(f"image archive {path} is {kind}-compressed: decompress it first")
-            what = f"image archive {path} is not a readable tar"  # the prefix of SafeTarFile's errors
+    def __init__(self, path: "str | os.PathLike[str]", *, source: Optional[Source] = None) -> None:
+        path = os.fspath(path)
+        if source is None:
+            source = open_source(path)
             try:
-                with SafeTarFile.open(fileobj=buffered, mode="r:", what=what) as tar:
-                    while (member := tar.next()) is not None:
-                        tar.members.clear()  # tarfile keeps every header otherwise
-                        name = _clean_member(member, path)
-                        if _wanted(name):
-                            regular = member.isreg() and not member.issparse()
-                            self._members[name] = (member.offset_data, member.size) if regular else None
-            except tarfile.TarError as exc:
-                raise InvalidArgument(f"image archive {path} is not a readable tar: {exc}") from None
-
-    def open(self, name: str) -> tuple[BinaryIO, int]:
-        if name not in self._members:
-            raise FileNotFoundError(name)
-        entry = self._members[name]
-        if entry is None:
-            raise InvalidArgument(f"{name} is not a regular file in the archive")
-        offset, size = entry
-        return _Section(self.path, self._identity, offset, size), size
-
-
-class _DirectorySource:
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._real = os.path.realpath(path)
-
-    def open(self, name: str) -> tuple[BinaryIO, int]:
-        full = os.path.realpath(os.path.join(self._real, name))
-        if os.path.commonpath([full, self._real]) != self._real:
-            raise InvalidArgument(f"{name} points outside the layout directory")
-        f, st = _open_regular(full, name, follow=False)
-        return f, st.st_size
-
-
-class ImageArchive:
-    """An OCI image layout opened for reading (a context manager).
-
-    ``index`` is the descriptor of index.json. Not for concurrent use from
-    several threads, but several blobs may be open at once.
-    """
-
-    def __init__(self, path: "str | os.PathLike[str]") -> None:
-        self.path = os.fspath(path)
-        try:
-            mode = os.stat(self.path).st_mode
-        except (FileNotFoundError, NotADirectoryError):
-            raise NotFound(f"image archive {self.path} does not exist") from None
-        except OSError as exc:
-            raise InvalidArgument(f"image archive {self.path} cannot be read: {exc.strerror}") from None
-        if stat.S_ISDIR(mode):
-            self._source: Union[_TarSource, _DirectorySource] = _DirectorySource(self.path)
-        elif stat.S_ISREG(mode):
-            self._source = _TarSource(self.path)
-        else:
-            raise InvalidArgument(f"image archive {self.path} is neither a directory nor a regular file")
+                source.scan(_first_scan)
+            except BaseException:
+                source.close()
+                raise
+        super().__init__(path, source)
         with self._context():
             self._check_layout()
             data = self._read_file(INDEX_FILE)
             parse_index(data, mediatypes.OCI_INDEX, INDEX_FILE)
             self.index = Descriptor(mediatypes.OCI_INDEX, digest_bytes(data), len(data))
 
-    def __enter__(self) -> "ImageArchive":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Release the archive (nothing is held open between reads)."""
-
-    @contextlib.contextmanager
-    def _context(self) -> Iterator[None]:
-        try:
-            yield
-        except Error as exc:
-            raise type(exc)(f"image archive {self.path}: {exc}") from None
-
-    def _locate(self, name: str, missing: str) -> tuple[BinaryIO, int]:
-        try:
-            return self._source.open(name)
-        except FileNotFoundError:
-            raise InvalidArgument(missing) from None
-        except OSError as exc:
-            raise InvalidArgument(f"{name} cannot be read: {exc.strerror}") from None
-
     def _read_file(self, name: str) -> bytes:
-        f, size = self._locate(name, f"not an OCI image layout: {name} is missing")
-        with f:
-            check_document_size(size, name)
-            return f.read(size)
+        return _read_file(self._source, name, f"not an OCI image layout: {name} is missing")
 
     def _check_layout(self) -> None:
         layout = load_json(self._read_file(LAYOUT_FILE), LAYOUT_FILE)
@@ -247,33 +108,13 @@ class ImageArchive:
             name = INDEX_FILE
         else:
             name = blob_path(descriptor.digest)
-        f, size = self._locate(name, f"{what} is missing from the archive")
+        f, size = _locate(self._source, name, f"{what} is missing from the archive")
         if size != descriptor.size:
             f.close()
             raise InvalidArgument(
                 f"{what}: size mismatch, the archive holds {size} bytes, its descriptor declares "
                 f"{descriptor.size}")
         return VerifiedReader(f, descriptor.digest, descriptor.size, prefix + what)
-
-    def _fetch(self, descriptor: Descriptor) -> bytes:
-        what = describe(descriptor)
-        check_document_size(descriptor.size, what)
-        with self._open(descriptor) as f:
-            return f.read()
-
-    def open_blob(self, descriptor: Descriptor) -> BinaryIO:
-        """A binary stream of a blob that raises InvalidArgument if it proves not to match `descriptor`.
-
-        A missing blob or a size mismatch fails at once; a wrong digest when
-        the last byte is read. Close it after use (it is a context manager).
-        """
-        with self._context():
-            return io.BufferedReader(self._open(descriptor, f"image archive {self.path}: "))
-
-    def read_blob(self, descriptor: Descriptor) -> bytes:
-        """The verified bytes of a document blob (at most MAX_DOCUMENT_SIZE)."""
-        with self._context():
-            return self._fetch(descriptor)
 
     def plan(self, *, base_name: Optional[str] = None, platform: PlatformSpec = None,
              all_platforms: bool = False) -> ImportPlan:
@@ -283,27 +124,51 @@ class ImageArchive:
         keeps only that platform, as ``ctr import --platform`` does; by
         default the host platform and those it can run are kept
         (containerd's `platforms.Default()`); `all_platforms` keeps all.
-        Every blob's presence and size are checked; digests are checked as
-        blobs are streamed. Raises NotFound when no manifest matches.
+        Entries are named by `naming.image_name` with `base_name`. Every
+        blob's presence and size are checked; digests are checked as blobs
+        are streamed. Raises NotFound when no manifest matches.
         """
         matcher = platform_matcher(platform, all_platforms)
         with self._context():
-            blobs = list(walk([self.index], self._fetch, matcher))
-            root = blobs[0]
-            if not root.children:
-                raise NotFound(f"no manifest in index.json matches platform {matcher!r}")
-            for blob in blobs[1:]:
-                self._open(blob.descriptor).close()
-        # the index's entries for the chosen platforms, in order, with their annotations
-        images = tuple(ImageRef(naming.image_name(d.annotations, base_name), d) for d in root.children)
-        return ImportPlan(root, tuple(blobs[1:]), images)
+            return plan_index(self.index, self._fetch, lambda d: self._open(d).close(), matcher, base_name,
+                              INDEX_FILE)
 
 
-def open_archive(path: "str | os.PathLike[str]") -> ImageArchive:
-    """Open an OCI image layout directory or tar for reading.
+def _is_oci_layout(source: Source) -> bool:
+    """containerd's rule: an oci-layout naming a version makes an OCI layout; without one, manifest.json decides."""
+    if not _exists(source, LAYOUT_FILE):
+        return False
+    if not _exists(source, MANIFEST_FILE):
+        return True  # an OCI layout or nothing: ImageArchive says which, and why
+    try:
+        layout = load_json(_read_file(source, LAYOUT_FILE, ""), LAYOUT_FILE)
+    except InvalidArgument:
+        return True
+    return bool(layout.get("imageLayoutVersion"))
 
-    Raises NotFound if `path` does not exist, InvalidArgument if it is not an
-    OCI layout (no oci-layout or index.json, a compressed or unreadable tar,
-    a member path escaping the archive), Unsupported for another layout version.
+
+def open_archive(path: "str | os.PathLike[str]", *,
+                 max_size: Optional[int] = None) -> Union[ImageArchive, DockerArchive]:
+    """Open an image archive for reading: an OCI layout (directory or tar) or a ``docker save`` archive.
+
+    A tar may be gzip- or zstd-compressed; it is then decompressed into a
+    temporary file first, at most `max_size` bytes (`limits`: None for
+    max(1 GiB, 100 x its size), 0 for no limit). Raises NotFound if `path`
+    does not exist, InvalidArgument if it is neither format (no oci-layout or
+    index.json, nor manifest.json), an unreadable or otherwise compressed tar,
+    or has a member path escaping the archive; Unsupported for another
+    layout version.
     """
-    return ImageArchive(path)
+    path = os.fspath(path)
+    source = open_source(path, max_size=max_size)
+    try:
+        source.scan(_first_scan)
+        if _is_oci_layout(source):
+            return ImageArchive(path, source=source)
+        if _exists(source, MANIFEST_FILE):
+            return DockerArchive(path, source)
+        raise InvalidArgument(f"image archive {path}: not an OCI image layout: {LAYOUT_FILE} is missing "
+                              f"(nor a docker save archive: {MANIFEST_FILE} is missing)")
+    except BaseException:
+        source.close()
+        raise

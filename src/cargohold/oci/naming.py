@@ -3,13 +3,17 @@
 Import (containerd's `imageName` with ctr's `archive.AddRefPrefix`): the
 ``io.containerd.image.name`` annotation wins; else
 ``org.opencontainers.image.ref.name`` is used whole when it is a full reference
-(it contains ``/``, ``:`` or ``@``), else appended as a tag to `base_name`.
+(it contains ``/``, ``:`` or ``@``), else appended as a tag to `base_name`,
+which is ``import-<YYYY-MM-DD>`` (today, local time) when none is given, as
+``ctr images import`` names them (`default_base_name`). ctr, given a base
+name, drops full references outside it; cargohold keeps them (DESIGN.md).
 Export (containerd's `addNameAnnotation`): both annotations are set, the OCI one
 to the reference's tag part (`oci_reference_name`).
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Mapping, Optional
 
 IMAGE_NAME = "io.containerd.image.name"
@@ -19,8 +23,16 @@ REF_NAME = "org.opencontainers.image.ref.name"
 """The OCI annotation with an image's reference name (usually just a tag)."""
 
 
+def default_base_name(now: datetime) -> str:
+    """ctr's base name for bare tags when none is given: ``import-`` and the local date of `now`."""
+    return f"import-{now.astimezone().strftime('%Y-%m-%d')}"
+
+
 def image_name(annotations: Optional[Mapping[str, str]], base_name: Optional[str] = None) -> Optional[str]:
-    """The image name for an index entry with these annotations, or None when it has none."""
+    """The image name for an index entry with these annotations, or None when it has none.
+
+    A bare tag has a name only with a `base_name` (see `default_base_name`).
+    """
     annotations = annotations or {}
     name = annotations.get(IMAGE_NAME)
     if name:

@@ -1,6 +1,6 @@
-"""Moving images between OCI archives and a namespace's stores.
+"""Moving images between image archives (OCI layouts, docker save) and a namespace's stores.
 
-`import_archive` stores an OCI image layout (directory or tar) in a
+`import_archive` stores an image archive (OCI layout or docker save, maybe gzipped) in a
 namespace and creates its images, optionally unpacking them into snapshots;
 `unpack_image` unpacks an image already stored; `export_image` writes images
 back out as an OCI layout tar; `pull` and `push` move images between a

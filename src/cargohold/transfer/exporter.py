@@ -5,7 +5,9 @@ platform filter (the host's platform by default, as ``ctr export`` does;
 `all_platforms` for every one); every blob reached is streamed into the tar,
 verified against its descriptor. index.json names every image with
 ``io.containerd.image.name`` and ``org.opencontainers.image.ref.name``, so
-importing the archive gives back the same names and digests.
+importing the archive gives back the same names and digests; manifest.json
+(unless `oci_only`) lists each image's manifest for the platform, so
+``docker load`` and ``skopeo copy docker-archive:...`` read it as well.
 """
 
 from __future__ import annotations
@@ -25,9 +27,13 @@ if TYPE_CHECKING:
 
 
 def export_image(ns: "Namespace", names: Iterable[str], dest: Destination, *, platform: PlatformSpec = None,
-                 all_platforms: bool = False, progress: Optional[Progress] = None) -> Descriptor:
+                 all_platforms: bool = False, progress: Optional[Progress] = None,
+                 oci_only: bool = False) -> Descriptor:
     """Write the named images to `dest` (a path or a writable binary file); returns index.json's descriptor.
 
+    The archive is an OCI image layout with a Docker-compatible manifest.json
+    beside index.json (for the manifest of `platform`, the host's by default,
+    also with `all_platforms`); `oci_only` leaves manifest.json out.
     Raises NotFound for an unknown image or a blob missing from the content
     store (before anything is written), InvalidArgument for no name or a blob
     that no longer matches its descriptor. Written to a path, a failed export
@@ -43,7 +49,7 @@ def export_image(ns: "Namespace", names: Iterable[str], dest: Destination, *, pl
     for descriptor in descriptors:
         ns.content.info(descriptor.digest)  # a missing blob fails before a byte is written
     return oci.write_archive(dest, [(image.name, image.target) for image in images],
-                             _streams(ns, descriptors, progress))
+                             _streams(ns, descriptors, progress), docker_manifest=not oci_only, platform=platform)
 
 
 def _streams(ns: "Namespace", descriptors: Iterable[Descriptor],
