@@ -29,6 +29,14 @@ Locking, as owned by this module:
 
 Every lmdb exception is turned into a `cargohold.errors` class.
 
+Durability: by default a commit returns once it is on disk (LMDB flushes the
+data pages, then the meta page: two fdatasyncs). ``durable=False``, as
+containerd's ``no_sync``, drops the meta page's flush (MDB_NOMETASYNC): a
+commit is flushed once, and a power cut or kernel crash may undo the last
+commits, but never leaves the file inconsistent (the previous meta page
+still describes a complete, flushed tree); a process crash loses nothing.
+Closing flushes, so a clean close leaves everything durable (`Env.sync`).
+
 Verification: LMDB trusts its pages, and a damaged page can kill the process
 (SIGSEGV, SIGBUS) or be returned as data. So before LMDB maps a data file
 no other session has open, `cargohold.kvguard` decides. A lost file (missing,
@@ -94,8 +102,10 @@ class Env:
     """One LMDB environment with named tables."""
 
     def __init__(self, path: str, tables: Sequence[str], *, map_size: Optional[int] = None,
-                 max_readers: int = 512) -> None:
+                 max_readers: int = 512, durable: bool = True) -> None:
         self.path = os.fspath(path)
+        self.durable = check_durable(durable)
+        """Whether a commit is on disk when it returns (see "Durability" in the module docstring)."""
         kvguard.check_not_lost(self.path)
         try:
             os.makedirs(self.path, exist_ok=True)
@@ -139,7 +149,8 @@ class Env:
             try:
                 # lmdb.open begins a transaction of its own: a growth just before it is MAP_RESIZED
                 return lmdb.open(self.path, subdir=True, map_size=size, max_dbs=tables + 2,
-                                 max_readers=max_readers, readahead=False, meminit=False, lock=True)
+                                 max_readers=max_readers, readahead=False, meminit=False, lock=True,
+                                 metasync=self.durable)
             except lmdb.MapResizedError:
                 continue  # the next open maps the new size
             except lmdb.Error as exc:
@@ -319,9 +330,34 @@ class Env:
             self._closed = True
             while self._active:
                 self._cond.wait()
+            self._flush_before_close()
             self._env.close()
         self._writer_lock.close()
         self._sessions.end(self._mark_clean)
+
+    # -- durability (durable=False: containerd's no_sync) ------------------------------
+
+    def sync(self) -> None:
+        """Flush every commit so far to disk: what a non-durable environment's last commit
+        left in memory is durable once this returns (harmless when durable)."""
+        try:
+            self._env.sync(True)
+        except lmdb.Error as exc:
+            raise _translate(exc, self.path) from None
+
+    def _flush_before_close(self) -> None:
+        """A non-durable environment's last commit goes to disk before the close: the clean
+        marker written after it must describe the file as it will stay."""
+        if not self.durable:
+            self.sync()
+
+
+def check_durable(durable: object) -> bool:
+    """`durable` as `Env` takes it: InvalidArgument unless a bool."""
+    if not isinstance(durable, bool):
+        raise InvalidArgument(f"durable must be True or False, not {durable!r}")
+    return durable
+
 
 
 def walk_all(path: str) -> None:
@@ -536,3 +572,74 @@ class Txn:
             if self._lock_cm is not None:
                 self._lock_cm.__exit__(None, None, None)
                 self._lock_cm = None
+
+    # -- nested transactions (savepoints, group commit) --------------------------------
+
+    def child(self) -> "Txn":
+        """A write transaction nested in this one (LMDB's child transaction).
+
+        It sees this transaction's writes; its own reach this one only when
+        it commits, and vanish when it aborts. This transaction must not be
+        used while the child is open. Commit or abort the child before this one.
+        """
+        self._require_write()
+        if self._done:
+            raise Unavailable("transaction already finished")
+        return _Child(self)
+
+
+class _Child(Txn):
+    """A nested write transaction: no locks of its own, its journal joins the parent's on commit."""
+
+    __slots__ = ("_parent",)
+
+    def __init__(self, parent: Txn) -> None:
+        self._env = parent._env
+        self.write = True
+        self._journal = []
+        self._lock_cm = None
+        self._done = False
+        self._open = False
+        self._parent = parent
+        self._txn = self._begin_child()
+        self._open = True
+
+    def _begin_child(self) -> "lmdb.Transaction":
+        try:
+            return self._env._env.begin(write=True, parent=self._parent._txn)
+        except lmdb.Error as exc:
+            raise _translate(exc, self._env.path) from None
+
+    def _replay(self) -> None:
+        """After MDB_MAP_FULL: the parent replays (growing the map), then this child redoes its writes."""
+        self._txn.abort()
+        self._open = False
+        self._parent._replay()
+        self._txn = self._begin_child()
+        self._open = True
+        for op, db, key, value in self._journal:
+            try:
+                if op == "put":
+                    self._txn.put(key, value, db=db)
+                else:
+                    self._txn.delete(key, db=db)
+            except lmdb.MapFullError:
+                return self._replay()
+
+    def commit(self) -> None:
+        if self._done:
+            return
+        try:
+            self._guard(lambda: self._txn.commit())
+        except BaseException:
+            self._finish(abort=True)
+            raise
+        self._parent._journal.extend(self._journal)
+        self._finish(abort=False)
+
+    def _finish(self, abort: bool) -> None:
+        self._done = True
+        if abort and self._open:
+            self._txn.abort()
+        self._open = False
+        self._journal = None
