@@ -23,7 +23,7 @@ from .records import RecordStore, check_string_map
 from .validation import require_str, validate_digest, validate_key
 
 if TYPE_CHECKING:
-    from .db import Transaction
+    from .transaction import Transaction
 
 
 def _descriptor(target: object, name: str) -> Descriptor:
@@ -122,7 +122,8 @@ class ImageStore(RecordStore[Image]):
         self._check_id(name)
         if target is not None:
             validate_digest(_descriptor(target, name).digest, f"target digest to delete image {name!r} by")
-        with self._db.transaction(tx, write=True) as t:
+
+        def delete(t: "Transaction") -> None:
             current = self._require(t, name)
             if target is not None and current.target.digest != target.digest:
                 raise NotFound(f"image {name!r} has target {current.target.digest}, not {target.digest}")
@@ -131,6 +132,8 @@ class ImageStore(RecordStore[Image]):
             t.publish(self._ns.name, TOPIC_IMAGE_DELETE, ImageDelete(name))
             if sync:
                 t.after_commit(self._db.garbage_collect)
+
+        self._db.write(tx, delete)
 
 
 def remove_for_gc(tx: "Transaction", ns: str, name: str) -> None:

@@ -23,8 +23,7 @@ from .timeutil import from_ns, to_ns
 from .validation import require_str
 
 if TYPE_CHECKING:
-    from .db import Transaction
-    from .namespaces import Namespace
+    from .transaction import NamespaceHandle, Transaction
 
 T = TypeVar("T")
 
@@ -43,7 +42,7 @@ class RecordStore(Generic[T]):
     id_field: str = "id"
     """The attribute that names an object."""
 
-    def __init__(self, ns: "Namespace") -> None:
+    def __init__(self, ns: "NamespaceHandle") -> None:
         self._ns = ns
         self._db = ns.db
 
@@ -138,12 +137,15 @@ class RecordStore(Generic[T]):
         self._check_obj(obj)
         obj = self._validate(obj)
         ident = self._id(obj)
-        with self._db.transaction(tx, write=True) as t:
+
+        def create(t: "Transaction") -> T:
             if t.kv.get(schema.T_OBJECTS, self._key(ident)) is not None:
                 raise AlreadyExists(f"{self.what} {ident!r} already exists in namespace {self._ns.name!r}")
             self._before_write(t, obj, True)
             t.ensure_namespace(self._ns.name)
             return self._write(t, obj, t.now)
+
+        return self._db.write(tx, create)
 
     def update(self, obj: T, *fieldpaths: str, tx: Optional["Transaction"] = None) -> T:
         """Copy the field paths (every updatable field without any) from obj onto the stored object.
@@ -155,11 +157,14 @@ class RecordStore(Generic[T]):
         ident = self._check_id(self._id(obj))
         for path in fieldpaths:
             require_str(path, "field path")
-        with self._db.transaction(tx, write=True) as t:
+
+        def update(t: "Transaction") -> T:
             current = self._require(t, ident)
             updated = self._validate(self._merge(current, obj, fieldpaths))
             self._before_write(t, updated, False)
             return self._write(t, updated, to_ns(current.created_at))
+
+        return self._db.write(tx, update)
 
     def _delete(self, t: "Transaction", ident: str) -> None:
         """Delete a record that exists, with its node-table entry, and mark the database dirty."""
@@ -170,9 +175,12 @@ class RecordStore(Generic[T]):
     def delete(self, ident: str, *, tx: Optional["Transaction"] = None) -> None:
         """Delete the object; NotFound if there is none."""
         self._check_id(ident)
-        with self._db.transaction(tx, write=True) as t:
+
+        def delete(t: "Transaction") -> None:
             self._require(t, ident)
             self._delete(t, ident)
+
+        self._db.write(tx, delete)
 
 
 def apply_fieldpaths(current: Any, new: Any, paths: Iterable[str], *, fields: Mapping[str, str],

@@ -11,7 +11,6 @@ and the per-kind removal each store provides.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional
 
 from .. import schema
@@ -22,7 +21,7 @@ from ..model import RESOURCE_END, RESOURCE_MAX, Node, ResourceType
 from . import index
 
 if TYPE_CHECKING:
-    from ..db import Transaction
+    from ..transaction import Transaction
 
 log = logging.getLogger("cargohold.gc")
 
@@ -113,19 +112,6 @@ class Contexts:
                     log.exception("collector for type %d failed to finish", rtype)
             return run
         return [finisher(rtype, ctx) for rtype, ctx in self.contexts.items()]
-
-
-@dataclass(frozen=True)
-class Scope:
-    """What a namespace-scoped collection lets the backend cleanups delete: only what was `namespace`'s.
-
-    `digests` are the content records its sweep removed; their blobs go unless
-    another namespace still records them. Its ingests and snapshots are
-    recognised by their backend refs and keys (each store knows its format).
-    """
-
-    namespace: str
-    digests: frozenset
 
 
 class Marking:
