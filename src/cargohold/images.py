@@ -18,7 +18,7 @@ from .events import TOPIC_IMAGE_DELETE, ImageDelete
 from .fieldpaths import clean_labels, merge_map
 from .gc import index
 from .gc.labels import GC_EXPIRE
-from .model import Descriptor, Image, Resource, ResourceType
+from .model import Descriptor, Image, Resource, ResourceType, evolve
 from .records import RecordStore, check_string_map
 from .validation import require_str, validate_digest, validate_key
 
@@ -42,7 +42,7 @@ def _check_target(target: object, name: str) -> Descriptor:
     if not target.media_type:
         raise InvalidArgument(f"target media type of image {name!r} must be set")
     annotations = check_string_map(target.annotations, f"target annotation of image {name!r}")
-    return replace(target, annotations=annotations)
+    return evolve(target, annotations=annotations)
 
 
 class ImageStore(RecordStore[Image]):
@@ -66,7 +66,7 @@ class ImageStore(RecordStore[Image]):
 
     def _validate(self, image: Image) -> Image:
         name = self._check_id(image.name)
-        return replace(image, labels=clean_labels(image.labels), target=_check_target(image.target, name))
+        return evolve(image, labels=clean_labels(image.labels), target=_check_target(image.target, name))
 
     def _encode(self, image: Image) -> dict:
         t = image.target

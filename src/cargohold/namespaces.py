@@ -122,33 +122,48 @@ class Namespace:
 
     @property
     def images(self):
-        from .images import ImageStore
+        store = self._stores.get("images")
+        if store is None:
+            from .images import ImageStore
 
-        return self._store("images", ImageStore)
+            store = self._store("images", ImageStore)
+        return store
 
     @property
     def containers(self):
-        from .containers import ContainerStore
+        store = self._stores.get("containers")
+        if store is None:
+            from .containers import ContainerStore
 
-        return self._store("containers", ContainerStore)
+            store = self._store("containers", ContainerStore)
+        return store
 
     @property
     def sandboxes(self):
-        from .sandboxes import SandboxStore
+        store = self._stores.get("sandboxes")
+        if store is None:
+            from .sandboxes import SandboxStore
 
-        return self._store("sandboxes", SandboxStore)
+            store = self._store("sandboxes", SandboxStore)
+        return store
 
     @property
     def leases(self):
-        from .leases import LeaseStore
+        store = self._stores.get("leases")
+        if store is None:
+            from .leases import LeaseStore
 
-        return self._store("leases", LeaseStore)
+            store = self._store("leases", LeaseStore)
+        return store
 
     @property
     def content(self):
-        from .content.store import ContentStore
+        store = self._stores.get("content")
+        if store is None:
+            from .content.store import ContentStore
 
-        return self._store("content", ContentStore)
+            store = self._store("content", ContentStore)
+        return store
 
     def snapshotter(self, name: str):
         """The namespaced view of one snapshotter (``overlay`` is ``overlayfs``); NotFound for an unknown name."""

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Generic, Iterable, Mapping, Optional, Typ
 from . import filters, schema
 from .errors import AlreadyExists, Corrupted, InvalidArgument, NotFound
 from .gc import index
-from .model import RuntimeInfo
+from .model import RuntimeInfo, evolve
 from .timeutil import from_ns, to_ns
 from .validation import require_str
 
@@ -95,7 +95,7 @@ class RecordStore(Generic[T]):
         record = schema.unpack(raw, f"{self.what} {ident!r}")
         try:
             obj = self._decode(ident, record)
-            return dataclasses.replace(obj, created_at=from_ns(record["c"]), updated_at=from_ns(record["u"]))
+            return evolve(obj, created_at=from_ns(record["c"]), updated_at=from_ns(record["u"]))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise Corrupted(f"damaged {self.what} {ident!r} in namespace {self._ns.name!r}: {exc!r}") from None
 
@@ -109,11 +109,12 @@ class RecordStore(Generic[T]):
         if not isinstance(obj, self.model):
             raise InvalidArgument(f"expected a cargohold.{self.model.__name__}, not {type(obj).__name__}")
 
-    def _write(self, t: "Transaction", obj: T, created_ns: int) -> T:
+    def _write(self, t: "Transaction", obj: T, created_ns: int, key: Optional[bytes] = None) -> T:
         record = self._encode(obj)
         record["c"], record["u"] = created_ns, t.now
-        t.kv.put(schema.T_OBJECTS, self._key(self._id(obj)), schema.pack(record))
-        stored = dataclasses.replace(obj, created_at=from_ns(created_ns), updated_at=from_ns(t.now))
+        t.kv.put(schema.T_OBJECTS, key or self._key(self._id(obj)), schema.pack(record))
+        updated = from_ns(t.now)
+        stored = evolve(obj, created_at=updated if created_ns == t.now else from_ns(created_ns), updated_at=updated)
         self._index(t, stored)
         return stored
 
@@ -138,12 +139,14 @@ class RecordStore(Generic[T]):
         obj = self._validate(obj)
         ident = self._id(obj)
 
+        key = self._key(ident)
+
         def create(t: "Transaction") -> T:
-            if t.kv.get(schema.T_OBJECTS, self._key(ident)) is not None:
+            if t.kv.get(schema.T_OBJECTS, key) is not None:
                 raise AlreadyExists(f"{self.what} {ident!r} already exists in namespace {self._ns.name!r}")
             self._before_write(t, obj, True)
             t.ensure_namespace(self._ns.name)
-            return self._write(t, obj, t.now)
+            return self._write(t, obj, t.now, key)
 
         return self._db.write(tx, create)
 

@@ -104,6 +104,7 @@ def encode(*, root: bool = False, expire: Optional[int] = None, flat: bool = Fal
 
 
 _EDGE_HEAD = struct.Struct("<BH")
+_ROOT_ONLY = bytes((F_ROOT,))
 
 
 def strong_edge(target: bytes) -> bytes:
@@ -225,6 +226,8 @@ def snapshot_entry(ns: str, snapshotter: str, parent: str, labels: Optional[Mapp
 
 
 def image_entry(ns: str, target_digest: str, labels: Optional[Mapping[str, str]]) -> bytes:
+    if not labels and target_digest:  # the common case, as `encode` would write it
+        return _ROOT_ONLY + strong_edge(schema.pack_node(ResourceType.CONTENT, ns, target_digest))
     refs = gclabels.parse(ns, labels)
     strong = [schema.pack_node(ResourceType.CONTENT, ns, target_digest)] if target_digest else []
     return encode(root=True, expire=gclabels.expiry(labels), strong=strong, refs=refs)
