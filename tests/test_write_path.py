@@ -317,6 +317,16 @@ def test_durable_false_flushes_each_commit_once_and_keeps_everything_after_a_clo
         assert len(db.namespace("default").images.list()) == 10
 
 
+def test_sync_makes_a_non_durable_databases_commits_durable(root):
+    with cargohold.open(root, durable=False) as db:
+        assert db.durable is False
+        db.namespace("default").images.create(Image("img", TARGET))
+        db.sync()
+    with cargohold.open(root) as db:
+        assert db.durable is True
+        assert [image.name for image in db.namespace("default").images.list()] == ["img"]
+
+
 def test_durable_must_be_a_bool(root):
     with pytest.raises(InvalidArgument, match="'yes'"):
         cargohold.open(root, durable="yes")

@@ -225,6 +225,16 @@ class DB:
         with self._env.read() as kv_txn:
             return self.version_in(kv_txn)
 
+    @property
+    def durable(self) -> bool:
+        """Whether a commit is on disk when it returns (``durable=False``: see `cargohold.kv`)."""
+        return self._env.durable
+
+    def sync(self) -> None:
+        """Make every commit so far durable (what ``durable=False`` leaves to the next flush)."""
+        self._require_open()
+        self._env.sync()
+
     def close(self) -> None:
         """Close the database (waits for open transactions); backends are closed too."""
         if self._closed:
