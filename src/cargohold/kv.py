@@ -335,6 +335,22 @@ class Env:
         self._writer_lock.close()
         self._sessions.end(self._mark_clean)
 
+    def release_pages(self) -> None:
+        """Give back this process's resident pages of the data file's map (Linux: madvise
+        MADV_DONTNEED on a shared file mapping). Nothing is lost: the pages stay in the page
+        cache and a later read maps them again. Used by reads of a whole table (`Txn.scan`)."""
+        if _madvise is None:
+            return
+        data = os.path.realpath(os.path.join(self.path, "data.mdb"))
+        try:
+            with open("/proc/self/maps") as maps:
+                ranges = [line.split(None, 1)[0] for line in maps if line.rstrip("\n").endswith(" " + data)]
+        except OSError:
+            return
+        for span in ranges:
+            low, high = (int(part, 16) for part in span.split("-"))
+            _madvise(low, high - low, _MADV_DONTNEED)
+
     # -- durability (durable=False: containerd's no_sync) ------------------------------
 
     def sync(self) -> None:
@@ -350,6 +366,26 @@ class Env:
         marker written after it must describe the file as it will stay."""
         if not self.durable:
             self.sync()
+
+
+def _libc_madvise():
+    """libc's madvise, or None where there is none to call (not Linux, no ctypes)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.madvise
+    except (ImportError, OSError, AttributeError):
+        return None
+    fn.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_madvise = _libc_madvise()
+_MADV_DONTNEED = 4
 
 
 def check_durable(durable: object) -> bool:
@@ -503,28 +539,36 @@ class Txn:
             self._journal.append(("del", db, key, None))
         return done
 
-    def scan(self, table: str, prefix: bytes = b"", *, start: Optional[bytes] = None
-             ) -> Iterator[tuple[bytes, bytes]]:
+    def scan(self, table: str, prefix: bytes = b"", *, start: Optional[bytes] = None,
+             release_every: int = 0) -> Iterator[tuple[bytes, bytes]]:
         """Yield (key, value) in key order for keys starting with prefix (from `start` if given).
 
         The iterator must be consumed before the transaction ends or writes to
         the same table: materialise it (list) when writing while iterating.
+        With `release_every`, a scan of a whole table gives the map's pages
+        back after every that many rows (`Env.release_pages`), so that reading
+        the table does not keep it resident in this process.
         """
         db = self._db(table)
         cursor = self._guard(lambda: self._txn.cursor(db=db))
         first = start if start is not None else prefix
         if not self._guard(lambda: cursor.set_range(first)):
             return
+        rows = 0
         try:
-            if not prefix:
-                yield from cursor.iternext()
-                return
             for key, value in cursor.iternext():
-                if not key.startswith(prefix):
+                if prefix and not key.startswith(prefix):
                     return
                 yield key, value
+                if release_every:
+                    rows += 1
+                    if rows % release_every == 0:
+                        self._env.release_pages()
         except lmdb.Error as exc:
             raise _translate(exc, self._env.path) from None
+        finally:
+            if release_every:
+                self._env.release_pages()
 
     def keys(self, table: str, prefix: bytes = b"") -> list[bytes]:
         return [key for key, _ in self.scan(table, prefix)]

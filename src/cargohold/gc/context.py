@@ -114,6 +114,11 @@ class Contexts:
         return [finisher(rtype, ctx) for rtype, ctx in self.contexts.items()]
 
 
+_RELEASE_EVERY = 32768
+"""Node-table rows read between two releases of the map's pages (`cargohold.kv.Env.release_pages`):
+the collection's memory is the marker's, not the table's."""
+
+
 class Marking:
     """One collection's marking: of a snapshot first, then continued with what writers changed.
 
@@ -133,8 +138,8 @@ class Marking:
     @classmethod
     def load(cls, tx: "Transaction", contexts: Contexts) -> "Marking":
         marker = Marker(contexts.labels)
-        marker.add_nodes(tx.kv.scan(schema.T_GC))
-        marker.add_lease_resources(tx.kv.scan(schema.T_LEASERES))
+        marker.add_nodes(tx.kv.scan(schema.T_GC, release_every=_RELEASE_EVERY))
+        marker.add_lease_resources(tx.kv.scan(schema.T_LEASERES, release_every=_RELEASE_EVERY))
         marking = cls(marker, contexts, tx.now, [], set())
         if contexts.contexts:
             for packed in marker.live_leases(tx.now):
