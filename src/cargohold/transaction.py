@@ -81,7 +81,8 @@ class Transaction:
     """
 
     __slots__ = ("db", "kv", "write", "now", "_dirty", "_dirty_content", "_dirty_snapshotters",
-                 "_after", "_undo", "_held", "_namespaces", "_gc_round", "_journaled")
+                 "_after", "_undo", "_held", "_namespaces", "_gc_round", "_journaled",
+                 "savepoints")
 
     def __init__(self, db: Any, kv_txn: "Txn", write: bool) -> None:
         self.db = db
@@ -98,6 +99,8 @@ class Transaction:
         self._namespaces: set[str] = set()
         self._gc_round: Optional[int] = None
         self._journaled: set[bytes] = set()
+        self.savepoints = 0
+        """Savepoints open in this transaction: a nested call inside one needs none of its own."""
 
     def gc_round(self) -> int:
         """The round of the concurrent collection this transaction journals in (0: none running).
@@ -209,11 +212,13 @@ class Savepoint:
         self._undo, self._after = len(tx._undo), len(tx._after)
         self._flags = (tx._dirty, tx._dirty_content)
         self._sets = (set(tx._dirty_snapshotters), set(tx._namespaces), set(tx._journaled))
+        tx.savepoints += 1
         return tx
 
     def __exit__(self, exc_type, exc, tb) -> None:
         tx = self.tx
         tx.kv = self._parent
+        tx.savepoints -= 1
         if exc_type is None:
             try:
                 self._child.commit()

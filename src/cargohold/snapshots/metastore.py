@@ -165,6 +165,9 @@ class Metastore:
         if joined is not None:
             if not joined.write:
                 raise FailedPrecondition("a snapshot backend cannot write inside a read transaction (db.view())")
+            if joined.savepoints:  # a store's call: its savepoint takes this one back too
+                yield View(joined.kv, tables, joined)
+                return
             with joined.savepoint() as tx:
                 yield View(tx.kv, tables, tx)
             return
