@@ -229,3 +229,23 @@ def test_a_scan_with_release_every_leaves_the_table_not_resident(tmp_path):
     grown = json.loads(out.stdout)
     assert grown["plain"] > 6 << 20, grown  # the table is about 10 MB
     assert grown["released"] < 1 << 20, grown
+
+
+def test_a_child_transaction_commits_into_its_parent_or_vanishes_and_survives_map_growth(env):
+    start = env.map_size
+    with env.write() as txn:
+        txn.put("a", b"parent", b"1")
+        kept = txn.child()
+        for i in range(3000):  # far past the 1 MiB map: grown, the parent and this child replayed
+            kept.put("a", b"kept%05d" % i, b"x" * 500)
+        kept.commit()
+        dropped = txn.child()
+        dropped.put("a", b"dropped", b"1")
+        assert dropped.get("a", b"parent") == b"1"
+        dropped.abort()
+        assert txn.get("a", b"dropped") is None
+    assert env.map_size > start
+    with env.read() as txn:
+        assert txn.get("a", b"parent") == b"1"
+        assert len(txn.keys("a", b"kept")) == 3000
+        assert txn.get("a", b"dropped") is None

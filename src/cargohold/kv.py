@@ -512,13 +512,26 @@ class Txn:
             except lmdb.Error as exc:
                 raise _translate(exc, self._env.path) from None
 
+    def _again(self, exc: lmdb.Error, fn):
+        """`fn` once more under `_guard`, after the direct call failed with `exc`: a full map is
+        grown (the transaction replayed) first, as `_guard` would have."""
+        if isinstance(exc, lmdb.MapFullError) and self.write and not self._done:
+            self._replay()
+        return self._guard(fn)
+
     def _require_write(self) -> None:
         if not self.write:
             raise InvalidArgument("write attempted in a read-only transaction")
 
+    # get, put and delete try LMDB directly first; an lmdb error (a full map, a finished
+    # transaction) goes to `_again`.
+
     def get(self, table: str, key: bytes) -> Optional[bytes]:
         db = self._db(table)
-        return self._guard(lambda: self._txn.get(key, db=db))
+        try:
+            return self._txn.get(key, db=db)
+        except lmdb.Error as exc:
+            return self._again(exc, lambda: self._txn.get(key, db=db))
 
     def put(self, table: str, key: bytes, value: bytes, *, overwrite: bool = True) -> bool:
         """Store value at key; with overwrite=False return False if key exists."""
@@ -526,7 +539,10 @@ class Txn:
         if len(key) > MAX_KEY_SIZE:
             raise InvalidArgument(f"key of {len(key)} bytes exceeds the {MAX_KEY_SIZE}-byte limit")
         db = self._db(table)
-        done = self._guard(lambda: self._txn.put(key, value, db=db, overwrite=overwrite))
+        try:
+            done = self._txn.put(key, value, db=db, overwrite=overwrite)
+        except lmdb.Error as exc:
+            done = self._again(exc, lambda: self._txn.put(key, value, db=db, overwrite=overwrite))
         if done:
             self._journal.append(("put", db, key, value))
         return done
@@ -534,7 +550,10 @@ class Txn:
     def delete(self, table: str, key: bytes) -> bool:
         self._require_write()
         db = self._db(table)
-        done = self._guard(lambda: self._txn.delete(key, db=db))
+        try:
+            done = self._txn.delete(key, db=db)
+        except lmdb.Error as exc:
+            done = self._again(exc, lambda: self._txn.delete(key, db=db))
         if done:
             self._journal.append(("del", db, key, None))
         return done
