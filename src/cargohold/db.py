@@ -40,7 +40,15 @@ Locking, as owned by this module:
 A store method called inside ``with db.update()`` (or ``db.view()``) in the
 same thread joins that transaction even without ``tx=``; only the outermost
 block commits. Mutation callbacks run after the commit, with the lock
-released, so a callback may start a collection.
+released, so a callback may start a collection. A store method called outside
+any transaction shares a write transaction with concurrent callers
+(`cargohold.groupcommit`). The snapshot backends' records are written in the
+same transactions (`cargohold.snapshots.metastore`): one commit per metadata
+transaction, durable when it returns unless the database was opened with
+``durable=False`` (`cargohold.kv`, "Durability").
+
+The transaction classes live in `cargohold.transaction`, below the stores;
+this module is the facade above them and the collector.
 """
 
 from __future__ import annotations
