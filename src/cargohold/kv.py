@@ -527,7 +527,9 @@ class Txn:
     # transaction) goes to `_again`.
 
     def get(self, table: str, key: bytes) -> Optional[bytes]:
-        db = self._db(table)
+        db = self._env._dbs.get(table)
+        if db is None:
+            db = self._db(table)
         try:
             return self._txn.get(key, db=db)
         except lmdb.Error as exc:
@@ -535,10 +537,13 @@ class Txn:
 
     def put(self, table: str, key: bytes, value: bytes, *, overwrite: bool = True) -> bool:
         """Store value at key; with overwrite=False return False if key exists."""
-        self._require_write()
+        if not self.write:
+            self._require_write()
         if len(key) > MAX_KEY_SIZE:
             raise InvalidArgument(f"key of {len(key)} bytes exceeds the {MAX_KEY_SIZE}-byte limit")
-        db = self._db(table)
+        db = self._env._dbs.get(table)
+        if db is None:
+            db = self._db(table)
         try:
             done = self._txn.put(key, value, db=db, overwrite=overwrite)
         except lmdb.Error as exc:

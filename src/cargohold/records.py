@@ -267,6 +267,8 @@ def check_extensions(extensions: Mapping[str, Any], what: str) -> dict:
 
 def check_string_map(mapping: Mapping[str, str], what: str) -> dict:
     """A map of text without size limits (annotations); empty values are dropped."""
+    if type(mapping) is dict and not mapping:
+        return {}
     out = {}
     for key, value in mapping.items():
         if not (isinstance(key, str) and key.isascii()):
