@@ -80,8 +80,7 @@ def count_keys(f) -> int:
 @pytest.fixture(params=sorted(IMPLS))
 def impl_name(request, monkeypatch):
     impl = IMPLS[request.param]
-    for name in ("bolt_page", "bolt_pages", "bolt_referenced", "bolt_assemble"):
-        monkeypatch.setattr(reader, name, getattr(impl, name))
+    monkeypatch.setattr(reader, "BoltTx", impl.BoltTx)
     return request.param
 
 

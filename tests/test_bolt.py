@@ -33,9 +33,8 @@ def gobolt(tmp_path_factory):
 
 @pytest.fixture
 def reader_impl(impl, monkeypatch):
-    """Run the reader on each implementation of the page decoders (compiled and fallback)."""
-    for name in ("bolt_page", "bolt_pages", "bolt_referenced", "bolt_assemble"):
-        monkeypatch.setattr(reader, name, getattr(impl, name))
+    """Run the reader on each implementation of the walk and page decoders (compiled and fallback)."""
+    monkeypatch.setattr(reader, "BoltTx", impl.BoltTx)
     return impl
 
 
@@ -581,13 +580,13 @@ def normal(value):
 def decode_with(impl, buf: bytes, start: int, end: int, count: int, branch: bool, pgid=None):
     try:
         if pgid is not None:   # a leaf's record is internal to each implementation: compare its bucket
-            record = impl.bolt_page(buf, start, end, pgid)
-            if record[0] == BOLT_BRANCH:
-                return record
-            records = {pgid: record}
-            for child in impl.bolt_referenced(record):   # sub-buckets held in pages: empty here
-                records[child] = impl.bolt_page(HEADER.pack(child, 0x02, 0, 0), 0, 16, child)
-            return record[:3], normal(impl.bolt_assemble(records, pgid, 0))
+            tx = impl.BoltTx(None, 4096, 2**64, 2**64)
+            kind, overflow, referenced = tx.add_page(buf, start, end, pgid)
+            if kind == BOLT_BRANCH:
+                return kind, overflow, pgid, referenced
+            for child in referenced:   # sub-buckets held in pages: empty here
+                tx.add_page(HEADER.pack(child, 0x02, 0, 0), 0, 16, child)
+            return (kind, overflow, pgid), normal(tx.bucket(pgid, 0))
         if branch:
             return impl.bolt_branch(buf, start, end, count)
         return impl.bolt_leaf(buf, start, end, count)
