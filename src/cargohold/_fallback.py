@@ -735,3 +735,84 @@ class BoltBucket:
     def __repr__(self) -> str:
         return f"<bolt.Bucket: {len(self._keys)} keys, {len(self._subs)} sub-buckets>"
 
+
+# -- containerd's object buckets, walked for the GC plan (cargohold.containerd.plan) ---------------
+# Each function walks one bucket of objects and appends (packed node key, node-table entry) to
+# `out`. An object whose labels cannot matter to the collector gets `bare` and at most one STRONG
+# edge; any other object is handed to `slow`, the decoding entry functions. Labels cannot matter
+# when the object has no labels sub-bucket, or one holding only plain values, UTF-8 keys and
+# values (the decoders would refuse anything else), no key of which starts with
+# "containerd.io/gc." (the prefix of every label the collectors read).
+
+_CTRD_GC_PREFIX = b"containerd.io/gc."
+
+
+def _ctrd_plain(obj) -> bool:
+    labels = obj.bucket(b"labels")
+    if labels is None:
+        return True
+    for key, value in labels.items():
+        if value is None or key.startswith(_CTRD_GC_PREFIX):
+            return False
+        try:
+            key.decode()
+            value.decode()
+        except UnicodeDecodeError:
+            return False
+    return True
+
+
+def ctrd_blobs(blobs, prefix: bytes, bare: bytes, slow, out: list) -> None:
+    """Append (prefix + digest, entry) for every blob of a ``content/blob`` bucket: `bare` when its
+    labels cannot matter, else slow(blob)."""
+    for digest, blob in blobs.buckets():
+        out.append((prefix + digest, bare if _ctrd_plain(blob) else slow(blob)))
+
+
+def ctrd_snapshots(snapshots, prefix: bytes, bare: bytes, slow, out: list) -> None:
+    """Append (prefix + snapshotter/key, entry) for every snapshot of a ``snapshots`` bucket: `bare`,
+    plus a STRONG edge to its parent if it has one, when its labels cannot matter, else
+    slow(snapshotter name, snapshot)."""
+    from .gc.index import strong_edge
+
+    for name, keys in snapshots.buckets():
+        head = prefix + name + b"/"
+        for key, snap in keys.buckets():
+            if not _ctrd_plain(snap):
+                out.append((head + key, slow(name, snap)))
+                continue
+            parent = snap.get(b"parent")
+            out.append((head + key, bare + strong_edge(head + parent) if parent else bare))
+
+
+def ctrd_images(images, prefix: bytes, content_prefix: bytes, bare: bytes, slow, out: list) -> None:
+    """Append (prefix + name, entry) for every image of an ``images`` bucket: `bare`, plus a STRONG
+    edge to its target's content if it names one, when its labels cannot matter and its target
+    is a bucket (or absent), else slow(image)."""
+    from .gc.index import strong_edge
+
+    for name, image in images.buckets():
+        target = image.bucket(b"target")
+        if (target is None and image.get(b"target") is not None) or not _ctrd_plain(image):
+            out.append((prefix + name, slow(image)))
+            continue
+        digest = target.get(b"digest") if target is not None else None
+        out.append((prefix + name, bare + strong_edge(content_prefix + digest) if digest else bare))
+
+
+def ctrd_containers(containers, prefix: bytes, snap_prefix: bytes, bare: bytes, slow, out: list) -> None:
+    """Append (prefix + id, entry) for every container of a ``containers`` bucket: `bare`, plus a
+    STRONG edge to snapshot <snapshotter>/<snapshotKey> if it names a snapshotter, when its labels
+    cannot matter, else slow(container)."""
+    from .gc.index import strong_edge
+
+    for cid, ctr in containers.buckets():
+        if not _ctrd_plain(ctr):
+            out.append((prefix + cid, slow(ctr)))
+            continue
+        snapshotter = ctr.get(b"snapshotter")
+        if not snapshotter:
+            out.append((prefix + cid, bare))
+            continue
+        target = snap_prefix + snapshotter + b"/" + (ctr.get(b"snapshotKey") or b"")
+        out.append((prefix + cid, bare + strong_edge(target)))
