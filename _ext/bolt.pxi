@@ -4,8 +4,11 @@
 # counting from the element to its key (a leaf's value follows its key).
 #
 # A BoltTx decodes every page a walk reaches into an arena (malloc'd chunks it owns), found by
-# page id through an open-addressing table. No Python object is made per page or per bucket:
-# a BoltBucket is made when asked for, and points into the arena. Layouts (little-endian):
+# page id through a page table of 512-entry blocks made as pages are read (so memory follows
+# the pages read, not the file size; an id past the end of the file, which only a damaged
+# reference has, goes to a small hash table instead). No Python object is made per page or
+# per bucket: a BoltBucket is made when asked for, and points into the arena. Layouts
+# (little-endian):
 #
 #   record   u32 kind, u32 count, u32 overflow, u32 sub-buckets, u64 size (of the record),
 #            u64 pgid, u64 joined index, u64 joined count       (BOLT_REC bytes), then
@@ -36,7 +39,7 @@ DEF BOLT_BRANCH = 0     # record kinds, as in _fallback.py
 DEF BOLT_LEAF = 1
 DEF BOLT_ENTRY = 24
 DEF BOLT_NONE = 0xFFFFFFFF
-DEF BOLT_REC = 56
+DEF BOLT_REC = 48
 DEF BOLT_BUCKET = 16    # a bucket's header in a page: root page id, sequence
 DEF BOLT_SUB = 24       # descriptor of a bucket held in pages
 DEF BOLT_INLINE = 24    # descriptor head of an inline bucket
@@ -686,7 +689,6 @@ cdef class BoltTx:
         _bolt_set64(rec + 24, pgid)
         _bolt_set64(rec + 32, 0)
         _bolt_set64(rec + 40, 0)
-        _bolt_set64(rec + 48, 0)
         return rec
 
     cdef unsigned char *_copy(self, const unsigned char *rec) except NULL:

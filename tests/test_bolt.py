@@ -420,6 +420,15 @@ def test_cycle_in_the_page_graph(damaged):
     damaged.corrupted(f"page {branch['ID']} (referenced by page {branch['ID']})", "reached twice")
 
 
+def test_shared_page_beyond_the_file(damaged):
+    """Two references to one page id past the end of the file: a shared page, found before the range."""
+    branch = damaged.live("branch", min_count=2)
+    beyond = meta_fields(damaged.path, 0, 4096)[7] + 1000
+    for i in (0, 1):
+        damaged.poke(damaged.element(branch["ID"], i) + 8, struct.pack("<Q", beyond))
+    damaged.corrupted(f"page {beyond} (referenced by page {branch['ID']})", "reached twice")
+
+
 def test_absurd_overflow(damaged):
     leaf = damaged.live("leaf")
     damaged.set_header(leaf["ID"], overflow=0xFFFFFFFF)
