@@ -603,3 +603,171 @@ class BoltBucket:
 
     def __repr__(self) -> str:
         return f"<bolt.Bucket: {len(self._keys)} keys, {len(self._subs)} sub-buckets>"
+
+
+# -- fsck's pass over the records (cargohold.integrity.tables) ---------------------------------
+
+_COMMITTED = 3
+"""`Kind.COMMITTED`."""
+
+
+class TableCheck:
+    """fsck's pass over the objects table against the node table (pure-Python twin).
+
+    Records come group by group (every record of one kind in one namespace, or of one
+    snapshotter in one namespace for snapshots), in key order; the node-table rows of the
+    group's node type come through `begin_type`, in key order too, and are matched against
+    the records as they come: the two orders agree group by group, so no table is held in
+    memory. ``entry_of(kind, ns, parts, raw)`` returns the entry a record's node must have and
+    the decoded record, or raises Corrupted. Problems are appended to `problems` as tuples whose
+    first item names them (`cargohold.integrity.tables` turns them into findings).
+    """
+
+    def __init__(self, entry_of, problems):
+        self._entry_of = entry_of
+        self.problems = problems
+        self.blobs = []
+        """(namespace, digest, recorded size) of every content record."""
+        self.others = []
+        """(kind, namespace, id, record) of every ingest and lease record."""
+        self.max_ids = {}
+        """The largest snapshot id the records of each snapshotter use."""
+        self.records = 0
+        self.matched = 0
+        self._rows = iter(())
+        self._row = None
+
+    def begin_type(self, rows):
+        """The node-table rows of the next node type, in key order."""
+        self._rows = iter(rows)
+        self._row = next(self._rows, None)
+
+    def end_type(self):
+        """What is left of the node type's rows had no record: orphans."""
+        self._orphans_below(None)
+
+    def _orphans_below(self, node):
+        row = self._row
+        while row is not None and (node is None or row[0] < node):
+            self.problems.append(("orphan-node", bytes(row[0]), bytes(row[1])))
+            row = next(self._rows, None)
+        self._row = row
+
+    def _match(self, node, okey, expected):
+        self._orphans_below(node)
+        row = self._row
+        if row is not None and row[0] == node:
+            self.matched += 1
+            if expected is not None and row[1] != expected:
+                self.problems.append(("wrong-node", node, okey, expected, bytes(row[1])))
+            self._row = next(self._rows, None)
+        elif expected is not None:
+            self.problems.append(("missing-node", node, okey, expected))
+
+    def _record(self, kind, ns, okey, ident, raw):
+        """(expected entry, record) of one record, or None when it is damaged (reported)."""
+        self.records += 1
+        try:
+            return self._entry_of(kind, ns, [ident.decode("utf-8")], raw)
+        except UnicodeDecodeError:
+            self.problems.append(("damaged-record", okey, "its key is not UTF-8 text"))
+        except Corrupted as exc:
+            self.problems.append(("damaged-record", okey, str(exc)))
+        return None
+
+    def rows(self, kind, rtype, ns, rows):
+        """One group of records of `kind` (not snapshots) of namespace `ns` (str)."""
+        prefix_len = len(ns.encode()) + len(kind) + 2
+        head = bytes((rtype,)) + ns.encode() + b"\x00"
+        for okey, raw in rows:
+            okey = bytes(okey)
+            ident = okey[prefix_len:]
+            if b"\x00" in ident:
+                self.records += 1
+                self.problems.append(("damaged-record", okey, "its key has too many parts"))
+                continue
+            node = head + ident
+            found = self._record(kind, ns, okey, ident, bytes(raw))
+            if found is None:
+                self._match(node, okey, None)
+                continue
+            expected, record = found
+            self._match(node, okey, expected)
+            if kind == b"blob":
+                self.blobs.append((ns, ident.decode(), record["s"]))
+            elif kind in (b"ingest", b"lease"):
+                self.others.append((kind.decode(), ns, ident.decode(), record))
+
+    def snapshots(self, ns, snapshotter, links, rows, backend, dirs, referenced):
+        """The snapshot records of one snapshotter in one namespace, with their parents' child links
+        (the ``snapchild`` rows of that snapshotter) and their backend: ``backend`` maps backend keys
+        (bytes) to (id, kind, parent key bytes), or is None for a snapshotter the database does not
+        have; ``dirs`` holds the ids that have a directory. Adds each backend key to `referenced`."""
+        nsb, snb = ns.encode(), snapshotter.encode()
+        link_prefix = len(nsb) + len(b"snapchild") + len(snb) + 3
+        pending = {}
+        for okey, _ in links:
+            okey = bytes(okey)
+            pending[okey[link_prefix:]] = okey
+        prefix_len = len(nsb) + len(b"snapshot") + len(snb) + 3
+        head = b"\x02" + nsb + b"\x00" + snb + b"/"
+        records = {}
+        damaged = set()
+        for okey, raw in rows:
+            okey = bytes(okey)
+            ident = okey[prefix_len:]
+            if b"\x00" in ident:
+                self.records += 1
+                self.problems.append(("damaged-record", okey, "its key has too many parts"))
+                continue
+            node = head + ident
+            self.records += 1
+            try:
+                key = ident.decode("utf-8")
+                expected, record = self._entry_of(b"snapshot", ns, [snapshotter, key], bytes(raw))
+            except UnicodeDecodeError:
+                self.problems.append(("damaged-record", okey, "its key is not UTF-8 text"))
+                damaged.add(ident)
+                self._match(node, okey, None)
+                continue
+            except Corrupted as exc:
+                self.problems.append(("damaged-record", okey, str(exc)))
+                damaged.add(ident)
+                self._match(node, okey, None)
+                continue
+            self._match(node, okey, expected)
+            records[key] = (record["i"], record["pi"], record["p"], record["k"], record["b"].encode())
+            if record["i"] > self.max_ids.get(snapshotter, 0):
+                self.max_ids[snapshotter] = record["i"]
+        for key, (sid, pid, parent, kind, bkey) in records.items():
+            parent_record = records.get(parent) if parent else None
+            if parent:
+                if parent_record is None:
+                    if parent.encode() not in damaged:
+                        self.problems.append(("missing-parent", ns, snapshotter, key, parent))
+                elif parent_record[3] != _COMMITTED:
+                    self.problems.append(("parent-not-committed", ns, snapshotter, key, parent))
+                elif parent_record[0] != pid:
+                    self.problems.append(("wrong-parent-id", ns, snapshotter, key, pid, parent_record[0]))
+                link = str(pid).encode() + b"\x00" + key.encode()
+                if pending.pop(link, None) is None:
+                    self.problems.append(("missing-child-link", ns, snapshotter, key, pid))
+            referenced.add(bkey)
+            if backend is None:
+                self.problems.append(("no-backend", ns, snapshotter, key))
+                continue
+            found = backend.get(bkey)
+            if found is None:
+                self.problems.append(("missing-backend-snapshot", ns, snapshotter, key, bkey.decode()))
+                continue
+            bid, bkind, bparent = found
+            if bkind != kind:
+                self.problems.append(("backend-kind", ns, snapshotter, key, bkey.decode(), kind, bkind))
+            want = parent_record[4] if parent_record is not None else (None if parent else b"")
+            if want is not None and bparent != want:
+                self.problems.append(("backend-parent", ns, snapshotter, key, bkey.decode(), want.decode(),
+                                      bparent.decode("utf-8", "replace")))
+            if bid not in dirs:
+                self.problems.append(("missing-snapshot-dir", ns, snapshotter, key, bkey.decode(), bid))
+        for okey in pending.values():
+            self.problems.append(("orphan-child-link", okey))

@@ -28,5 +28,7 @@ else:
 
         COMPILED = False
 
-__all__ = ["COMPILED", "BoltBucket", "Marker", "bolt_assemble", "bolt_branch", "bolt_leaf", "bolt_page", "bolt_pages", "bolt_referenced",
-           "decode_varint", "encode_varint"]
+from ._fallback import TableCheck  # noqa: E402  (compiled twin: to come)
+
+__all__ = ["COMPILED", "BoltBucket", "Marker", "TableCheck", "bolt_assemble", "bolt_branch", "bolt_leaf", "bolt_page",
+           "bolt_pages", "bolt_referenced", "decode_varint", "encode_varint"]

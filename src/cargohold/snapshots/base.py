@@ -113,6 +113,12 @@ class DirectorySnapshotter:
         with _filesystem("list snapshot directories", self._snapshots_dir), os.scandir(self._snapshots_dir) as it:
             return next(it, None) is not None
 
+    def layout(self) -> tuple[dict, list]:
+        """(backend key bytes → (id, kind, parent key bytes), names under ``snapshots/``), read at
+        one moment (inside a read transaction of the metastore): what fsck checks records against."""
+        with _filesystem("list snapshot directories", self._snapshots_dir), self._store.read() as txn:
+            return storage.layout(txn), sorted(os.listdir(self._snapshots_dir))
+
     def walk(self, *filters: str) -> Iterator[SnapshotInfo]:
         """Every snapshot matching the filters (containerd's syntax), in key order."""
         with self._store.read() as txn:
