@@ -294,6 +294,10 @@ class DirectorySnapshotter:
         owned = {str(snapshot_id) for snapshot_id in storage.ids(txn)}
         return [entry.path for entry in os.scandir(self._snapshots_dir) if entry.name not in owned]
 
+    def compact(self, timeout: float = 10.0) -> tuple[str, int, int]:
+        """Compact the metastore's LMDB file (`cargohold.kv.Env.compact`): (its path, bytes before, after)."""
+        return (os.path.join(self._store.path, "data.mdb"), *self._store.compact(timeout))
+
     def close(self) -> None:
         self._store.close()
 
