@@ -280,14 +280,12 @@ def _fsync_dir(path: str) -> None:
 
 
 def _drop_unreachable(db: "DB", findings: list) -> list[f.Repair]:
-    from ..db import _TxContext
-
     if not findings:
         return []
     out: list[f.Repair] = []
     contexts = gccontext.Contexts(db._collectors)
     try:
-        with db.wlock.exclusive():
+        with db._turnstile.exclusive(), db.wlock.exclusive():  # as a collection holds writers off
             with db.view() as tx:
                 try:
                     marker = gccontext.marking(tx, contexts)
@@ -300,13 +298,14 @@ def _drop_unreachable(db: "DB", findings: list) -> list[f.Repair]:
                     continue
 
                 def drop(finding: f.Finding = finding) -> str:
+                    # writes of their own (writers are held off), journaled for a concurrent collection
                     if finding.kind == f.ORPHAN_NODE:
-                        with _TxContext(db, True, internal=True) as tx:
+                        with db._internal_update() as tx:
                             return _drop_entry(tx, finding, readable=True)
                     if finding.store == "content":
-                        with _TxContext(db, True, internal=True) as tx:
+                        with db._internal_update() as tx:
                             return _drop_blob_record(db, tx, finding)
-                    return _drop_snapshot(db, finding, lambda: _TxContext(db, True, internal=True))
+                    return _drop_snapshot(db, finding, db._internal_update)
 
                 out.append(_one(finding, "drop", drop))
     finally:
