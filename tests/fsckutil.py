@@ -83,8 +83,7 @@ def snapshot_dir(root, key: str, snapshotter: str = "native") -> str:
     backend_key = snapshot_record(root, key, snapshotter=snapshotter)["b"]
     with cargohold.open(root) as db:
         backend = db.snapshotters[snapshotter]
-        snapshots, _ = backend.layout()
-        return backend.snapshot_dir(snapshots[backend_key.encode()][0])
+        return backend.snapshot_dir(backend.snapshot_id(backend_key))
 
 
 def state(root) -> dict:

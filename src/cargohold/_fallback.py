@@ -695,6 +695,15 @@ _COMMITTED = 3
 """`Kind.COMMITTED`."""
 
 
+def _bounded(rows, prefix):
+    """The rows of an iterator positioned at `prefix`, up to the first key outside it."""
+    for row in rows:
+        key = row[0] if isinstance(row, tuple) else row
+        if not bytes(key).startswith(prefix):
+            return
+        yield row
+
+
 class TableCheck:
     """fsck's pass over the objects table against the node table (pure-Python twin).
 
@@ -702,13 +711,16 @@ class TableCheck:
     snapshotter in one namespace for snapshots), in key order; the node-table rows of the
     group's node type come through `begin_type`, in key order too, and are matched against
     the records as they come: the two orders agree group by group, so no table is held in
-    memory. ``entry_of(kind, ns, parts, raw)`` returns the entry a record's node must have and
-    the decoded record, or raises Corrupted. Problems are appended to `problems` as tuples whose
-    first item names them (`cargohold.integrity.tables` turns them into findings).
+    memory. Every iterator given starts at its prefix and is read only up to the first key
+    outside it. ``entry_of(kind, ns, parts, raw)`` returns the entry a record's node must have
+    and the decoded record, ``backend_of(raw)`` the (id, kind, parent key bytes) of a backend
+    snapshot's record; both raise Corrupted for a damaged one. Problems are appended to
+    `problems` as tuples whose first item names them (`cargohold.integrity.check` reads them).
     """
 
-    def __init__(self, entry_of, problems):
+    def __init__(self, entry_of, backend_of, problems):
         self._entry_of = entry_of
+        self._backend_of = backend_of
         self.problems = problems
         self.blobs = []
         """(namespace, digest, recorded size) of every content record."""
@@ -720,10 +732,43 @@ class TableCheck:
         self.matched = 0
         self._rows = iter(())
         self._row = None
+        self._backends = {}
+        self._referenced = {}
 
-    def begin_type(self, rows):
-        """The node-table rows of the next node type, in key order."""
-        self._rows = iter(rows)
+    # -- backends ---------------------------------------------------------------------------
+
+    def backend(self, name, rows, dirs):
+        """Register snapshotter `name`'s backend: its metastore's (backend key, raw record) rows and the
+        ids that have a directory. A record that cannot be read is a ``damaged-backend-record``."""
+        table = {}
+        for key, raw in rows:
+            key = bytes(key)
+            try:
+                table[key] = self._backend_of(bytes(raw))
+            except Corrupted as exc:
+                self.problems.append(("damaged-backend-record", name, key, str(exc)))
+        self._backends[name] = (table, set(dirs))
+        self._referenced[name] = set()
+
+    def unreferenced(self, name):
+        """(backend key, id) of each backend snapshot of `name` no record named, in key order."""
+        table, _ = self._backends[name]
+        referenced = self._referenced[name]
+        return [(key, found[0]) for key, found in table.items() if key not in referenced]
+
+    def backend_ids(self, name):
+        """The ids of every backend snapshot of `name`."""
+        return {found[0] for found in self._backends[name][0].values()}
+
+    def is_referenced(self, name, key):
+        """Whether some record of the groups seen names backend key `key` (bytes) of `name`."""
+        return key in self._referenced.get(name, ())
+
+    # -- the node-table rows ------------------------------------------------------------------
+
+    def begin_type(self, prefix, rows):
+        """The node-table rows of the next node type (keys starting with `prefix`), in key order."""
+        self._rows = _bounded(rows, prefix)
         self._row = next(self._rows, None)
 
     def end_type(self):
@@ -748,6 +793,8 @@ class TableCheck:
         elif expected is not None:
             self.problems.append(("missing-node", node, okey, expected))
 
+    # -- groups ---------------------------------------------------------------------------------
+
     def _record(self, kind, ns, okey, ident, raw):
         """(expected entry, record) of one record, or None when it is damaged (reported)."""
         self.records += 1
@@ -760,12 +807,12 @@ class TableCheck:
         return None
 
     def rows(self, kind, rtype, ns, rows):
-        """One group of records of `kind` (not snapshots) of namespace `ns` (str)."""
-        prefix_len = len(ns.encode()) + len(kind) + 2
+        """One group: the records of `kind` (not snapshots) of namespace `ns` (str)."""
+        prefix = ns.encode() + b"\x00" + kind + b"\x00"
         head = bytes((rtype,)) + ns.encode() + b"\x00"
-        for okey, raw in rows:
+        for okey, raw in _bounded(rows, prefix):
             okey = bytes(okey)
-            ident = okey[prefix_len:]
+            ident = okey[len(prefix):]
             if b"\x00" in ident:
                 self.records += 1
                 self.problems.append(("damaged-record", okey, "its key has too many parts"))
@@ -782,24 +829,23 @@ class TableCheck:
             elif kind in (b"ingest", b"lease"):
                 self.others.append((kind.decode(), ns, ident.decode(), record))
 
-    def snapshots(self, ns, snapshotter, links, rows, backend, dirs, referenced):
-        """The snapshot records of one snapshotter in one namespace, with their parents' child links
-        (the ``snapchild`` rows of that snapshotter) and their backend: ``backend`` maps backend keys
-        (bytes) to (id, kind, parent key bytes), or is None for a snapshotter the database does not
-        have; ``dirs`` holds the ids that have a directory. Adds each backend key to `referenced`."""
+    def snapshots(self, ns, snapshotter, links, rows):
+        """The snapshot records of one snapshotter in one namespace: `links` the keys of the
+        ``snapchild`` rows of that snapshotter (the parents' links to their children), `rows` the
+        records; each checked against its parent, its link and its backend snapshot (`backend`)."""
         nsb, snb = ns.encode(), snapshotter.encode()
-        link_prefix = len(nsb) + len(b"snapchild") + len(snb) + 3
+        link_prefix = nsb + b"\x00snapchild\x00" + snb + b"\x00"
         pending = {}
-        for okey, _ in links:
+        for okey in _bounded(links, link_prefix):
             okey = bytes(okey)
-            pending[okey[link_prefix:]] = okey
-        prefix_len = len(nsb) + len(b"snapshot") + len(snb) + 3
+            pending[okey[len(link_prefix):]] = okey
+        prefix = nsb + b"\x00snapshot\x00" + snb + b"\x00"
         head = b"\x02" + nsb + b"\x00" + snb + b"/"
         records = {}
         damaged = set()
-        for okey, raw in rows:
+        for okey, raw in _bounded(rows, prefix):
             okey = bytes(okey)
-            ident = okey[prefix_len:]
+            ident = okey[len(prefix):]
             if b"\x00" in ident:
                 self.records += 1
                 self.problems.append(("damaged-record", okey, "its key has too many parts"))
@@ -823,6 +869,8 @@ class TableCheck:
             records[key] = (record["i"], record["pi"], record["p"], record["k"], record["b"].encode())
             if record["i"] > self.max_ids.get(snapshotter, 0):
                 self.max_ids[snapshotter] = record["i"]
+        found_backend = self._backends.get(snapshotter)
+        referenced = self._referenced.setdefault(snapshotter, set())
         for key, (sid, pid, parent, kind, bkey) in records.items():
             parent_record = records.get(parent) if parent else None
             if parent:
@@ -837,10 +885,11 @@ class TableCheck:
                 if pending.pop(link, None) is None:
                     self.problems.append(("missing-child-link", ns, snapshotter, key, pid))
             referenced.add(bkey)
-            if backend is None:
+            if found_backend is None:
                 self.problems.append(("no-backend", ns, snapshotter, key))
                 continue
-            found = backend.get(bkey)
+            table, dirs = found_backend
+            found = table.get(bkey)
             if found is None:
                 self.problems.append(("missing-backend-snapshot", ns, snapshotter, key, bkey.decode()))
                 continue

@@ -9,26 +9,21 @@ from __future__ import annotations
 import os
 
 if os.environ.get("CARGOHOLD_PUREPYTHON"):
-    from ._fallback import (BoltBucket, Marker, bolt_assemble, bolt_branch, bolt_leaf, bolt_page, bolt_pages,
-                           bolt_referenced,
-                           decode_varint, encode_varint)
+    from ._fallback import (BoltBucket, Marker, TableCheck, bolt_assemble, bolt_branch, bolt_leaf, bolt_page,
+                            bolt_pages, bolt_referenced, decode_varint, encode_varint)
 
     COMPILED = False
 else:
     try:
-        from ._core import (BoltBucket, Marker, bolt_assemble, bolt_branch, bolt_leaf, bolt_page, bolt_pages,
-                           bolt_referenced,
-                           decode_varint, encode_varint)
+        from ._core import (BoltBucket, Marker, TableCheck, bolt_assemble, bolt_branch, bolt_leaf, bolt_page,
+                            bolt_pages, bolt_referenced, decode_varint, encode_varint)
 
         COMPILED = True
     except ImportError:
-        from ._fallback import (BoltBucket, Marker, bolt_assemble, bolt_branch, bolt_leaf, bolt_page, bolt_pages,
-                           bolt_referenced,
-                           decode_varint, encode_varint)
+        from ._fallback import (BoltBucket, Marker, TableCheck, bolt_assemble, bolt_branch, bolt_leaf, bolt_page,
+                                bolt_pages, bolt_referenced, decode_varint, encode_varint)
 
         COMPILED = False
-
-from ._fallback import TableCheck  # noqa: E402  (compiled twin: to come)
 
 __all__ = ["COMPILED", "BoltBucket", "Marker", "TableCheck", "bolt_assemble", "bolt_branch", "bolt_leaf", "bolt_page",
            "bolt_pages", "bolt_referenced", "decode_varint", "encode_varint"]

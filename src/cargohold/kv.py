@@ -62,6 +62,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from typing import Callable, Iterator, Optional, Sequence
 
 import lmdb
@@ -613,6 +614,26 @@ class Txn:
                 if not key.startswith(prefix):
                     return
                 yield key, value
+        except lmdb.Error as exc:
+            raise _translate(exc, self._env.path) from None
+
+    def rows_from(self, table: str, start: bytes, *, values: bool = True) -> Iterator:
+        """The rows of `table` from `start` to its end: (key, value) pairs, or keys without `values`.
+
+        For callers that stop by themselves: no per-row work here at all (`scan` checks a
+        prefix at every row). Read it inside `translated()`.
+        """
+        db = self._db(table)
+        cursor = self._guard(lambda: self._txn.cursor(db=db))
+        if not self._guard(lambda: cursor.set_range(start)):
+            return iter(())
+        return cursor.iternext(keys=True, values=values)
+
+    @contextmanager
+    def translated(self) -> Iterator[None]:
+        """Report LMDB's errors raised in the block (reading `rows_from`) as cargohold errors."""
+        try:
+            yield
         except lmdb.Error as exc:
             raise _translate(exc, self._env.path) from None
 

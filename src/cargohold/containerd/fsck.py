@@ -95,12 +95,12 @@ def _snapshots(host: Host, sizes: Sizes) -> list[Finding]:
         backend = host.backend(name)
         if backend is None:
             continue
-        mapping = {key: snap.id for key, snap in backend.snapshots.items()}
-        cache: dict = {}
-        for snap in backend.snapshots.values():
-            cache[backend.snapshot_dir(snap.id)] = sizes.snapshot(backend, snap.id)
-        out.extend(backends.unowned_snapshots(f"snapshots/{name}", mapping, owned.get(name, set()), set(),
-                                              backend.directories(), backend.snapshot_dir, cache))
+        keys = owned.get(name, set())
+        unreferenced = {key: snap.id for key, snap in backend.snapshots.items() if key not in keys}
+        cache = {backend.snapshot_dir(sid): sizes.snapshot(backend, sid) for sid in unreferenced.values()}
+        out.extend(backends.unowned_snapshots(f"snapshots/{name}", unreferenced, set(), backend.directories(),
+                                              {snap.id for snap in backend.snapshots.values()}, backend.snapshot_dir,
+                                              cache))
     return out
 
 

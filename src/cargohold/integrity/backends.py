@@ -86,10 +86,11 @@ def content_findings(records: Iterable[tuple[str, str, int]], files: Iterable[tu
     return out
 
 
-def unowned_snapshots(store: str, snapshots: Mapping[str, int], referenced: "set[str]", kept: "set[str]",
-                      entries: Iterable[str], snapshot_dir, sizes: Optional[dict] = None) -> list[f.Finding]:
-    """Backend snapshots (backend key → id) no record names (except `kept`: interrupted commits
-    that will be reverted), and entries of ``snapshots/`` no backend snapshot owns."""
+def unowned_snapshots(store: str, unreferenced: Mapping[str, int], kept: "set[str]", entries: Iterable[str],
+                      ids: "set[int]", snapshot_dir, sizes: Optional[dict] = None) -> list[f.Finding]:
+    """Backend snapshots no record names (`unreferenced`: backend key → id; except `kept`:
+    interrupted commits that will be reverted), and the entries of ``snapshots/`` that are the
+    directory of no backend snapshot (`ids`: every backend snapshot's id)."""
     sizes = {} if sizes is None else sizes
 
     def size(path: str) -> int:
@@ -98,15 +99,14 @@ def unowned_snapshots(store: str, snapshots: Mapping[str, int], referenced: "set
         return sizes[path]
 
     out: list[f.Finding] = []
-    ids = set()
-    for key, sid in sorted(snapshots.items()):
-        ids.add(str(sid))
-        if key not in referenced and key not in kept:
+    for key, sid in sorted(unreferenced.items()):
+        if key not in kept:
             path = snapshot_dir(sid)
             out.append(f.Finding(f.UNOWNED_BACKEND_SNAPSHOT, "-", store, key, path, size(path),
                                  "no record names this backend snapshot"))
+    names = {str(sid) for sid in ids}
     for entry in entries:
-        if entry not in ids:
+        if entry not in names:
             path = os.path.join(os.path.dirname(snapshot_dir(0)), entry)
             out.append(f.Finding(f.UNOWNED_SNAPSHOT_DIR, "-", store, entry, path, size(path),
                                  "no backend snapshot owns this directory"))

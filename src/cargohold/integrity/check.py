@@ -65,13 +65,14 @@ def check(db: "DB", *, verify_content: bool = False, workers: Optional[int] = No
     if db._current() is not None:
         raise FailedPrecondition("fsck cannot run inside a transaction of the same thread")
     report = f.Report(root=os.path.dirname(os.path.abspath(db.path)))
+    table = tables.new_check([])
     with ExitStack() as locks:
         locks.enter_context(_backend_locks(db))
         with db.view() as tx:
-            seen = _observe(db, tx)
+            seen = _observe(db, tx, table)
             locks.close()
             _check_meta(db, tx, report)
-            scan = tables.scan(tx.kv, seen.backends)
+            scan = tables.scan(tx.kv, table)
             report.checked.update(records=scan.records, nodes=scan.nodes, namespaces=len(scan.namespaces))
             _check_namespaces(tx, scan, report)
             _check_sequences(tx, scan, report)
@@ -91,8 +92,8 @@ def check(db: "DB", *, verify_content: bool = False, workers: Optional[int] = No
 
 class _Seen:
     def __init__(self) -> None:
-        self.backends: dict[str, Optional[tuple]] = {}
-        self.layouts: dict[str, tuple] = {}
+        self.layouts: dict[str, list] = {}
+        """The names under each snapshotter's ``snapshots/``."""
         self.broken: dict[str, str] = {}
         self.commit_sources: dict[str, dict] = {}
         self.blobs: list[tuple] = []
@@ -117,19 +118,22 @@ def _backend_locks(db: "DB") -> ExitStack:
     return stack
 
 
-def _observe(db: "DB", tx: Any) -> _Seen:
-    """The backends as they are while no commit or creation is in flight."""
+def _observe(db: "DB", tx: Any, table: Any) -> _Seen:
+    """The backends as they are while no commit or creation is in flight (the snapshotters' metastores
+    go into the table pass, `table`)."""
     seen = _Seen()
     for name, backend in sorted(db.snapshotters.items()):
+        def register(rows: Any, entries: list, name: str = name) -> list:
+            table.backend(name, rows, {int(e) for e in entries if e.isdigit()})
+            return entries
+
         try:
-            snapshots, entries = backend.layout()
+            seen.layouts[name] = backend.layout(register)
             seen.commit_sources[name] = {key: source.name for key, source in backend.commit_sources().items()}
         except (Error, OSError) as exc:
             seen.broken[name] = str(exc)
-            seen.backends[name] = ({}, frozenset())
-            continue
-        seen.layouts[name] = (snapshots, entries)
-        seen.backends[name] = (snapshots, frozenset(int(e) for e in entries if e.isdigit()))
+            seen.layouts.pop(name, None)
+            table.backend(name, (), set())
     store = db.content_store
     if store is None:
         return seen
@@ -277,6 +281,9 @@ def _from_problems(db: "DB", scan: tables.Scan, seen: _Seen) -> list[f.Finding]:
         elif code == "unknown-record":
             ns, store, key = _object_store(problem[1])
             out.append(f.Finding(f.UNKNOWN_RECORD, ns, store, key, detail="a record of a kind cargohold does not know"))
+        elif code == "damaged-backend-record":
+            out.append(f.Finding(f.DAMAGED_RECORD, "-", f"snapshots/{problem[1]}",
+                                 problem[2].decode("utf-8", "replace"), detail=f"in the snapshotter's metastore: {problem[3]}"))
         elif code == "orphan-child-link":
             ns, store, key = _object_store(problem[1])
             out.append(f.Finding(f.ORPHAN_CHILD_LINK, ns, store, key, detail=(
@@ -383,14 +390,14 @@ def _check_snapshot_data(db: "DB", scan: tables.Scan, seen: _Seen) -> list[f.Fin
     for name, reason in sorted(seen.broken.items()):
         out.append(f.Finding(f.DAMAGED_RECORD, "-", f"snapshots/{name}", "metadata", detail=(
             f"the snapshotter's metastore cannot be read: {reason}")))
-    for name, (snapshots, entries) in sorted(seen.layouts.items()):
+    table = scan.check
+    for name, entries in sorted(seen.layouts.items()):
         backend = db.snapshotters[name]
-        referenced = {key.decode("utf-8", "replace") for key in scan.referenced.get(name, ())}
         sources = seen.commit_sources.get(name, {})
-        kept = {committed for committed, source in sources.items() if source in referenced}
-        mapping = {key.decode("utf-8", "replace"): sid for key, (sid, _, _) in snapshots.items()}
-        for finding in disk.unowned_snapshots(f"snapshots/{name}", mapping, referenced, kept, entries,
-                                              backend.snapshot_dir):
+        kept = {committed for committed, source in sources.items() if table.is_referenced(name, source.encode())}
+        unreferenced = {key.decode("utf-8", "replace"): sid for key, sid in table.unreferenced(name)}
+        for finding in disk.unowned_snapshots(f"snapshots/{name}", unreferenced, kept, entries,
+                                              table.backend_ids(name), backend.snapshot_dir):
             out.append(_with(finding, repair=f.PRUNE))
     return out
 

@@ -353,9 +353,8 @@ def _data_gone(db: "DB", name: str, record: dict) -> bool:
     backend = db.snapshotters.get(name)
     if backend is None:
         return False
-    snapshots, _ = backend.layout()
-    found = snapshots.get(record["b"].encode())
-    return found is None or not os.path.isdir(backend.snapshot_dir(found[0]))
+    sid = backend.snapshot_id(record["b"])
+    return sid is None or not os.path.isdir(backend.snapshot_dir(sid))
 
 
 def _subtree(tx: "Transaction", ns: str, name: str, key: str) -> list[str]:

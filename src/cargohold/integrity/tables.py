@@ -13,11 +13,11 @@ without ``containerd.io/gc.`` keys) itself and asks `entry_of` for everything el
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterator
 
 from .. import schema
 from .._native import TableCheck
-from ..errors import Corrupted
+from ..errors import Corrupted, InvalidArgument
 from ..gc import index
 from ..model import ResourceType
 
@@ -46,13 +46,16 @@ _FIELDS = {
 """The fields each record needs, and their types (`cargohold.schema` lists the records)."""
 
 
+_I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
+
+
 def _checked(kind: bytes, raw: bytes) -> dict:
     record = schema.unpack(raw, f"{kind.decode()} record")
     if not isinstance(record, dict):
         raise Corrupted(f"damaged {kind.decode()} record: not a map")
     for name, typ in _FIELDS[kind].items():
         value = record.get(name)
-        if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+        if not isinstance(value, typ) or (typ is int and (isinstance(value, bool) or not _I64_MIN <= value <= _I64_MAX)):
             raise Corrupted(f"damaged {kind.decode()} record: field {name!r} is {value!r}")
     labels = record.get("l", {})
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
@@ -67,20 +70,44 @@ def _checked(kind: bytes, raw: bytes) -> dict:
 def entry_of(kind: bytes, ns: str, parts: list, raw: bytes) -> tuple[bytes, dict]:
     """(the node-table entry the record must have, the decoded record); Corrupted for a damaged record."""
     record = _checked(kind, raw)
+    try:
+        return _entry(kind, ns, parts, record), record
+    except InvalidArgument as exc:  # a reference too long for an entry: only a damaged record holds one
+        raise Corrupted(f"damaged {kind.decode()} record: {exc}") from None
+
+
+def _entry(kind: bytes, ns: str, parts: list, record: dict) -> bytes:
     labels = record.get("l")
     if kind == schema.K_BLOB:
-        return index.content_entry(ns, labels), record
+        return index.content_entry(ns, labels)
     if kind == schema.K_SNAPSHOT:
-        return index.snapshot_entry(ns, parts[0], record["p"], labels), record
+        return index.snapshot_entry(ns, parts[0], record["p"], labels)
     if kind == schema.K_IMAGE:
-        return index.image_entry(ns, record["t"]["d"], labels), record
+        return index.image_entry(ns, record["t"]["d"], labels)
     if kind == schema.K_CONTAINER:
-        return index.container_entry(ns, record["sn"] if record["k"] else "", record["k"], labels), record
+        return index.container_entry(ns, record["sn"] if record["k"] else "", record["k"], labels)
     if kind == schema.K_SANDBOX:
-        return index.sandbox_entry(ns, labels), record
+        return index.sandbox_entry(ns, labels)
     if kind == schema.K_LEASE:
-        return index.lease_entry(labels), record
-    return index.ingest_entry(ns, record["e"], record["d"] if record["sh"] else ""), record
+        return index.lease_entry(labels)
+    return index.ingest_entry(ns, record["e"], record["d"] if record["sh"] else "")
+
+
+def backend_of(raw: bytes) -> tuple[int, int, bytes]:
+    """(id, kind, parent's key as bytes) of a backend snapshot's record (`cargohold.snapshots.storage`)."""
+    record = schema.unpack(raw, "backend snapshot")
+    if not isinstance(record, dict):
+        raise Corrupted("damaged backend snapshot: not a map")
+    sid, kind, parent = record.get("id"), record.get("kind"), record.get("parent")
+    if not (isinstance(sid, int) and isinstance(kind, int) and isinstance(parent, str)) or isinstance(sid, bool) \
+            or isinstance(kind, bool) or not _I64_MIN <= sid <= _I64_MAX or not _I64_MIN <= kind <= _I64_MAX:
+        raise Corrupted(f"damaged backend snapshot: id {sid!r}, kind {kind!r}, parent {parent!r}")
+    return sid, kind, parent.encode()
+
+
+def new_check(problems: list, entry: Callable = entry_of) -> TableCheck:
+    """A table pass that appends its problems to `problems`."""
+    return TableCheck(entry, backend_of, problems)
 
 
 def distinct(kv: Any, table: str, prefix: bytes = b"") -> list[bytes]:
@@ -98,16 +125,15 @@ def distinct(kv: Any, table: str, prefix: bytes = b"") -> list[bytes]:
 
 
 class Scan:
-    """The outcome of one pass: problems (tuples, see `TableCheck`), and what the backend checks need."""
+    """The outcome of one pass: what the other checks need besides the problems."""
 
-    def __init__(self) -> None:
-        self.problems: list[tuple] = []
+    def __init__(self, check: TableCheck) -> None:
+        self.check = check
+        self.problems: list[tuple] = check.problems
         self.namespaces: list[bytes] = []
         """Every namespace that has records (raw names)."""
         self.blobs: list[tuple] = []
         self.others: list[tuple] = []
-        self.referenced: dict[str, set] = {}
-        """Backend keys (bytes) the snapshot records name, per snapshotter."""
         self.max_ids: dict[str, int] = {}
         """The largest id the snapshot records of each snapshotter use."""
         self.records = 0
@@ -115,14 +141,19 @@ class Scan:
         self.matched = 0
 
 
-def scan(kv: Any, backends: Mapping[str, Optional[tuple]], entry: Callable = entry_of) -> Scan:
-    """Check every record of the objects table against the node table, in transaction `kv`.
+def scan(kv: Any, check: TableCheck) -> Scan:
+    """Check every record of the objects table against the node table, in transaction `kv`; `check`
+    holds the snapshotters' backends (`TableCheck.backend`)."""
+    out = Scan(check)
+    with kv.translated():
+        _scan(kv, check, out)
+    out.blobs, out.others = check.blobs, check.others
+    out.records, out.matched, out.max_ids = check.records, check.matched, check.max_ids
+    out.nodes = kv.count(schema.T_GC)
+    return out
 
-    `backends` maps each snapshotter name to (backend keys → (id, kind, parent key), ids that
-    have a directory), or None for a snapshotter the database has no backend for.
-    """
-    out = Scan()
-    check = TableCheck(entry, out.problems)
+
+def _scan(kv: Any, check: TableCheck, out: Scan) -> None:
     out.namespaces = distinct(kv, schema.T_OBJECTS)
     order = sorted(out.namespaces, key=lambda ns: ns + schema.SEP)
     kinds = {ns: distinct(kv, schema.T_OBJECTS, ns + schema.SEP) for ns in order}
@@ -141,23 +172,22 @@ def scan(kv: Any, backends: Mapping[str, Optional[tuple]], entry: Callable = ent
     types = set(distinct_types(kv))
     for rtype, kind in GROUP_KINDS:
         types.discard(rtype)
-        check.begin_type(kv.scan(schema.T_GC, bytes((rtype,))))
+        head = bytes((rtype,))
+        check.begin_type(head, kv.rows_from(schema.T_GC, head))
         for ns in order:
             if ns not in names or kind not in kinds[ns] and not (
                     kind == schema.K_SNAPSHOT and schema.K_SNAPSHOT_CHILD in kinds[ns]):
                 continue
             if kind == schema.K_SNAPSHOT:
-                _snapshot_groups(kv, check, names[ns], backends, out.referenced)
+                _snapshot_groups(kv, check, names[ns])
             else:
-                check.rows(kind, int(rtype), names[ns], kv.scan(schema.T_OBJECTS, schema.object_prefix(names[ns], kind)))
+                prefix = schema.object_prefix(names[ns], kind)
+                check.rows(kind, int(rtype), names[ns], kv.rows_from(schema.T_OBJECTS, prefix))
         check.end_type()
     for rtype in sorted(types):  # node types no record kind has: every entry is an orphan
-        check.begin_type(kv.scan(schema.T_GC, bytes((rtype,))))
+        head = bytes((rtype,))
+        check.begin_type(head, kv.rows_from(schema.T_GC, head))
         check.end_type()
-    out.blobs, out.others = check.blobs, check.others
-    out.records, out.matched, out.max_ids = check.records, check.matched, check.max_ids
-    out.nodes = kv.count(schema.T_GC)
-    return out
 
 
 def distinct_types(kv: Any) -> Iterator[int]:
@@ -173,16 +203,12 @@ def distinct_types(kv: Any) -> Iterator[int]:
         start = bytes((row[0][0] + 1,))
 
 
-def _snapshot_groups(kv: Any, check: TableCheck, ns: str, backends: Mapping[str, Optional[tuple]],
-                     referenced: dict) -> None:
+def _snapshot_groups(kv: Any, check: TableCheck, ns: str) -> None:
     """The snapshot groups of one namespace, in the node table's order (``<snapshotter>/<key>``)."""
     snap = schema.object_prefix(ns, schema.K_SNAPSHOT)
     child = schema.object_prefix(ns, schema.K_SNAPSHOT_CHILD)
     groups = set(distinct(kv, schema.T_OBJECTS, snap)) | set(distinct(kv, schema.T_OBJECTS, child))
     for raw_name in sorted(groups, key=lambda name: name + b"/"):
         name = raw_name.decode("utf-8", "replace")
-        found = backends.get(name)
-        backend, dirs = found if found is not None else (None, frozenset())
-        check.snapshots(ns, name, kv.scan(schema.T_OBJECTS, child + raw_name + schema.SEP),
-                        kv.scan(schema.T_OBJECTS, snap + raw_name + schema.SEP), backend, dirs,
-                        referenced.setdefault(name, set()))
+        check.snapshots(ns, name, kv.rows_from(schema.T_OBJECTS, child + raw_name + schema.SEP, values=False),
+                        kv.rows_from(schema.T_OBJECTS, snap + raw_name + schema.SEP))

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import tempfile
 from contextlib import contextmanager
-from typing import Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 from ..errors import Error, FailedPrecondition, InvalidArgument, Unavailable
 from ..kv import Env
@@ -116,11 +116,20 @@ class DirectorySnapshotter:
         with _filesystem("list snapshot directories", self._snapshots_dir), os.scandir(self._snapshots_dir) as it:
             return next(it, None) is not None
 
-    def layout(self) -> tuple[dict, list]:
-        """(backend key bytes → (id, kind, parent key bytes), names under ``snapshots/``), read at
-        one moment (inside a read transaction of the metastore): what fsck checks records against."""
+    def layout(self, consume: Callable[[Iterator, list], Any]) -> Any:
+        """``consume(rows, names)``: `rows` iterates the metastore's raw (backend key, record) pairs,
+        in one read transaction during which `names`, those under ``snapshots/``, are listed.
+        fsck reads the snapshots this way, to check the metadata's records against them."""
         with _filesystem("list snapshot directories", self._snapshots_dir), self._store.read() as txn:
-            return storage.layout(txn), sorted(os.listdir(self._snapshots_dir))
+            entries = sorted(os.listdir(self._snapshots_dir))
+            with txn.translated():
+                return consume(txn.rows_from(storage.T_SNAPSHOTS, b""), entries)
+
+    def snapshot_id(self, key: str) -> Optional[int]:
+        """The id (the directory's name) of backend snapshot `key`, None if there is none."""
+        storage.check_key(key)
+        with self._store.read() as txn:
+            return storage.get_info(txn, key)[0] if storage.exists(txn, key) else None
 
     def walk(self, *filters: str) -> Iterator[SnapshotInfo]:
         """Every snapshot matching the filters (containerd's syntax), in key order."""

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Mapping, Optional
 
 from .. import fieldpaths, filters, schema
-from ..errors import AlreadyExists, Corrupted, FailedPrecondition, InvalidArgument, NotFound
+from ..errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from ..kv import MAX_KEY_SIZE, Txn
 from ..model import Kind, SnapshotInfo, Usage
 from ..timeutil import from_ns, to_ns
@@ -257,18 +257,6 @@ def walk(txn: Txn, *filter_args: str) -> Iterator[SnapshotInfo]:
         info = _info(key, schema.unpack(raw, f"backend snapshot {key!r}"))
         if matcher.match(adaptor(info)):
             yield info
-
-
-def layout(txn: Txn) -> dict:
-    """Backend key (bytes) → (id, kind, parent's key as bytes) of every snapshot (what fsck checks)."""
-    found = {}
-    for raw_key, raw in txn.scan(T_SNAPSHOTS):
-        record = schema.unpack(raw, f"backend snapshot {bytes(raw_key)!r}")
-        try:
-            found[bytes(raw_key)] = (record["id"], record["kind"], record["parent"].encode())
-        except (KeyError, TypeError, AttributeError):
-            raise Corrupted(f"damaged backend snapshot {bytes(raw_key)!r}: {record!r}") from None
-    return found
 
 
 def sequence(txn: Txn) -> int:
