@@ -10,6 +10,7 @@ from cliutil import image_archive, invoke, parsed
 
 import cargohold
 from cargohold import Container, Resource, RuntimeInfo, schema
+from cargohold.model import ResourceType
 
 GARBAGE = b"content nothing references"
 GARBAGE_DIGEST = "sha256:" + hashlib.sha256(GARBAGE).hexdigest()
@@ -104,3 +105,17 @@ def images(root) -> list:
 def copy(root, target) -> str:
     shutil.copytree(root, target, symlinks=True)
     return str(target)
+
+
+def collects_nothing_reachable(root, before: dict) -> None:
+    """A whole collection keeps what the listings showed (`before`, from `state`) and every blob a root reaches."""
+    with cargohold.open(root) as db:
+        reachable = db.mark()
+        stats = db.garbage_collect()
+    assert stats.errors == [], stats.errors
+    assert not set(stats.removed) & reachable
+    after = state(root)
+    for kind in ("images", "containers", "leases"):
+        assert after[kind] == before[kind]
+    kept = {n.key for n in reachable if n.type == ResourceType.CONTENT}
+    assert kept <= set(after["content"])

@@ -12,8 +12,8 @@ import os
 import shutil
 
 import pytest
-from fsckutil import (GARBAGE_DIGEST, build, fsck, problems, raw_write, repairs, snapshot_dir, snapshot_record, state,
-                      top_snapshot)
+from fsckutil import (GARBAGE_DIGEST, build, collects_nothing_reachable, fsck, problems, raw_write, repairs, snapshot_dir,
+                      snapshot_record, state, top_snapshot)
 
 import cargohold
 from cargohold import schema
@@ -43,19 +43,6 @@ def repaired(root, expected_left: set = frozenset(), **kwargs):
     assert again.repairable(kwargs.get("prune_orphans", False)) == [], again.repairable()
     assert problems(again) == set(expected_left), problems(again)
     return report, failed
-
-
-def collects_nothing_reachable(root, before: dict) -> None:
-    """A whole collection keeps what the listings showed (the garbage of the fixture goes)."""
-    with cargohold.open(root) as db:
-        reachable = db.mark()
-        stats = db.garbage_collect()
-    assert not set(stats.removed) & reachable
-    after = state(root)
-    for kind in ("images", "containers", "leases"):
-        assert after[kind] == before[kind]
-    kept = {n.key for n in reachable if n.type == ResourceType.CONTENT}
-    assert kept <= set(after["content"])
 
 
 # -- a sound root -----------------------------------------------------------------------------------

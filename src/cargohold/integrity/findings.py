@@ -124,8 +124,10 @@ class Report:
         return [f for f in self.findings if f.problem]
 
     def repairable(self, prune_orphans: bool = False) -> list:
-        """The findings `--repair` (with `prune_orphans`) would act on."""
-        return [f for f in self.problems if f.repair and (f.repair != PRUNE or prune_orphans)]
+        """The findings `--repair` (with `prune_orphans`) would act on: the problems it can fix and,
+        with `prune_orphans`, all data no record owns (also what the next collection would delete)."""
+        return [f for f in self.findings if f.repair and (f.problem or f.repair == PRUNE)
+                and (f.repair != PRUNE or prune_orphans)]
 
     @property
     def clean(self) -> bool:

@@ -17,7 +17,8 @@ In order:
    it would let the next collection delete what it references. A snapshot goes with its
    descendants, leaves first (they cannot be reachable when it is not).
 4. With ``prune_orphans``: the backends' cleanups (those a collection runs) delete the data
-   no record owns, in backends this database owns.
+   no record owns, in backends this database owns: what the check listed (the debris a
+   pending cleanup would delete included) and what the drops above left.
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ def repair(db: "DB", report: f.Report, *, prune_orphans: bool = False) -> list[f
     drops = [x for x in work if x.kind in _LATE_DROPS and (x.repair == f.DROP or _quarantined(done, x))]
     done.extend(_drop_unreachable(db, drops))
     if prune_orphans:
-        done.extend(_prune(db, [x for x in work if x.repair == f.PRUNE]))
+        dropped = {_backend(r.finding) for r in done if r.done and r.action in ("drop", "quarantine")}
+        done.extend(_prune(db, [x for x in work if x.repair == f.PRUNE], dropped))
     return done
 
 
@@ -378,15 +380,21 @@ def _subtree(tx: "Transaction", ns: str, name: str, key: str) -> list[str]:
 # -- pruning data no record owns ------------------------------------------------------------------------
 
 
-def _prune(db: "DB", findings: list) -> list[f.Repair]:
+def _backend(finding: f.Finding) -> Optional[str]:
+    """The snapshotter whose data a finding is about; None for the content store."""
+    return finding.store.partition("/")[2] if finding.store.startswith("snapshots/") else None
+
+
+def _prune(db: "DB", findings: list, dropped: set) -> list[f.Repair]:
+    """Run the cleanups of the backends `findings` are about and of those whose records were
+    `dropped` (what the drops left is deleted too, so a second check finds nothing to prune)."""
     from ..content.store import collect_backend as clean_content
     from ..snapshots.store import collect_backend as clean_snapshots
 
     out: list[f.Repair] = []
-    groups: dict[Optional[str], list] = {}
+    groups: dict[Optional[str], list] = {name: [] for name in dropped}
     for finding in findings:
-        name = None if finding.store in ("content", "ingests") else finding.store.partition("/")[2]
-        groups.setdefault(name, []).append(finding)
+        groups.setdefault(_backend(finding), []).append(finding)
     for name, items in sorted(groups.items(), key=lambda kv: kv[0] or ""):
         backend = db.content_store if name is None else db.snapshotters.get(name)
         what = "content store" if name is None else f"snapshotter {name!r}"
