@@ -8,9 +8,11 @@ tests/test_fsck_crash.py; the command line in tests/test_fsck_cli.py.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 
+import msgpack
 import pytest
 from fsckutil import (GARBAGE_DIGEST, build, collects_nothing_reachable, fsck, problems, raw_write, repairs, snapshot_dir,
                       snapshot_record, state, top_snapshot)
@@ -20,7 +22,7 @@ from cargohold import schema
 from cargohold.errors import FailedPrecondition, InvalidArgument
 from cargohold.gc import index
 from cargohold.integrity import findings as f
-from cargohold.model import ResourceType
+from cargohold.model import Kind, ResourceType
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +83,17 @@ def test_a_removed_node_table_entry_is_rebuilt(root):
         with db.view() as tx:
             assert tx.kv.get(schema.T_GC, node) == index.content_entry("default", {})
     collects_nothing_reachable(root, before)
+
+
+def test_every_repair_is_logged(root, caplog):
+    node = schema.pack_node(ResourceType.CONTENT, "default", GARBAGE_DIGEST)
+    raw_write(root, lambda txn: txn.delete(schema.T_GC, node))
+    os.unlink(os.path.join(root, "content", "blobs", "sha256", GARBAGE_DIGEST[7:]))
+    with caplog.at_level(logging.INFO, logger="cargohold.fsck"):
+        report = fsck(root, repair=True)
+    assert [(r.action, r.done) for r in report.repairs] == [("rebuild", True), ("drop", True)]
+    logged = [r.getMessage() for r in caplog.records if r.name == "cargohold.fsck"]
+    assert [m.split(":")[1].split()[:2] for m in logged] == [["rebuild", f.MISSING_NODE], ["drop", f.MISSING_BLOB]]
 
 
 def test_an_entry_whose_edges_differ_from_the_record_is_rewritten(root):
@@ -264,6 +277,18 @@ def test_a_backend_snapshot_its_metastore_lost(root):
     report = fsck(root)
     assert (f.MISSING_BACKEND_SNAPSHOT, "default", "snapshots/native", "loose-child") in problems(report)
     repaired(root)
+
+
+def test_a_committed_snapshot_whose_backend_snapshot_is_active(root):
+    bkey = snapshot_record(root, "loose")["b"]
+    with cargohold.open(root) as db:
+        with db.snapshotters["native"]._store.write() as txn:
+            record = msgpack.unpackb(txn.get("snapshots", bkey.encode()), raw=False)
+            txn.put("snapshots", bkey.encode(), msgpack.packb({**record, "kind": int(Kind.ACTIVE)}, use_bin_type=True))
+    report = fsck(root)
+    assert problems(report) == {(f.BACKEND_KIND, "default", "snapshots/native", "loose")}
+    assert repairs(report) == {(f.BACKEND_KIND, "loose"): ""}  # which side is right is a guess: reported only
+    assert "the record is committed" in report.problems[0].detail
 
 
 def top_snapshot_of(root) -> str:
