@@ -4,7 +4,8 @@ a collection. After each kill:
 
 * fsck reports exactly what the crash left: only data no record owns (blobs, ingest and
   snapshot directories, backend snapshots), and an ingest record whose data a content commit
-  had already moved into its blob; each finding's path exists;
+  had already moved into its blob; each unowned item is there (a file or directory, or a
+  backend snapshot in its metastore: a cleanup deletes the directory before the row);
 * ``--repair --prune-orphans`` leaves the disk holding exactly what the records own (nothing
   unowned is missed, nothing owned is touched: the listings are unchanged), and a second
   check finds nothing at all;
@@ -52,6 +53,12 @@ def owned_on_disk(root) -> dict:
     return {"blobs": sorted(blobs), "ingests": ingests, "snapshots": snapshots, "backends": backends}
 
 
+def backend_keys(root) -> dict:
+    """snapshots/<name> → the keys of the backend snapshots its metastore holds."""
+    with cargohold.open(root) as db:
+        return {f"snapshots/{name}": {i.name for i in backend.walk()} for name, backend in db.snapshotters.items()}
+
+
 def young_debris(root, name: str) -> bool:
     """An ingest directory a killed writer left before writing its meta: too young to call abandoned
     (a writer may be about to lock it), so neither fsck nor a collection touches it yet."""
@@ -66,8 +73,13 @@ def after_kill(root, point) -> list[str]:
     report = fsck(root)
     broken = [f"{where}: unexpected {x.kind} {x.store} {x.key}: {x.detail}"
               for x in report.problems if x.kind not in CRASH_KINDS]
-    broken += [f"{where}: {x.kind} {x.key} names {x.path}, which does not exist"
-               for x in report.findings if x.kind.startswith("unowned") and not os.path.lexists(x.path)]
+    keys = backend_keys(root)
+    for x in report.findings:
+        if x.kind == f.UNOWNED_BACKEND_SNAPSHOT:  # its directory may be gone already: a cleanup deletes it first
+            if x.key not in keys[x.store]:
+                broken.append(f"{where}: {x.kind} {x.key} is not in the backend")
+        elif x.kind.startswith("unowned") and not os.path.lexists(x.path):
+            broken.append(f"{where}: {x.kind} {x.key} names {x.path}, which does not exist")
     repaired = fsck(root, repair=True, prune_orphans=True)
     broken += [f"{where}: repair failed: {r.message}" for r in repaired.repairs if not r.done]
     again = fsck(root)
