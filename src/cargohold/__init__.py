@@ -14,6 +14,7 @@ from . import errors
 from .content import LocalStore
 from .db import DB, Transaction
 from .integrity import fsck
+from .kv import check_durable
 from . import model
 from .model import *  # noqa: F403 - the data classes of the API contract
 from .namespaces import Namespace
@@ -24,21 +25,26 @@ __version__ = "0.1.0"
 
 def open(root: "str | os.PathLike[str]", *, shared: bool = True,
          publisher: Optional[Callable[[str, str, Any], None]] = None,
-         clock: Optional[Clock] = None, map_size: Optional[int] = None) -> DB:
+         clock: Optional[Clock] = None, map_size: Optional[int] = None, durable: bool = True) -> DB:
     """Open (creating if needed) the host metadata under `root` and initialise it.
 
     Layout: ``root/meta`` (LMDB), ``root/content`` (blob store),
     ``root/snapshots/<name>`` (snapshotters ``native`` and ``overlayfs``, also
     reachable as ``overlay``). The DB is a context manager.
     A lost or damaged metadata database raises Corrupted and changes nothing.
+
+    ``durable=False`` (containerd's ``no_sync``) makes each commit flush once instead of twice:
+    a power cut may lose the last commits, never the database's consistency (see `cargohold.kv`).
     """
     root = os.fspath(root)
+    check_durable(durable)
     try:
         os.makedirs(root, exist_ok=True)
     except OSError as exc:
         raise errors.Unavailable(f"cannot create root directory {root!r}: {exc}") from None
     # The metadata database first: one refused as lost or damaged leaves the backends untouched.
-    db = DB(os.path.join(root, "meta"), shared=shared, publisher=publisher, clock=clock, map_size=map_size)
+    db = DB(os.path.join(root, "meta"), shared=shared, publisher=publisher, clock=clock, map_size=map_size,
+            durable=durable)
     try:
         db.content_store = LocalStore(os.path.join(root, "content"))
         db.snapshotters.update(_open_snapshotters(os.path.join(root, "snapshots"), clock))
