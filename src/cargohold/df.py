@@ -25,7 +25,7 @@ from .model import GCStats, Leftover, Node, ResourceType
 from .validation import validate_identifier
 
 if TYPE_CHECKING:
-    from .db import DB, Transaction
+    from .transaction import Database as DB, Transaction
 
 
 @dataclass(frozen=True)

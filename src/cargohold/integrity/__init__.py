@@ -16,7 +16,7 @@ from .findings import Finding, Repair, Report
 from .repair import repair
 
 if TYPE_CHECKING:
-    from ..db import DB
+    from ..transaction import Database as DB
 
 
 def fsck(db: "DB", repair: bool = False, verify_content: bool = False, *, prune_orphans: bool = False,

@@ -44,7 +44,7 @@ from . import tables
 from .verify import verify_files
 
 if TYPE_CHECKING:
-    from ..db import DB
+    from ..transaction import Database as DB
 
 log = logging.getLogger("cargohold.fsck")
 

@@ -39,7 +39,7 @@ from .check import QUARANTINE_DIR, node_of
 from .verify import digest_of
 
 if TYPE_CHECKING:
-    from ..db import DB, Transaction
+    from ..transaction import Database as DB, Transaction
 
 log = logging.getLogger("cargohold.fsck")
 
