@@ -1,4 +1,4 @@
-"""`cargohold compact`: rewrite the metadata file (and each snapshotter's metastore) compacted.
+"""`cargohold compact`: rewrite the metadata file compacted (it holds the snapshotters' records too).
 
 Prints one ``PATH BEFORE AFTER`` row per file (bytes), then the bytes given back. It needs
 the files to itself: while another process keeps the root open it waits up to ``--timeout``
