@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional
 from . import errors
 from .content import LocalStore
 from .db import DB, Transaction
+from .integrity import fsck
 from .kv import check_durable
 from . import model
 from .model import *  # noqa: F403 - the data classes of the API contract
@@ -89,6 +90,7 @@ def _close_all(backends: dict) -> None:
 
 __all__ = [
     "open",
+    "fsck",
     "DB",
     "Transaction",
     "Namespace",

@@ -820,6 +820,223 @@ class BoltBucket:
         return f"<bolt.Bucket: {len(self._keys)} keys, {len(self._subs)} sub-buckets>"
 
 
+# -- fsck's pass over the records (cargohold.integrity.tables) ---------------------------------
+
+_COMMITTED = 3
+"""`Kind.COMMITTED`."""
+
+
+def _bounded(rows, prefix):
+    """The rows of an iterator positioned at `prefix`, up to the first key outside it."""
+    for row in rows:
+        key = row[0] if isinstance(row, tuple) else row
+        if not bytes(key).startswith(prefix):
+            return
+        yield row
+
+
+class TableCheck:
+    """fsck's pass over the objects table against the node table (pure-Python twin).
+
+    Records come group by group (every record of one kind in one namespace, or of one
+    snapshotter in one namespace for snapshots), in key order; the node-table rows of the
+    group's node type come through `begin_type`, in key order too, and are matched against
+    the records as they come: the two orders agree group by group, so no table is held in
+    memory. Every iterator given starts at its prefix and is read only up to the first key
+    outside it. ``entry_of(kind, ns, parts, raw)`` returns the entry a record's node must have
+    and the decoded record, ``backend_of(raw)`` the (id, kind, parent key bytes) of a backend
+    snapshot's record; both raise Corrupted for a damaged one. Problems are appended to
+    `problems` as tuples whose first item names them (`cargohold.integrity.check` reads them).
+    """
+
+    def __init__(self, entry_of, backend_of, problems):
+        self._entry_of = entry_of
+        self._backend_of = backend_of
+        self.problems = problems
+        self.blobs = []
+        """(namespace, digest, recorded size) of every content record."""
+        self.others = []
+        """(kind, namespace, id, record) of every ingest and lease record."""
+        self.max_ids = {}
+        """The largest snapshot id the records of each snapshotter use."""
+        self.records = 0
+        self.matched = 0
+        self._rows = iter(())
+        self._row = None
+        self._backends = {}
+        self._referenced = {}
+
+    # -- backends ---------------------------------------------------------------------------
+
+    def backend(self, name, rows, dirs):
+        """Register snapshotter `name`'s backend: its metastore's (backend key, raw record) rows and the
+        ids that have a directory. A record that cannot be read is a ``damaged-backend-record``."""
+        table = {}
+        for key, raw in rows:
+            key = bytes(key)
+            try:
+                table[key] = self._backend_of(bytes(raw))
+            except Corrupted as exc:
+                self.problems.append(("damaged-backend-record", name, key, str(exc)))
+        self._backends[name] = (table, set(dirs))
+        self._referenced[name] = set()
+
+    def unreferenced(self, name):
+        """(backend key, id) of each backend snapshot of `name` no record named, in key order."""
+        table, _ = self._backends[name]
+        referenced = self._referenced[name]
+        return [(key, found[0]) for key, found in table.items() if key not in referenced]
+
+    def backend_ids(self, name):
+        """The ids of every backend snapshot of `name`."""
+        return {found[0] for found in self._backends[name][0].values()}
+
+    def is_referenced(self, name, key):
+        """Whether some record of the groups seen names backend key `key` (bytes) of `name`."""
+        return key in self._referenced.get(name, ())
+
+    # -- the node-table rows ------------------------------------------------------------------
+
+    def begin_type(self, prefix, rows):
+        """The node-table rows of the next node type (keys starting with `prefix`), in key order."""
+        self._rows = _bounded(rows, prefix)
+        self._row = next(self._rows, None)
+
+    def end_type(self):
+        """What is left of the node type's rows had no record: orphans."""
+        self._orphans_below(None)
+
+    def _orphans_below(self, node):
+        row = self._row
+        while row is not None and (node is None or row[0] < node):
+            self.problems.append(("orphan-node", bytes(row[0]), bytes(row[1])))
+            row = next(self._rows, None)
+        self._row = row
+
+    def _match(self, node, okey, expected):
+        self._orphans_below(node)
+        row = self._row
+        if row is not None and row[0] == node:
+            self.matched += 1
+            if expected is not None and row[1] != expected:
+                self.problems.append(("wrong-node", node, okey, expected, bytes(row[1])))
+            self._row = next(self._rows, None)
+        elif expected is not None:
+            self.problems.append(("missing-node", node, okey, expected))
+
+    # -- groups ---------------------------------------------------------------------------------
+
+    def _record(self, kind, ns, okey, ident, raw):
+        """(expected entry, record) of one record, or None when it is damaged (reported)."""
+        self.records += 1
+        try:
+            return self._entry_of(kind, ns, [ident.decode("utf-8")], raw)
+        except UnicodeDecodeError:
+            self.problems.append(("damaged-record", okey, "its key is not UTF-8 text"))
+        except Corrupted as exc:
+            self.problems.append(("damaged-record", okey, str(exc)))
+        return None
+
+    def rows(self, kind, rtype, ns, rows):
+        """One group: the records of `kind` (not snapshots) of namespace `ns` (str)."""
+        prefix = ns.encode() + b"\x00" + kind + b"\x00"
+        head = bytes((rtype,)) + ns.encode() + b"\x00"
+        for okey, raw in _bounded(rows, prefix):
+            okey = bytes(okey)
+            ident = okey[len(prefix):]
+            if b"\x00" in ident:
+                self.records += 1
+                self.problems.append(("damaged-record", okey, "its key has too many parts"))
+                continue
+            node = head + ident
+            found = self._record(kind, ns, okey, ident, bytes(raw))
+            if found is None:
+                self._match(node, okey, None)
+                continue
+            expected, record = found
+            self._match(node, okey, expected)
+            if kind == b"blob":
+                self.blobs.append((ns, ident.decode(), record["s"]))
+            elif kind in (b"ingest", b"lease"):
+                self.others.append((kind.decode(), ns, ident.decode(), record))
+
+    def snapshots(self, ns, snapshotter, links, rows):
+        """The snapshot records of one snapshotter in one namespace: `links` the keys of the
+        ``snapchild`` rows of that snapshotter (the parents' links to their children), `rows` the
+        records; each checked against its parent, its link and its backend snapshot (`backend`)."""
+        nsb, snb = ns.encode(), snapshotter.encode()
+        link_prefix = nsb + b"\x00snapchild\x00" + snb + b"\x00"
+        pending = {}
+        for okey in _bounded(links, link_prefix):
+            okey = bytes(okey)
+            pending[okey[len(link_prefix):]] = okey
+        prefix = nsb + b"\x00snapshot\x00" + snb + b"\x00"
+        head = b"\x02" + nsb + b"\x00" + snb + b"/"
+        records = {}
+        damaged = set()
+        for okey, raw in _bounded(rows, prefix):
+            okey = bytes(okey)
+            ident = okey[len(prefix):]
+            if b"\x00" in ident:
+                self.records += 1
+                self.problems.append(("damaged-record", okey, "its key has too many parts"))
+                continue
+            node = head + ident
+            self.records += 1
+            try:
+                key = ident.decode("utf-8")
+                expected, record = self._entry_of(b"snapshot", ns, [snapshotter, key], bytes(raw))
+            except UnicodeDecodeError:
+                self.problems.append(("damaged-record", okey, "its key is not UTF-8 text"))
+                damaged.add(ident)
+                self._match(node, okey, None)
+                continue
+            except Corrupted as exc:
+                self.problems.append(("damaged-record", okey, str(exc)))
+                damaged.add(ident)
+                self._match(node, okey, None)
+                continue
+            self._match(node, okey, expected)
+            records[key] = (record["i"], record["pi"], record["p"], record["k"], record["b"].encode())
+            if record["i"] > self.max_ids.get(snapshotter, 0):
+                self.max_ids[snapshotter] = record["i"]
+        found_backend = self._backends.get(snapshotter)
+        referenced = self._referenced.setdefault(snapshotter, set())
+        for key, (sid, pid, parent, kind, bkey) in records.items():
+            parent_record = records.get(parent) if parent else None
+            if parent:
+                if parent_record is None:
+                    if parent.encode() not in damaged:
+                        self.problems.append(("missing-parent", ns, snapshotter, key, parent))
+                elif parent_record[3] != _COMMITTED:
+                    self.problems.append(("parent-not-committed", ns, snapshotter, key, parent))
+                elif parent_record[0] != pid:
+                    self.problems.append(("wrong-parent-id", ns, snapshotter, key, pid, parent_record[0]))
+                link = str(pid).encode() + b"\x00" + key.encode()
+                if pending.pop(link, None) is None:
+                    self.problems.append(("missing-child-link", ns, snapshotter, key, pid))
+            referenced.add(bkey)
+            if found_backend is None:
+                self.problems.append(("no-backend", ns, snapshotter, key))
+                continue
+            table, dirs = found_backend
+            found = table.get(bkey)
+            if found is None:
+                self.problems.append(("missing-backend-snapshot", ns, snapshotter, key, bkey.decode()))
+                continue
+            bid, bkind, bparent = found
+            if bkind != kind:
+                self.problems.append(("backend-kind", ns, snapshotter, key, bkey.decode(), kind, bkind))
+            want = parent_record[4] if parent_record is not None else (None if parent else b"")
+            if want is not None and bparent != want:
+                self.problems.append(("backend-parent", ns, snapshotter, key, bkey.decode(), want.decode(),
+                                      bparent.decode("utf-8", "replace")))
+            if bid not in dirs:
+                self.problems.append(("missing-snapshot-dir", ns, snapshotter, key, bkey.decode(), bid))
+        for okey in pending.values():
+            self.problems.append(("orphan-child-link", okey))
+
+
 # -- containerd's object buckets, walked for the GC plan (cargohold.containerd.plan) ---------------
 # Each function walks one bucket of objects and appends (packed node key, node-table entry) to
 # `out`. An object whose labels cannot matter to the collector gets `bare` and at most one STRONG

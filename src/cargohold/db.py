@@ -726,6 +726,46 @@ class DB:
                 if tx.kv.get(schema.T_META, key) == token:
                     tx.kv.delete(schema.T_META, key)
 
+    # -- maintenance -------------------------------------------------------------------
+
+    def fsck(self, repair: bool = False, verify_content: bool = False, **options: Any) -> Any:
+        """`cargohold.fsck` of this database (a `cargohold.integrity.Report`)."""
+        from .integrity import fsck
+
+        return fsck(self, repair, verify_content, **options)
+
+    def compact(self, timeout: float = 10.0) -> list[tuple[str, int, int]]:
+        """Rewrite the metadata file (which holds the bound snapshotters' records too), then each
+        snapshotter metastore that has a file of its own, compacted (LMDB's compacting copy, swapped
+        in atomically: `cargohold.kv.Env.compact`); (path, bytes before, bytes after) each.
+
+        Needs every file to itself: Unavailable when another process keeps it open, or a
+        transaction of this process stays open, for `timeout` seconds (nothing is changed then).
+        """
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 <= timeout < float("inf"):
+            raise InvalidArgument(f"timeout must be a number of seconds, not {timeout!r}")
+        self._require_open()
+        if self._current() is not None:
+            raise FailedPrecondition("compact() cannot run inside a transaction of the same thread")
+        done = [(os.path.join(self.path, "data.mdb"), *self._env.compact(timeout, self._sessions.others))]
+        for _, backend in sorted(self.snapshotters.items()):
+            if callable(getattr(backend, "compact", None)):
+                own = backend.compact(timeout)
+                if own is not None:
+                    done.append(own)
+        return done
+
+    def storage(self) -> tuple[int, int]:
+        """(bytes of the metadata file, bytes of live data in it): `compact` gives back the difference."""
+        self._require_open()
+        return self._env.usage()
+
+    def df(self) -> Any:
+        """`cargohold.df.usage` of this database: bytes per namespace and store."""
+        from .df import usage
+
+        return usage(self)
+
     # -- stores ----------------------------------------------------------------------
 
     @property

@@ -69,16 +69,20 @@ import signal
 import subprocess
 import sys
 import threading
-from typing import Iterator, Optional, Sequence
+import time
+from contextlib import contextmanager
+from typing import Callable, Iterator, Optional, Sequence
 
 import lmdb
 
 from . import kvguard
-from .errors import Corrupted, Error, InvalidArgument, Unavailable
+from .errors import Corrupted, Error, FailedPrecondition, InvalidArgument, Unavailable
 from .locks import FileLock
 
 DEFAULT_MAP_SIZE = 256 << 20
 MAX_KEY_SIZE = 511
+COMPACT_FILE = "data.mdb.compact"
+"""The compacted copy `Env.compact` writes beside the data file before renaming it over it."""
 
 _ATTEMPTS = 8
 """Times a begin is retried after another process grew the map under it."""
@@ -112,6 +116,7 @@ class Env:
         except OSError as exc:
             raise Unavailable(f"cannot create metadata directory {self.path!r}: {exc}") from None
         self._writer_lock = FileLock(os.path.join(self.path, kvguard.WRITER_LOCK_FILE))
+        self._settings = (map_size, len(tables), max_readers, tuple(tables))
         self._cond = threading.Condition()
         self._active: dict[int, int] = {}
         self._resizing = False
@@ -322,6 +327,117 @@ class Env:
         with self.read() as txn:
             return txn.count(table)
 
+    def usage(self) -> tuple[int, int]:
+        """(bytes of the data file, bytes its live pages take): their difference is free pages,
+        what `compact` gives back."""
+        with self.read() as txn:
+            pages = 2 + sum(_pages(txn._txn.stat(db)) for db in self._dbs.values())
+            pages += _pages(self._env.stat())
+            psize = self._env.stat()["psize"]
+        return os.path.getsize(self._data), pages * psize
+
+    def compact(self, timeout: float = 10.0, holders: Optional[Callable[[], list]] = None) -> tuple[int, int]:
+        """Rewrite the data file compacted (LMDB's compacting copy) and swap it in; returns the file's
+        bytes before and after.
+
+        The swap needs the environment to itself: it takes the writer lock (no writer in any
+        process), holds back this process's new transactions and waits for its open ones,
+        then waits until no other process has the environment open (the sessions lock,
+        `kvguard.Sessions.alone`), up to `timeout` seconds in all; else Unavailable, and
+        nothing changed. The copy is written beside the file, synced, and renamed over it:
+        a crash leaves the old file or the new one, never neither. The clean marker is
+        dropped before the rename and written for the new file after it. `holders()` names the
+        other processes for the message (pids), when the caller knows them.
+        """
+        deadline = time.monotonic() + timeout
+        try:
+            lock = self._writer_lock.exclusive(timeout=timeout)
+            lock.__enter__()
+        except Unavailable:
+            raise Unavailable(f"cannot compact metadata database {self.path!r}: a write transaction "
+                              f"stayed open for {timeout} s") from None
+        try:
+            self._hold_back(deadline)
+            try:
+                try:
+                    with self._sessions.alone(max(0.0, deadline - time.monotonic())):
+                        return self._swap_compacted()
+                except Unavailable:
+                    pids = holders() if holders is not None else []
+                    who = f" (pid {', '.join(map(str, pids))})" if pids else ""
+                    raise Unavailable(f"cannot compact metadata database {self.path!r}: another process has it "
+                                      f"open{who}; close it and try again") from None
+            finally:
+                with self._cond:
+                    self._resizing = False
+                    self._cond.notify_all()
+        finally:
+            lock.__exit__(None, None, None)
+
+    def _hold_back(self, deadline: float) -> None:
+        """Hold back new transactions of this process and wait for the open ones (as `_resize` does)."""
+        me = threading.get_ident()
+        with self._cond:
+            if self._active.get(me):
+                raise FailedPrecondition(f"cannot compact metadata database {self.path!r} while this thread "
+                                         "holds a transaction of it")
+            while self._resizing:
+                self._cond.wait()
+            self._resizing = True
+            while self._active:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._cond.wait(left):
+                    if self._active:
+                        self._resizing = False
+                        self._cond.notify_all()
+                        raise Unavailable(f"cannot compact metadata database {self.path!r}: transactions of "
+                                          "this process stayed open")
+
+    def _swap_compacted(self) -> tuple[int, int]:
+        data = self._data
+        before = os.path.getsize(data)
+        tmp = os.path.join(self.path, COMPACT_FILE)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            try:
+                self._env.copyfd(fd, compact=True)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except (OSError, lmdb.Error) as exc:
+            _unlink_quietly(tmp)
+            if isinstance(exc, lmdb.Error):
+                raise _translate(exc, self.path) from None
+            raise Unavailable(f"cannot write the compacted copy of {self.path!r}: {exc}") from None
+        kvguard.drop_marker(self.path)
+        map_size = self._env.info()["map_size"]
+        self._env.close()
+        try:
+            os.replace(tmp, data)
+            kvguard.sync_dir(self.path)
+        except OSError as exc:
+            _unlink_quietly(tmp)
+            raise Unavailable(f"cannot swap in the compacted copy of {self.path!r}: {exc}") from None
+        finally:
+            self._reopen(map_size)
+        after = os.path.getsize(data)
+        kvguard.write_marker(self.path)
+        self._marker_dropped = False
+        return before, after
+
+    def _reopen(self, map_size: int) -> None:
+        """Map the data file again after a swap (the writer lock is ours, no transaction is open)."""
+        _, tables, max_readers, names = self._settings
+        self._env = self._open(map_size, tables, max_readers)
+        self._check_size()
+        txn = self._env.begin(write=True)
+        try:
+            self._dbs = {name: self._env.open_db(name.encode(), txn=txn, create=True) for name in names}
+            txn.commit()
+        except BaseException:
+            txn.abort()
+            raise
+
     def close(self) -> None:
         """Close the environment once every open transaction has ended."""
         with self._cond:
@@ -394,6 +510,17 @@ def check_durable(durable: object) -> bool:
         raise InvalidArgument(f"durable must be True or False, not {durable!r}")
     return durable
 
+
+
+def _pages(stat: dict) -> int:
+    return stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"]
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def walk_all(path: str) -> None:
@@ -593,6 +720,26 @@ class Txn:
         finally:
             if release_every:
                 self._env.release_pages()
+
+    def rows_from(self, table: str, start: bytes, *, values: bool = True) -> Iterator:
+        """The rows of `table` from `start` to its end: (key, value) pairs, or keys without `values`.
+
+        For callers that stop by themselves: no per-row work here at all (`scan` checks a
+        prefix at every row). Read it inside `translated()`.
+        """
+        db = self._db(table)
+        cursor = self._guard(lambda: self._txn.cursor(db=db))
+        if not self._guard(lambda: cursor.set_range(start)):
+            return iter(())
+        return cursor.iternext(keys=True, values=values)
+
+    @contextmanager
+    def translated(self) -> Iterator[None]:
+        """Report LMDB's errors raised in the block (reading `rows_from`) as cargohold errors."""
+        try:
+            yield
+        except lmdb.Error as exc:
+            raise _translate(exc, self._env.path) from None
 
     def keys(self, table: str, prefix: bytes = b"") -> list[bytes]:
         return [key for key, _ in self.scan(table, prefix)]

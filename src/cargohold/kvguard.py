@@ -38,7 +38,9 @@ import fcntl
 import hashlib
 import json
 import os
-from typing import Callable, Optional
+import time
+from contextlib import contextmanager
+from typing import Callable, Iterator, Optional
 
 from .errors import Corrupted, Unavailable
 
@@ -160,6 +162,11 @@ def drop_marker(path: str) -> None:
         return
     except OSError as exc:
         raise Unavailable(f"cannot remove the clean marker of {path!r} before writing: {exc}") from None
+    sync_dir(path)
+
+
+def sync_dir(path: str) -> None:
+    """Make the directory's entries (a removal, a rename) durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
@@ -251,6 +258,33 @@ class Sessions:
             self._fd = fd
         finally:
             os.close(gate)
+
+    @contextmanager
+    def alone(self, timeout: float) -> Iterator[None]:
+        """Be the only session, and stay so for the block: no other can open or close meanwhile
+        (compaction swaps the data file). Unavailable if others stay open `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        gate = _lock_file(os.path.join(self.path, _GATE_FILE))
+        try:
+            while True:
+                try:
+                    fcntl.flock(gate, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    pass  # another process is opening or closing: try again
+                else:
+                    if _try_exclusive(self._fd):
+                        break
+                    fcntl.flock(self._fd, fcntl.LOCK_SH)  # the failed conversion dropped our shared lock
+                    fcntl.flock(gate, fcntl.LOCK_UN)
+                if time.monotonic() >= deadline:
+                    raise Unavailable(f"metadata database {self.path!r} is open in another process")
+                time.sleep(0.05)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_SH)
+        finally:
+            os.close(gate)  # drops the gate
 
     def end(self, on_last_clean: Callable[[], None]) -> None:
         """Leave; the last session to leave runs `on_last_clean()` if every session since

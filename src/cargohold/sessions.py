@@ -96,6 +96,21 @@ class Sessions:
                     found.append(DeadSession(path, tuple(str(s) for s in record.get("snapshotters", ()))))
         return found
 
+    def others(self) -> list[int]:
+        """The pids of the other processes that have the root open now (their session is locked)."""
+        try:
+            names = sorted(n for n in os.listdir(self.directory) if n.endswith(SUFFIX))
+        except OSError:
+            return []
+        pids = set()
+        for name in names:
+            path = os.path.join(self.directory, name)
+            if path != self._path and _probe(path) is None and os.path.exists(path):
+                pid = name.partition("-")[0]
+                if pid.isdigit():
+                    pids.add(int(pid))
+        return sorted(pids)
+
     def forget(self, dead: list[DeadSession]) -> None:
         """Delete the files of dead sessions whose debris has been taken care of."""
         for session in dead:

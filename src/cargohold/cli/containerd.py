@@ -23,6 +23,8 @@ from cargohold.containerd.schema import DEFAULT_ROOT
 from cargohold.errors import NotFound
 
 from .context import Settings, emit_json, emit_table, format_labels, json_option, pass_settings
+from .df import emit_usage
+from .fsck import emit_findings
 from .gc import leftover_line, node_json, node_line
 
 root_option = click.option("--root-dir", default=DEFAULT_ROOT, show_default=True, metavar="DIR",
@@ -211,32 +213,26 @@ def du(root_dir: str, as_json: bool) -> None:
     """
     with open_root(root_dir) as host:
         rows = usage.du(host)
-    if as_json:
-        emit_json(rows)
-    else:
-        emit_table(["NAMESPACE", "STORE", "COUNT", "TOTAL", "SHARED", "RECLAIMABLE"],
-                   [(r.namespace, r.store, r.count, r.total, r.shared, r.reclaimable) for r in rows])
+    emit_usage(rows, as_json)
 
 
 @command.command("fsck")
 @root_option
+@click.option("--verify-content", is_flag=True, help="Also hash every blob a record names.")
 @json_option
 @click.pass_context
-def fsck(ctx: click.Context, root_dir: str, as_json: bool) -> None:
-    """Records whose blob, ingest or snapshot directory is missing, and data no record owns.
+def fsck(ctx: click.Context, root_dir: str, verify_content: bool, as_json: bool) -> None:
+    """Records whose blob, ingest or snapshot is missing or differs, and data no record owns
+    (the checks `cargohold fsck` makes where containerd's layout is the same; nothing is repaired).
 
     Exit status 1 when there is any finding.
     """
     with open_root(root_dir) as host:
-        findings = fsck_mod.check(host)
+        findings = fsck_mod.check(host, verify_content=verify_content)
     if as_json:
         emit_json(findings)
-    elif findings:
-        emit_table(["PROBLEM", "NAMESPACE", "STORE", "NAME", "SIZE", "PATH"],
-                   [(f.kind, f.namespace, f.store, f.name, f.size, f.path) for f in findings])
-        click.echo(f"{len(findings)} finding(s), {sum(f.size for f in findings)} bytes involved")
     else:
-        click.echo("no findings")
+        emit_findings(findings)
     if findings:
         ctx.exit(1)
 

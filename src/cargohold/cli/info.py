@@ -1,4 +1,5 @@
-"""`cargohold info`: how many objects, and how many bytes, each namespace and store holds."""
+"""`cargohold info`: how many objects, and how many bytes, each namespace and store holds, and how
+large the metadata file is next to the live data in it (the difference is what `compact` gives back)."""
 
 from __future__ import annotations
 
@@ -56,13 +57,17 @@ def backend_usage(db: DB) -> dict:
 def command(settings: Settings, as_json: bool) -> None:
     """Counts and bytes per namespace and store, and what the backends hold on disk."""
     db = settings.db()
+    file_bytes, live_bytes = db.storage()
     report = {"root": settings.root, "schema_version": db.version,
+              "meta_file_bytes": file_bytes, "meta_live_bytes": live_bytes,
               "namespaces": {name: namespace_usage(db, name) for name in db.namespaces.list()},
               "backends": backend_usage(db)}
     if as_json:
         emit_json(report)
         return
-    echo(f"root {settings.root} (schema version {db.version})")
+    hint = f": `cargohold compact` gives back {file_bytes - live_bytes}" if file_bytes > live_bytes else ""
+    echo(f"root {settings.root} (schema version {db.version}; metadata file {file_bytes} bytes, "
+         f"live data {live_bytes} bytes{hint})")
     rows = [(ns, store, e["count"], e.get("bytes")) for ns, stores in report["namespaces"].items()
             for store, e in stores.items()]
     rows += [("-", f"backend:{store}", e["count"], e.get("bytes")) for store, e in report["backends"].items()]

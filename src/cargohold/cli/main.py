@@ -13,7 +13,8 @@ import click
 
 import cargohold
 
-from . import containerd, containers, content, demo, gc, images, info, leases, namespaces, snapshots
+from . import (compact, containerd, containers, content, demo, df, fsck, gc, images, info, leases, namespaces, prune,
+               snapshots)
 from .context import CommandGroup, Settings, default_root, echo, one_line
 
 
@@ -34,7 +35,8 @@ def cli(ctx: click.Context, root: str, namespace: str) -> None:
     ctx.call_on_close(settings.close)
 
 
-for module in (namespaces, images, content, snapshots, leases, containers, gc, info, containerd, demo):
+for module in (namespaces, images, content, snapshots, leases, containers, gc, prune, fsck, compact, df, info,
+               containerd, demo):
     cli.add_command(module.command)
 
 

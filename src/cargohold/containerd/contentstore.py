@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from typing import Iterator, Optional
 
 from ..errors import InvalidArgument
+from ..integrity.backends import blob_files
 from ..model import Status
-from ..validation import DIGEST_ALGORITHMS, validate_digest
+from ..validation import validate_digest
 from . import gotime
 from . import schema as s
 from .decode import IngestRecord
@@ -53,22 +54,7 @@ class ContentDir:
 
     def blobs(self) -> Iterator[tuple[str, str, int]]:
         """(name, path, size) of every file under ``blobs/<alg>/``; name is a digest when it looks like one."""
-        base = os.path.join(self.directory, s.BLOBS_DIR)
-        try:
-            algorithms = sorted(os.listdir(base))
-        except FileNotFoundError:
-            return
-        for algorithm in algorithms:
-            directory = os.path.join(base, algorithm)
-            if not os.path.isdir(directory):
-                continue
-            for name in sorted(os.listdir(directory)):
-                path = os.path.join(directory, name)
-                try:
-                    st = os.lstat(path)
-                except FileNotFoundError:
-                    continue
-                yield f"{algorithm}:{name}", path, st.st_size
+        return blob_files(self.directory)
 
     def ingest_path(self, backend_ref: str) -> str:
         return os.path.join(self.directory, s.INGEST_DIR, hashlib.sha256(backend_ref.encode()).hexdigest())
@@ -141,15 +127,3 @@ def _latest(updated: gotime.GoTime, data: str) -> gotime.GoTime:
     if mtime > updated.ns:
         return gotime.GoTime(mtime, 0)
     return updated
-
-
-def is_digest_name(name: str) -> bool:
-    """Whether a blob file name ``alg:hex`` is a digest containerd could have written."""
-    algorithm = name.partition(":")[0]
-    if algorithm not in DIGEST_ALGORITHMS:
-        return False
-    try:
-        validate_digest(name)
-    except InvalidArgument:
-        return False
-    return True

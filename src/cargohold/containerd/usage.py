@@ -23,8 +23,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
+from ..df import StoreUsage
+from ..integrity.backends import dir_size
 from ..model import Node, ResourceType
-from ..snapshots.fsutil import disk_usage
 from .root import Host
 from .snapshotters import Backend, known_backends
 
@@ -41,13 +42,6 @@ class Freed:
     size: int
     node: Optional[Node] = None
     """The removed record it belonged to; None for an orphan."""
-
-
-def dir_size(path: str) -> int:
-    try:
-        return disk_usage(path).size
-    except FileNotFoundError:
-        return 0
 
 
 class Sizes:
@@ -164,20 +158,6 @@ def _snapshots(host: Host, backend: Backend, gone: set, sizes: Sizes) -> list[Fr
 
 
 # -- du ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StoreUsage:
-    """Bytes one namespace holds in one store."""
-
-    namespace: str
-    store: str
-    count: int
-    total: int
-    shared: int
-    """Bytes of objects other namespaces hold too (stored once)."""
-    reclaimable: int
-    """Bytes the next collection would free (objects no root reaches whose data goes)."""
 
 
 def du(host: Host, sizes: Optional[Sizes] = None) -> list[StoreUsage]:

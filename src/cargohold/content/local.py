@@ -190,6 +190,10 @@ class LocalStore:
     def _ingest_path(self, ref: str) -> str:
         return os.path.join(self._ingests, hashlib.sha256(ref.encode()).hexdigest())
 
+    def ingest_dir(self, ref: str) -> str:
+        """The directory of the ingest `ref` (present or not): ``ingest/<sha256(ref)>``."""
+        return self._ingest_path(ref)
+
     # -- blobs -------------------------------------------------------------------------
 
     @_os_errors

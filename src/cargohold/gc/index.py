@@ -292,6 +292,18 @@ def index_ingest(tx: "journal.Writing", ns: str, ref: str, expire: Optional[int]
     _put(tx, ResourceType.INGEST, ns, ref, ingest_entry(ns, expire, expected))
 
 
+def rewrite(tx: "Transaction", packed: bytes, value: bytes) -> None:
+    """Put back one node's entry, given by its packed key (fsck's repair of the table)."""
+    node = schema.unpack_node(packed)
+    _put(tx, node.type, node.namespace, node.key, value)
+
+
+def discard(tx: "Transaction", packed: bytes) -> None:
+    """Drop one node's entry, given by its packed key (fsck's repair of an entry without a record)."""
+    node = schema.unpack_node(packed)
+    remove(tx, node.type, node.namespace, node.key)
+
+
 # -- lease resources ------------------------------------------------------------------------
 
 _SNAPSHOTS = "snapshots/"

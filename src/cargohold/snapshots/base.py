@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 import tempfile
 from contextlib import contextmanager
-from typing import Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 from ..errors import Error, FailedPrecondition, InvalidArgument, Unavailable
 from ..model import Freed, Kind, Mount, SnapshotInfo, Usage
@@ -130,6 +130,20 @@ class DirectorySnapshotter:
                 return True
         with _filesystem("list snapshot directories", self._snapshots_dir), os.scandir(self._snapshots_dir) as it:
             return next(it, None) is not None
+
+    def layout(self, consume: Callable[[Iterator, list], Any]) -> Any:
+        """``consume(rows, names)``: `rows` iterates the metastore's raw (backend key, record) pairs,
+        in one read transaction during which `names`, those under ``snapshots/``, are listed.
+        fsck reads the snapshots this way, to check the metadata's records against them."""
+        with _filesystem("list snapshot directories", self._snapshots_dir), self._store.read() as txn:
+            entries = sorted(os.listdir(self._snapshots_dir))
+            return consume(txn.scan(storage.T_SNAPSHOTS), entries)
+
+    def snapshot_id(self, key: str) -> Optional[int]:
+        """The id (the directory's name) of backend snapshot `key`, None if there is none."""
+        storage.check_key(key)
+        with self._store.read() as txn:
+            return storage.get_info(txn, key)[0] if storage.exists(txn, key) else None
 
     def walk(self, *filters: str) -> Iterator[SnapshotInfo]:
         """Every snapshot matching the filters (containerd's syntax), in key order."""
@@ -319,6 +333,14 @@ class DirectorySnapshotter:
     def _orphans(self, txn) -> list[str]:
         owned = {str(snapshot_id) for snapshot_id in storage.ids(txn)}
         return [entry.path for entry in os.scandir(self._snapshots_dir) if entry.name not in owned]
+
+    def compact(self, timeout: float = 10.0) -> Optional[tuple[str, int, int]]:
+        """Compact the metastore's own LMDB file (`cargohold.kv.Env.compact`): (its path, bytes before,
+        after); None for a bound metastore (its records are in the metadata file, compacted with it)."""
+        if self._store.bound_env is not None:
+            return None
+        env, _ = self._store._env()
+        return (os.path.join(self._store.path, "data.mdb"), *env.compact(timeout))
 
     def close(self) -> None:
         self._store.close()
