@@ -23,13 +23,17 @@ __version__ = "0.1.0"
 
 def open(root: "str | os.PathLike[str]", *, shared: bool = True,
          publisher: Optional[Callable[[str, str, Any], None]] = None,
-         clock: Optional[Clock] = None, map_size: Optional[int] = None) -> DB:
+         clock: Optional[Clock] = None, map_size: Optional[int] = None,
+         metadata: Optional[str] = None) -> DB:
     """Open (creating if needed) the host metadata under `root` and initialise it.
 
     Layout: ``root/meta`` (LMDB), ``root/content`` (blob store),
     ``root/snapshots/<name>`` (snapshotters ``native`` and ``overlayfs``, also
     reachable as ``overlay``). The DB is a context manager.
     A lost or damaged metadata database raises Corrupted and changes nothing.
+    ``metadata`` (default ``$CARGOHOLD_METADATA``) is an engine URL such as
+    ``etcd://host:port,host:port/<prefix>``: the tables live there and
+    ``root/meta`` keeps only this host's locks and session files.
     """
     root = os.fspath(root)
     try:
@@ -37,7 +41,10 @@ def open(root: "str | os.PathLike[str]", *, shared: bool = True,
     except OSError as exc:
         raise errors.Unavailable(f"cannot create root directory {root!r}: {exc}") from None
     # The metadata database first: one refused as lost or damaged leaves the backends untouched.
-    db = DB(os.path.join(root, "meta"), shared=shared, publisher=publisher, clock=clock, map_size=map_size)
+    if metadata is None:
+        metadata = os.environ.get("CARGOHOLD_METADATA") or None
+    db = DB(os.path.join(root, "meta"), shared=shared, publisher=publisher, clock=clock, map_size=map_size,
+            metadata=metadata)
     try:
         db.content_store = LocalStore(os.path.join(root, "content"))
         db.snapshotters.update(_open_snapshotters(os.path.join(root, "snapshots"), clock))

@@ -56,7 +56,7 @@ from ._native import decode_varint, encode_varint
 from .errors import Corrupted, Error, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from .gc import context as gccontext
 from .gc import journal as gcjournal
-from .kv import Env
+from .kv import open_env
 from .locks import FileLock
 from .model import Freed, GCStats, Leftover, Node, ResourceType, snapshotter_name
 from .sessions import DeadSession, Sessions
@@ -255,20 +255,29 @@ class DB:
     ``content_store`` is the backend blob store (`cargohold.content.LocalStore`),
     ``snapshotters`` maps names to snapshot backends. ``shared=True`` lets a
     namespace commit a blob another namespace already stored without sending
-    its bytes again (containerd's shared content policy).
+    its bytes again (containerd's shared content policy). ``metadata``, an
+    engine URL (``etcd://host:port,.../<prefix>``, `cargohold.engines`), puts
+    the tables there instead of LMDB in ``meta_path``.
     """
 
     def __init__(self, meta_path: str, content_store: Any = None,
                  snapshotters: Optional[Mapping[str, Any]] = None, shared: bool = True,
                  publisher: Optional[Publisher] = None, clock: Optional[Clock] = None,
-                 *, map_size: Optional[int] = None) -> None:
+                 *, map_size: Optional[int] = None, metadata: Optional[str] = None) -> None:
         self.path = os.fspath(meta_path)
         self.content_store = content_store
         self.snapshotters: dict[str, Any] = Snapshotters(snapshotters or {})
         self.shared = shared
         self.publisher = publisher
         self.clock: Clock = clock or utcnow
-        self._env = Env(self.path, schema.TABLES, map_size=map_size)
+        if metadata:  # the host-local locks and session files stay in meta_path
+            try:
+                os.makedirs(self.path, exist_ok=True)
+            except OSError as exc:
+                raise Unavailable(f"cannot create metadata directory {self.path!r}: {exc}") from None
+        self._env = open_env(self.path, schema.TABLES, metadata=metadata, map_size=map_size)
+        self.metadata = metadata or self.path
+        """Where the metadata lives: the LMDB directory, or the engine URL given as ``metadata``."""
         self.wlock = FileLock(os.path.join(self.path, "gc.lock"))
         self._sessions = Sessions(self.path)
         self._local = threading.local()

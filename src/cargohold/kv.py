@@ -536,3 +536,13 @@ class Txn:
             if self._lock_cm is not None:
                 self._lock_cm.__exit__(None, None, None)
                 self._lock_cm = None
+
+
+def open_env(path: str, tables: Sequence[str], *, metadata: Optional[str] = None,
+             map_size: Optional[int] = None):
+    """The metadata engine: LMDB at `path`, or the one the `metadata` URL names (`cargohold.engines`)."""
+    if not metadata:
+        return Env(path, tables, map_size=map_size)
+    from .engines import open_engine
+
+    return open_engine(metadata, tables)
