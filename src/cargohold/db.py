@@ -278,7 +278,9 @@ class DB:
         self._env = open_env(self.path, schema.TABLES, metadata=metadata, map_size=map_size)
         self.metadata = metadata or self.path
         """Where the metadata lives: the LMDB directory, or the engine URL given as ``metadata``."""
-        self.wlock = FileLock(os.path.join(self.path, "gc.lock"))
+        fleet_lock = getattr(self._env, "lock", None)
+        """An engine shared by several hosts has locks of its own (`cargohold.engines.etcd.EtcdLock`)."""
+        self.wlock = fleet_lock("gc") if fleet_lock else FileLock(os.path.join(self.path, "gc.lock"))
         self._sessions = Sessions(self.path)
         self._local = threading.local()
         self._callbacks: list[MutationCallback] = []
@@ -290,7 +292,8 @@ class DB:
         """The database's random identity (hex), known after `init()`: backends record their owner by it."""
         self._stores: dict[str, Any] = {}
         self._collectors: dict[int, Any] = {}
-        self._collector_lock = FileLock(os.path.join(self.path, "collector.lock"))
+        self._collector_lock = (fleet_lock("collector") if fleet_lock
+                                else FileLock(os.path.join(self.path, "collector.lock")))
         self._turnstile = FileLock(os.path.join(self.path, "gc.turnstile"))
         self._gc_hook: Optional[Callable[[str], None]] = None
         """Test seam: called with the name of each phase of a collection as it is reached

@@ -29,10 +29,12 @@ unchanged; the engine's own keys sit under ``<prefix>!`` (outside every table).
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
 from base64 import b64decode, b64encode
+from contextlib import contextmanager
 from typing import Any, Iterator, Optional, Sequence
 from urllib.parse import urlsplit
 
@@ -101,7 +103,14 @@ def parse_url(url: str) -> tuple[list[tuple[str, int]], str]:
 
 
 def _message(exc: etcd_errors.Etcd3Exception) -> str:
-    return " ".join(str(arg) for arg in exc.args if arg) or type(exc).__name__
+    """etcd's own error text (the gateway's JSON body), else what the client said."""
+    detail = getattr(exc, "detail_text", None) or ""
+    try:
+        body = json.loads(detail)
+        detail = body.get("error") or body.get("message") or detail
+    except (ValueError, AttributeError):
+        pass
+    return " ".join(str(part) for part in (detail, *exc.args) if part) or type(exc).__name__
 
 
 class Cluster:
@@ -172,6 +181,13 @@ class _Lease:
     def _grant(self) -> int:
         return int(self._cluster.post("/lease/grant", {"TTL": self._ttl, "ID": 0})["ID"])
 
+    def renew(self, old: int) -> int:
+        """A live lease in place of `old`, which etcd no longer knows (expired or revoked)."""
+        with self._lock:
+            if self.id == old:
+                self.id = self._grant()
+            return self.id
+
     def _keep_alive(self) -> None:
         while not self._stop.wait(self._ttl / 3):
             try:
@@ -209,6 +225,7 @@ class EtcdEnv:
         self._cond = threading.Condition()
         self._active = 0
         self._closed = False
+        self._holds = threading.local()
         try:
             self._lease = _Lease(self._cluster, lease_ttl)
         except BaseException:
@@ -220,6 +237,26 @@ class EtcdEnv:
             return self._tables[table]
         except KeyError:
             raise InvalidArgument(f"unknown table {table!r}") from None
+
+    def with_lease(self, request):
+        """`request(lease id)`, once more with a fresh lease if etcd no longer knows ours."""
+        lease = self._lease.id
+        try:
+            return request(lease)
+        except Unavailable as exc:
+            if "lease not found" not in str(exc):
+                raise
+        return request(self._lease.renew(lease))
+
+    def lock(self, name: str) -> "EtcdLock":
+        """A shared/exclusive lock of every host (the interface of `cargohold.locks.FileLock`)."""
+        return EtcdLock(self, name)
+
+    def held(self) -> list:
+        """The lock keys this thread holds, as (key, create revision): a commit requires them all."""
+        if not hasattr(self._holds, "keys"):
+            self._holds.keys = []
+        return self._holds.keys
 
     def read(self) -> "EtcdTxn":
         """Begin a read transaction (one revision of the cluster)."""
@@ -262,6 +299,83 @@ class EtcdEnv:
                 self._cond.wait()
         self._lease.close()
         self._cluster.close()
+
+
+class EtcdLock:
+    """A reader/writer lock of every host: holders are keys under ``<prefix>!lock/<name>/``.
+
+    Each acquisition creates a key bound to the process's lease (``s/`` for
+    shared, ``x/`` for exclusive) and is granted once no earlier key blocks
+    it: an exclusive one waits for every earlier key, a shared one for
+    earlier exclusive ones. Requests are thus served in order, so writers
+    cannot starve a collector. A dead host's keys go with its lease; a
+    holder whose lease expired has lost the lock and its commits fail
+    (`EtcdTxn` compares every key the thread holds).
+    """
+
+    def __init__(self, env: EtcdEnv, name: str) -> None:
+        self._env = env
+        self.path = f"{env.path} lock {name}"
+        self._base = env._root + b"!lock/" + name.encode() + b"/"
+
+    def _acquire(self, exclusive: bool, timeout: Optional[float]) -> tuple[bytes, int]:
+        env = self._env
+        key = self._base + (b"x/" if exclusive else b"s/") + uuid.uuid4().hex.encode()
+        blockers = self._base if exclusive else self._base + b"x/"
+        scope = {"key": _b64(blockers), "range_end": _b64(prefix_end(blockers)), "count_only": True}
+        result = env.with_lease(lambda lease: env._cluster.txn(
+            [], [{"request_put": {"key": _b64(key), "value": "", "lease": str(lease)}}, {"request_range": scope}]))
+        rev = int(result["header"]["revision"])
+        ahead = int(result["responses"][1]["response_range"].get("count", 0)) - exclusive
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.002
+        try:
+            while ahead > 0:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise Unavailable(f"lock {self.path!r} is held by another writer")
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+                # the earliest blocker (etcd applies no revision filter to count_only ranges)
+                first = dict(scope, count_only=False, keys_only=True, limit="1", sort_order="ASCEND",
+                             sort_target="CREATE")
+                found = env._cluster.txn([], [{"request_range": first},
+                                              {"request_range": {"key": _b64(key), "count_only": True}}])
+                if not int(found["responses"][1]["response_range"].get("count", 0)):
+                    raise Unavailable(f"lock {self.path!r} was lost while waiting for it (the lease expired)")
+                earliest = found["responses"][0]["response_range"].get("kvs", [])
+                ahead = int(bool(earliest) and int(earliest[0]["create_revision"]) < rev)
+        except BaseException:
+            self._release(key)
+            raise
+        return key, rev
+
+    def _release(self, key: bytes) -> None:
+        try:
+            self._env._cluster.post("/kv/deleterange", {"key": _b64(key)})
+        except Error:
+            pass  # the lease expiry drops it
+
+    @contextmanager
+    def _hold(self, exclusive: bool, timeout: Optional[float]) -> Iterator[None]:
+        key, rev = self._acquire(exclusive, timeout)
+        held = self._env.held()
+        held.append((key, rev))
+        try:
+            yield
+        finally:
+            held.remove((key, rev))
+            self._release(key)
+
+    def shared(self, timeout: Optional[float] = None):
+        """Hold the lock shared (many holders at once, on any host)."""
+        return self._hold(False, timeout)
+
+    def exclusive(self, timeout: Optional[float] = None):
+        """Hold the lock alone (no other holder on any host)."""
+        return self._hold(True, timeout)
+
+    def close(self) -> None:
+        pass
 
 
 def _kv(item: dict) -> tuple[bytes, bytes, int]:
@@ -308,11 +422,16 @@ class EtcdTxn:
         deadline = time.monotonic() + env.lock_wait
         delay = 0.002
         while True:
-            lease = env._lease.id
-            result = env._cluster.txn(
-                [{"key": key, "target": "CREATE", "result": "EQUAL", "create_revision": "0"}],
-                [{"request_put": {"key": key, "value": _b64(env._token_key), "lease": str(lease)}},
-                 {"request_range": {"key": _b64(env.counter_key)}}])
+            def attempt(lease: int) -> dict:
+                result = env._cluster.txn(
+                    [{"key": key, "target": "CREATE", "result": "EQUAL", "create_revision": "0"}],
+                    [{"request_put": {"key": key, "value": _b64(env._token_key), "lease": str(lease)}},
+                     {"request_range": {"key": _b64(env.counter_key)}}])
+                result["lease"] = lease
+                return result
+
+            result = env.with_lease(attempt)
+            lease = result["lease"]
             if result.get("succeeded"):
                 self._rev = int(result["header"]["revision"])
                 self._lock_rev = self._rev
@@ -474,6 +593,8 @@ class EtcdTxn:
             {"key": _b64(env.counter_key), "target": "MOD", "result": "EQUAL",
              "mod_revision": str(self._counter_rev)},
         ]
+        compares += [{"key": _b64(key), "target": "CREATE", "result": "EQUAL", "create_revision": str(rev)}
+                     for key, rev in env.held()]
         reads = [{"key": _b64(key), "target": "MOD", "result": "EQUAL", "mod_revision": str(rev)}
                  for key, rev in self._seen.items()]
         reads += [{"key": _b64(first), "range_end": _b64(end), "target": "MOD", "result": "LESS",
@@ -519,8 +640,8 @@ class EtcdTxn:
             if not result.get("succeeded"):
                 self._drop_lock()
                 raise Unavailable(
-                    f"a write transaction on {self._env.path!r} lost its writer lock (its lease expired) or "
-                    "what it read was changed by another writer; nothing was committed")
+                    f"a write transaction on {self._env.path!r} lost its writer lock or a lock it held (the "
+                    "lease expired) or what it read was changed by another writer; nothing was committed")
         finally:
             self._finish()
 
