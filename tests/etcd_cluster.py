@@ -36,13 +36,15 @@ def free_ports(count: int) -> list[int]:
 class Cluster:
     """`size` etcd members on 127.0.0.1; `url(prefix)` is the cargohold metadata URL."""
 
-    def __init__(self, size: int = 1, base: Optional[str] = None) -> None:
+    def __init__(self, size: int = 1, base: Optional[str] = None, *, raised_limits: bool = True) -> None:
         shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
         self.base = base or tempfile.mkdtemp(prefix="cargohold-etcd-", dir=shm)
         ports = free_ports(2 * size)
         self.client_ports = ports[:size]
         self.peer_ports = ports[size:]
         self.names = [f"m{i}" for i in range(size)]
+        self.raised_limits = raised_limits
+        """Start members with MAX_TXN_OPS and MAX_REQUEST_BYTES (what a fleet's collections need)."""
         self.procs: list[Optional[subprocess.Popen]] = [None] * size
         self._initial = ",".join(f"{name}=http://127.0.0.1:{port}" for name, port in zip(self.names, self.peer_ports))
 
@@ -54,7 +56,8 @@ class Cluster:
                 "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
                 "--initial-cluster", self._initial, "--initial-cluster-state", state,
                 "--initial-cluster-token", os.path.basename(self.base),
-                "--max-txn-ops", str(MAX_TXN_OPS), "--max-request-bytes", str(MAX_REQUEST_BYTES),
+                *(["--max-txn-ops", str(MAX_TXN_OPS), "--max-request-bytes", str(MAX_REQUEST_BYTES)]
+                  if self.raised_limits else []),
                 "--logger", "zap", "--log-level", "error"]
 
     def start_member(self, index: int, state: str = "new") -> None:

@@ -266,3 +266,27 @@ def test_metadata_comes_from_the_environment_and_the_cli(tmp_path, etcd_url, mon
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "shared-ns" in proc.stdout
+
+
+def test_a_transaction_beyond_the_clusters_limits_is_invalid_argument():
+    """A cluster at etcd's defaults (1.5 MiB requests, 128 operations): refused whole, naming the limit."""
+    from etcd_cluster import Cluster
+
+    cluster = Cluster(1, raised_limits=False).start()
+    store = EtcdEnv(cluster.url("limits"), TABLES)
+    try:
+        with pytest.raises(InvalidArgument, match="request size limit"):
+            with store.write() as txn:
+                for i in range(3):
+                    txn.put("a", b"big%d" % i, b"x" * (REQUEST_LIMIT // 2))
+        with pytest.raises(InvalidArgument, match="max-txn-ops"):
+            with store.write() as txn:
+                for i in range(200):
+                    txn.put("a", b"k%d" % i, b"v")
+        with store.read() as txn:
+            assert txn.count("a") == 0
+        with store.write() as txn:  # the lock was given back
+            txn.put("a", b"fits", b"v")
+    finally:
+        store.close()
+        cluster.stop()

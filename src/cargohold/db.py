@@ -23,6 +23,11 @@ Locking, as owned by this module:
   it, new writers wait at the turnstile and the collector waits only for the
   transactions already in flight.
 * Below it, `cargohold.kv` serialises the write transactions themselves.
+* On an engine shared by several hosts (``metadata="etcd://..."``),
+  ``collector.lock`` and ``wlock`` are the engine's locks
+  (`cargohold.engines.etcd.EtcdLock`), held across every host, and a commit
+  requires every such lock its thread holds to still be held; the
+  turnstile and the session files stay in ``<meta>`` on each host.
 * Crash detection: every open database holds a locked session file
   (`cargohold.sessions`). At open and at each collection, the session files
   of processes that died with the root open are found (their lock is free);

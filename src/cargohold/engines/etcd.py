@@ -156,7 +156,7 @@ class Cluster:
 
 
 def _translate(text: str, url: str) -> Error:
-    if "too large" in text:
+    if "too large" in text or "larger than max" in text:
         return InvalidArgument(f"the transaction exceeds the request size limit of etcd cluster {url!r}: {text}")
     if "too many operations" in text:
         return InvalidArgument(f"the transaction has more operations than etcd cluster {url!r} allows "
