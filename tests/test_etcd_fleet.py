@@ -241,3 +241,20 @@ def test_leader_killed_during_writes_and_a_collection(tmp_path, own_cluster):
         assert int(restarted["header"]["revision"]) > 0
     finally:
         db.close()
+
+
+def test_a_member_stopped_and_restarted_catches_up(tmp_path, own_cluster):
+    url = own_cluster.url("fleet")
+    db = open_host(str(tmp_path / "a"), str(tmp_path / "content"), url)
+    try:
+        follower = (own_cluster.leader() + 1) % 3
+        own_cluster.stop_member(follower)
+        for i in range(20):
+            db.namespaces.create(f"while-down-{i}")
+        own_cluster.restart_member(follower)
+        own_cluster.stop_member((follower + 1) % 3)  # the restarted member is now needed for a quorum
+        db.namespaces.create("after")
+        names = db.namespaces.list()
+        assert {f"while-down-{i}" for i in range(20)} | {"after"} <= set(names)
+    finally:
+        db.close()
