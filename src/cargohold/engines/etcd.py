@@ -6,7 +6,8 @@ unchanged; the engine's own keys sit under ``<prefix>!`` (outside every table).
 
 * A read transaction sees one revision: the first read pins the cluster's
   current revision (a linearizable read, so it includes every commit that
-  returned before it began) and every later read asks for that revision.
+  returned before it began) and every later read asks for that revision
+  (serializable: any member that has applied it answers the same).
 * Write transactions are serialised across every host by the writer lock
   ``<prefix>!writer``: a key created only if absent, bound to this process's
   lease (TTL `LEASE_TTL`), so a dead host's hold expires by itself. Taking it
@@ -468,10 +469,18 @@ class EtcdTxn:
             request["limit"] = str(limit)
         if count_only:
             request["count_only"] = True
-        result = self._env._cluster.txn([], [{"request_range": request}])
-        if not self._rev:
+        cluster = self._env._cluster
+        if not self._rev:  # linearizable: the revision pinned includes every commit that returned
+            result = cluster.post("/kv/range", request)
             self._rev = int(result["header"]["revision"])
-        return result["responses"][0]["response_range"]
+            return result
+        # A pinned revision reads the same on any member that has applied it: no quorum round trip.
+        try:
+            return cluster.post("/kv/range", dict(request, serializable=True))
+        except Unavailable as exc:
+            if "future revision" not in str(exc):
+                raise
+        return cluster.post("/kv/range", request)
 
     def _full(self, table: str, key: bytes) -> bytes:
         return self._env.table_prefix(table) + key
