@@ -258,3 +258,39 @@ def test_a_member_stopped_and_restarted_catches_up(tmp_path, own_cluster):
         assert {f"while-down-{i}" for i in range(20)} | {"after"} <= set(names)
     finally:
         db.close()
+
+
+def test_one_ref_ingested_by_two_hosts_is_refused_as_on_one(tmp_path, etcd_url):
+    content = str(tmp_path / "content")
+    first = open_host(str(tmp_path / "a"), content, etcd_url)
+    second = open_host(str(tmp_path / "b"), content, etcd_url)
+    try:
+        writer = first.namespace("default").content.writer("the-ref", total=4)
+        try:
+            writer.write(b"half")
+            with pytest.raises(Unavailable, match="the-ref"):
+                second.namespace("default").content.writer("the-ref", total=4)
+            writer.commit(4, digest_of(b"half"))
+        finally:
+            writer.close()
+        assert second.namespace("default").content.read(digest_of(b"half")) == b"half"
+    finally:
+        first.close()
+        second.close()
+
+
+@pytest.mark.slow
+def test_fleet_with_the_leader_killed_mid_run_for_60s(tmp_path, own_cluster):
+    """Two hosts write, a third collects, the leader is killed a third of the way in and restarted."""
+    killed = []
+
+    def kill_leader():
+        killed.append(own_cluster.leader())
+        own_cluster.stop_member(killed[0])
+
+    try:
+        run_fleet(tmp_path, own_cluster.url("fleet"), 60, fault=kill_leader)
+    finally:
+        if killed:
+            own_cluster.restart_member(killed[0])
+    assert killed
