@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional
 from . import errors
 from .content import LocalStore
 from .db import DB, Transaction
+from .kv import check_durable
 from . import model
 from .model import *  # noqa: F403 - the data classes of the API contract
 from .namespaces import Namespace
@@ -23,7 +24,7 @@ __version__ = "0.1.0"
 
 def open(root: "str | os.PathLike[str]", *, shared: bool = True,
          publisher: Optional[Callable[[str, str, Any], None]] = None,
-         clock: Optional[Clock] = None, map_size: Optional[int] = None,
+         clock: Optional[Clock] = None, map_size: Optional[int] = None, durable: bool = True,
          metadata: Optional[str] = None) -> DB:
     """Open (creating if needed) the host metadata under `root` and initialise it.
 
@@ -31,11 +32,15 @@ def open(root: "str | os.PathLike[str]", *, shared: bool = True,
     ``root/snapshots/<name>`` (snapshotters ``native`` and ``overlayfs``, also
     reachable as ``overlay``). The DB is a context manager.
     A lost or damaged metadata database raises Corrupted and changes nothing.
+
+    ``durable=False`` (containerd's ``no_sync``) makes each commit flush once instead of twice:
+    a power cut may lose the last commits, never the database's consistency (see `cargohold.kv`).
     ``metadata`` (default ``$CARGOHOLD_METADATA``) is an engine URL such as
     ``etcd://host:port,host:port/<prefix>``: the tables live there and
     ``root/meta`` keeps only this host's locks and session files.
     """
     root = os.fspath(root)
+    check_durable(durable)
     try:
         os.makedirs(root, exist_ok=True)
     except OSError as exc:
@@ -44,7 +49,7 @@ def open(root: "str | os.PathLike[str]", *, shared: bool = True,
     if metadata is None:
         metadata = os.environ.get("CARGOHOLD_METADATA") or None
     db = DB(os.path.join(root, "meta"), shared=shared, publisher=publisher, clock=clock, map_size=map_size,
-            metadata=metadata)
+            durable=durable, metadata=metadata)
     try:
         db.content_store = LocalStore(os.path.join(root, "content"))
         db.snapshotters.update(_open_snapshotters(os.path.join(root, "snapshots"), clock))

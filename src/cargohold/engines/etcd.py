@@ -214,6 +214,8 @@ class EtcdEnv:
                  lock_wait: float = LOCK_WAIT) -> None:
         endpoints, prefix = parse_url(url)
         self.path = url
+        self.durable = True
+        """A commit returns once a quorum has it on disk (etcd's raft log): always durable."""
         self.lock_wait = lock_wait
         self._root = prefix.encode()
         self._tables = {name: self._root + b"/" + name.encode() + b"/" for name in tables}
@@ -278,6 +280,12 @@ class EtcdEnv:
     def entries(self, table: str) -> int:
         with self.read() as txn:
             return txn.count(table)
+
+    def release_pages(self) -> None:
+        """LMDB's: nothing of etcd is mapped into this process."""
+
+    def sync(self) -> None:
+        """LMDB's: every etcd commit is durable on a quorum when it returns."""
 
     def _enter(self) -> None:
         with self._cond:
@@ -496,9 +504,11 @@ class EtcdTxn:
             self._seen[full] = found[2] if found else 0
         return found[1] if found else None
 
-    def scan(self, table: str, prefix: bytes = b"", *, start: Optional[bytes] = None
-             ) -> Iterator[tuple[bytes, bytes]]:
-        """Yield (key, value) in key order for keys starting with prefix (from `start` if given)."""
+    def scan(self, table: str, prefix: bytes = b"", *, start: Optional[bytes] = None,
+             release_every: int = 0) -> Iterator[tuple[bytes, bytes]]:
+        """Yield (key, value) in key order for keys starting with prefix (from `start` if given).
+
+        `release_every` is LMDB's (nothing is mapped here): accepted and ignored."""
         self._check()
         base = self._env.table_prefix(table)
         first = base + (start if start is not None and start > prefix else prefix)
@@ -593,6 +603,12 @@ class EtcdTxn:
             self.delete(table, key)
         return len(keys)
 
+    def child(self) -> "EtcdTxn":
+        """A write transaction nested in this one: it sees this one's writes, and its own reach
+        this one only when it commits (the interface of `cargohold.kv.Txn.child`)."""
+        self._require_write()
+        return _ChildTxn(self)
+
     # -- the end ----------------------------------------------------------------------
 
     def _compares(self) -> list:
@@ -681,3 +697,33 @@ class EtcdTxn:
         self._env._leave()
 
 
+
+
+class _ChildTxn(EtcdTxn):
+    """A nested write transaction: its own copy of the parent's writes, the parent's revision,
+    read set and locks; committing hands its writes to the parent."""
+
+    def __init__(self, parent: EtcdTxn) -> None:
+        self._env = parent._env
+        self.write = True
+        self._parent = parent
+        self._rev = parent._rev
+        self._done = False
+        self._writes = dict(parent._writes)
+        self._seen = parent._seen
+        self._ranges = parent._ranges
+        self._lock_rev = parent._lock_rev
+        self._lease = parent._lease
+        self._counter_rev = parent._counter_rev
+
+    def child(self) -> "EtcdTxn":
+        self._require_write()
+        return _ChildTxn(self)
+
+    def commit(self) -> None:
+        if not self._done:
+            self._parent._writes = self._writes
+            self._done = True
+
+    def abort(self) -> None:
+        self._done = True
