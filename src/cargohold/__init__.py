@@ -25,7 +25,8 @@ __version__ = "0.1.0"
 
 def open(root: "str | os.PathLike[str]", *, shared: bool = True,
          publisher: Optional[Callable[[str, str, Any], None]] = None,
-         clock: Optional[Clock] = None, map_size: Optional[int] = None, durable: bool = True) -> DB:
+         clock: Optional[Clock] = None, map_size: Optional[int] = None, durable: bool = True,
+         metadata: Optional[str] = None) -> DB:
     """Open (creating if needed) the host metadata under `root` and initialise it.
 
     Layout: ``root/meta`` (LMDB), ``root/content`` (blob store),
@@ -35,6 +36,9 @@ def open(root: "str | os.PathLike[str]", *, shared: bool = True,
 
     ``durable=False`` (containerd's ``no_sync``) makes each commit flush once instead of twice:
     a power cut may lose the last commits, never the database's consistency (see `cargohold.kv`).
+    ``metadata`` (default ``$CARGOHOLD_METADATA``) is an engine URL such as
+    ``etcd://host:port,host:port/<prefix>``: the tables live there and
+    ``root/meta`` keeps only this host's locks and session files.
     """
     root = os.fspath(root)
     check_durable(durable)
@@ -43,8 +47,10 @@ def open(root: "str | os.PathLike[str]", *, shared: bool = True,
     except OSError as exc:
         raise errors.Unavailable(f"cannot create root directory {root!r}: {exc}") from None
     # The metadata database first: one refused as lost or damaged leaves the backends untouched.
+    if metadata is None:
+        metadata = os.environ.get("CARGOHOLD_METADATA") or None
     db = DB(os.path.join(root, "meta"), shared=shared, publisher=publisher, clock=clock, map_size=map_size,
-            durable=durable)
+            durable=durable, metadata=metadata)
     try:
         db.content_store = LocalStore(os.path.join(root, "content"))
         db.snapshotters.update(_open_snapshotters(os.path.join(root, "snapshots"), clock))

@@ -23,6 +23,11 @@ Locking, as owned by this module:
   it, new writers wait at the turnstile and the collector waits only for the
   transactions already in flight.
 * Below it, `cargohold.kv` serialises the write transactions themselves.
+* On an engine shared by several hosts (``metadata="etcd://..."``),
+  ``collector.lock`` and ``wlock`` are the engine's locks
+  (`cargohold.engines.etcd.EtcdLock`), held across every host, and a commit
+  requires every such lock its thread holds to still be held; the
+  turnstile and the session files stay in ``<meta>`` on each host.
 * Crash detection: every open database holds a locked session file
   (`cargohold.sessions`). At open and at each collection, the session files
   of processes that died with the root open are found (their lock is free);
@@ -66,7 +71,7 @@ from .gc import context as gccontext
 from .gc import journal as gcjournal
 from .gc.scope import Scope
 from .groupcommit import GroupCommit
-from .kv import Env
+from .kv import open_env
 from .locks import FileLock
 from .model import Freed, GCStats, Leftover, Node, ResourceType, snapshotter_name
 from .sessions import DeadSession, Sessions
@@ -89,21 +94,33 @@ class DB:
     ``content_store`` is the backend blob store (`cargohold.content.LocalStore`),
     ``snapshotters`` maps names to snapshot backends. ``shared=True`` lets a
     namespace commit a blob another namespace already stored without sending
-    its bytes again (containerd's shared content policy).
+    its bytes again (containerd's shared content policy). ``metadata``, an
+    engine URL (``etcd://host:port,.../<prefix>``, `cargohold.engines`), puts
+    the tables there instead of LMDB in ``meta_path``.
     """
 
     def __init__(self, meta_path: str, content_store: Any = None,
                  snapshotters: Optional[Mapping[str, Any]] = None, shared: bool = True,
                  publisher: Optional[Publisher] = None, clock: Optional[Clock] = None,
-                 *, map_size: Optional[int] = None, durable: bool = True) -> None:
+                 *, map_size: Optional[int] = None, durable: bool = True,
+                 metadata: Optional[str] = None) -> None:
         self.path = os.fspath(meta_path)
         self.content_store = content_store
         self.snapshotters: dict[str, Any] = Snapshotters(snapshotters or {})
         self.shared = shared
         self.publisher = publisher
         self.clock: Clock = clock or utcnow
-        self._env = Env(self.path, schema.TABLES, map_size=map_size, durable=durable)
-        self.wlock = FileLock(os.path.join(self.path, "gc.lock"))
+        if metadata:  # the host-local locks and session files stay in meta_path
+            try:
+                os.makedirs(self.path, exist_ok=True)
+            except OSError as exc:
+                raise Unavailable(f"cannot create metadata directory {self.path!r}: {exc}") from None
+        self._env = open_env(self.path, schema.TABLES, metadata=metadata, map_size=map_size, durable=durable)
+        self.metadata = metadata or self.path
+        """Where the metadata lives: the LMDB directory, or the engine URL given as ``metadata``."""
+        fleet_lock = getattr(self._env, "lock", None)
+        """An engine shared by several hosts has locks of its own (`cargohold.engines.etcd.EtcdLock`)."""
+        self.wlock = fleet_lock("gc") if fleet_lock else FileLock(os.path.join(self.path, "gc.lock"))
         self._sessions = Sessions(self.path)
         self._local = threading.local()
         self._callbacks: list[MutationCallback] = []
@@ -115,7 +132,8 @@ class DB:
         """The database's random identity (hex), known after `init()`: backends record their owner by it."""
         self._stores: dict[str, Any] = {}
         self._collectors: dict[int, Any] = {}
-        self._collector_lock = FileLock(os.path.join(self.path, "collector.lock"))
+        self._collector_lock = (fleet_lock("collector") if fleet_lock
+                                else FileLock(os.path.join(self.path, "collector.lock")))
         self._turnstile = FileLock(os.path.join(self.path, "gc.turnstile"))
         self._group = GroupCommit(self)
         self._gc_hook: Optional[Callable[[str], None]] = None

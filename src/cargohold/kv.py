@@ -858,3 +858,13 @@ class _Child(Txn):
             self._txn.abort()
         self._open = False
         self._journal = None
+
+
+def open_env(path: str, tables: Sequence[str], *, metadata: Optional[str] = None,
+             map_size: Optional[int] = None, durable: bool = True):
+    """The metadata engine: LMDB at `path`, or the one the `metadata` URL names (`cargohold.engines`)."""
+    if not metadata:
+        return Env(path, tables, map_size=map_size, durable=durable)
+    from .engines import open_engine
+
+    return open_engine(metadata, tables)

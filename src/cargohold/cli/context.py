@@ -39,11 +39,12 @@ class Settings:
     root: str
     namespace: str
     root_given: bool = False
+    metadata: Optional[str] = None
     _db: Optional[cargohold.DB] = field(default=None, repr=False)
 
     def db(self) -> cargohold.DB:
         if self._db is None:
-            self._db = cargohold.open(self.root)
+            self._db = cargohold.open(self.root, metadata=self.metadata)
         return self._db
 
     def ns(self) -> cargohold.Namespace:

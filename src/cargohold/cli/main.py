@@ -21,16 +21,20 @@ from .context import CommandGroup, Settings, default_root, echo, one_line
 @click.group(cls=CommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--root", type=click.Path(file_okay=False), default=None,
               help="Root directory of the host metadata [default: $CARGOHOLD_ROOT, else a per-user data dir].")
+@click.option("--metadata", envvar="CARGOHOLD_METADATA", default=None, metavar="URL",
+              help="Keep the metadata tables on an etcd cluster, etcd://host:port[,host:port...]/<prefix> "
+                   "[default: $CARGOHOLD_METADATA, else LMDB in the root].")
 @click.option("--namespace", "-n", default="default", show_default=True, help="Namespace to work in.")
 @click.version_option(cargohold.__version__, prog_name="cargohold")
 @click.pass_context
-def cli(ctx: click.Context, root: str, namespace: str) -> None:
+def cli(ctx: click.Context, root: str, metadata: str, namespace: str) -> None:
     """cargohold: container-host metadata on LMDB, with containerd's garbage collector.
 
     Start with `cargohold demo`. Every command takes --help; listings take
     --json for scripts.
     """
-    settings = Settings(root=root or default_root(), namespace=namespace, root_given=root is not None)
+    settings = Settings(root=root or default_root(), namespace=namespace, root_given=root is not None,
+                        metadata=metadata or None)
     ctx.obj = settings
     ctx.call_on_close(settings.close)
 
