@@ -228,20 +228,23 @@ class DB:
     ``content_store`` is the backend blob store (`cargohold.content.LocalStore`),
     ``snapshotters`` maps names to snapshot backends. ``shared=True`` lets a
     namespace commit a blob another namespace already stored without sending
-    its bytes again (containerd's shared content policy).
+    its bytes again (containerd's shared content policy). ``readonly=True``
+    opens an existing database only to read it (`cargohold.kv`): `init` then
+    migrates, claims and repairs nothing, and writes raise FailedPrecondition.
     """
 
     def __init__(self, meta_path: str, content_store: Any = None,
                  snapshotters: Optional[Mapping[str, Any]] = None, shared: bool = True,
                  publisher: Optional[Publisher] = None, clock: Optional[Clock] = None,
-                 *, map_size: Optional[int] = None) -> None:
+                 *, map_size: Optional[int] = None, readonly: bool = False) -> None:
         self.path = os.fspath(meta_path)
         self.content_store = content_store
         self.snapshotters: dict[str, Any] = Snapshotters(snapshotters or {})
         self.shared = shared
         self.publisher = publisher
         self.clock: Clock = clock or utcnow
-        self._env = Env(self.path, schema.TABLES, map_size=map_size)
+        self.readonly = readonly
+        self._env = Env(self.path, schema.TABLES, map_size=map_size, readonly=readonly)
         self.wlock = FileLock(os.path.join(self.path, "gc.lock"))
         self._sessions = Sessions(self.path)
         self._local = threading.local()
@@ -266,6 +269,9 @@ class DB:
         with self._env.read() as kv_txn:
             current = self._check_version(kv_txn)
         latest = migrations.latest_version()
+        if current != latest and self.readonly:
+            raise FailedPrecondition(f"metadata database {self.path!r} is at version {current} and needs "
+                                     f"migrating to version {latest}, which a read-only open cannot do")
         if current != latest:
             with self._env.write() as kv_txn:
                 tx = Transaction(self, kv_txn, True)
@@ -278,6 +284,9 @@ class DB:
             self.identity = schema.text(kv_txn.get(schema.T_META, schema.META_IDENTITY) or b"", "identity")
         if not self.identity:
             raise Corrupted(f"metadata database {self.path!r} has no identity although it is at version {latest}")
+        if self.readonly:  # nothing to claim or repair: that would write
+            self._initialized = True
+            return
         upgraded = 0 < current < migrations.IDENTITY_VERSION
         for name, backend in self._backends():
             ownership.settle(backend, _describe(name), self.identity, adopt=upgraded)
@@ -382,6 +391,7 @@ class DB:
 
     def update(self) -> _TxContext:
         """A write transaction: ``with db.update() as tx: ...`` commits on success, rolls back on error."""
+        self._env.require_writable()
         return _TxContext(self, True)
 
     def view(self) -> _TxContext:
