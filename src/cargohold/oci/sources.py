@@ -160,7 +160,7 @@ class TarSource:
         reader = io.BufferedReader(_Section(self._file.fileno(), 0, self._size))
         try:
             with SafeTarFile.open(fileobj=reader, mode="r:", what=what) as tar:
-                while (member := tar.next()) is not None:
+                while (member := self._next(tar)) is not None:
                     tar.members.clear()  # tarfile keeps every header otherwise
                     name, target = self._check(member)
                     if not wanted(name):
@@ -169,9 +169,24 @@ class TarSource:
                     if target is not None and member.issym():
                         self._links[name] = target
                     regular = member.isreg() and not member.issparse()
+                    if regular and member.offset_data + member.size > self._size:
+                        raise InvalidArgument(f"{self.what} is truncated: member {member.name!r} needs "
+                                              f"{member.offset_data + member.size} bytes, the file has {self._size}")
                     self._members[name] = (member.offset_data, member.size) if regular else None
         except tarfile.TarError as exc:
             raise InvalidArgument(f"{what}: {exc}") from None
+
+    def _next(self, tar: tarfile.TarFile) -> Optional[tarfile.TarInfo]:
+        """The next member; a header that cannot be read in a file that is not whole tar blocks
+        means the archive was cut short, and the error says so."""
+        try:
+            return tar.next()
+        except (tarfile.TarError, InvalidArgument) as exc:
+            if not self._size % tarfile.BLOCKSIZE:
+                raise
+            detail = str(exc).rpartition("is not a readable tar: ")[2]
+            raise InvalidArgument(f"{self.what} is truncated ({self._size} bytes, not a whole number of "
+                                  f"{tarfile.BLOCKSIZE}-byte tar blocks): {detail}") from None
 
     def _check(self, member: tarfile.TarInfo) -> tuple[str, Optional[str]]:
         """The clean name of a member and, for a link, the clean path it points to."""
