@@ -4,6 +4,9 @@
 #
 # Memory: keys live in one growing byte buffer, located by an open-addressing hash table
 # of int32 indexes; edges are int32 pairs turned into a CSR adjacency before marking.
+# The CSR and the marking are kept after mark(): remark() continues from them (a concurrent
+# collection marks a read snapshot, then what writers changed), following the edges added
+# since mark() through per-source linked lists, in insertion order.
 
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcpy, memcmp, memset
@@ -87,6 +90,13 @@ cdef class Marker:
     (`add_lease_resources`), then `mark(now, extra_roots)`. Nodes are packed
     node keys (bytes). Targets that have no entry become *phantom* nodes:
     reachable through, never reported as existing.
+
+    After a marking, `update_nodes` (entries written since), `forget_nodes`
+    (entries deleted since) and more lease rows may be given, then
+    `remark(now, gray)` continues the marking: it follows every edge added
+    since, from whatever is marked, and marks the `gray` nodes and all they
+    reach. Edges are never taken away (an updated node keeps its old edges
+    too): a continued marking only ever keeps more.
     """
 
     cdef list _labels
@@ -106,15 +116,28 @@ cdef class Marker:
     cdef uint8_t* ekind
     cdef Py_ssize_t ne, ecap
     cdef list _conds
+    cdef list _pending
     # marking
     cdef uint8_t* state
     cdef int32_t* parent
     cdef bint marked
+    cdef Py_ssize_t nmarked
+    # the CSR of the edges mark() saw (kept for remark)
+    cdef int32_t* bstart
+    cdef int32_t* badj
+    cdef uint8_t* bkind
+    cdef Py_ssize_t nbase
+    # edges added since mark(): per-source lists, linked up to edge index nlinked
+    cdef int32_t* dhead
+    cdef int32_t* dtail
+    cdef int32_t* dnext
+    cdef Py_ssize_t dncap, decap, nlinked
 
     def __cinit__(self, collector_labels=()):
         self._labels = [(bytes(s), int(t)) for s, t in collector_labels]
         self._usedat = {}
         self._conds = []
+        self._pending = []
         self.tcap = 1024
         self.table = <int32_t*>malloc(self.tcap * sizeof(int32_t))
         if self.table == NULL:
@@ -124,6 +147,8 @@ cdef class Marker:
     def __dealloc__(self):
         free(self.keybuf); free(self.koff); free(self.flags); free(self.expire); free(self.table)
         free(self.esrc); free(self.edst); free(self.ekind); free(self.state); free(self.parent)
+        free(self.bstart); free(self.badj); free(self.bkind)
+        free(self.dhead); free(self.dtail); free(self.dnext)
 
     # -- building ----------------------------------------------------------------------------
     cdef void _rehash(self) except *:
@@ -195,6 +220,14 @@ cdef class Marker:
 
     def add_nodes(self, entries):
         """Load (packed key, value) pairs of the node table."""
+        self._load(entries, False)
+
+    def update_nodes(self, entries):
+        """Load entries written since the marking: a node already known takes the new
+        flags, expiry and usedat, and gains the new edges (its old ones stay)."""
+        self._load(entries, True)
+
+    cdef _load(self, entries, bint replace):
         cdef bytes k, v
         cdef Py_ssize_t src
         for key, value in entries:
@@ -202,10 +235,24 @@ cdef class Marker:
             v = _as_bytes(value)
             src = self._intern(<const uint8_t*>PyBytes_AS_STRING(k), PyBytes_GET_SIZE(k))
             if not self.flags[src] & PHANTOM:
-                raise InvalidArgument(f"node {k!r} given twice")
+                if not replace:
+                    raise InvalidArgument(f"node {k!r} given twice")
+                self.expire[src] = 0
+                self._usedat.pop(src, None)
             if not self._parse(src, <const uint8_t*>PyBytes_AS_STRING(k), PyBytes_GET_SIZE(k),
                                <const uint8_t*>PyBytes_AS_STRING(v), PyBytes_GET_SIZE(v)):
                 raise Corrupted(f"damaged garbage-collection entry for node {k!r}")
+
+    def forget_nodes(self, keys):
+        """Nodes whose entries were deleted since the marking: no longer reported as existing
+        (phantoms, as targets without an entry are); their edges stay."""
+        cdef Py_ssize_t idx
+        for key in keys:
+            idx = self._lookup(key)
+            if idx >= 0:
+                self.flags[idx] = PHANTOM
+                self.expire[idx] = 0
+                self._usedat.pop(idx, None)
 
     cdef bint _parse(self, Py_ssize_t src, const uint8_t* key, Py_ssize_t ksize,
                      const uint8_t* val, Py_ssize_t size) except -1:
@@ -318,41 +365,100 @@ cdef class Marker:
         return [self._key(i) for i in range(self.n)
                 if self.keybuf[self.koff[i]] == LEASE_TYPE and self._is_root(i, now)]
 
-    def mark(self, int64_t now, extra_roots=()):
-        """Mark everything reachable at time `now` (ns) from the roots and `extra_roots`."""
-        cdef Py_ssize_t i, j, e, head, tail, n, idx, dst
-        cdef int32_t* start
-        cdef int32_t* adj
-        cdef uint8_t* akind
-        cdef int32_t* queue
-        cdef uint8_t* qbit
-        cdef uint8_t bit, tbit, kind
-        cdef bytes kb
-        for src, cdst, op, duration in self._conds:
+    cdef _resolve_conds(self, int64_t now):
+        """Turn the conditional references live at `now` into edges; keep the others pending."""
+        cdef list pending = []
+        for cond in self._pending + self._conds:
+            src, cdst, op, duration = cond
             for used in self._usedat.get(cdst, ()):
                 age = now - used
                 if (op == 0x3C and age < duration) or (op == 0x3E and age > duration):
                     self._edge(src, cdst, FOLLOW_NORMAL)
                     break
+            else:
+                pending.append(cond)
+        self._pending = pending
         self._conds = []
-        extra = []
-        for key in extra_roots:
+
+    cdef list _intern_all(self, keys):
+        cdef bytes kb
+        out = []
+        for key in keys:
             kb = _as_bytes(key)
             if not kb:
                 raise InvalidArgument("empty node key among the extra roots")
-            extra.append(self._intern(<const uint8_t*>PyBytes_AS_STRING(kb), PyBytes_GET_SIZE(kb)))
+            out.append(self._intern(<const uint8_t*>PyBytes_AS_STRING(kb), PyBytes_GET_SIZE(kb)))
+        return out
+
+    cdef inline uint8_t _follow(self, uint8_t kind, uint8_t bit, Py_ssize_t dst) noexcept nogil:
+        """The bit an edge of `kind` passes on from a node marked with `bit` (0: not followed)."""
+        if kind == FOLLOW_ALWAYS:
+            return bit
+        if kind == FOLLOW_NORMAL:
+            return 0 if bit == SEEN_FLAT else SEEN_NORMAL
+        if self.keybuf[self.koff[dst]] == INGEST_TYPE:
+            return SEEN_NORMAL
+        return bit
+
+    cdef inline Py_ssize_t _visit(self, int32_t* queue, uint8_t* qbit, Py_ssize_t tail, Py_ssize_t src,
+                                  Py_ssize_t dst, uint8_t tbit, Py_ssize_t* newly) noexcept nogil:
+        if tbit == 0 or self.state[dst] & tbit:
+            return tail
+        if not self.state[dst]:
+            self.parent[dst] = <int32_t>src
+            newly[0] += 1
+        self.state[dst] |= tbit
+        queue[tail] = <int32_t>dst
+        qbit[tail] = tbit
+        return tail + 1
+
+    cdef Py_ssize_t _traverse(self, int32_t* queue, uint8_t* qbit, Py_ssize_t tail) noexcept nogil:
+        """FIFO traversal from the queued nodes; returns how many nodes it reached first."""
+        cdef Py_ssize_t head = 0, e, idx, dst
+        cdef Py_ssize_t newly = 0
+        cdef uint8_t bit
+        while head < tail:
+            idx = queue[head]
+            bit = qbit[head]
+            head += 1
+            if idx < self.nbase:
+                for e in range(self.bstart[idx], self.bstart[idx + 1]):
+                    dst = self.badj[e]
+                    tail = self._visit(queue, qbit, tail, idx, dst, self._follow(self.bkind[e], bit, dst), &newly)
+            if idx < self.dncap:
+                e = self.dhead[idx]
+                while e != -1:
+                    dst = self.edst[e]
+                    tail = self._visit(queue, qbit, tail, idx, dst, self._follow(self.ekind[e], bit, dst), &newly)
+                    e = self.dnext[e]
+        return newly
+
+    def mark(self, int64_t now, extra_roots=()):
+        """Mark everything reachable at time `now` (ns) from the roots and `extra_roots`."""
+        cdef Py_ssize_t i, j, e, tail, n, idx
+        cdef int32_t* start
+        cdef int32_t* queue
+        cdef uint8_t* qbit
+        cdef uint8_t bit
+        self._resolve_conds(now)
+        extra = self._intern_all(extra_roots)
         n = self.n
-        free(self.state); free(self.parent)
+        free(self.state); free(self.parent); free(self.bstart); free(self.badj); free(self.bkind)
+        free(self.dhead); free(self.dtail); free(self.dnext)
+        self.bstart = self.badj = self.dhead = self.dtail = self.dnext = NULL
+        self.bkind = NULL
+        self.nbase = self.dncap = self.decap = 0
+        self.marked = False
         self.state = <uint8_t*>malloc(n + 1)
         self.parent = <int32_t*>malloc((n + 1) * sizeof(int32_t))
-        start = <int32_t*>malloc((n + 1) * sizeof(int32_t))
-        adj = <int32_t*>malloc((self.ne + 1) * sizeof(int32_t))
-        akind = <uint8_t*>malloc(self.ne + 1)
+        self.bstart = start = <int32_t*>malloc((n + 1) * sizeof(int32_t))
+        self.badj = <int32_t*>malloc((self.ne + 1) * sizeof(int32_t))
+        self.bkind = <uint8_t*>malloc(self.ne + 1)
         queue = <int32_t*>malloc((2 * n + 1) * sizeof(int32_t))
         qbit = <uint8_t*>malloc(2 * n + 1)
         try:
-            if (self.state == NULL or self.parent == NULL or start == NULL or adj == NULL
-                    or akind == NULL or queue == NULL or qbit == NULL):
+            if (self.state == NULL or self.parent == NULL or start == NULL or self.badj == NULL
+                    or self.bkind == NULL or queue == NULL or qbit == NULL):
                 raise MemoryError()
             memset(self.state, 0, n + 1)
             memset(start, 0, (n + 1) * sizeof(int32_t))
@@ -365,13 +471,15 @@ cdef class Marker:
                 start[i + 1] += start[i]
             for e in range(self.ne):
                 j = start[self.esrc[e]]
-                adj[j] = self.edst[e]
-                akind[j] = self.ekind[e]
+                self.badj[j] = self.edst[e]
+                self.bkind[j] = self.ekind[e]
                 start[self.esrc[e]] += 1
             for i in range(n - 1, 0, -1):
                 start[i] = start[i - 1]
             if n:
                 start[0] = 0
+            self.nbase = n
+            self.nlinked = self.ne
             tail = 0
             for i in range(n):
                 if self._is_root(i, now):
@@ -387,41 +495,94 @@ cdef class Marker:
                     queue[tail] = <int32_t>idx
                     qbit[tail] = SEEN_NORMAL
                     tail += 1
-            head = 0
             with nogil:
-                while head < tail:
-                    idx = queue[head]
-                    bit = qbit[head]
-                    head += 1
-                    for e in range(start[idx], start[idx + 1]):
-                        dst = adj[e]
-                        kind = akind[e]
-                        if kind == FOLLOW_ALWAYS:
-                            tbit = bit
-                        elif kind == FOLLOW_NORMAL:
-                            if bit == SEEN_FLAT:
-                                continue
-                            tbit = SEEN_NORMAL
-                        elif self.keybuf[self.koff[dst]] == INGEST_TYPE:
-                            tbit = SEEN_NORMAL
-                        else:
-                            tbit = bit
-                        if self.state[dst] & tbit:
-                            continue
-                        if not self.state[dst]:
-                            self.parent[dst] = <int32_t>idx
-                        self.state[dst] |= tbit
-                        queue[tail] = <int32_t>dst
-                        qbit[tail] = tbit
-                        tail += 1
+                self._traverse(queue, qbit, tail)
+            self.nmarked = n
             self.marked = True
         finally:
-            free(start); free(adj); free(akind); free(queue); free(qbit)
+            free(queue); free(qbit)
+
+    cdef void _grow_marking(self, Py_ssize_t n) except *:
+        """Room in the marking and the edge lists for nodes and edges added since."""
+        cdef Py_ssize_t i, cap
+        if n > self.nmarked:
+            self.state = <uint8_t*>_realloc(self.state, n + 1)
+            self.parent = <int32_t*>_realloc(self.parent, (n + 1) * sizeof(int32_t))
+            memset(self.state + self.nmarked, 0, n + 1 - self.nmarked)
+            for i in range(self.nmarked, n + 1):
+                self.parent[i] = -1
+        if n > self.dncap or self.dhead == NULL:
+            cap = self.dncap if self.dncap > 0 else 64
+            while cap < n:
+                cap *= 2
+            self.dhead = <int32_t*>_realloc(self.dhead, cap * sizeof(int32_t))
+            self.dtail = <int32_t*>_realloc(self.dtail, cap * sizeof(int32_t))
+            for i in range(self.dncap, cap):
+                self.dhead[i] = -1
+                self.dtail[i] = -1
+            self.dncap = cap
+        if self.ne > self.decap:
+            self.dnext = <int32_t*>_grow(self.dnext, &self.decap, self.ne, sizeof(int32_t))
+
+    def remark(self, int64_t now, gray=()):
+        """Continue the marking at time `now`: follow every edge added since (from the nodes
+        marked), mark the `gray` nodes and everything they reach. Returns how many nodes it
+        reached that were not marked before."""
+        cdef Py_ssize_t e, n, idx, src, dst, first, tail = 0
+        cdef Py_ssize_t newly = 0
+        cdef int32_t* queue
+        cdef uint8_t* qbit
+        if not self.marked:
+            raise InvalidArgument("mark() has not run")
+        self._resolve_conds(now)
+        grays = self._intern_all(gray)
+        n = self.n
+        self._grow_marking(n)
+        first = self.nlinked
+        for e in range(first, self.ne):
+            src = self.esrc[e]
+            self.dnext[e] = -1
+            if self.dtail[src] == -1:
+                self.dhead[src] = <int32_t>e
+            else:
+                self.dnext[self.dtail[src]] = <int32_t>e
+            self.dtail[src] = <int32_t>e
+        self.nlinked = self.ne
+        queue = <int32_t*>malloc((2 * n + 1) * sizeof(int32_t))
+        qbit = <uint8_t*>malloc(2 * n + 1)
+        try:
+            if queue == NULL or qbit == NULL:
+                raise MemoryError()
+            for e in range(first, self.ne):
+                src = self.esrc[e]
+                dst = self.edst[e]
+                if self.state[src] & SEEN_NORMAL:
+                    tail = self._visit(queue, qbit, tail, src, dst,
+                                       self._follow(self.ekind[e], SEEN_NORMAL, dst), &newly)
+                if self.state[src] & SEEN_FLAT:
+                    tail = self._visit(queue, qbit, tail, src, dst,
+                                       self._follow(self.ekind[e], SEEN_FLAT, dst), &newly)
+            for idx in grays:
+                if not self.state[idx] & SEEN_NORMAL:
+                    if not self.state[idx]:
+                        newly += 1
+                    self.state[idx] |= SEEN_NORMAL
+                    queue[tail] = <int32_t>idx
+                    qbit[tail] = SEEN_NORMAL
+                    tail += 1
+            with nogil:
+                newly += self._traverse(queue, qbit, tail)
+            self.nmarked = n
+        finally:
+            free(queue); free(qbit)
+        return newly
 
     # -- results -----------------------------------------------------------------------------------
     cdef void _require_marked(self) except *:
         if not self.marked:
             raise InvalidArgument("mark() has not run")
+        if self.nmarked != self.n:
+            raise InvalidArgument("nodes were added since the marking: remark() first")
 
     cdef Py_ssize_t _lookup(self, key) except -2:
         cdef bytes k = _as_bytes(key)

@@ -113,6 +113,7 @@ def test_dry_run_lists_backend_leftovers_and_gc_reports_what_it_freed(tmp_path):
     assert report["freed_bytes"] == (report["freed"]["blobs"]["bytes"] + ingest_bytes
                                      + report["freed"]["snapshot_dirs"]["native"]["bytes"])
     assert report["writers_blocked_s"] == report["meta_d"] and report["removed_nodes"] == report["removed"]
+    assert 0 < report["writers_blocked_s"] <= report["total_s"] and report["mark_s"] > 0 and report["sweep_s"] > 0
     assert report["content_cleanup_s"] == report["content_d"] and report["snapshot_cleanup_s"] == report["snapshot_d"]
     assert report["errors"] == []
     assert parsed(invoke(root, "gc", "--dry-run", "--json")) == []

@@ -41,7 +41,7 @@ def _after_kill(root, point) -> list[str]:
     try:
         collect_everything(root)
         left = backend_files(root)
-        if any(left[k] for k in ("blobs", "native", "overlay")) or not _young_ingests_only(root):
+        if any(left[k] for k in ("blobs", "native", "overlayfs")) or not _young_ingests_only(root):
             broken.append(f"gc left more than young ingest debris after {describe(point)}: {dump(left)}")
         collect_everything(root, clock=later_clock())
         left, keys = backend_files(root), backend_snapshot_keys(root)
@@ -52,7 +52,7 @@ def _after_kill(root, point) -> list[str]:
     return broken
 
 
-@pytest.mark.parametrize("snapshotter", ["native", "overlay"])
+@pytest.mark.parametrize("snapshotter", ["native", "overlayfs"])
 def test_import_killed_at_every_point(tmp_path, snapshotter):
     archive, _ = image_archive(tmp_path)
     args = ("images", "import", "--unpack", "--snapshotter", snapshotter, archive)

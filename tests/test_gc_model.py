@@ -4,18 +4,35 @@ Hypothesis drives images, containers, leases (expiring, flat) with resources,
 content and snapshots carrying random reference labels, user deletions and the
 clock; after each collection the surviving nodes must be exactly what the
 model computes as reachable from containerd's roots.
+
+`ConcurrentGCMachine` also runs writers (creations, deletions, relabels, lease
+changes; in another thread or another process) at a chosen phase of a
+collection: before its snapshot, while it loads it, after its mark, after a
+round, and inside a transaction in flight while it waits to hold writers off.
+The collection must then remove nothing reachable at its commit and nothing
+created during it, and at least everything that was garbage before and after
+and that no changed node leads to.
 """
 
 from __future__ import annotations
 
+import atexit
+import copy
+import json
+import os
+import subprocess
+import sys
+import threading
 from collections import deque
 
+import pytest
 from hypothesis import event, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import cargohold
 from cargohold import Node, Resource, ResourceType as RT
 from gcutil import Clock, blob, container, image
+import gcops
 
 NS = "model"
 REF_CONTENT = "containerd.io/gc.ref.content."
@@ -55,7 +72,8 @@ class Model:
                 refs.append(("snapshot", value))
         return refs
 
-    def reachable(self, now: str) -> set:
+    def reachable(self, now: str, extra=()) -> set:
+        """Nodes reachable at `now` from the roots and from the nodes `extra` (as roots)."""
         brefs = {}  # target -> objects that name it with a back reference
         for d, labels in self.content.items():
             if BREF_CONTENT in labels:
@@ -76,6 +94,9 @@ class Model:
             if not self.expired(labels, now):
                 roots.append((("lease", lease), False))
                 roots.extend((res, FLAT in labels) for res in resources)
+        for node in extra:
+            roots.append(((_KINDS[node.type], node.key.split("/", 1)[1] if node.type == RT.SNAPSHOT
+                           else node.key), False))
         seen = set()
         queue = deque(roots)
         while queue:
@@ -115,6 +136,9 @@ class Model:
             del self.leases[node.key]
 
 
+_KINDS = {RT.CONTENT: "content", RT.SNAPSHOT: "snapshot", RT.IMAGE: "image", RT.LEASE: "lease"}
+
+
 class GCMachine(RuleBasedStateMachine):
     def __init__(self):
         super().__init__()
@@ -139,17 +163,18 @@ class GCMachine(RuleBasedStateMachine):
     def _stamp(self, hours: int) -> str:
         return self.clock.rfc3339(hours=hours)
 
-    def _labels(self, data, allow_root=True, allow_bref=False) -> dict:
+    def _labels(self, data, allow_root=True, allow_bref=False, model=None) -> dict:
+        model = model or self.model
         labels = {}
-        digests = sorted(self.model.content) + ["sha256:" + "0" * 64]
-        snaps = sorted(self.model.snapshots) + ["missing"]
+        digests = sorted(model.content) + ["sha256:" + "0" * 64]
+        snaps = sorted(model.snapshots) + ["missing"]
         for i in range(data.draw(st.integers(0, 2))):
             labels[f"{REF_CONTENT}{i}"] = data.draw(st.sampled_from(digests))
         if data.draw(st.booleans()):
             labels[f"{REF_SNAPSHOT}{self._next()}"] = data.draw(st.sampled_from(snaps))
         if allow_root and data.draw(st.integers(0, 5)) == 0:
             labels[ROOT] = "true"
-        if allow_bref and self.model.content and data.draw(st.integers(0, 3)) == 0:
+        if allow_bref and model.content and data.draw(st.integers(0, 3)) == 0:
             labels[BREF_CONTENT] = data.draw(st.sampled_from(digests))
         return labels
 
@@ -288,3 +313,234 @@ class GCMachine(RuleBasedStateMachine):
 
 GCMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=40, deadline=None)
 TestGCModel = GCMachine.TestCase
+
+
+# -- writers during a collection ---------------------------------------------------------------
+
+PHASES = ["marker", "snapshot", "marked", "remarked", "exclusive-wait"]
+"""Where writers run: after the marker, before the snapshot; with the snapshot open; after the
+first mark; after a round of re-marking; in a transaction in flight when the collector waits
+for writers to finish (its changes commit during the wait)."""
+
+
+class Worker:
+    """Another process running `gcops` commands on the machine's root."""
+
+    _proc = None
+
+    @classmethod
+    def send(cls, command: dict) -> str:
+        if cls._proc is None or cls._proc.poll() is not None:
+            script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gcops.py")
+            cls._proc = subprocess.Popen([sys.executable, script], stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, text=True)
+            atexit.register(cls._proc.kill)
+        cls._proc.stdin.write(json.dumps(command) + "\n")
+        cls._proc.stdin.flush()
+        return cls.reply()
+
+    @classmethod
+    def reply(cls) -> str:
+        line = cls._proc.stdout.readline().strip()
+        assert line and not line.startswith("error"), line or "the worker died"
+        return line
+
+
+def touched_by(op: list, model: Model) -> set:
+    """The nodes whose entry or lease membership the operation changes (before it is applied)."""
+    name, *args = op
+    if name in ("content", "relabel_content", "delete_content"):
+        digest = gcops.digest_of(args[0]) if name == "content" else args[0]
+        return {Node(RT.CONTENT, NS, digest)}
+    if name in ("image", "delete_image"):
+        return {Node(RT.IMAGE, NS, args[0])}
+    if name in ("snapshot", "relabel_snapshot", "remove_snapshot"):
+        return {Node(RT.SNAPSHOT, NS, f"native/{args[0]}")}
+    lease = Node(RT.LEASE, NS, args[0])
+    if name == "lease":
+        return {lease}
+    if name == "delete_lease":
+        return {lease} | {_node(kind, key) for kind, key in model.leases[args[0]][1]}
+    return {lease, _node(args[1], args[2])}  # lease_add, lease_remove
+
+
+def _node(kind: str, key: str) -> Node:
+    rtype = {"content": RT.CONTENT, "snapshot": RT.SNAPSHOT, "image": RT.IMAGE}[kind]
+    return Node(rtype, NS, f"native/{key}" if kind == "snapshot" else key)
+
+
+def apply_to_model(op: list, model: Model) -> None:
+    name, *args = op
+    if name == "content":
+        model.content[gcops.digest_of(args[0])] = args[1]
+    elif name == "relabel_content":
+        model.content[args[0]] = args[1]
+    elif name == "delete_content":
+        del model.content[args[0]]
+    elif name == "image":
+        model.images[args[0]] = (args[1], args[2])
+    elif name == "delete_image":
+        del model.images[args[0]]
+    elif name == "snapshot":
+        model.snapshots[args[0]] = (args[1], args[2])
+    elif name == "relabel_snapshot":
+        model.snapshots[args[0]] = (model.snapshots[args[0]][0], args[1])
+    elif name == "remove_snapshot":
+        del model.snapshots[args[0]]
+    elif name == "lease":
+        model.leases[args[0]] = (args[1], set())
+    elif name == "delete_lease":
+        del model.leases[args[0]]
+    elif name == "lease_add":
+        model.leases[args[0]][1].add((args[1], args[2]))
+    elif name == "lease_remove":
+        model.leases[args[0]][1].discard((args[1], args[2]))
+
+
+class ConcurrentGCMachine(GCMachine):
+    def _draw_op(self, data, model: Model, active: set) -> list:
+        committed = sorted(k for k in model.snapshots if k not in active)
+        parents = {p for p, _ in model.snapshots.values()}
+        leaves = sorted(k for k in model.snapshots if k not in parents)
+        choices = ["content", "image", "snapshot", "lease"]
+        choices += ["relabel_content", "delete_content"] if model.content else []
+        choices += ["delete_image"] if model.images else []
+        choices += ["relabel_snapshot"] if model.snapshots else []
+        choices += ["remove_snapshot"] if leaves else []
+        choices += ["delete_lease", "lease_add"] if model.leases else []
+        choices += ["lease_remove"] if any(r for _, r in model.leases.values()) else []
+        name = data.draw(st.sampled_from(choices))
+        if name == "content":
+            return [name, f"written {self._next()}", self._labels(data, allow_bref=True, model=model)]
+        if name == "relabel_content":
+            return [name, data.draw(st.sampled_from(sorted(model.content))),
+                    self._labels(data, allow_bref=True, model=model)]
+        if name == "delete_content":
+            return [name, data.draw(st.sampled_from(sorted(model.content)))]
+        if name == "image":
+            target = data.draw(st.sampled_from(sorted(model.content) + ["sha256:" + "1" * 64]))
+            return [name, f"img{self._next()}", target, self._labels(data, allow_root=False, model=model)]
+        if name == "delete_image":
+            return [name, data.draw(st.sampled_from(sorted(model.images)))]
+        if name == "snapshot":
+            return [name, f"s{self._next()}", data.draw(st.sampled_from([""] + committed)),
+                    self._labels(data, model=model)]
+        if name == "relabel_snapshot":
+            return [name, data.draw(st.sampled_from(sorted(model.snapshots))), self._labels(data, model=model)]
+        if name == "remove_snapshot":
+            return [name, data.draw(st.sampled_from(leaves))]
+        if name == "lease":
+            labels = {FLAT: "true"} if data.draw(st.booleans()) else {}
+            return [name, f"l{self._next()}", labels]
+        lease = data.draw(st.sampled_from(sorted(model.leases)))
+        if name == "delete_lease":
+            return [name, lease]
+        if name == "lease_remove":
+            lease = data.draw(st.sampled_from(sorted(k for k, (_, r) in model.leases.items() if r)))
+            return [name, lease, *data.draw(st.sampled_from(sorted(model.leases[lease][1])))]
+        resources = ([("content", d) for d in model.content] + [("snapshot", k) for k in model.snapshots]
+                     + [("image", n) for n in model.images])
+        if not resources:
+            return ["lease", f"l{self._next()}", {}]
+        return [name, lease, *data.draw(st.sampled_from(sorted(resources)))]
+
+    def _runner(self, where: str, phase: str, ops: list):
+        """The collection hook that runs `ops` at `phase` (from a thread or the worker process)."""
+        state = {}
+        if where == "process":
+            Worker.send({"open": self.tmp.name, "namespace": NS})
+        if phase != "exclusive-wait":
+            def hook(name):
+                if name == phase and "done" not in state:
+                    state["done"] = True
+                    if where == "process":
+                        Worker.send({"ops": ops})
+                    else:
+                        thread = threading.Thread(target=lambda: [gcops.apply(self.ns, op) for op in ops])
+                        thread.start()
+                        thread.join()
+            return hook, state, lambda: None
+        go = threading.Event()
+        inside = threading.Event()
+
+        def in_flight():
+            with self.db.update():
+                inside.set()
+                go.wait(60)
+                for op in ops:
+                    gcops.apply(self.ns, op)
+
+        def hook(name):
+            if name == "pre-exclusive":
+                if where == "process":
+                    Worker._proc.stdin.write(json.dumps({"begin": True}) + "\n")
+                    Worker._proc.stdin.flush()
+                    assert Worker.reply() == "inside"
+                else:
+                    state["thread"] = threading.Thread(target=in_flight)
+                    state["thread"].start()
+                    assert inside.wait(60)
+            elif name == "exclusive-wait" and "done" not in state:
+                state["done"] = True
+                if where == "process":
+                    Worker._proc.stdin.write(json.dumps({"go": ops}) + "\n")
+                    Worker._proc.stdin.flush()
+                else:
+                    go.set()
+
+        def finish():
+            if where == "process":
+                assert Worker.reply() == "done"
+            else:
+                state["thread"].join(60)
+        return hook, state, finish
+
+    @rule(data=st.data(), phase=st.sampled_from(PHASES), where=st.sampled_from(["thread", "process"]))
+    def collect_with_writers(self, data, phase, where):
+        now = self._stamp(0)
+        before = copy.deepcopy(self.model)
+        after = copy.deepcopy(self.model)
+        touched = set()
+        ops = []
+        for _ in range(data.draw(st.integers(1, 4))):
+            op = self._draw_op(data, after, self.active)
+            touched |= touched_by(op, after)
+            apply_to_model(op, after)
+            ops.append(op)
+        hook, state, finish = self._runner(where, phase, ops)
+        self.db._gc_hook = hook
+        try:
+            stats = self.db.garbage_collect()
+        finally:
+            self.db._gc_hook = None
+        finish()
+        if where == "process":
+            Worker.send({"close": True})
+        assert state.get("done"), f"the collection never reached {phase}"
+        event(f"writers at {phase} in a {where}")
+        existing = after.existing()
+        created = existing - before.existing()
+        must_keep = (after.reachable(now) & existing) | created
+        removed = set(stats.removed)
+        assert not removed & must_keep, (ops, removed & must_keep)
+        assert removed <= existing
+        leads = (before.reachable(now) | after.reachable(now) | touched
+                 | after.reachable(now, touched) | before.reachable(now, touched))
+        assert existing - leads <= removed, (ops, existing - leads - removed)
+        self.model = after
+        for node in removed:
+            self.model.forget(node)
+        self.active &= set(self.model.snapshots)
+        assert set(self.db.nodes()) == self.model.existing()
+
+
+ConcurrentGCMachine.TestCase.settings = settings(max_examples=25, stateful_step_count=25, deadline=None)
+TestConcurrentGCModel = ConcurrentGCMachine.TestCase
+
+
+class LongConcurrentGCMachine(ConcurrentGCMachine):
+    pass
+
+
+LongConcurrentGCMachine.TestCase.settings = settings(max_examples=200, stateful_step_count=50, deadline=None)
+TestLongConcurrentGCModel = pytest.mark.slow(LongConcurrentGCMachine.TestCase)

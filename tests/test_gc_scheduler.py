@@ -6,9 +6,14 @@ import time
 
 import pytest
 
+import os
+
 from cargohold import errors
 from cargohold.gc import Scheduler
+from conftest import run_python
 from gcutil import blob
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
 
 WAIT = 20.0
 
@@ -26,13 +31,31 @@ def test_defaults_are_containerds(db):
     s = Scheduler(db)
     assert (s.pause_threshold, s.deletion_threshold, s.mutation_threshold, s.schedule_delay,
             s.startup_delay) == (0.02, 0, 100, 0.0, 0.1)
+    assert s.idle_delay == 60.0
 
 
-def test_settings_are_clamped_and_validated(db):
-    s = Scheduler(db, pause_threshold=0.9, mutation_threshold=-3, schedule_delay=-1, startup_delay=-1)
-    assert (s.pause_threshold, s.mutation_threshold, s.schedule_delay, s.startup_delay) == (0.5, 0, 0.0, 0.0)
-    with pytest.raises(errors.InvalidArgument, match="pause_threshold"):
-        Scheduler(db, pause_threshold="fast")
+SETTINGS = ["pause_threshold", "deletion_threshold", "mutation_threshold", "schedule_delay",
+            "startup_delay", "idle_delay"]
+
+
+def test_a_pause_threshold_past_the_useful_range_is_clamped(db):
+    """0.9 is legal but would space collections by less than their pause: taken as 0.5."""
+    assert Scheduler(db, pause_threshold=0.9).pause_threshold == 0.5
+    assert Scheduler(db, pause_threshold=0).pause_threshold == 0.0
+
+
+@pytest.mark.parametrize("name", SETTINGS)
+@pytest.mark.parametrize("value", [-1, -0.5, float("nan"), float("inf"), float("-inf"), True, "fast", None])
+def test_nonsense_settings_are_refused(db, name, value):
+    with pytest.raises(errors.InvalidArgument, match=name):
+        Scheduler(db, **{name: value})
+
+
+@pytest.mark.parametrize("name", ["deletion_threshold", "mutation_threshold"])
+def test_thresholds_are_whole_numbers(db, name):
+    with pytest.raises(errors.InvalidArgument, match=f"{name} must be a whole number"):
+        Scheduler(db, **{name: 2.5})
+    assert getattr(Scheduler(db, **{name: 0}), name) == 0
 
 
 def test_trigger_waits_for_a_collection(db):
@@ -153,3 +176,78 @@ def test_stop_ends_the_thread(db):
     s.stop()
     assert not thread.is_alive()
     s.stop()  # idempotent
+
+
+# -- garbage nothing announced: idle and start-up collections -----------------------------------
+
+
+def _delete_in_another_process(root, data: bytes) -> None:
+    run_python(f"""
+        import sys
+        sys.path.insert(0, {TESTS!r})
+        import cargohold
+        from gcutil import blob
+        with cargohold.open({str(root)!r}) as db:
+            ns = db.namespace("other")
+            ns.content.delete(blob(ns, {data!r}))
+    """)
+
+
+def test_an_idle_scheduler_collects_another_processs_deletions(db, root):
+    """The deletion happened in another process: no mutation callback here, only its dirty marker."""
+    with Scheduler(db, startup_delay=0, idle_delay=0.2) as s:
+        _delete_in_another_process(root, b"deleted elsewhere")
+        assert wait_for(lambda: s.collections == 1)
+        assert list(db.content_store.walk()) == []
+        assert s.last_stats.blobs.count == 1
+        time.sleep(0.6)
+        assert s.collections == 1  # clean now: the idle checks find nothing more
+
+
+def test_an_idle_scheduler_collects_a_dead_processs_debris(db, root):
+    """A process killed while writing leaves an ingest no record owns and no dirty marker."""
+    proc = run_python(f"""
+        import os, signal, cargohold
+        with cargohold.open({str(root)!r}) as db:
+            w = db.content_store.writer("debris", total=10)
+            w.write(b"0123456789")
+            w.sync()
+            os.kill(os.getpid(), signal.SIGKILL)
+    """, check=False)
+    assert proc.returncode == -9
+    assert [name for name, _ in db.content_store.ingest_leftovers(set())] == ["debris"]
+    with Scheduler(db, startup_delay=0, idle_delay=0.2) as s:
+        assert wait_for(lambda: s.collections == 1)
+        assert s.last_stats.ingests.count == 1
+    assert db.content_store.ingest_leftovers(set()) == []
+
+
+def test_no_idle_collection_on_a_clean_store(db):
+    blob(db.namespace("s"), b"kept")
+    with Scheduler(db, startup_delay=0, idle_delay=0.1) as s:
+        time.sleep(0.8)
+        assert s.collections == 0
+
+
+def test_idle_delay_zero_never_collects_on_its_own(db, root):
+    with Scheduler(db, startup_delay=0, idle_delay=0) as s:
+        _delete_in_another_process(root, b"waits for a trigger")
+        time.sleep(0.8)
+        assert s.collections == 0
+
+
+def test_a_start_with_deletions_pending_collects_once(root):
+    """The previous process deleted and died before any collection: a scheduler with no startup
+    delay collects once when it starts, then waits."""
+    import cargohold
+
+    _delete_in_another_process(root, b"deleted before a crash")
+    with cargohold.open(root) as db:
+        with Scheduler(db, startup_delay=0, idle_delay=0) as s:
+            assert wait_for(lambda: s.collections == 1)
+            assert list(db.content_store.walk()) == []
+            time.sleep(0.5)
+            assert s.collections == 1
+        with Scheduler(db, startup_delay=0, idle_delay=0) as s:
+            time.sleep(0.5)
+            assert s.collections == 0  # nothing was pending this time

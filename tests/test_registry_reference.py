@@ -7,7 +7,7 @@ import pytest
 
 from cargohold.errors import InvalidArgument
 from cargohold.transfer.registry import parse_reference
-from cargohold.transfer.registry.reference import Reference
+from cargohold.oci.reference import Reference
 from cargohold.transfer.registry.sources import append_source, mount_candidate, source_label, source_label_key
 
 DIGEST = "sha256:" + "7cc4b5aefd1d0cadf8d97d4350462ba51c694ebca145b08d7d41b41acc8db5aa"

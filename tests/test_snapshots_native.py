@@ -292,3 +292,57 @@ def test_purge_deletes_directories_first_and_skips_parents_that_keep_children(na
     assert native.purge(["other", "base", "gone"], freed) == []
     assert list(native.walk()) == [] and os.listdir(os.path.join(native.root, "snapshots")) == []
     assert (freed.count, freed.bytes) == (3, sum(sizes.values()))
+
+
+def test_cleanup_lists_with_no_lock_held(native, monkeypatch):
+    """A slow listing (a large metastore, a slow disk) delays no creation."""
+    import threading
+
+    from cargohold.snapshots import storage
+
+    native.prepare("kept")
+    listing, release = threading.Event(), threading.Event()
+    real_ids = storage.ids
+
+    def slow_ids(txn):
+        found = real_ids(txn)
+        if not listing.is_set():
+            listing.set()
+            assert release.wait(30)
+        return found
+
+    monkeypatch.setattr(storage, "ids", slow_ids)
+    cleaner = threading.Thread(target=native.cleanup)
+    cleaner.start()
+    try:
+        assert listing.wait(30)
+        created = threading.Thread(target=native.prepare, args=("during",))
+        created.start()
+        created.join(10)
+        assert not created.is_alive(), "prepare waited for the cleanup's listing"
+    finally:
+        release.set()
+        cleaner.join(30)
+    assert sorted(info.name for info in native.walk()) == ["during", "kept"]
+    assert sorted(os.listdir(os.path.join(native.root, "snapshots"))) == ["1", "2"]
+
+
+def test_cleanup_keeps_a_directory_a_creation_made_after_its_listing(native, monkeypatch):
+    """A directory with an id above the listed sequence is checked again under the lock."""
+    from cargohold.snapshots import base
+
+    native.prepare("kept")
+    real_scandir = base.os.scandir
+
+    def scandir_then_create(path):
+        entries = list(real_scandir(path))
+        if path == os.path.join(native.root, "snapshots"):
+            monkeypatch.setattr(base.os, "scandir", real_scandir)
+            native.prepare("late")  # commits id 2 after the listing read the sequence (1)
+            entries = list(real_scandir(path))
+        return iter(entries)
+
+    monkeypatch.setattr(base.os, "scandir", scandir_then_create)
+    native.cleanup()
+    assert sorted(os.listdir(os.path.join(native.root, "snapshots"))) == ["1", "2"]
+    assert sorted(info.name for info in native.walk()) == ["kept", "late"]

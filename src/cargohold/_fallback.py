@@ -86,6 +86,13 @@ class Marker:
     (`add_lease_resources`), then `mark(now, extra_roots)`. Nodes are packed
     node keys (bytes). Targets that have no entry become *phantom* nodes:
     reachable through, never reported as existing.
+
+    After a marking, `update_nodes` (entries written since), `forget_nodes`
+    (entries deleted since) and more lease rows may be given, then
+    `remark(now, gray)` continues the marking: it follows every edge added
+    since, from whatever is marked, and marks the `gray` nodes and all they
+    reach. Edges are never taken away (an updated node keeps its old edges
+    too): a continued marking only ever keeps more.
     """
 
     def __init__(self, collector_labels=()):
@@ -97,6 +104,8 @@ class Marker:
         self._usedat = {}
         self._edges = []          # per node: list of (target, kind)
         self._conds = []          # (src, dst, op, duration)
+        self._pending = []        # conditional references not live at the last marking
+        self._new_edges = []      # (src, dst, kind) added since the last marking
         self._state = None
         self._parent = None
 
@@ -114,16 +123,39 @@ class Marker:
 
     def _edge(self, src, dst, kind):
         self._edges[src].append((dst, kind))
+        if self._state is not None:
+            self._new_edges.append((src, dst, kind))
 
     def add_nodes(self, entries):
         """Load (packed key, value) pairs of the node table."""
+        self._load(entries, False)
+
+    def update_nodes(self, entries):
+        """Load entries written since the marking: a node already known takes the new
+        flags, expiry and usedat, and gains the new edges (its old ones stay)."""
+        self._load(entries, True)
+
+    def _load(self, entries, replace):
         for key, value in entries:
             key = bytes(key)
             value = bytes(value)
             src = self._intern(key)
             if not self._flags[src] & _PHANTOM:
-                raise InvalidArgument(f"node {key!r} given twice")
+                if not replace:
+                    raise InvalidArgument(f"node {key!r} given twice")
+                self._expire[src] = 0
+                self._usedat.pop(src, None)
             self._parse(src, key, value)
+
+    def forget_nodes(self, keys):
+        """Nodes whose entries were deleted since the marking: no longer reported as existing
+        (phantoms, as targets without an entry are); their edges stay."""
+        for key in keys:
+            idx = self._index.get(bytes(key)) if key else None
+            if idx is not None:
+                self._flags[idx] = _PHANTOM
+                self._expire[idx] = 0
+                self._usedat.pop(idx, None)
 
     def _parse(self, src, key, value):
         try:
@@ -199,23 +231,65 @@ class Marker:
         return [key for idx, key in enumerate(self._keys)
                 if key[0] == _LEASE_TYPE and self._is_root(idx, now)]
 
-    def mark(self, now, extra_roots=()):
-        """Mark everything reachable at time `now` (ns) from the roots and `extra_roots`."""
-        for src, dst, op, duration in self._conds:
+    def _resolve_conds(self, now):
+        """Turn the conditional references live at `now` into edges; keep the others pending."""
+        pending = []
+        for cond in self._pending + self._conds:
+            src, dst, op, duration = cond
             for used in self._usedat.get(dst, ()):
                 age = now - used
                 if (op == 0x3C and age < duration) or (op == 0x3E and age > duration):
                     self._edge(src, dst, _FOLLOW_NORMAL)
                     break
+            else:
+                pending.append(cond)
+        self._pending = pending
         self._conds = []
-        extra = []
-        for key in extra_roots:
+
+    def _intern_all(self, keys):
+        out = []
+        for key in keys:
             if not key:
                 raise InvalidArgument("empty node key among the extra roots")
-            extra.append(self._intern(bytes(key)))
+            out.append(self._intern(bytes(key)))
+        return out
+
+    def _follow(self, kind, bit, dst):
+        """The bit an edge of `kind` passes on from a node marked with `bit` (0: not followed)."""
+        if kind == _FOLLOW_ALWAYS:
+            return bit
+        if kind == _FOLLOW_NORMAL:
+            return 0 if bit == _SEEN_FLAT else _SEEN_NORMAL
+        return _SEEN_NORMAL if self._keys[dst][0] == _INGEST_TYPE else bit  # a lease resource
+
+    def _visit(self, queue, src, dst, tbit):
+        """Mark `dst` with `tbit` from `src`; returns 1 if `dst` was not marked before."""
+        state = self._state
+        if not tbit or state[dst] & tbit:
+            return 0
+        first = not state[dst]
+        if first:
+            self._parent[dst] = src
+        state[dst] |= tbit
+        queue.append((dst, tbit))
+        return int(first)
+
+    def _traverse(self, queue):
+        """FIFO traversal from the queued nodes; returns how many nodes it reached first."""
+        head = newly = 0
+        while head < len(queue):
+            idx, bit = queue[head]
+            head += 1
+            for dst, kind in self._edges[idx]:
+                newly += self._visit(queue, idx, dst, self._follow(kind, bit, dst))
+        return newly
+
+    def mark(self, now, extra_roots=()):
+        """Mark everything reachable at time `now` (ns) from the roots and `extra_roots`."""
+        self._resolve_conds(now)
+        extra = self._intern_all(extra_roots)
         n = len(self._keys)
         state = bytearray(n)
-        parent = [-1] * n
         queue = []
         for idx in range(n):
             if self._is_root(idx, now):
@@ -227,33 +301,43 @@ class Marker:
             if not state[idx] & _SEEN_NORMAL:
                 state[idx] |= _SEEN_NORMAL
                 queue.append((idx, _SEEN_NORMAL))
-        head = 0
-        keys = self._keys
-        while head < len(queue):
-            idx, bit = queue[head]
-            head += 1
-            for dst, kind in self._edges[idx]:
-                if kind == _FOLLOW_ALWAYS:
-                    tbit = bit
-                elif kind == _FOLLOW_NORMAL:
-                    if bit == _SEEN_FLAT:
-                        continue
-                    tbit = _SEEN_NORMAL
-                else:  # a lease resource: flat with the lease, except ingests
-                    tbit = _SEEN_NORMAL if keys[dst][0] == _INGEST_TYPE else bit
-                if state[dst] & tbit:
-                    continue
-                if not state[dst]:
-                    parent[dst] = idx
-                state[dst] |= tbit
-                queue.append((dst, tbit))
         self._state = state
-        self._parent = parent
+        self._parent = [-1] * n
+        self._new_edges = []
+        self._traverse(queue)
+
+    def remark(self, now, gray=()):
+        """Continue the marking at time `now`: follow every edge added since (from the nodes
+        marked), mark the `gray` nodes and everything they reach. Returns how many nodes it
+        reached that were not marked before."""
+        if self._state is None:
+            raise InvalidArgument("mark() has not run")
+        self._resolve_conds(now)
+        grays = self._intern_all(gray)
+        grow = len(self._keys) - len(self._state)
+        self._state.extend(bytes(grow))
+        self._parent.extend([-1] * grow)
+        state = self._state
+        queue = []
+        newly = 0
+        edges, self._new_edges = self._new_edges, []
+        for src, dst, kind in edges:
+            for bit in (_SEEN_NORMAL, _SEEN_FLAT):
+                if state[src] & bit:
+                    newly += self._visit(queue, src, dst, self._follow(kind, bit, dst))
+        for idx in grays:
+            if not state[idx] & _SEEN_NORMAL:
+                newly += not state[idx]
+                state[idx] |= _SEEN_NORMAL
+                queue.append((idx, _SEEN_NORMAL))
+        return newly + self._traverse(queue)
 
     # -- results ---------------------------------------------------------------------------
     def _require_marked(self):
         if self._state is None:
             raise InvalidArgument("mark() has not run")
+        if len(self._state) != len(self._keys):
+            raise InvalidArgument("nodes were added since the marking: remark() first")
 
     def is_reachable(self, key):
         self._require_marked()

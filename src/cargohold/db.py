@@ -3,12 +3,25 @@ the writer lock, dirty tracking and mutation callbacks.
 
 Locking, as owned by this module:
 
+* ``collector.lock`` (``<meta>/collector.lock``): one collection at a time,
+  across processes. A collection holds it *exclusive* from before its marker
+  until its journal is cleared (not during the backend cleanups); a second
+  collection, in this or another process, waits for it. A writer that sees a
+  collection's marker probes it (`cargohold.gc.journal`).
 * ``wlock`` (``<meta>/gc.lock``) is containerd's ``wlock``: every write
   transaction holds it *shared* for its whole life; the garbage collector
-  holds it *exclusive* while it marks and sweeps. Because it is a flock, it
-  holds off writers of every process that opened the same root, not just
-  this one. Read transactions never take it: readers never block and are
-  never blocked.
+  holds it *exclusive* only while it marks what writers changed during its
+  concurrent mark and sweeps (the stop-the-world collection: while it marks
+  everything and sweeps). Because it is a flock, it holds off writers of
+  every process that opened the same root, not just this one. Read
+  transactions never take it: readers never block and are never blocked.
+* ``gc.turnstile`` (``<meta>/gc.turnstile``): a writer passes it (*shared*,
+  released at once) before it takes ``wlock``; the collector holds it
+  *exclusive* while it waits for ``wlock`` and until it releases it. flock
+  grants a shared lock even while an exclusive request waits, so without it
+  a steady stream of writers could keep the collector waiting for ever; with
+  it, new writers wait at the turnstile and the collector waits only for the
+  transactions already in flight.
 * Below it, `cargohold.kv` serialises the write transactions themselves.
 * Crash detection: every open database holds a locked session file
   (`cargohold.sessions`). At open and at each collection, the session files
@@ -42,6 +55,7 @@ from . import migrations, ownership, schema
 from ._native import decode_varint, encode_varint
 from .errors import Corrupted, Error, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from .gc import context as gccontext
+from .gc import journal as gcjournal
 from .kv import Env
 from .locks import FileLock
 from .model import Freed, GCStats, Leftover, Node, ResourceType, snapshotter_name
@@ -64,7 +78,7 @@ class Transaction:
     """
 
     __slots__ = ("db", "kv", "write", "now", "_dirty", "_dirty_content", "_dirty_snapshotters",
-                 "_after", "_undo", "_held", "_namespaces")
+                 "_after", "_undo", "_held", "_namespaces", "_gc_round", "_journaled")
 
     def __init__(self, db: "DB", kv_txn, write: bool) -> None:
         self.db = db
@@ -79,6 +93,18 @@ class Transaction:
         self._undo: list[Callable[[], None]] = []
         self._held: dict[Any, Any] = {}
         self._namespaces: set[str] = set()
+        self._gc_round: Optional[int] = None
+        self._journaled: set[bytes] = set()
+
+    def gc_round(self) -> int:
+        """The round of the concurrent collection this transaction journals in (0: none running).
+
+        Looked up once, on the first change to the node table: write
+        transactions are serialised, so the marker cannot change under one.
+        """
+        if self._gc_round is None:
+            self._gc_round = gcjournal.active_round(self)
+        return self._gc_round
 
     def require_write(self) -> None:
         if not self.write:
@@ -175,8 +201,9 @@ class _TxContext:
             return current
         db._require_open()
         if self.write and not self.internal:
-            self._lock = db.wlock.shared()
-            self._lock.__enter__()
+            with db._turnstile.shared():
+                self._lock = db.wlock.shared()
+                self._lock.__enter__()
         try:
             kv_txn = db._env.write() if self.write else db._env.read()
         except BaseException:
@@ -257,6 +284,11 @@ class DB:
         """The database's random identity (hex), known after `init()`: backends record their owner by it."""
         self._stores: dict[str, Any] = {}
         self._collectors: dict[int, Any] = {}
+        self._collector_lock = FileLock(os.path.join(self.path, "collector.lock"))
+        self._turnstile = FileLock(os.path.join(self.path, "gc.turnstile"))
+        self._gc_hook: Optional[Callable[[str], None]] = None
+        """Test seam: called with the name of each phase of a collection as it is reached
+        (`COLLECTION_PHASES`), in the collecting thread."""
 
     # -- life cycle ----------------------------------------------------------------
 
@@ -370,6 +402,8 @@ class DB:
         self._env.close()
         self._sessions.close()
         self.wlock.close()
+        self._collector_lock.close()
+        self._turnstile.close()
         for backend in [self.content_store, *self.snapshotters.values()]:
             close = getattr(backend, "close", None)
             if close is not None:
@@ -523,14 +557,20 @@ class DB:
         namespace, so this removes exactly what a whole collection would
         remove from that namespace.
 
-        Writers of every process are held off (``wlock`` exclusive) while the
-        node table is marked and the unreachable records are swept, in one
-        write transaction. After the commit, with writers running again, the
-        events are published, the backends with deletions (or left open by a
-        process that died) are cleaned in parallel threads and the collectors
-        finish; this returns once all of that is done (containerd's
-        ``wg.Wait()``). A backend removal that fails is one line of
-        ``stats.errors``; the cleanup goes on with the rest.
+        The mark runs on a read snapshot while writers go on; what they change
+        meanwhile is journaled (`cargohold.gc.journal`) and marked in rounds,
+        the last one with writers of every process held off (``wlock``
+        exclusive) and the unreachable records swept in the same write
+        transaction. Nothing reachable when that transaction commits is
+        removed, and nothing created or changed during the collection is.
+        One collection runs at a time: a collection started while another
+        runs, in this or another process, waits for it (then does its own).
+        After the commit, with writers running again, the events are
+        published, the backends with deletions (or left open by a process
+        that died) are cleaned in parallel threads and the collectors finish;
+        this returns once all of that is done (containerd's ``wg.Wait()``). A
+        backend removal that fails is one line of ``stats.errors``; the
+        cleanup goes on with the rest.
 
         A backend this database does not own (`cargohold.ownership`: its data
         may be described by records this database lost) is not cleaned: the
@@ -541,34 +581,37 @@ class DB:
         """
         if not isinstance(adopt_backends, bool):
             raise InvalidArgument(f"adopt_backends must be True or False, not {adopt_backends!r}")
+        return self._collect(namespace, concurrent=True, adopt_backends=adopt_backends)
+
+    def _collect(self, namespace: Optional[str], concurrent: bool, adopt_backends: bool = False) -> GCStats:
+        """A collection: concurrent, or (``concurrent=False``, kept to compare against) the
+        stop-the-world one that marks everything with writers held off."""
+        started = time.perf_counter()
         self._require_open()
         namespace = _scope_namespace(namespace)
         if self._current() is not None:
             raise FailedPrecondition("garbage_collect() cannot run inside a transaction of the same thread")
-        dead = self._sessions.dead()
-        contexts = gccontext.Contexts(self._collectors)
-        try:
-            with self.wlock.exclusive():
-                started = time.perf_counter()
-                with _TxContext(self, True, internal=True) as tx:
-                    if dead:
-                        self._mark_dead_sessions(tx, dead)
-                    marker = gccontext.marking(tx, contexts)
-                    removed = gccontext.sweep(tx, marker, contexts, namespace)
-                    del marker
-                    dirty = _dirty_markers(tx)
-                self._reset_dirty()
-                stats = GCStats(meta_d=time.perf_counter() - started, removed=removed,
-                                records=gccontext.count_by_type(removed))
-        except BaseException:
-            contexts.cancel()
-            raise
-        self._sessions.forget(dead)
+        with self._collector_lock.exclusive():
+            dead = self._sessions.dead()
+            contexts = gccontext.Contexts(self._collectors)
+            try:
+                self._phase("started")
+                collect = self._collect_concurrently if concurrent else self._collect_stopped
+                stats, tx, dirty = collect(contexts, dead, namespace)
+            except BaseException:
+                contexts.cancel()
+                self._forget_journal()
+                raise
+            self._reset_dirty()
+            self._sessions.forget(dead)
+            self._phase("committed")
+            self._forget_journal()
+            self._phase("cleared")
         if adopt_backends:
             self._adopt_backends(stats, dirty)
         jobs = [lambda: _run_all(tx._after)]  # events only: publish() already logs failures
         scope = None if namespace is None else gccontext.Scope(
-            namespace, frozenset(n.key for n in removed if n.type == ResourceType.CONTENT))
+            namespace, frozenset(n.key for n in stats.removed if n.type == ResourceType.CONTENT))
         jobs.extend(self._cleanup_jobs(stats, dirty, scope))
         jobs.extend(contexts.finish_all())
         threads = [threading.Thread(target=job, name="cargohold-gc-cleanup") for job in jobs]
@@ -576,7 +619,151 @@ class DB:
             thread.start()
         for thread in threads:
             thread.join()
+        stats.total_d = time.perf_counter() - started
         return stats
+
+    def _phase(self, name: str) -> None:
+        hook = self._gc_hook
+        if hook is not None:
+            hook(name)
+
+    def _internal_update(self) -> "_TxContext":
+        """A write transaction of the collector's own (no callbacks, never journaled)."""
+        return _TxContext(self, True, internal=True)
+
+    def _collect_concurrently(self, contexts: "gccontext.Contexts", dead: list[DeadSession],
+                              namespace: Optional[str]) -> tuple[GCStats, Transaction, "_DirtyMarkers"]:
+        """Mark a snapshot while writers run, then what they changed; sweep with writers held off.
+
+        Phases (`COLLECTION_PHASES`): the marker is committed (writers start
+        journaling) before the snapshot is opened, so every change is either in
+        the snapshot or journaled, or both. After the first mark, rounds: the
+        round is moved on in a transaction of its own, a snapshot opened after
+        it holds every change journaled in the rounds before, and those nodes
+        are reloaded and marked gray (`gccontext.Marking.update`), until a
+        round journaled at most `_FEW_CHANGES` nodes (or `_MAX_ROUNDS`; no
+        round at all while nothing was journaled). Then
+        new writers wait at the turnstile, the transactions in flight finish,
+        and in the sweep's transaction the last round is marked the same way,
+        the nodes found unreachable before the pause that still are and still
+        exist are removed, and the marker is deleted. The snapshot is open only
+        while the node table and lease rows are loaded (a writer that must grow
+        the map waits for it meanwhile, see `cargohold.kv`).
+        """
+        token = os.urandom(8)
+        with self._internal_update() as tx:
+            tx._gc_round = 0
+            gcjournal.begin(tx, token)
+        self._phase("marker")
+        marking_started = time.perf_counter()
+        with self.view() as tx:
+            self._phase("snapshot")
+            marking = gccontext.Marking.load(tx, contexts)
+        marking.mark()
+        self._phase("marked")
+        round_, rounds = 1, 0
+        while rounds < _MAX_ROUNDS:
+            with self.view() as tx:
+                if not gcjournal.changed(tx.kv, round_, limit=1):
+                    break
+            with self._internal_update() as tx:
+                tx._gc_round = 0
+                round_ = gcjournal.advance(tx, token)
+            with self.view() as tx:
+                changed = gcjournal.changed(tx.kv, round_ - 1)
+                marking.update(tx, changed)
+            rounds += 1
+            self._phase("remarked")
+            if len(changed) <= _FEW_CHANGES:
+                break
+        if not rounds:
+            self._phase("remarked")
+        candidates = marking.marker.unreachable()
+        mark_d = time.perf_counter() - marking_started
+        self._phase("pre-exclusive")
+        paused = time.perf_counter()
+        with self._turnstile.exclusive():
+            self._phase("exclusive-wait")
+            with self.wlock.exclusive(), self._internal_update() as tx:
+                tx._gc_round = 0
+                marking.update(tx, gcjournal.changed(tx.kv, round_))
+                self._phase("exclusive")
+                if dead:
+                    self._mark_dead_sessions(tx, dead)
+                swept = time.perf_counter()
+                removed = gccontext.sweep(tx, marking.marker, contexts, namespace, candidates)
+                sweep_d = time.perf_counter() - swept
+                gcjournal.end(tx)
+                dirty = _dirty_markers(tx)
+                self._phase("swept")
+        stats = GCStats(meta_d=time.perf_counter() - paused, mark_d=mark_d, sweep_d=sweep_d,
+                        removed=removed, records=gccontext.count_by_type(removed))
+        return stats, tx, dirty
+
+    def _collect_stopped(self, contexts: "gccontext.Contexts", dead: list[DeadSession],
+                         namespace: Optional[str]) -> tuple[GCStats, Transaction, "_DirtyMarkers"]:
+        """The stop-the-world collection: writers held off while everything is marked and swept."""
+        paused = time.perf_counter()
+        with self._turnstile.exclusive():
+            self._phase("exclusive-wait")
+            with self.wlock.exclusive(), self._internal_update() as tx:
+                tx._gc_round = 0
+                gcjournal.end(tx)  # a dead concurrent collection's marker
+                if dead:
+                    self._mark_dead_sessions(tx, dead)
+                marking_started = time.perf_counter()
+                marker = gccontext.marking(tx, contexts)
+                mark_d = time.perf_counter() - marking_started
+                self._phase("exclusive")
+                swept = time.perf_counter()
+                removed = gccontext.sweep(tx, marker, contexts, namespace)
+                sweep_d = time.perf_counter() - swept
+                del marker
+                dirty = _dirty_markers(tx)
+                self._phase("swept")
+        stats = GCStats(meta_d=time.perf_counter() - paused, mark_d=mark_d, sweep_d=sweep_d,
+                        removed=removed, records=gccontext.count_by_type(removed))
+        return stats, tx, dirty
+
+    def _forget_journal(self) -> None:
+        """Delete the journal rows (and a marker left by a failure), a few at a time, with writers
+        running; best effort: the next collection clears whatever is left first."""
+        try:
+            with self._env.read() as kv_txn:
+                if not gcjournal.pending(kv_txn):
+                    return
+            while True:
+                with self.wlock.shared(), self._internal_update() as tx:
+                    tx._gc_round = 0
+                    gcjournal.end(tx)
+                    if gcjournal.drop_rows(tx.kv, _JOURNAL_BATCH) < _JOURNAL_BATCH:
+                        return
+        except Error as exc:
+            log.warning("the collection journal stays for the next collection to clear: %s", exc)
+
+    def _collection_pending(self) -> bool:
+        """Whether garbage waits that no mutation of this process announced: a dirty marker of a
+        backend this DB has (deletions since its last cleanup, by any process, or a cleanup that
+        failed), a dead process's session, or the journal of a collector that died."""
+        self._require_open()
+        if self._sessions.dead():
+            return True
+        with self._env.read() as kv_txn:
+            if kv_txn.get(schema.T_META, schema.META_DIRTY_CONTENT) is not None and self.content_store is not None:
+                return True
+            prefix = schema.META_DIRTY_SNAPSHOTTER
+            if any(schema.text(key[len(prefix):], "snapshotter") in self.snapshotters
+                   for key, _ in kv_txn.scan(schema.T_META, prefix)):
+                return True
+            return gcjournal.pending(kv_txn)
+
+    def _collector_alive(self) -> bool:
+        """Whether some process holds the collector lock (a collection is running)."""
+        try:
+            with self._collector_lock.shared(timeout=0):
+                return False
+        except Unavailable:
+            return True
 
     def _cleanup_jobs(self, stats: GCStats, dirty: "_DirtyMarkers",
                       scope: Optional["gccontext.Scope"]) -> list[Callable[[], None]]:
@@ -721,6 +908,17 @@ class Snapshotters(dict):
 
     def get(self, name: str, default: Any = None) -> Any:
         return super().get(snapshotter_name(name), default) if isinstance(name, str) else default
+
+
+COLLECTION_PHASES = ("started", "marker", "snapshot", "marked", "remarked", "pre-exclusive",
+                     "exclusive-wait", "exclusive", "swept", "committed", "cleared")
+"""The phases of a collection, in order, as `DB._gc_hook` sees them ("remarked" after each
+concurrent round, once if none was needed; a stop-the-world collection has only "started",
+then "exclusive-wait" on)."""
+
+_MAX_ROUNDS = 8
+_FEW_CHANGES = 64
+_JOURNAL_BATCH = 512
 
 
 def _scope_namespace(namespace: Optional[str]) -> Optional[str]:

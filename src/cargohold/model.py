@@ -228,9 +228,14 @@ class Leftover(NamedTuple):
 class GCStats:
     """What one garbage collection did: its phases' durations and what each store freed.
 
-    ``meta_d`` (also ``writers_blocked_s``) is the time writers were held off
-    (mark, sweep and commit); ``content_d`` and ``snapshot_d`` time the backend
-    cleanups that follow. ``removed`` lists the nodes whose records the sweep
+    ``meta_d`` (also ``writers_blocked_s``) is the pause: the time writers were
+    held off (waiting for the transactions in flight, marking what they
+    changed, the sweep and the commit). ``mark_d`` is the marking done while
+    writers ran (the snapshot's, and the rounds of what writers changed; in a
+    stop-the-world collection, the whole mark, inside the pause), ``sweep_d``
+    the removal of the unreachable records (inside the pause), ``total_d``
+    the whole call, backend cleanups included. ``content_d`` and
+    ``snapshot_d`` time the backend cleanups that follow the commit. ``removed`` lists the nodes whose records the sweep
     deleted, ``records`` counts them by type name. ``blobs``, ``ingests`` and
     ``snapshot_dirs`` (per snapshotter) count what the cleanups deleted from
     the backends, with the bytes measured just before. ``errors`` holds one
@@ -240,6 +245,9 @@ class GCStats:
     """
 
     meta_d: float = 0.0
+    mark_d: float = 0.0
+    sweep_d: float = 0.0
+    total_d: float = 0.0
     content_d: float = 0.0
     snapshot_d: dict = field(default_factory=dict)
     removed: list = field(default_factory=list)

@@ -6,7 +6,10 @@ Tables (LMDB named databases) of the metadata environment ``root/meta``:
     ``schema`` → ``b"v1"``; ``version`` → the db version (Go varint);
     ``dirty\\0content`` and ``dirty\\0snapshotter\\0<name>`` → ``b""`` while
     a backend has deletions the garbage collector has not cleaned yet;
-    ``seq\\0<name>`` → a varint counter (`Transaction.next_sequence`).
+    ``seq\\0<name>`` → a varint counter (`Transaction.next_sequence`);
+    ``gc\\0active`` → the marker of a concurrent collection and
+    ``gc\\0journal\\0<round><node key>`` → ``b""``, the nodes writers changed
+    meanwhile (`cargohold.gc.journal`).
 ``namespaces``
     ``<ns>`` → record ``{"labels": {...}, "created": ns}``.
 ``objects``
@@ -101,6 +104,8 @@ META_IDENTITY = b"identity"
 META_DIRTY_CONTENT = b"dirty\x00content"
 META_DIRTY_SNAPSHOTTER = b"dirty\x00snapshotter\x00"
 META_SEQUENCE = b"seq\x00"
+META_GC_ACTIVE = b"gc\x00active"
+META_GC_JOURNAL = b"gc\x00journal\x00"
 
 SEP = b"\x00"
 

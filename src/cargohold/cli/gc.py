@@ -94,7 +94,8 @@ def stats_json(stats: "GCStats") -> dict:
     and ``snapshot_d`` stay as aliases of the keys earlier versions printed."""
     nodes = [node_json(n) for n in stats.removed]
     return {"removed_nodes": nodes, "removed_records": dict(stats.records),
-            "writers_blocked_s": stats.meta_d, "content_cleanup_s": stats.content_d,
+            "writers_blocked_s": stats.meta_d, "mark_s": stats.mark_d, "sweep_s": stats.sweep_d,
+            "total_s": stats.total_d, "content_cleanup_s": stats.content_d,
             "snapshot_cleanup_s": dict(stats.snapshot_d), "freed_bytes": stats.freed_bytes,
             "freed": {"blobs": _freed_json(stats.blobs), "ingests": _freed_json(stats.ingests),
                       "snapshot_dirs": {name: _freed_json(f) for name, f in sorted(stats.snapshot_dirs.items())}},

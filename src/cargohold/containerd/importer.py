@@ -12,8 +12,8 @@ end: a failed import leaves nothing behind, and the source is only read.
   into the new snapshot with owners, modes, times, xattrs and hard links
   (`snapshots.fsutil.copy_tree`; trees are never linked: an active one is
   written by its container, and a link would write both roots); a view is
-  created as a view. containerd's ``overlayfs`` goes to cargohold's overlay
-  backend (`backend_name`), with the snapshot-naming labels renamed to match.
+  created as a view. Snapshotters keep their names (cargohold's are
+  containerd's: ``native``, ``overlayfs``), so labels are copied as they are.
 * Images, containers, sandboxes, leases (with their resources) and ingests in
   progress (their bytes so far, their expiry or lease) follow. Timestamps are
   kept: the destination's clock is set to each record's time as it is written.
@@ -29,7 +29,7 @@ import hashlib
 import os
 import secrets
 import shutil
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Optional
 
@@ -37,8 +37,7 @@ import cargohold
 
 from ..content.store import INGEST_EXPIRY_NS
 from ..errors import AlreadyExists, Corrupted, FailedPrecondition, InvalidArgument, Unavailable, Unsupported
-from ..gc import labels as gclabels
-from ..model import Info, Kind, Node, Resource
+from ..model import Info, Kind, Node
 from ..snapshots.fsutil import copy_tree, remove_tree
 from ..timeutil import utcnow
 from . import plan
@@ -47,17 +46,6 @@ from .root import Host, open_root
 from .snapshotters import Backend
 
 _CHUNK = 1 << 20
-_SNAPSHOT_LABEL_PREFIXES = (gclabels.GC_REF_SNAPSHOT, gclabels.GC_BREF_SNAPSHOT, gclabels.GC_COND_SNAPSHOT)
-
-
-def backend_name(snapshotter: str, available: "tuple[str, ...] | list[str]") -> str:
-    """The cargohold backend for a containerd snapshotter: ``overlayfs`` goes to ``overlay`` while
-    cargohold has no ``overlayfs`` backend; every other name maps to itself."""
-    if snapshotter == "overlayfs" and "overlayfs" not in available and "overlay" in available:
-        return "overlay"
-    return snapshotter
-
-
 @dataclass
 class ImportReport:
     """What `import_root` brought over."""
@@ -79,7 +67,7 @@ class ImportReport:
     copied: int = 0
     ingests: int = 0
     snapshots: dict = field(default_factory=dict)
-    """cargohold backend name → snapshots imported."""
+    """snapshotter name → snapshots imported."""
     warnings: list = field(default_factory=list)
 
 
@@ -146,7 +134,7 @@ class _Importer:
         out = []
         for snapshotter in self.host.snapshotters(ns):
             backend = self.host.backend(snapshotter)
-            if backend_name(snapshotter, self.backends) not in self.backends:
+            if snapshotter not in self.backends:
                 raise Unsupported(f"snapshotter {snapshotter!r} of namespace {ns!r} has no cargohold backend "
                                   f"(cargohold has {', '.join(self.backends)})")
             records = {r.key: r for r in self.host.snapshot_records(ns, snapshotter)}
@@ -220,18 +208,15 @@ class _Importer:
         else:
             self.report.copied += 1
 
-    def _labels(self, labels: Optional[dict]) -> dict:
-        return {label_key(k, self.backends): v for k, v in (labels or {}).items()}
-
     def _namespace(self, db, ns: str, snapshot_plan: list) -> None:
         host, clock = self.host, self.clock
-        db.namespaces.create(ns, self._labels(host.namespace_labels(ns)))
+        db.namespaces.create(ns, host.namespace_labels(ns))
         self.report.namespaces.append(ns)
         handle = db.namespace(ns)
         resources = {lease.id: host.lease_resources(ns, lease.id) for lease in host.leases(ns)}
         for lease in host.leases(ns):
             clock.set(lease.created_at)
-            handle.leases.create(id=lease.id, labels=self._labels(lease.labels))
+            handle.leases.create(id=lease.id, labels=lease.labels)
             self.report.leases += 1
         for info in host.content(ns):
             self._content(handle, info)
@@ -240,19 +225,17 @@ class _Importer:
             self._snapshots(handle, snapshotter, items)
         for image in host.images(ns):
             clock.set(image.created_at)
-            created = handle.images.create(replace(image, labels=self._labels(image.labels)))
+            created = handle.images.create(image)
             _touch(handle.images, created, image.updated_at, clock)
             self.report.images += 1
         for container in host.containers(ns):
             clock.set(container.created_at)
-            created = handle.containers.create(replace(
-                container, labels=self._labels(container.labels),
-                snapshotter=backend_name(container.snapshotter, self.backends) if container.snapshotter else ""))
+            created = handle.containers.create(container)
             _touch(handle.containers, created, container.updated_at, clock)
             self.report.containers += 1
         for sandbox in host.sandboxes(ns):
             clock.set(sandbox.created_at)
-            created = handle.sandboxes.create(replace(sandbox, labels=self._labels(sandbox.labels)))
+            created = handle.sandboxes.create(sandbox)
             _touch(handle.sandboxes, created, sandbox.updated_at, clock)
             self.report.sandboxes += 1
             if host.db_version < 4 and sandbox.labels:
@@ -261,19 +244,16 @@ class _Importer:
                     "read its labels; cargohold roots what they reference")
         for lease_id, items in resources.items():
             for resource in items:
-                rtype = resource.type
-                if rtype.startswith("snapshots/"):
-                    rtype = "snapshots/" + backend_name(rtype[len("snapshots/"):], self.backends)
-                handle.leases.add_resource(lease_id, Resource(resource.id, rtype))
+                handle.leases.add_resource(lease_id, resource)
         clock.set(None)
 
     def _content(self, handle, info: Info) -> None:
         self.clock.set(info.created_at)
         with handle.content.writer(f"import-{info.digest}", total=info.size, expected=info.digest) as w:
-            w.commit(info.size, info.digest, labels=self._labels(info.labels))
+            w.commit(info.size, info.digest, labels=info.labels)
         if info.updated_at and info.updated_at != info.created_at:
             self.clock.set(info.updated_at)
-            handle.content.update(Info(info.digest, labels=self._labels(info.labels)), "labels")
+            handle.content.update(Info(info.digest, labels=info.labels), "labels")
         self.report.content += 1
 
     def _ingests(self, handle, ns: str, resources: dict) -> None:
@@ -305,12 +285,11 @@ class _Importer:
             handle.leases.delete(temporary)
 
     def _snapshots(self, handle, snapshotter: str, items: list) -> None:
-        name = backend_name(snapshotter, self.backends)
-        sn = handle.snapshotter(name)
+        sn = handle.snapshotter(snapshotter)
         backend: Backend = self.host.backend(snapshotter)
         for record, found in items:
             self.clock.set(record.created_at)
-            labels = self._labels({**found.labels, **record.labels})
+            labels = {**found.labels, **record.labels}
             source = backend.tree_dir(found.id)
             if found.kind == Kind.VIEW:
                 sn.view(record.key, record.parent, labels=labels)
@@ -320,7 +299,7 @@ class _Importer:
                 temp = f"import-{secrets.token_hex(8)}"
                 _fill(_writable_dir(sn.prepare(temp, record.parent)), source)
                 sn.commit(record.key, temp, labels=labels)
-            self.report.snapshots[name] = self.report.snapshots.get(name, 0) + 1
+            self.report.snapshots[snapshotter] = self.report.snapshots.get(snapshotter, 0) + 1
 
     def _warn_rules(self) -> None:
         """Name the nodes containerd's rules and cargohold's would judge differently today."""
@@ -349,17 +328,6 @@ def _touch(store, created, updated_at: Optional[datetime], clock: _Clock) -> Non
         clock.set(updated_at)
         store.update(created, "labels")
 
-
-def label_key(key: str, backends: list) -> str:
-    """A label key with containerd's snapshotter name in snapshot references mapped to cargohold's."""
-    for prefix in _SNAPSHOT_LABEL_PREFIXES:
-        if key.startswith(prefix):
-            rest = key[len(prefix):]
-            lead = rest[: len(rest) - len(rest.lstrip("./"))]
-            body = rest[len(lead):]
-            snapshotter, sep, tail = body.partition("/")
-            return f"{prefix}{lead}{backend_name(snapshotter, backends)}{sep}{tail}"
-    return key
 
 
 def _parents_first(items: list) -> list:

@@ -23,11 +23,18 @@ it against the cleanup that follows a garbage collection (`collect_backend`):
   holds it from its check that shareable content exists until its ingest
   record (which retains that content) has been committed. When the call runs
   in a caller's transaction, the lock is kept until that transaction ends.
-* `collect_backend` holds it *exclusive* from before it reads the metadata
-  until it has removed the last orphan; `leftovers` (a dry run) holds it
-  exclusive while it lists them.
+* `collect_backend` takes it *exclusive* once per orphan: it re-reads the
+  metadata for that blob or ingest and removes it only if still no record
+  references it, so a commit waits for at most one removal, never for the
+  whole cleanup; `leftovers` (a dry run) holds it exclusive while it lists
+  them.
+* Fairness: flock does not queue, so a cleanup releasing the lock and taking
+  it again at once could keep a waiting commit out for many removals. A
+  commit therefore waits for the lock while holding ``<meta>/content-cleanup.intent``
+  shared, and the cleanup takes that one exclusive (and lets go) before each
+  removal: a commit already waiting always gets in before the next removal.
 
-So the cleanup either sees the record of a commit, or runs entirely before
+So each removal either sees the record of a commit, or runs entirely before
 its blob appears. Open ingests are safe anyway: their writer holds the
 ingest's own lock (`cargohold.content.local`), and the cleanup skips them.
 The lock is taken once the transaction has begun (after the database's
@@ -38,8 +45,11 @@ never waits for a write lock while it holds it, so no order can deadlock.
 from __future__ import annotations
 
 import dataclasses
+import os
 import secrets
+import threading
 import time
+import weakref
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, BinaryIO, Iterator, Optional
 
@@ -48,6 +58,7 @@ from ..errors import AlreadyExists, Corrupted, FailedPrecondition, InvalidArgume
 from ..events import TOPIC_CONTENT_CREATE, TOPIC_CONTENT_DELETE, ContentCreate, ContentDelete
 from ..fieldpaths import clean_labels, update_labels
 from ..gc import index
+from ..locks import FileLock
 from ..model import Freed, Info, Leftover, Resource, ResourceType, Status
 from ..timeutil import from_ns, to_ns
 from ..validation import validate_digest, validate_key, validate_size
@@ -121,12 +132,45 @@ def _backend(db: "DB") -> LocalStore:
     return backend
 
 
+_intents: "weakref.WeakKeyDictionary[DB, FileLock]" = weakref.WeakKeyDictionary()
+_intents_guard = threading.Lock()
+
+
+def _intent(db: "DB") -> FileLock:
+    with _intents_guard:
+        lock = _intents.get(db)
+        if lock is None:
+            lock = _intents[db] = FileLock(os.path.join(db.path, "content-cleanup.intent"))
+        return lock
+
+
+@contextmanager
+def _commit_lock(db: "DB", backend: LocalStore) -> Iterator[None]:
+    """The cleanup lock, shared, waited for while announcing it (see the module docstring)."""
+    with _intent(db).shared():
+        held = backend.cleanup_lock.shared()
+        held.__enter__()
+    try:
+        yield
+    finally:
+        held.__exit__(None, None, None)
+
+
+@contextmanager
+def _removal_lock(db: "DB", backend: LocalStore) -> Iterator[None]:
+    """The cleanup lock, exclusive, for one removal, once every commit waiting for it is in."""
+    with _intent(db).exclusive():
+        pass
+    with backend.cleanup_lock.exclusive():
+        yield
+
+
 @contextmanager
 def _locked_update(db: "DB", tx: Optional["Transaction"]) -> Iterator["Transaction"]:
     """A write transaction that holds the cleanup lock shared until it ends."""
     backend = _backend(db)
     with db.transaction(tx, write=True) as t:
-        t.hold(("content-cleanup", backend.root), backend.cleanup_lock.shared)
+        t.hold(("content-cleanup", backend.root), lambda: _commit_lock(db, backend))
         yield t
 
 
@@ -545,16 +589,60 @@ def _referenced(db: "DB") -> tuple[set, set]:
     return digests, refs
 
 
+def _references_blob(db: "DB", digest: str) -> bool:
+    """Whether a blob record of any namespace, or a shared ingest, references `digest` now."""
+    with db.view() as t:
+        namespaces = db.namespaces.list(tx=t)
+        if any(t.kv.get(schema.T_OBJECTS, _blob_key(ns, digest)) is not None for ns in namespaces):
+            return True
+        return any(record["sh"] and record["d"] == digest
+                   for ns in namespaces for record in _ingest_records(t, ns))
+
+
+def _references_ingest(db: "DB", ref: str) -> bool:
+    """Whether an ingest record references the backend ingest `ref` now."""
+    with db.view() as t:
+        owner = backend_ref_namespace(ref)
+        namespaces = [owner] if owner is not None else db.namespaces.list(tx=t)
+        return any(record["b"] == ref for ns in namespaces for record in _ingest_records(t, ns))
+
+
+def _ingest_records(t: "Transaction", ns: str) -> Iterator[dict]:
+    for ref, raw in _scan(t, ns, schema.K_INGEST):
+        yield _ingest_record(raw, ref)
+
+
+class _Referenced:
+    """The backend ingest refs records reference, as `LocalStore.clean_ingests` asks: a ref seen
+    referenced earlier is kept; any other is looked up afresh under the cleanup lock (held only
+    for the look-up). `clean_ingests` asks again once it holds the ingest's own lock, and no
+    writer can then register it, so that answer stays true while it removes the ingest."""
+
+    def __init__(self, db: "DB", seen: set) -> None:
+        self._db = db
+        self._seen = seen
+
+    def __contains__(self, ref: str) -> bool:
+        if ref in self._seen:
+            return True
+        with _removal_lock(self._db, _backend(self._db)):
+            return _references_ingest(self._db, ref)
+
+
 def collect_backend(db: "DB", blobs: Optional[Freed] = None, ingests: Optional[Freed] = None,
                     errors: Optional[list] = None, deferred: Optional[list] = None, *,
                     scope: Optional["Scope"] = None) -> float:
     """Delete every backend blob and ingest no namespace references; returns the seconds it took.
 
     Runs after a collection has committed, outside any transaction (it waits
-    for commits in flight, which may wait for the database's write locks). It
-    holds the cleanup lock exclusive (see the module docstring), so a commit
-    in flight in any process is either seen or not yet started; open ingests
-    are skipped. Deleting only unlinks files, so it works on a full disk.
+    for commits in flight, which may wait for the database's write locks).
+    The metadata is read once without any lock to find the candidates; each
+    candidate is then removed under the cleanup lock (see the module
+    docstring), taken for that one removal, after checking again that no
+    record references it, so a commit in flight in any process is either
+    seen or not yet started, and a commit waits for one removal at most.
+    Open ingests are skipped. Deleting only unlinks files, so it works on a
+    full disk.
 
     `blobs` and `ingests` count what was deleted, with the bytes measured just
     before; `errors` receives one line per blob or ingest that could not be
@@ -573,11 +661,13 @@ def collect_backend(db: "DB", blobs: Optional[Freed] = None, ingests: Optional[F
         return 0.0
     if db._current() is not None:
         raise FailedPrecondition("collect_backend must run outside any transaction")
-    with backend.cleanup_lock.exclusive():
-        digests, refs = _referenced(db)
-        candidates = sorted(scope.digests) if scope else [info.digest for info in backend.walk()]
-        for digest in candidates:
-            if digest in digests:
+    digests, refs = _referenced(db)
+    candidates = sorted(scope.digests) if scope else [info.digest for info in backend.walk()]
+    for digest in candidates:
+        if digest in digests:
+            continue
+        with _removal_lock(db, backend):
+            if _references_blob(db, digest):
                 continue
             try:
                 size = backend.delete(digest)
@@ -588,11 +678,11 @@ def collect_backend(db: "DB", blobs: Optional[Freed] = None, ingests: Optional[F
                     raise
                 errors.append(f"cannot delete blob {digest}: {exc}")
                 continue
-            if blobs is not None:
-                blobs.add(size)
-        owned = None if scope is None else (lambda ref: backend_ref_namespace(ref) == scope.namespace)
-        backend.clean_ingests(refs, now=_seconds(db), freed=ingests, errors=errors, deferred=deferred,
-                              owned=owned)
+        if blobs is not None:
+            blobs.add(size)
+    owned = None if scope is None else (lambda ref: backend_ref_namespace(ref) == scope.namespace)
+    backend.clean_ingests(_Referenced(db, refs), now=_seconds(db), freed=ingests, errors=errors,
+                          deferred=deferred, owned=owned)
     return time.perf_counter() - started
 
 

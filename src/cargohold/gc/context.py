@@ -128,22 +128,90 @@ class Scope:
     digests: frozenset
 
 
+class Marking:
+    """One collection's marking: of a snapshot first, then continued with what writers changed.
+
+    `load` reads the node table and the lease rows and asks the collectors for
+    their active and leased nodes; `mark` marks at the snapshot's time;
+    `update` reloads journaled nodes from a later transaction and continues.
+    """
+
+    def __init__(self, marker: Marker, contexts: Contexts, now: int, extra: list[bytes],
+                 namespaces: set[str]) -> None:
+        self.marker = marker
+        self.contexts = contexts
+        self.now = now
+        self.extra = extra
+        self.namespaces = namespaces
+
+    @classmethod
+    def load(cls, tx: "Transaction", contexts: Contexts) -> "Marking":
+        marker = Marker(contexts.labels)
+        marker.add_nodes(tx.kv.scan(schema.T_GC))
+        marker.add_lease_resources(tx.kv.scan(schema.T_LEASERES))
+        marking = cls(marker, contexts, tx.now, [], set())
+        if contexts.contexts:
+            for packed in marker.live_leases(tx.now):
+                lease = schema.unpack_node(packed)
+                contexts.leased(lease.namespace, lease.key, marking._add_extra)
+            marking._new_namespaces(tx)
+        return marking
+
+    def _add_extra(self, node: Node) -> None:
+        self.extra.append(node_key(node))
+
+    def _new_namespaces(self, tx: "Transaction") -> None:
+        """Ask the collectors for the active nodes of every namespace not asked about yet."""
+        for key, _ in tx.kv.scan(schema.T_NAMESPACES):
+            name = schema.text(key, "namespace")
+            if name not in self.namespaces:
+                self.namespaces.add(name)
+                self.contexts.active(name, self._add_extra)
+
+    def mark(self) -> None:
+        self.marker.mark(self.now, self.extra)
+
+    def update(self, tx: "Transaction", keys: list[bytes]) -> int:
+        """Continue the marking with the nodes `keys` as they are in `tx`; returns how many
+        nodes it marked that were not marked before.
+
+        A node that still has an entry is reloaded and marked gray: it and all
+        it reaches now are kept, whether or not a root still reaches it (a
+        writer touched it during the collection). A node without one is
+        forgotten. The collectors are asked about the leases among them that
+        are live, and about namespaces created since.
+        """
+        present, gone = [], []
+        for key in keys:
+            value = tx.kv.get(schema.T_GC, key)
+            if value is None:
+                gone.append(key)
+            else:
+                present.append((key, value))
+        self.marker.forget_nodes(gone)
+        self.marker.update_nodes(present)
+        gray = [key for key, _ in present]
+        if self.contexts.contexts:
+            self.extra = []
+            for key, value in present:
+                if key[0] == ResourceType.LEASE and _live(value, tx.now):
+                    lease = schema.unpack_node(key)
+                    self.contexts.leased(lease.namespace, lease.key, self._add_extra)
+            self._new_namespaces(tx)
+            gray.extend(self.extra)
+        return self.marker.remark(tx.now, gray)
+
+
+def _live(value: bytes, now: int) -> bool:
+    entry = index.decode(value)
+    return bool(entry.flags & index.F_ROOT) and (entry.expire is None or now <= entry.expire)
+
+
 def marking(tx: "Transaction", contexts: Contexts) -> Marker:
     """Mark every node reachable at the transaction's time."""
-    marker = Marker(contexts.labels)
-    marker.add_nodes(tx.kv.scan(schema.T_GC))
-    marker.add_lease_resources(tx.kv.scan(schema.T_LEASERES))
-    extra: list[bytes] = []
-    if contexts.contexts:
-        def add(node: Node) -> None:
-            extra.append(node_key(node))
-        for packed in marker.live_leases(tx.now):
-            lease = schema.unpack_node(packed)
-            contexts.leased(lease.namespace, lease.key, add)
-        for key, _ in tx.kv.scan(schema.T_NAMESPACES):
-            contexts.active(schema.text(key, "namespace"), add)
-    marker.mark(tx.now, extra)
-    return marker
+    marking = Marking.load(tx, contexts)
+    marking.mark()
+    return marking.marker
 
 
 def table_nodes(tx: "Transaction") -> Iterable[Node]:
@@ -218,15 +286,26 @@ def count_by_type(nodes: Iterable[Node]) -> dict[str, int]:
     return counts
 
 
-def sweep(tx: "Transaction", marker: Marker, contexts: Contexts, namespace: Optional[str] = None) -> list[Node]:
+def sweep(tx: "Transaction", marker: Marker, contexts: Contexts, namespace: Optional[str] = None,
+          candidates: Optional[list[bytes]] = None) -> list[Node]:
     """Remove every unreachable node (of `namespace` only, if given) in `tx`; queue its events;
-    return what was removed.
+    return what was removed. `candidates`, if given, are the packed keys the marking found
+    unreachable before it was last continued (found ahead, with writers running): only those
+    still unreachable are removed.
 
-    Node-table entries go to their store's removal, collectors' nodes to their collector.
+    Node-table entries go to their store's removal (if the node still has an
+    entry: a concurrent collection's marking may predate its deletion),
+    collectors' nodes to their collector.
     """
     removers = _removers()
     removed: list[Node] = []
-    for node in _unreachable_table(marker, namespace):
+    keys = marker.unreachable() if candidates is None else [k for k in candidates if not marker.is_reachable(k)]
+    for key in keys:
+        node = schema.unpack_node(key)
+        if namespace is not None and node.namespace != namespace:
+            continue
+        if tx.kv.get(schema.T_GC, key) is None:
+            continue
         remover = removers.get(node.type)
         if remover is None:
             log.info("no removal defined for %r", node)

@@ -33,6 +33,9 @@ a clock inside it compares with them as Go compares the real times.
 
 Lease resources live in table ``leaseres`` (``<ns>\\0<lease>\\0<type><key>``),
 one row each, so adding one never rewrites the lease.
+
+Every write of this table and of ``leaseres`` goes through the writers below,
+which also journal the node for a concurrent collection (`cargohold.gc.journal`).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from .. import schema
 from ..errors import Corrupted, InvalidArgument, Unsupported
 from ..model import RESOURCE_MAX, Resource, ResourceType, snapshotter_name
 from ..timeutil import saturate
+from . import journal
 from . import labels as gclabels
 
 if TYPE_CHECKING:
@@ -102,10 +106,15 @@ def encode(*, root: bool = False, expire: Optional[int] = None, flat: bool = Fal
     return b"".join(out)
 
 
+_EDGE_HEAD = struct.Struct("<BH")
+
+
 def strong_edge(target: bytes) -> bytes:
     """One STRONG edge as `encode` writes it: appended to an entry without flags' payload
     (no expiry, no usedat) it gives the entry with that edge after its own."""
-    return bytes((E_STRONG,)) + _chunk(target)
+    if len(target) > 0xFFFF:
+        raise InvalidArgument(f"reference of {len(target)} bytes is too long")
+    return _EDGE_HEAD.pack(E_STRONG, len(target)) + target
 
 
 @dataclass
@@ -187,12 +196,16 @@ def rename_targets(value: bytes, rename) -> Optional[bytes]:
 
 
 def _put(tx: "Transaction", rtype: int, ns: str, key: str, value: bytes) -> None:
-    tx.kv.put(schema.T_GC, schema.pack_node(rtype, ns, key), value)
+    packed = schema.pack_node(rtype, ns, key)
+    tx.kv.put(schema.T_GC, packed, value)
+    journal.record(tx, packed)
 
 
 def remove(tx: "Transaction", rtype: int, ns: str, key: str) -> None:
     """Drop a node's entry (its record is being deleted)."""
-    tx.kv.delete(schema.T_GC, schema.pack_node(rtype, ns, key))
+    packed = schema.pack_node(rtype, ns, key)
+    if tx.kv.delete(schema.T_GC, packed):
+        journal.record(tx, packed)
 
 
 # -- entries (one node's table value; the rules of cargohold and containerd 2.x) ------------
@@ -312,18 +325,32 @@ def ref_resource(rtype: int, key: str) -> Resource:
     raise Corrupted(f"damaged lease resource entry of type {rtype}")
 
 
-def _lease_key(ns: str, lease_id: str, resource: Resource) -> bytes:
+def _lease_key(ns: str, lease_id: str, resource: Resource) -> tuple[bytes, bytes]:
+    """(row key, packed node key of the resource)."""
     rtype, key = resource_ref(resource)
-    return schema.lease_resource_key(ns, lease_id, rtype, key)
+    return schema.lease_resource_key(ns, lease_id, rtype, key), schema.pack_node(rtype, ns, key)
+
+
+def _row_resource(row: bytes) -> bytes:
+    """The packed node key a lease row ``<ns>\\0<lease>\\0<type><key>`` names."""
+    ns_end = row.index(0)
+    lease_end = row.index(0, ns_end + 1)
+    return row[lease_end + 1:lease_end + 2] + row[:ns_end + 1] + row[lease_end + 2:]
 
 
 def lease_add(tx: "Transaction", ns: str, lease_id: str, resource: Resource) -> None:
     """Record a lease resource (the lease record must exist: the lease store checks)."""
-    tx.kv.put(schema.T_LEASERES, _lease_key(ns, lease_id, resource), b"")
+    row, packed = _lease_key(ns, lease_id, resource)
+    tx.kv.put(schema.T_LEASERES, row, b"")
+    journal.record(tx, packed)
 
 
 def lease_remove(tx: "Transaction", ns: str, lease_id: str, resource: Resource) -> bool:
-    return tx.kv.delete(schema.T_LEASERES, _lease_key(ns, lease_id, resource))
+    row, packed = _lease_key(ns, lease_id, resource)
+    if not tx.kv.delete(schema.T_LEASERES, row):
+        return False
+    journal.record(tx, packed)
+    return True
 
 
 def lease_resources(tx: "Transaction", ns: str, lease_id: str) -> list[Resource]:
@@ -334,4 +361,8 @@ def lease_resources(tx: "Transaction", ns: str, lease_id: str) -> list[Resource]
 
 def lease_drop(tx: "Transaction", ns: str, lease_id: str) -> int:
     """Forget every resource of a lease (the lease is being deleted)."""
-    return tx.kv.delete_prefix(schema.T_LEASERES, schema.lease_resource_key(ns, lease_id))
+    rows = tx.kv.keys(schema.T_LEASERES, schema.lease_resource_key(ns, lease_id))
+    for row in rows:
+        tx.kv.delete(schema.T_LEASERES, row)
+        journal.record(tx, _row_resource(row))
+    return len(rows)

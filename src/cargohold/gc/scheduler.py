@@ -5,8 +5,27 @@ deletions happened (if > 0), or — at the next scheduled slot — after any
 deletion when `deletion_threshold` is 0, or after `mutation_threshold`
 mutations. Slots are spaced so that collections pause writers for at most
 `pause_threshold` of the time: interval = avg / threshold - avg, where avg is
-the mean time writers were held off. The first slot is `startup_delay`
-seconds after `start()`.
+the mean time writers were held off (`GCStats.meta_d`, the pause, not the
+whole collection). The first slot is `startup_delay` seconds after `start()`.
+
+Beyond containerd (whose garbage left by a crash waits for the next
+deletion, containerd#6294):
+
+* idle: after `idle_delay` seconds without a mutation, a trigger or a
+  collection, the scheduler looks whether the store has garbage waiting that
+  nothing announced (the persistent dirty markers another process's deletions
+  or a failed cleanup left, a dead process's session, a dead collector's
+  journal) and collects if so; then it looks again after another
+  `idle_delay`. 0 turns this off.
+* start-up: if the store has such garbage when `start()` is called (the
+  previous process died, or stopped, with deletions pending), one collection
+  runs even with `startup_delay` 0 (after `schedule_delay`).
+
+Settings are validated: each must be a finite, non-negative number
+(`deletion_threshold` and `mutation_threshold` whole numbers), else
+InvalidArgument naming it. Only `pause_threshold` is clamped: a value above
+0.5 is legal but past the useful range (collections would be spaced by less
+than their own pause), so it is taken as 0.5, as containerd does.
 
 Threads: the scheduler owns one daemon thread; DB mutation callbacks only
 append an event under the scheduler's condition variable and never block.
@@ -16,6 +35,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import threading
 import time
 from typing import TYPE_CHECKING, Optional
@@ -29,10 +49,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("cargohold.gc")
 
 
-def _number(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidArgument(f"{name} must be a number, not {value!r}")
-    return float(value)
+def _setting(value: object, name: str, *, whole: bool = False) -> float:
+    """A finite, non-negative number (an int if `whole`); InvalidArgument naming `name` otherwise."""
+    kind = "whole number" if whole else "number"
+    if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
+        raise InvalidArgument(f"{name} must be a {kind}, not {value!r}")
+    if not math.isfinite(value):
+        raise InvalidArgument(f"{name} must be a finite {kind}, not {value!r}")
+    if value < 0:
+        raise InvalidArgument(f"{name} must not be negative, not {value!r}")
+    return value
 
 
 class _Waiter:
@@ -57,14 +83,14 @@ class Scheduler:
 
     def __init__(self, db: "DB", pause_threshold: float = 0.02, deletion_threshold: int = 0,
                  mutation_threshold: int = 100, schedule_delay: float = 0.0,
-                 startup_delay: float = 0.1) -> None:
+                 startup_delay: float = 0.1, idle_delay: float = 60.0) -> None:
         self.db = db
-        # containerd clamps rather than rejects out-of-range settings
-        self.pause_threshold = min(max(_number(pause_threshold, "pause_threshold"), 0.0), 0.5)
-        self.deletion_threshold = int(_number(deletion_threshold, "deletion_threshold"))
-        self.mutation_threshold = max(int(_number(mutation_threshold, "mutation_threshold")), 0)
-        self.schedule_delay = max(_number(schedule_delay, "schedule_delay"), 0.0)
-        self.startup_delay = max(_number(startup_delay, "startup_delay"), 0.0)
+        self.pause_threshold = min(float(_setting(pause_threshold, "pause_threshold")), 0.5)
+        self.deletion_threshold = int(_setting(deletion_threshold, "deletion_threshold", whole=True))
+        self.mutation_threshold = int(_setting(mutation_threshold, "mutation_threshold", whole=True))
+        self.schedule_delay = float(_setting(schedule_delay, "schedule_delay"))
+        self.startup_delay = float(_setting(startup_delay, "startup_delay"))
+        self.idle_delay = float(_setting(idle_delay, "idle_delay"))
         self.collections = 0
         self.last_stats: Optional[GCStats] = None
         self._cond = threading.Condition()
@@ -138,8 +164,19 @@ class Scheduler:
         self._waiters = []
 
     # -- the loop -----------------------------------------------------------------------------------
+    def _pending(self) -> bool:
+        try:
+            return self.db._collection_pending()
+        except Exception:  # a closed or failing database: nothing to do now
+            log.exception("cannot tell whether garbage is waiting")
+            return False
+
     def _run(self) -> None:
-        next_at = time.monotonic() + self.startup_delay if self.startup_delay > 0 else None
+        started = time.monotonic()
+        next_at = started + self.startup_delay if self.startup_delay > 0 else None
+        if next_at is None and self._pending():
+            next_at = started + self.schedule_delay  # the previous process left garbage
+        idle_at = started + self.idle_delay if self.idle_delay > 0 else None
         last: Optional[float] = None
         interval = 1.0
         gc_time = 0.0
@@ -148,10 +185,19 @@ class Scheduler:
         while True:
             with self._cond:
                 while not self._stopping and not self._events and (
-                        next_at is None or time.monotonic() < next_at):
-                    self._cond.wait(None if next_at is None else max(next_at - time.monotonic(), 0))
+                        next_at is None or time.monotonic() < next_at) and (
+                        idle_at is None or time.monotonic() < idle_at):
+                    deadline = min(t for t in (next_at, idle_at, float("inf")) if t is not None)
+                    self._cond.wait(None if deadline == float("inf") else max(deadline - time.monotonic(), 0))
                 if self._stopping:
                     return
+                now = time.monotonic()
+                if idle_at is not None:
+                    idle = not self._events and (next_at is None or now < next_at) and now >= idle_at
+                    if self._events or idle:
+                        idle_at = now + self.idle_delay
+                else:
+                    idle = False
                 if self._events:
                     ts, mutation, dirty = self._events.popleft()
                     if mutation and last is not None and last > ts:
@@ -170,12 +216,18 @@ class Scheduler:
                         if next_at is None or next_at > soon:
                             next_at = soon
                     continue
-                # the slot has come
-                if (not triggered and last is not None and deletions == 0
-                        and (self.mutation_threshold == 0 or mutations < self.mutation_threshold)):
-                    next_at = time.monotonic() + interval
+                if not idle:
+                    # the slot has come
+                    if (not triggered and last is not None and deletions == 0
+                            and (self.mutation_threshold == 0 or mutations < self.mutation_threshold)):
+                        next_at = time.monotonic() + interval
+                        continue
+                    waiters, self._waiters = self._waiters, []
+            if idle:
+                if not self._pending():
                     continue
-                waiters, self._waiters = self._waiters, []
+                with self._cond:
+                    waiters, self._waiters = self._waiters, []
             try:
                 stats = self.db.garbage_collect()
             except Exception as exc:  # reported to waiters; the schedule goes on
@@ -185,6 +237,8 @@ class Scheduler:
                 _settle(waiters, error=exc)
                 continue
             last = time.monotonic()
+            if idle_at is not None:
+                idle_at = last + self.idle_delay
             gc_time += stats.meta_d
             self.collections += 1
             self.last_stats = stats

@@ -8,6 +8,8 @@ component is a registry host when it has a ``.`` or ``:``, is
 with a tag and a digest keeps only the digest. These are containerd 1.7's
 rules; 1.6's refuse upper-case hosts without a dot and IPv6 hosts, and
 otherwise agree.
+`parse_reference` gives the same as a `Reference` (with what a registry client needs: the
+manifest object, the host without its port, the API host of docker.io).
 `familiar` is what Docker shows and writes in ``RepoTags``
 (``TagNameOnly`` then ``FamiliarString``): ``docker.io/library/busybox:latest``
 is ``busybox:latest``.
@@ -25,6 +27,8 @@ DEFAULT_DOMAIN = "docker.io"
 LEGACY_DEFAULT_DOMAIN = "index.docker.io"
 OFFICIAL_REPOSITORY = "library"
 DEFAULT_TAG = "latest"
+DOCKER_HUB_API = "registry-1.docker.io"
+"""The host that serves docker.io's registry API (containerd's default host for docker.io)."""
 MAX_NAME_LENGTH = 255
 """Longest repository name, its registry host included."""
 
@@ -52,6 +56,28 @@ class Reference:
     def name(self) -> str:
         """The repository with its registry: ``docker.io/library/busybox``."""
         return f"{self.domain}/{self.path}"
+
+    @property
+    def object(self) -> str:
+        """What ``/v2/<path>/manifests/<object>`` takes: the digest if there is one, else the tag."""
+        return self.digest or self.tag
+
+    @property
+    def hostname(self) -> str:
+        """The registry host without its port (containerd keys distribution-source labels by it)."""
+        host = self.domain
+        if host.startswith("["):
+            return host[1:host.index("]")]
+        return host.rpartition(":")[0] if ":" in host else host
+
+    @property
+    def api_host(self) -> str:
+        """Where the registry API is served: ``registry-1.docker.io`` for docker.io, else the domain."""
+        return DOCKER_HUB_API if self.domain == DEFAULT_DOMAIN else self.domain
+
+    def with_object(self, tag: str = "", digest: str = "") -> "Reference":
+        """The same repository with another tag or digest."""
+        return Reference(self.domain, self.path, tag, digest)
 
     def __str__(self) -> str:
         return _join(self.name, self.tag, self.digest)
@@ -87,8 +113,10 @@ def parse(value: object) -> Reference:
         raise InvalidArgument(f"invalid image reference {value!r}: a 64-character hex string is an image ID, "
                               "not a repository name")
     domain, remainder = _split_domain(value)
-    if remainder.partition(":")[0].lower() != remainder.partition(":")[0]:
-        raise InvalidArgument(f"invalid image reference {value!r}: the repository name must be lower case")
+    repository = remainder.partition(":")[0].partition("@")[0]
+    if repository.lower() != repository:
+        raise InvalidArgument(f"invalid image reference {value!r}: repository name {repository!r} "
+                              "must be lower case")
     match = _REFERENCE.match(f"{domain}/{remainder}")
     if match is None:
         raise InvalidArgument(f"invalid image reference {value!r}: expected [HOST[:PORT]/]NAME[:TAG][@DIGEST]")
@@ -103,15 +131,17 @@ def parse(value: object) -> Reference:
     return Reference(split.group(1), split.group(2), tag or "", digest or "")
 
 
-def normalize(value: object) -> str:
-    """The full name containerd gives a reference (`ParseDockerRef`).
-
-    ``busybox`` -> ``docker.io/library/busybox:latest``; with a digest, the tag is dropped.
-    """
+def parse_reference(value: object) -> Reference:
+    """The normalised reference (containerd's `ParseDockerRef`): without tag or digest the tag is
+    ``latest``; with both, only the digest is kept. InvalidArgument naming `value` if it is not one."""
     ref = parse(value)
-    if ref.digest:
-        return str(Reference(ref.domain, ref.path, "", ref.digest))
-    return str(Reference(ref.domain, ref.path, ref.tag or DEFAULT_TAG))
+    return ref.with_object(digest=ref.digest) if ref.digest else ref.with_object(tag=ref.tag or DEFAULT_TAG)
+
+
+def normalize(value: object) -> str:
+    """The full name containerd gives a reference: ``busybox`` -> ``docker.io/library/busybox:latest``;
+    with a digest, the tag is dropped."""
+    return str(parse_reference(value))
 
 
 def familiar(value: object) -> str:

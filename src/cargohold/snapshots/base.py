@@ -62,6 +62,9 @@ class DirectorySnapshotter:
 
     # -- layout ---------------------------------------------------------------------
 
+    def _path(self, name: str) -> str:
+        return os.path.join(self._snapshots_dir, name)
+
     def snapshot_dir(self, snapshot_id: int) -> str:
         return os.path.join(self._snapshots_dir, str(snapshot_id))
 
@@ -259,11 +262,38 @@ class DirectorySnapshotter:
     def cleanup(self, freed: Optional[Freed] = None) -> list[str]:
         """Delete every directory under ``snapshots/`` that no snapshot record owns.
 
-        Returns one line per directory that could not be deleted; `freed`
-        counts those deleted, with their bytes.
+        It lists with no lock held, so creations go on meanwhile. A numbered
+        directory no record owns whose id is at most the sequence seen then
+        can never be owned (every later creation takes a higher id): it goes.
+        The others (a higher id, which a creation in flight may be filling;
+        ``new-*`` of a creation, ``rm-*`` of a removal, strays) are checked
+        again and set aside (renamed ``rm-*``) in one write transaction, which
+        no creation is inside; the full re-read of the records it then needs
+        happens only when a higher id is there (a crash's debris). Everything
+        is deleted after that, with no lock held. Returns one line per
+        directory that could not be deleted; `freed` counts those deleted,
+        with their bytes.
         """
-        with _filesystem("list snapshot directories", self._snapshots_dir), self._store.write() as txn:
-            orphans = self._orphans(txn)
+        with _filesystem("list snapshot directories", self._snapshots_dir):
+            with self._store.read() as txn:
+                owned, last = {str(snapshot_id) for snapshot_id in storage.ids(txn)}, storage.sequence(txn)
+            names = [entry.name for entry in os.scandir(self._snapshots_dir) if entry.name not in owned]
+        orphans = [self._path(name) for name in names if name.isdigit() and int(name) <= last]
+        later = [name for name in names if not (name.isdigit() and int(name) <= last)]
+        if later:
+            with _filesystem("set aside snapshot directories", self._snapshots_dir), self._store.write() as txn:
+                if any(name.isdigit() for name in later):
+                    owned = {str(snapshot_id) for snapshot_id in storage.ids(txn)}
+                for name in later:
+                    if name in owned:
+                        continue  # a creation that committed since the listing
+                    doomed = name if name.startswith("rm-") else f"rm-{name}"
+                    try:
+                        if doomed != name:
+                            os.rename(self._path(name), self._path(doomed))
+                    except FileNotFoundError:
+                        continue
+                    orphans.append(self._path(doomed))
         errors = []
         for path in orphans:
             try:

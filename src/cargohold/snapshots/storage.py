@@ -105,8 +105,7 @@ def _parent_ids(txn: Txn, record: dict) -> list:
 
 
 def _next_id(txn: Txn) -> int:
-    raw = txn.get(T_META, _SEQ)
-    value = (schema.unpack(raw, "backend sequence") if raw else 0) + 1
+    value = sequence(txn) + 1
     txn.put(T_META, _SEQ, schema.pack(value))
     return value
 
@@ -258,6 +257,12 @@ def walk(txn: Txn, *filter_args: str) -> Iterator[SnapshotInfo]:
         info = _info(key, schema.unpack(raw, f"backend snapshot {key!r}"))
         if matcher.match(adaptor(info)):
             yield info
+
+
+def sequence(txn: Txn) -> int:
+    """The last id handed out: every id a future creation gets is above it."""
+    raw = txn.get(T_META, _SEQ)
+    return schema.unpack(raw, "backend sequence") if raw else 0
 
 
 def ids(txn: Txn) -> set:

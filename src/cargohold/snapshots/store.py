@@ -33,17 +33,22 @@ Locking — the creation lock, owned by this module:
 ``<meta>/snapshots-<name>.lock`` (a `cargohold.locks.FileLock`, so it works
 across threads and processes). A transaction that creates a backend snapshot
 (prepare, view, commit) holds it *shared* from just before the backend call
-until the transaction commits or aborts. `collect_backend` holds it
-*exclusive* while it reads which backend keys the metadata references,
-lists the backend's snapshots and reverts interrupted commits; every creation
-that was in flight then has committed (its key is referenced) or aborted (its
-snapshot was removed) or died (its process is gone), so nothing it lists as
-unreferenced belongs to a creation in flight. It removes them after releasing
-the lock: an unreferenced backend key can never become referenced again,
-because new records only name fresh backend keys. `repair_commits` (at open)
-and `leftovers` (a dry run) take it exclusive too, the former only if it is
-free. Lock order is metadata writer, then creation lock, then backend writer;
-`collect_backend` takes no metadata writer lock, so the order cannot cycle.
+until the transaction commits or aborts. `collect_backend` reads which
+backend keys the metadata references and lists the backend with no lock
+held, then takes the lock *exclusive* only as a barrier: once it has it,
+every creation that was in flight has committed (its key is referenced),
+aborted (its snapshot was removed) or died (its process is gone), and it
+looks up, for each key it listed as unreferenced, the one record that key
+was made for (one get each), then lets go. The keys still unreferenced then
+can never become referenced again, because new records only name fresh
+backend keys (a creation whose key would clash with debris fails in the
+backend instead); every creation after the barrier made keys the listing
+does not hold. So it reverts interrupted commits and removes with no lock
+held, and no removal, however slow, delays a creation. `repair_commits` (at open) and
+`leftovers` (a dry run) take it exclusive for their whole work, the former
+only if it is free. Lock order is metadata writer, then creation lock, then
+backend writer; `collect_backend` takes no metadata writer lock, so the
+order cannot cycle.
 """
 
 from __future__ import annotations
@@ -359,25 +364,29 @@ def collect_backend(db: "DB", name: str, freed: Optional[Freed] = None,
                     errors: Optional[list] = None, *, scope: Optional["Scope"] = None) -> float:
     """Remove every backend snapshot of `name` that no namespace references; return the seconds taken.
 
-    Under the creation lock (exclusive) it reads which backend keys the
-    metadata references, lists the backend and first repairs interrupted
-    commits (`_reconcile_commits`). Then, with the lock released, it purges the
-    unreferenced snapshots, leaves first, and the directories no record owns.
+    With no lock held it reads which backend keys the metadata references and
+    lists the backend; a momentary barrier on the creation lock (exclusive)
+    then confirms, one record look-up each, which of the keys it listed are
+    still unreferenced once every creation in flight has ended (see the
+    module docstring). Then, with no lock held again, it first repairs
+    interrupted commits (`_reconcile_commits`), and purges those snapshots,
+    leaves first, and the directories no record owns. A creation waits for
+    the barrier at most, never for a removal.
 
     Purging deletes a snapshot's directory before its record, so that a full
     disk (where the record's deletion may need a page LMDB cannot get) still
-    frees its data. That order is safe because an unreferenced backend key can
-    never become referenced again: a metadata record only ever names a key
-    made for it (``<ns>/<fresh id>/<key>``) while the creation lock is held,
-    so every key unreferenced once the lock was ours stays unreferenced, and
-    no one mounts, commits or builds on it. Its record outliving the directory
-    for a while harms no one; the next purge forgets it.
+    frees its data. That order is safe because a backend key unreferenced
+    after the barrier can never become referenced again: a metadata record
+    only ever names a key made for it (``<ns>/<fresh id>/<key>``), so no one
+    mounts, commits or builds on it. Its record outliving the directory for a
+    while harms no one; the next purge forgets it.
 
     A snapshot that still has children is skipped, as containerd's
     ``pruneBranch`` does. `freed` counts the directories deleted (with their
     bytes); `errors` receives one line per failure, and the cleanup goes on
-    with the rest. Must run outside any transaction of this thread (it waits
-    for creations in flight, which would include that transaction's own).
+    with the rest. Must run outside any transaction of this thread (its
+    barrier waits for creations in flight, which would include that
+    transaction's own).
 
     With a namespace `scope`, only that namespace's backend snapshots
     (``<ns>/...`` keys) are candidates, and directories no record owns stay.
@@ -388,11 +397,16 @@ def collect_backend(db: "DB", name: str, freed: Optional[Freed] = None,
                                  "it waits for the snapshot creations that transaction holds")
     errors = [] if errors is None else errors
     backend = db.snapshotter_backend(name)
+    referenced = _referenced_keys(db, name)
+    snapshots = list(backend.walk())
+    listed = {info.name for info in snapshots}
     with creation_lock(db, name).exclusive():
-        referenced = _referenced_keys(db, name)
-        snapshots = list(backend.walk())
-        kept = _reconcile_commits(backend, referenced.__contains__, snapshots, freed, errors)
-        lost = referenced - {info.name for info in backend.walk()}
+        garbage = _unreferenced(db, name, listed - referenced)
+
+    def is_referenced(key: str) -> bool:
+        return key not in garbage if key in listed else _references(db, name, key)
+    kept = _reconcile_commits(backend, is_referenced, snapshots, freed, errors, listed)
+    lost = _lost(db, name, backend, referenced - {info.name for info in backend.walk()})
     if lost:
         errors.append(f"snapshotter {name!r} is not cleaned: the metadata references {len(lost)} "
                       f"snapshot{'' if len(lost) == 1 else 's'} "
@@ -400,7 +414,7 @@ def collect_backend(db: "DB", name: str, freed: Optional[Freed] = None,
                       f"may have been lost or replaced; nothing in it was deleted. Restore "
                       f"{os.path.join(backend.root, 'metadata')!r}, or remove the records of the lost snapshots")
         return time.perf_counter() - started
-    order = _removal_order(snapshots, referenced | kept)
+    order = _removal_order(snapshots, (listed - garbage) | kept)
     if scope is not None:
         prefix = f"{scope.namespace}/"
         order = [key for key in order if key.startswith(prefix)]
@@ -430,11 +444,13 @@ def repair_commits(db: "DB", name: str) -> list[str]:
 
 
 def _reconcile_commits(backend, is_referenced: Callable[[str], bool], snapshots: Optional[list],
-                       freed: Optional[Freed], errors: list) -> set:
-    """Settle the backend's unsettled commits; must run under the creation lock, held exclusive.
+                       freed: Optional[Freed], errors: list, only: Optional[set] = None) -> set:
+    """Settle the backend's unsettled commits: all of them under the creation lock held exclusive,
+    or (`only`) those whose committed key the cleanup listed before its barrier.
 
     The backend commits before the metadata transaction that records the new
-    key. Holding the lock exclusive, no such transaction is in flight, so:
+    key. Such a transaction has ended (no lock is held exclusive for nothing;
+    a commit listed before the barrier ended before it), so:
 
     * a committed key the metadata references: the commit was recorded; settled.
     * an unreferenced committed key whose source (active) key the metadata
@@ -449,6 +465,8 @@ def _reconcile_commits(backend, is_referenced: Callable[[str], bool], snapshots:
     kept: set = set()
     settled = []
     for committed, source in backend.commit_sources().items():
+        if only is not None and committed not in only:
+            continue  # made after the listing: perhaps in flight
         if is_referenced(committed):
             settled.append(committed)
         elif is_referenced(source.name):
@@ -471,15 +489,43 @@ def _reconcile_commits(backend, is_referenced: Callable[[str], bool], snapshots:
 
 def _references(db: "DB", name: str, backend_key: str) -> bool:
     """Whether the metadata record that backend key ``<ns>/<id>/<key>`` was made for still names it."""
+    with db.view() as t:
+        return _names(t, name, backend_key)
+
+
+def _lost(db: "DB", name: str, backend, missing: set) -> set:
+    """Of the referenced backend keys the backend did not list, those still referenced and still
+    unknown to it once no creation is in flight (a commit in flight renames a key it listed)."""
+    if not missing:
+        return set()
+    with creation_lock(db, name).exclusive():
+        named = missing - _unreferenced(db, name, missing)
+        return {key for key in named if not _backend_has(backend, key)}
+
+
+def _backend_has(backend, key: str) -> bool:
+    try:
+        backend.stat(key)
+    except NotFound:
+        return False
+    return True
+
+
+def _unreferenced(db: "DB", name: str, backend_keys: Iterable[str]) -> set:
+    """The backend keys whose records no longer name them, in one read transaction."""
+    with db.view() as t:
+        return {key for key in backend_keys if not _names(t, name, key)}
+
+
+def _names(t: "Transaction", name: str, backend_key: str) -> bool:
     ns, _, rest = backend_key.partition("/")
     key = rest.partition("/")[2]
     if not key:
         return False
-    with db.view() as t:
-        try:
-            raw = t.kv.get(schema.T_OBJECTS, _record_key(ns, name, key))
-        except InvalidArgument:
-            return False
+    try:
+        raw = t.kv.get(schema.T_OBJECTS, _record_key(ns, name, key))
+    except InvalidArgument:
+        return False
     return raw is not None and schema.unpack(raw, f"snapshot {key!r}")["b"] == backend_key
 
 

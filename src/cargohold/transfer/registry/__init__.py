@@ -10,6 +10,6 @@ few threads.
 from .auth import Credentials
 from .pull import pull
 from .push import push
-from .reference import Reference, parse_reference
+from ...oci.reference import Reference, parse_reference
 
 __all__ = ["Credentials", "Reference", "parse_reference", "pull", "push"]

@@ -37,7 +37,7 @@ from ...oci.documents import check_document_size, load_json
 from ...oci.walk import describe
 from ...validation import validate_digest
 from .auth import BASIC, Challenge, Credentials, docker_config_credentials, merge_scopes, pick_challenge
-from .reference import Reference
+from ...oci.reference import Reference
 
 MAX_MANIFEST_SIZE = 4 << 20
 """Largest manifest or index accepted from a registry (containerd's limit is about as large)."""

@@ -46,7 +46,7 @@ from ..unpacker import unpack_target
 from .auth import Credentials
 from .client import RegistryClient, naming
 from .jobs import Jobs, validate_concurrency
-from .reference import Reference, parse_reference
+from ...oci.reference import Reference, parse_reference
 from .sources import source_label
 
 if TYPE_CHECKING:

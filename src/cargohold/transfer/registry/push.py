@@ -31,7 +31,7 @@ from .auth import Credentials
 from .client import RegistryClient, naming
 from .jobs import Jobs, validate_concurrency
 from .pull import transfer_matcher
-from .reference import parse_reference
+from ...oci.reference import parse_reference
 from .sources import mount_candidate
 
 if TYPE_CHECKING:

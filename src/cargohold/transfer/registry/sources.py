@@ -15,7 +15,7 @@ from typing import Mapping, Optional
 
 from ...errors import InvalidArgument
 from ...validation import validate_label
-from .reference import Reference
+from ...oci.reference import Reference
 
 LABEL_DISTRIBUTION_SOURCE = "containerd.io/distribution.source"
 
