@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from cargohold.transfer import Progress
 
 
-@click.group("containers", cls=Group)
+@click.group("containers", cls=Group, epilog=examples("cargohold containers create example.com/app:1 web", "cargohold c ls"))
 def command() -> None:
     """Create, list, inspect and remove containers."""
 

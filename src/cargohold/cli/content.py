@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 CHUNK = 1 << 20
 
 
-@click.group("content", cls=Group)
+@click.group("content", cls=Group, epilog=examples("cargohold content ls", "echo hi | cargohold content ingest note-1"))
 def command() -> None:
     """List, read, write, label and remove content blobs."""
 

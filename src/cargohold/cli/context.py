@@ -211,8 +211,11 @@ def os_failure(exc: OSError) -> Failure:
 
 def failure(exc: BaseException) -> click.ClickException:
     """What a command's exception is reported as."""
-    if isinstance(exc, BrokenPipeError):
-        return PipeClosed()
+    cause: Optional[BaseException] = exc
+    while cause is not None:  # also when a store wrapped it into one of its errors
+        if isinstance(cause, BrokenPipeError):
+            return PipeClosed()
+        cause = cause.__cause__ or cause.__context__
     if isinstance(exc, Error):
         return Failure(error_kind(exc), str(exc))
     if isinstance(exc, OSError):
@@ -221,6 +224,12 @@ def failure(exc: BaseException) -> click.ClickException:
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
         return Failure("InvalidArgument", exc.format_message() + hint)
     raise exc
+
+
+def internal_error(exc: Exception) -> Failure:
+    """An exception no cargohold class describes: a bug, reported in one line all the same."""
+    return Failure("Error", f"internal error, please report it: {type(exc).__name__}: {exc} "
+                            "(CARGOHOLD_DEBUG=1 shows where)")
 
 
 def interrupted() -> Failure:

@@ -23,7 +23,8 @@ COMMAND_ALIASES = {"list": "ls", "remove": "rm", "delete": "rm", "del": "rm"}
 
 class Entry(NamedTuple):
     """A subcommand not imported yet: where it is, its aliases, its one-line help, and examples
-    for those of its own subcommands that come without any (``{name: (line, ...)}``)."""
+    for it (``""``) and those of its own subcommands (``name``) that come without any
+    (``{name: (line, ...)}``)."""
 
     target: str
     aliases: tuple = ()
@@ -48,8 +49,9 @@ class LazyCommands(MutableMapping):
             if isinstance(command, click.Group):
                 adopt(command)
                 for sub, lines in (entry.examples or {}).items():
-                    if sub in command.commands and not command.commands[sub].epilog:
-                        command.commands[sub].epilog = examples(*lines)
+                    target = command if sub == "" else command.commands.get(sub)
+                    if target is not None and not target.epilog:
+                        target.epilog = examples(*lines)
             self.loaded[name] = command
         return self.loaded[name]
 
@@ -104,9 +106,14 @@ class Group(click.Group):
         return self.commands[name] if name in self.commands else None
 
     def parse_args(self, ctx: click.Context, args: list) -> list:
-        if not args and self.no_args_is_help and not ctx.resilient_parsing:
-            _help(ctx)
-        return super().parse_args(ctx, args)
+        try:
+            if not args and self.no_args_is_help and not ctx.resilient_parsing:
+                _help(ctx)
+            return super().parse_args(ctx, args)
+        except (BrokenPipeError, click.UsageError) as exc:  # --help into a closed pipe, a bad global option
+            from .context import failure
+
+            raise failure(exc) from exc
 
     def invoke(self, ctx: click.Context):
         if not getattr(ctx, "_protected_args", ctx.args) and not self.invoke_without_command:

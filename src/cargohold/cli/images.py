@@ -52,7 +52,7 @@ max_layer_size_option = click.option(
          "[default: max(1G, 100 x its compressed size)].")
 
 
-@click.group("images", cls=Group)
+@click.group("images", cls=Group, epilog=examples("cargohold images import --unpack alpine.tar", "cargohold i ls"))
 def command() -> None:
     """Import, export, pull, push, list, inspect, tag, label and remove images."""
 
@@ -74,12 +74,14 @@ def details(ns: "Namespace", image: "Image") -> Details:
     index's entries, else of the manifest's config, as ``ctr images ls`` shows them) and every
     blob it reaches, stored or not."""
     from cargohold.oci import mediatypes
-    from cargohold.oci.documents import parse_config
+    from cargohold.oci.documents import check_document_size, parse_config
     from cargohold.oci.platforms import format_platform, normalize
     from cargohold.oci.walk import children
-    from cargohold.transfer.unpacker import document_fetcher
 
-    fetch = document_fetcher(ns)
+    def fetch(descriptor) -> bytes:  # what `transfer.unpacker.document_fetcher` does, without the transfer package
+        check_document_size(descriptor.size, f"{descriptor.media_type} {descriptor.digest}")
+        return ns.content.read(descriptor.digest)
+
     found = Details()
     seen: set = set()
     pending = [(image.target, None, True)]  # (descriptor, platform of its index entry, platform unknown yet)

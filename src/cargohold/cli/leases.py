@@ -24,7 +24,7 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(microseconds=ns // 1000)
 
 
-@click.group("leases", cls=Group)
+@click.group("leases", cls=Group, epilog=examples("cargohold leases create --expires 1h", "cargohold leases ls"))
 def command() -> None:
     """Create, list and remove leases, and list what they hold."""
 

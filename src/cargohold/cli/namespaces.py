@@ -9,7 +9,7 @@ from .groups import Group, examples
 from .output import Column, format_labels, listing_options, parse_labels
 
 
-@click.group("namespaces", cls=Group)
+@click.group("namespaces", cls=Group, epilog=examples("cargohold namespaces create dev", "cargohold ns ls"))
 def command() -> None:
     """Create, list, label and remove namespaces."""
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 import cargohold
 
-from .context import Settings, default_root, failure, interrupted
+from .context import Settings, default_root, failure, internal_error, interrupted
 from .groups import Entry, Group, examples
 
 GROUPS = {
@@ -19,12 +21,14 @@ GROUPS = {
     "leases": Entry(".leases:command", ("lease",), "Create, list and remove leases, and list what they hold."),
     "containers": Entry(".containers:command", ("container", "c"),
                         "Create, list, inspect and remove containers."),
-    "gc": Entry(".gc:command", (), "Collect garbage, show what a collection would remove, or why something stays."),
-    "info": Entry(".info:command", (), "Counts and bytes per namespace and store, and what the backends hold."),
+    "gc": Entry(".gc:command", (),
+                "Run a garbage collection and print what it removed, what it freed and how long it took."),
+    "info": Entry(".info:command", (), "Counts and bytes per namespace and store, and what the backends hold on disk."),
     "version": Entry(".version:command", (), "Print the versions of cargohold and of what it runs on."),
     "containerd": Entry(".containerd:command", (),
                         "Read a containerd root: list, plan its GC, measure, check, import (never writes to it).",
                         examples={
+                            "": ("cargohold containerd ls images", "cargohold containerd --help"),
                             "ls": ("cargohold containerd ls", "cargohold containerd ls -n k8s.io -q content"),
                             "gc": ("cargohold containerd gc --dry-run",
                                    "cargohold containerd gc --explain sha256:<digest> -n k8s.io"),
@@ -32,20 +36,19 @@ GROUPS = {
                             "fsck": ("cargohold containerd fsck", "cargohold containerd fsck --json"),
                             "import": ("cargohold containerd import --into /srv/cargohold",
                                        "cargohold containerd import --copy --into /tmp/copy")}),
-    "demo": Entry(".demo:command", (), "A guided tour of import, unpack, containers and garbage collection."),
+    "demo": Entry(".demo:command", (), "Build, import and unpack an image, create a container on it, delete the "
+                  "image, collect garbage, and report what was kept, what was removed and why."),
 }
-
-
-class RootOption(click.Option):
-    """--root, whose help shows the default this invocation would use ($CARGOHOLD_ROOT or the user's data dir)."""
-
-    def get_help_record(self, ctx: click.Context):
-        names, text = super().get_help_record(ctx)
-        return names, f"{text} [default: {default_root()}]"
 
 
 class CommandGroup(Group):
     """The top-level group: every failure of a command becomes one line (`context.failure`)."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The options, then the root this invocation would use without --root, whole (a path
+        must not be wrapped in the middle)."""
+        super().format_options(ctx, formatter)
+        formatter.write(f"\nDefault root: {default_root()}\n")
 
     def invoke(self, ctx: click.Context):
         try:
@@ -57,6 +60,12 @@ class CommandGroup(Group):
             raise interrupted() from None
         except (cargohold.errors.Error, OSError, click.UsageError) as exc:
             raise failure(exc) from exc
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise  # already a one-line failure, or click's own way out
+        except Exception as exc:  # a bug: still one line (CARGOHOLD_DEBUG=1 shows the traceback)
+            if os.environ.get("CARGOHOLD_DEBUG"):
+                raise
+            raise internal_error(exc) from exc
 
 
 def _check_root(ctx: click.Context, param: click.Parameter, value: "str | None") -> "str | None":
@@ -70,8 +79,9 @@ def _check_root(ctx: click.Context, param: click.Parameter, value: "str | None")
     "cargohold images import --unpack alpine.tar",
     "cargohold i ls -q                               # ctr's aliases work: i, c, ns, list, rm...",
     "cargohold --root /srv/host --namespace k8s.io content ls --format json"))
-@click.option("--root", type=click.Path(file_okay=False), default=None, cls=RootOption, callback=_check_root,
-              help="Root directory of the host metadata ($CARGOHOLD_ROOT, else the user's data directory).")
+@click.option("--root", type=click.Path(file_okay=False), default=None, callback=_check_root,
+              help="Root directory of the host metadata [default: $CARGOHOLD_ROOT, else the user's data "
+                   "directory: see Default root below].")
 @click.option("--namespace", "-n", default="default", show_default=True, help="Namespace to work in.")
 @click.option("--init", is_flag=True,
               help="Let a command that writes make --root a cargohold root although it is a non-empty directory.")

@@ -44,11 +44,31 @@ class _Snapshots:
 
 pass_snapshots = click.make_pass_decorator(_Snapshots)
 
+
+def resolve_keys(store, keys) -> list:
+    """Each key as given, or, when no snapshot has it and it is a digest prefix, the one snapshot
+    key (a chain ID, as unpacking names them) it starts."""
+    from cargohold.errors import NotFound
+
+    from .prefixes import as_prefix, resolve
+
+    found, digests = [], None
+    for key in keys:
+        if as_prefix(key) is not None:
+            try:
+                store.stat(key)
+            except NotFound:
+                if digests is None:
+                    digests = [info.name for info in store.walk() if ":" in info.name]
+                key = resolve(key, digests, "snapshot key")
+        found.append(key)
+    return found
+
 label_option = click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
                             help="Label the snapshot (repeatable).")
 
 
-@click.group("snapshots", cls=Group)
+@click.group("snapshots", cls=Group, epilog=examples("cargohold snapshots tree", "cargohold snapshots --snapshotter overlayfs ls"))
 @click.option("--snapshotter", default="native", show_default=True,
               help="Snapshotter to work with: native or overlayfs (overlay is an alias).")
 @pass_settings
@@ -121,7 +141,8 @@ def tree(snapshots: _Snapshots, as_json: bool) -> None:
 @pass_snapshots
 def info(snapshots: _Snapshots, key: str) -> None:
     """Print snapshot KEY's record as JSON: name, parent, kind, labels and times (as `ctr snapshots info`)."""
-    emit_json(snapshots.reader().stat(key))
+    store = snapshots.reader()
+    emit_json(store.stat(*resolve_keys(store, [key])))
 
 
 @command.command("prepare", epilog=examples("cargohold snapshots prepare work", "cargohold snapshots prepare --label a=1 --json child base"))
@@ -166,7 +187,7 @@ def commit(snapshots: _Snapshots, name: str, key: str, labels: tuple) -> None:
 def rm(snapshots: _Snapshots, keys: tuple) -> None:
     """Remove snapshots, all or none, children before parents (the files go at the next garbage collection)."""
     store = snapshots.store()
-    remove_all(snapshots.settings, keys, lambda key, tx: store.remove(key, tx=tx))
+    remove_all(snapshots.settings, resolve_keys(store, keys), lambda key, tx: store.remove(key, tx=tx))
 
 
 USAGE_COLUMNS = (
@@ -185,7 +206,7 @@ def usage(snapshots: _Snapshots, keys: tuple, listing) -> None:
     """Disk usage of snapshots KEY... (every snapshot, or those matching --filter, when none is given)."""
     def read() -> list:
         store = snapshots.reader()
-        names = keys or tuple(info.name for info in store.walk(*listing.filters))
+        names = resolve_keys(store, keys) or tuple(info.name for info in store.walk(*listing.filters))
         return [{"key": key, **_usage(store.usage(key))} for key in names]
 
     listing.emit(listing.fetch(read), USAGE_COLUMNS)
@@ -202,7 +223,8 @@ def _usage(u) -> dict:
 @pass_snapshots
 def mounts(snapshots: _Snapshots, key: str, target: Optional[str], as_json: bool) -> None:
     """Print the mounts of active snapshot or view KEY; with TARGET, as mount commands for it."""
-    _emit_mounts(snapshots.reader().mounts(key), as_json, target)
+    store = snapshots.reader()
+    _emit_mounts(store.mounts(*resolve_keys(store, [key])), as_json, target)
 
 
 @command.command("label", epilog=examples("cargohold snapshots label base layer=1", "cargohold snapshots label base layer="))
@@ -216,6 +238,8 @@ def label(snapshots: _Snapshots, key: str, labels: tuple, as_json: bool) -> None
     from cargohold.fieldpaths import label_paths
 
     changes = parse_labels(labels)
-    info = snapshots.store().update(SnapshotInfo(key, labels=changes), *label_paths(changes))
+    store = snapshots.store()
+    (key,) = resolve_keys(store, [key])
+    info = store.update(SnapshotInfo(key, labels=changes), *label_paths(changes))
     emit_labels(info.labels, as_json)
 
