@@ -217,7 +217,5 @@ def test_every_error_names_a_readme_class(tmp_path, args, kind):
 
 
 def test_os_errors_name_a_class(tmp_path):
-    (tmp_path / "r").mkdir()
-    (tmp_path / "dir.tar").mkdir()
-    message = fails(tmp_path / "r", "images", "export", IMAGE, tmp_path / "nowhere" / "x.tar")
-    assert message.split(": ")[1] in PUBLIC_ERRORS, message
+    message = fails(tmp_path / "r", "images", "import", "/proc/self/mem")  # reading it fails with EIO
+    assert message.startswith("cargohold: Unavailable: ") and "Input/output error" in message, message
