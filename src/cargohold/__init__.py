@@ -21,9 +21,9 @@ if TYPE_CHECKING:
     from typing import Any, Callable, Optional
 
     from .content import LocalStore
-    from .db import DB, Transaction
-    from .model import *  # noqa: F403
-    from .namespaces import Namespace
+    from .db import DB, Transaction  # noqa: F401
+    from .model import *  # noqa: F401,F403
+    from .namespaces import Namespace  # noqa: F401
     from .timeutil import Clock
 
 __version__ = "0.1.0"
