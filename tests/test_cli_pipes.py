@@ -3,6 +3,7 @@ undone what was in flight, archives come from stdin, and every error is `cargoho
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pty
 import signal
@@ -90,7 +91,13 @@ def test_ctrl_c_exits_130_and_leaves_no_image(tmp_path):
     while not (ingests.is_dir() and os.listdir(ingests)):  # the big layer is being stored
         assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "slow"
         time.sleep(0.005)
-    proc.send_signal(signal.SIGINT)
+    # Holding the writer lock (as a writer of another process would) keeps the import from
+    # committing anything more, however slow this process is to send the signal.
+    with open(root / "meta" / "writer.lock", "rb") as lock:
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.2)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130 and stderr == b"cargohold: Cancelled: interrupted\n", stderr
     assert parsed(invoke(root, "images", "ls", "--json")) == []
