@@ -45,6 +45,12 @@ def _check_target(target: object, name: str) -> Descriptor:
     return replace(target, annotations=annotations)
 
 
+
+def image_adaptor(image: Image) -> filters.Adaptor:
+    """containerd's image filter fields: name, target.digest, target.mediatype, labels, annotations."""
+    fields = {"name": image.name, "target.digest": image.target.digest, "target.mediatype": image.target.media_type}
+    return filters.adaptor(fields, {"labels": image.labels, "annotations": image.target.annotations})
+
 class ImageStore(RecordStore[Image]):
     """create / get / list / update / delete of the images of one namespace.
 
@@ -77,9 +83,7 @@ class ImageStore(RecordStore[Image]):
         return Image(name, Descriptor(t["m"], t["d"], t["s"], t["a"]), record["l"])
 
     def _adaptor(self, image: Image) -> filters.Adaptor:
-        fields = {"name": image.name, "target.digest": image.target.digest,
-                  "target.mediatype": image.target.media_type}
-        return filters.adaptor(fields, {"labels": image.labels, "annotations": image.target.annotations})
+        return image_adaptor(image)
 
     def _index(self, t: "Transaction", image: Image) -> None:
         index.index_image(t, self._ns.name, image.name, image.target.digest, image.labels)

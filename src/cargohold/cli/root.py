@@ -29,7 +29,6 @@ GROUPS = {
                         "Read a containerd root: list, plan its GC, measure, check, import (never writes to it).",
                         examples={
                             "": ("cargohold containerd ls images", "cargohold containerd --help"),
-                            "ls": ("cargohold containerd ls", "cargohold containerd ls -n k8s.io -q content"),
                             "gc": ("cargohold containerd gc --dry-run",
                                    "cargohold containerd gc --explain sha256:<digest> -n k8s.io"),
                             "du": ("cargohold containerd du", "cargohold containerd du --root-dir /srv/containerd"),
