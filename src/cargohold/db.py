@@ -45,7 +45,6 @@ released, so a callback may start a collection.
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
@@ -58,12 +57,13 @@ from .gc import context as gccontext
 from .gc import journal as gcjournal
 from .kv import Env
 from .locks import FileLock
+from .logs import LazyLogger
 from .model import Freed, GCStats, Leftover, Node, ResourceType, snapshotter_name
 from .sessions import DeadSession, Sessions
 from .timeutil import Clock, to_ns, utcnow
 from .validation import require_str, validate_identifier
 
-log = logging.getLogger("cargohold")
+log = LazyLogger("cargohold")
 
 MutationCallback = Callable[[bool], None]
 Publisher = Callable[[str, str, Any], None]

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import secrets
 import threading
 import time
 import weakref
@@ -77,7 +76,7 @@ LABEL_SHAREABLE = "containerd.io/namespace.shareable"
 
 def new_backend_ref(ns: str) -> str:
     """A fresh backend ingest ref of namespace `ns`: ``<ns>-<16 hex>`` (never resumes another's ingest)."""
-    return f"{ns}-{secrets.token_hex(8)}"
+    return f"{ns}-{os.urandom(8).hex()}"
 
 
 def backend_ref_namespace(ref: str) -> Optional[str]:

@@ -10,7 +10,6 @@ and the per-kind removal each store provides.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional
 
@@ -18,13 +17,14 @@ from .. import schema
 from .._native import Marker
 from ..events import ImageDelete, SnapshotRemove, TOPIC_IMAGE_DELETE, TOPIC_SNAPSHOT_REMOVE
 from ..errors import AlreadyExists, InvalidArgument
+from ..logs import LazyLogger
 from ..model import RESOURCE_END, RESOURCE_MAX, Node, ResourceType
 from . import index
 
 if TYPE_CHECKING:
     from ..db import Transaction
 
-log = logging.getLogger("cargohold.gc")
+log = LazyLogger("cargohold.gc")
 
 
 def validate_collectible_type(rtype: int, registered: dict) -> int:

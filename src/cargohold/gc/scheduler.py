@@ -34,19 +34,19 @@ append an event under the scheduler's condition variable and never block.
 from __future__ import annotations
 
 import collections
-import logging
 import math
 import threading
 import time
 from typing import TYPE_CHECKING, Optional
 
 from ..errors import FailedPrecondition, InvalidArgument, Unavailable
+from ..logs import LazyLogger
 from ..model import GCStats
 
 if TYPE_CHECKING:
     from ..db import DB
 
-log = logging.getLogger("cargohold.gc")
+log = LazyLogger("cargohold.gc")
 
 
 def _setting(value: object, name: str, *, whole: bool = False) -> float:
