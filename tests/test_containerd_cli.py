@@ -113,6 +113,8 @@ def test_gc_explain(root):
     assert run(root, "gc", "--explain", top).stdout == "\n".join(out) + "\n"   # a bare key works too
     out = run(root, "gc", "--explain", GARBAGE_DIGEST).stdout
     assert "reachable from no root" in out
+    assert run(root, "gc", "--explain", GARBAGE_DIGEST[:15]).stdout == out  # a digest prefix does too
+    assert run(root, "gc", "--explain", GARBAGE_DIGEST[7:19]).stdout == out
     assert "NotFound" in fails("/nonexistent-cargohold-root", "containerd", "gc", "--explain", "nothing-here",
                                "--root-dir", root)
 

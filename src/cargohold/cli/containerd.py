@@ -15,7 +15,7 @@ from typing import Callable, Optional
 
 import click
 
-from cargohold import Leftover, Node, ResourceType, filters
+from cargohold import Leftover, Node, filters
 from cargohold.containerd import Host, fsck as fsck_mod, open_root, usage
 from cargohold.containerd.importer import import_root
 from cargohold.containerd.plan import RULES
@@ -23,7 +23,7 @@ from cargohold.containerd.schema import DEFAULT_ROOT
 from cargohold.errors import NotFound
 
 from .context import Settings, emit_json, emit_table, json_option, pass_settings
-from .gc import leftover_line, node_json, node_line
+from .gc import leftover_line, node_json, node_line, nodes_named
 from .groups import examples
 from .output import Column, Listing, format_labels, listing_options
 
@@ -145,7 +145,8 @@ def _as_dict(info) -> dict:
               help="List what containerd's next collection removes (TYPE NAMESPACE KEY SIZE: the bytes its removal "
                    "frees) and the leftovers its cleanup deletes too (TYPE - KEY SIZE).")
 @click.option("--explain", metavar="DIGEST|SNAPSHOTTER/KEY",
-              help="Print the chain of references from a root to DIGEST|SNAPSHOTTER/KEY (in the namespace).")
+              help="Print the chain of references from a root to DIGEST|SNAPSHOTTER/KEY (in the namespace; "
+                   "a digest prefix does).")
 @root_option
 @namespace_option
 @rules_option
@@ -198,14 +199,9 @@ def _leftover_key(item: usage.Freed) -> str:
 
 
 def _find(host: Host, ns: str, name: str) -> list[Node]:
-    """The nodes of `ns` called `name`: a digest, an ingest ref, an image name, a lease or container id,
-    ``<snapshotter>/<key>`` or a bare snapshot key."""
-    found = []
-    for node in host.graph().all_nodes():
-        if node.namespace != ns:
-            continue
-        if node.key == name or (node.type == ResourceType.SNAPSHOT and node.key.partition("/")[2] == name):
-            found.append(node)
+    """The nodes of `ns` called `name` (`gc.nodes_named`): a digest or a prefix of one, an ingest ref, an
+    image name, a lease or container id, ``<snapshotter>/<key>`` or a bare snapshot key."""
+    found = nodes_named((node for node in host.graph().all_nodes() if node.namespace == ns), name)
     if not found:
         raise NotFound(f"nothing called {name!r} in namespace {ns!r} (give a digest, an image name, "
                        "<snapshotter>/<key> or a snapshot key, a lease, ingest or container id)")

@@ -21,7 +21,7 @@ no leftovers, as they belong to none. With ``--json`` it prints one list: an obj
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Iterable, Optional
 
 import click
 
@@ -52,11 +52,10 @@ def node_json(node: Node) -> dict:
     return {"type": type_name(node.type), "namespace": node.namespace, "key": node.key}
 
 
-def find_nodes(db: "DB", namespace: str, name: str) -> list[Node]:
-    """The nodes of `namespace` called `name`: a digest (or a prefix of one), an image or lease
-    name, an ingest ref, a snapshot key (with or without its ``<snapshotter>/`` prefix), or a
-    container id."""
-    nodes = [node for node in db.nodes() if node.namespace == namespace]
+def nodes_named(nodes: Iterable[Node], name: str) -> list[Node]:
+    """The `nodes` called `name`: by key, a snapshot also by its key without ``<snapshotter>/``, and a
+    digest also by a prefix of it (one that matches several digests is refused, naming them)."""
+    nodes = list(nodes)
 
     def named(key: str) -> list[Node]:
         return [node for node in nodes
@@ -69,6 +68,13 @@ def find_nodes(db: "DB", namespace: str, name: str) -> list[Node]:
             found = named(resolve(name, (key for key in keys if ":" in key)))
         except NotFound:
             pass
+    return found
+
+
+def find_nodes(db: "DB", namespace: str, name: str) -> list[Node]:
+    """The nodes of `namespace` called `name` (`nodes_named`): a digest or a prefix of one, an image
+    or lease name, an ingest ref, a snapshot key, or a container id."""
+    found = nodes_named((node for node in db.nodes() if node.namespace == namespace), name)
     try:
         db.namespace(namespace).containers.get(name)
         found.append(Node(ResourceType.CONTAINER, namespace, name))
