@@ -138,6 +138,24 @@ def test_a_truncated_archive_says_it_is_truncated(tmp_path, keep):
     assert message.startswith(f"cargohold: InvalidArgument: image archive {cut} is truncated"), message
 
 
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+@pytest.mark.parametrize("keep", [0.1, 0.6, -4])
+def test_a_truncated_compressed_archive_says_it_is_truncated(tmp_path, compression, keep):
+    import gzip
+
+    import zstandard
+
+    archive, _ = image_archive(tmp_path)
+    data = _bytes(archive)
+    packed = gzip.compress(data) if compression == "gzip" else zstandard.ZstdCompressor().compress(data)
+    cut = tmp_path / f"cut.tar.{compression[:2]}"
+    cut.write_bytes(packed[:keep if keep < 0 else int(len(packed) * keep)])
+    message = fails(tmp_path / "r", "images", "import", cut)
+    assert message.startswith(f"cargohold: InvalidArgument: image archive {cut}: corrupt {compression} data: "
+                              "truncated, the stream ends "), message
+    assert parsed(invoke(tmp_path / "r", "images", "ls", "--json")) == []
+
+
 def _bytes(path) -> bytes:
     with open(path, "rb") as f:
         return f.read()
