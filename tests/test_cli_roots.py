@@ -32,6 +32,9 @@ WRITES = [
     ["images", "rm", IMAGE], ["images", "label", IMAGE, "a=1"], ["images", "tag", IMAGE, "example.com/b:1"],
     ["content", "ingest", "new"], ["namespaces", "create", "other"], ["leases", "create"],
     ["containers", "rm", "web"], ["snapshots", "prepare", "another"], ["gc"],
+    ["gc", "--namespace", "default"], ["gc", "--adopt-backends"], ["images", "import", "-"],
+    ["images", "pull", "--plain-http", "127.0.0.1:9/example/app:1"], ["snapshots", "label", "web", "a=1"],
+    ["containers", "create", IMAGE, "second"], ["leases", "rm", "hold"],
 ]
 
 
