@@ -165,6 +165,12 @@ def test_digest_prefixes_wherever_a_digest_is(host, tmp_path):
     assert parsed(invoke(root, "snapshots", "info", chain[:13]))["name"] == chain  # a chain ID is a digest too
     assert rows(invoke(root, "snapshots", "usage", chain[7:15]))[1][0] == chain
     assert "NotFound" in fails(root, "snapshots", "info", "sha256:" + "f" * 10)
+    top = parsed(invoke(root, "snapshots", "info", "web"))["parent"]  # the image's top layer: a chain ID
+    invoke(root, "snapshots", "prepare", "on-top", top[:14])  # a parent is a digest, so a prefix does
+    invoke(root, "snapshots", "view", "look", top[7:17])
+    assert parsed(invoke(root, "snapshots", "info", "on-top"))["parent"] == top
+    assert parsed(invoke(root, "snapshots", "info", "look"))["parent"] == top
+    assert "NotFound" in fails(root, "snapshots", "prepare", "orphan", "sha256:" + "f" * 10)
 
 
 def test_an_unexpected_exception_is_still_one_line(root, monkeypatch):

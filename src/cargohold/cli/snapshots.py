@@ -152,9 +152,12 @@ def info(snapshots: _Snapshots, key: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the mounts as JSON.")
 @pass_snapshots
 def prepare(snapshots: _Snapshots, key: str, parent: str, labels: tuple, as_json: bool) -> None:
-    """Create active snapshot KEY on committed PARENT (none: empty) and print its mounts."""
+    """Create active snapshot KEY on committed PARENT (none: empty; a chain-ID prefix does) and print its mounts."""
     wanted = parse_labels(labels)
-    _emit_mounts(snapshots.store().prepare(key, parent, wanted), as_json)
+    store = snapshots.store()
+    if parent:
+        (parent,) = resolve_keys(store, [parent])
+    _emit_mounts(store.prepare(key, parent, wanted), as_json)
 
 
 @command.command("view", epilog=examples("cargohold snapshots view look base", "cargohold snapshots view --json look base"))
@@ -164,9 +167,11 @@ def prepare(snapshots: _Snapshots, key: str, parent: str, labels: tuple, as_json
 @click.option("--json", "as_json", is_flag=True, help="Print the mounts as JSON.")
 @pass_snapshots
 def view(snapshots: _Snapshots, key: str, parent: str, labels: tuple, as_json: bool) -> None:
-    """Create read-only view KEY of committed PARENT and print its mounts."""
+    """Create read-only view KEY of committed PARENT (a chain-ID prefix does) and print its mounts."""
     wanted = parse_labels(labels)
-    _emit_mounts(snapshots.store().view(key, parent, wanted), as_json)
+    store = snapshots.store()
+    (parent,) = resolve_keys(store, [parent])
+    _emit_mounts(store.view(key, parent, wanted), as_json)
 
 
 @command.command("commit", epilog=examples("cargohold snapshots commit base work", "cargohold snapshots commit --label layer=1 base work"))
