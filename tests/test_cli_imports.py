@@ -20,8 +20,9 @@ HEAVY = ("rich", "httpx", "zstandard", "re2", "cargohold.oci", "cargohold.transf
 
 DATABASE = ("lmdb", "msgpack", "cargohold.db", "cargohold.kv")
 
-UNUSED_BY_READS = ("logging", "secrets")
-"""Loaded when something logs (`cargohold.logs`) or a random name is made, never by a read that does neither."""
+UNUSED_BY_READS = ("logging", "secrets", "cargohold.events")
+"""Loaded when something logs (`cargohold.logs`), a random name is made or a write publishes an event, never by a
+read that does none of these."""
 
 
 def imported(*args) -> set:

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Optional
 
 from . import filters, leases, schema
 from .errors import InvalidArgument, NotFound
-from .events import TOPIC_IMAGE_DELETE, ImageDelete
 from .fieldpaths import clean_labels, merge_map
 from .gc import index
 from .gc.labels import GC_EXPIRE
@@ -132,6 +131,8 @@ class ImageStore(RecordStore[Image]):
                 raise NotFound(f"image {name!r} has target {current.target.digest}, not {target.digest}")
             leases.detach(t, self._ns, Resource(name, "images"))
             self._delete(t, name)
+            from .events import TOPIC_IMAGE_DELETE, ImageDelete  # loaded by the first write that publishes
+
             t.publish(self._ns.name, TOPIC_IMAGE_DELETE, ImageDelete(name))
             if sync:
                 t.after_commit(self._db.garbage_collect)

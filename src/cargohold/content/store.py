@@ -54,7 +54,6 @@ from typing import TYPE_CHECKING, BinaryIO, Iterator, Optional
 
 from .. import filters, leases, schema
 from ..errors import AlreadyExists, Corrupted, FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from ..events import TOPIC_CONTENT_CREATE, TOPIC_CONTENT_DELETE, ContentCreate, ContentDelete
 from ..fieldpaths import clean_labels, update_labels
 from ..gc import index
 from ..locks import FileLock
@@ -266,6 +265,8 @@ class ContentStore:
             index.remove(t, ResourceType.CONTENT, ns, digest)
             leases.detach(t, self._ns, Resource(digest, "content"))
             t.mark_dirty(content=True)
+            from ..events import TOPIC_CONTENT_DELETE, ContentDelete  # loaded by the first write that publishes
+
             t.publish(ns, TOPIC_CONTENT_DELETE, ContentDelete(digest))
 
     def open(self, digest: str, *, tx: Optional["Transaction"] = None) -> BinaryIO:
@@ -544,6 +545,8 @@ class Writer:
                     record = {"s": actual, "l": labels, "c": t.now, "u": t.now}
                     t.kv.put(schema.T_OBJECTS, _blob_key(ns.name, digest), schema.pack(record))
                     index.index_content(t, ns.name, digest, labels)
+                    from ..events import TOPIC_CONTENT_CREATE, ContentCreate  # loaded by the first commit
+
                     t.publish(ns.name, TOPIC_CONTENT_CREATE, ContentCreate(digest, actual))
         finally:
             bw.close()

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional
 
 from .. import schema
 from .._native import Marker
-from ..events import ImageDelete, SnapshotRemove, TOPIC_IMAGE_DELETE, TOPIC_SNAPSHOT_REMOVE
 from ..errors import AlreadyExists, InvalidArgument
 from ..logs import LazyLogger
 from ..model import RESOURCE_END, RESOURCE_MAX, Node, ResourceType
@@ -297,6 +296,8 @@ def sweep(tx: "Transaction", marker: Marker, contexts: Contexts, namespace: Opti
     entry: a concurrent collection's marking may predate its deletion),
     collectors' nodes to their collector.
     """
+    from ..events import TOPIC_IMAGE_DELETE, TOPIC_SNAPSHOT_REMOVE, ImageDelete, SnapshotRemove
+
     removers = _removers()
     removed: list[Node] = []
     keys = marker.unreachable() if candidates is None else [k for k in candidates if not marker.is_reachable(k)]

@@ -61,7 +61,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional
 from urllib.parse import quote
 
-from .. import events, filters, leases, schema
+from .. import filters, leases, schema
 from ..errors import AlreadyExists, Error, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from ..fieldpaths import clean_labels, update_labels
 from ..gc import index
@@ -206,6 +206,8 @@ class Snapshotter:
                                    "k": int(kind), "l": labels, "c": t.now, "u": t.now})
             t.on_abort(undo)
             if kind == Kind.ACTIVE:
+                from .. import events  # loaded by the first write that publishes
+
                 t.publish(ns, events.TOPIC_SNAPSHOT_PREPARE, events.SnapshotPrepare(key, parent, self.name))
         return mounts
 
@@ -237,6 +239,8 @@ class Snapshotter:
                                     "pi": active["pi"], "k": int(Kind.COMMITTED), "l": labels,
                                     "c": t.now, "u": t.now})
             t.on_abort(undo)
+            from .. import events  # loaded by the first write that publishes
+
             t.publish(ns, events.TOPIC_SNAPSHOT_COMMIT, events.SnapshotCommit(key, name, self.name))
 
     def remove(self, key: str, *, tx: Optional["Transaction"] = None) -> None:
@@ -257,6 +261,8 @@ class Snapshotter:
             _delete(t, ns, self.name, key, record)
             leases.detach(t, self._ns, self._resource(key))
             t.mark_dirty(snapshotter=self.name)
+            from .. import events  # loaded by the first write that publishes
+
             t.publish(ns, events.TOPIC_SNAPSHOT_REMOVE, events.SnapshotRemove(key, self.name))
 
     def update(self, info: SnapshotInfo, *fieldpaths: str, tx: Optional["Transaction"] = None) -> SnapshotInfo:
