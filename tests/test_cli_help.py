@@ -9,7 +9,7 @@ import click
 import pytest
 from cliutil import invoke, subprocess_run
 
-from cargohold.cli.groups import Group, first_paragraph
+from cargohold.cli.groups import Context, Group, first_paragraph
 from cargohold.cli.main import cli
 from cargohold.cli.root import GROUPS
 
@@ -105,3 +105,19 @@ def test_every_group_is_a_cargohold_group():
             group = group.commands[name]
         assert isinstance(group, Group), path
     assert "ls, list " in click.testing.CliRunner().invoke(cli, ["containerd", "--help"]).stdout
+
+
+@pytest.mark.parametrize("columns", [None, "20", "55", "79", "100", "300", "junk"])
+def test_help_is_as_wide_as_clicks_own(monkeypatch, columns):
+    """The help formatter takes the width click's would (without importing shutil for it)."""
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", columns)
+    for path in [(), ("images",), ("images", "ls"), ("gc",)]:
+        command = cli
+        for name in path:
+            command = command.commands[name]
+        ours = Context(command, info_name="cargohold").get_help()
+        assert ours == click.Context(command, info_name="cargohold").get_help(), (columns, path)
+        assert type(command.make_context("cargohold", ["--help"], resilient_parsing=True)) is Context

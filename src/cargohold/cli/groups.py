@@ -46,7 +46,9 @@ class LazyCommands(MutableMapping):
             command = getattr(importlib.import_module(module, __package__), attr)
             if not command.help and entry.help:
                 command.help = entry.help
-            if isinstance(command, click.Group):
+            if not isinstance(command, click.Group):
+                command.context_class = Context
+            else:
                 adopt(command)
                 for sub, lines in (entry.examples or {}).items():
                     target = command if sub == "" else command.commands.get(sub)
@@ -70,8 +72,45 @@ class LazyCommands(MutableMapping):
         return len(self.entries)
 
 
+def terminal_columns() -> int:
+    """The terminal's width as `shutil.get_terminal_size` reports it ($COLUMNS, else stdout's
+    terminal, else 80), without importing shutil (and the compression modules it loads)."""
+    import os
+    import sys
+
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
+class Context(click.Context):
+    """click's context, whose help formatter takes the width click would take (`terminal_columns`)."""
+
+    def make_formatter(self) -> click.HelpFormatter:
+        width = self.terminal_width
+        if width is None and click.formatting.FORCED_WIDTH is None:
+            width = max(min(terminal_columns(), self.max_content_width or 80) - 2, 50)
+        return self.formatter_class(width=width, max_width=self.max_content_width)
+
+
+class Command(click.Command):
+    """A command whose help is formatted in this module's `Context`."""
+
+    context_class = Context
+
+
 class Group(click.Group):
     """A group with aliases, help when given no command, and uncut short help (see the module docstring)."""
+
+    context_class = Context
+    command_class = Command
 
     def __init__(self, *args, aliases: Optional[dict] = None, lazy: Optional[dict] = None, **kwargs) -> None:
         kwargs.setdefault("context_settings", {"help_option_names": ["-h", "--help"]})
@@ -161,6 +200,9 @@ def adopt(group: click.Group) -> None:
     if not isinstance(group, Group):
         group.__class__ = type(f"Adopted{type(group).__name__}", (Group, type(group)), {})
         group.aliases = {}
+        for command in group.commands.values():
+            if not isinstance(command, click.Group):
+                command.context_class = Context
 
 
 def examples(*lines: str) -> str:
