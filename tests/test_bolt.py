@@ -33,9 +33,8 @@ def gobolt(tmp_path_factory):
 
 @pytest.fixture
 def reader_impl(impl, monkeypatch):
-    """Run the reader on each implementation of the page decoders (compiled and fallback)."""
-    for name in ("bolt_page", "bolt_pages", "bolt_referenced", "bolt_assemble"):
-        monkeypatch.setattr(reader, name, getattr(impl, name))
+    """Run the reader on each implementation of the walk and page decoders (compiled and fallback)."""
+    monkeypatch.setattr(reader, "BoltTx", impl.BoltTx)
     return impl
 
 
@@ -421,6 +420,15 @@ def test_cycle_in_the_page_graph(damaged):
     damaged.corrupted(f"page {branch['ID']} (referenced by page {branch['ID']})", "reached twice")
 
 
+def test_shared_page_beyond_the_file(damaged):
+    """Two references to one page id past the end of the file: a shared page, found before the range."""
+    branch = damaged.live("branch", min_count=2)
+    beyond = meta_fields(damaged.path, 0, 4096)[7] + 1000
+    for i in (0, 1):
+        damaged.poke(damaged.element(branch["ID"], i) + 8, struct.pack("<Q", beyond))
+    damaged.corrupted(f"page {beyond} (referenced by page {branch['ID']})", "reached twice")
+
+
 def test_absurd_overflow(damaged):
     leaf = damaged.live("leaf")
     damaged.set_header(leaf["ID"], overflow=0xFFFFFFFF)
@@ -581,13 +589,13 @@ def normal(value):
 def decode_with(impl, buf: bytes, start: int, end: int, count: int, branch: bool, pgid=None):
     try:
         if pgid is not None:   # a leaf's record is internal to each implementation: compare its bucket
-            record = impl.bolt_page(buf, start, end, pgid)
-            if record[0] == BOLT_BRANCH:
-                return record
-            records = {pgid: record}
-            for child in impl.bolt_referenced(record):   # sub-buckets held in pages: empty here
-                records[child] = impl.bolt_page(HEADER.pack(child, 0x02, 0, 0), 0, 16, child)
-            return record[:3], normal(impl.bolt_assemble(records, pgid, 0))
+            tx = impl.BoltTx(None, 4096, 2**64, 2**64)
+            kind, overflow, referenced = tx.add_page(buf, start, end, pgid)
+            if kind == BOLT_BRANCH:
+                return kind, overflow, pgid, referenced
+            for child in referenced:   # sub-buckets held in pages: empty here
+                tx.add_page(HEADER.pack(child, 0x02, 0, 0), 0, 16, child)
+            return (kind, overflow, pgid), normal(tx.bucket(pgid, 0))
         if branch:
             return impl.bolt_branch(buf, start, end, count)
         return impl.bolt_leaf(buf, start, end, count)

@@ -13,7 +13,6 @@ import hashlib
 import os
 import random
 import shutil
-import struct
 from datetime import datetime, timezone
 
 import pytest
@@ -23,6 +22,7 @@ from cargohold.containerd import fsck, usage
 from cargohold.errors import Corrupted, Error, InvalidArgument, NotFound, Unsupported
 from cargohold.model import Node, ResourceType
 from boltutil import Missing, build_gobolt
+from ctrd_records import digest_of, gotime, tree_spec, varint
 from containerd_daemon import META_DB, image_archive, layer, start_daemon
 
 
@@ -148,13 +148,13 @@ def test_other_bbolt_schemas(real_root, gobolt, tmp_path):
     snapshotter_db = os.path.join(real_root, "io.containerd.snapshotter.v1.native", "metadata.db")
     with pytest.raises(Corrupted, match="no db version"):
         ctrd.open_root(snapshotter_db)
-    other = gobolt.write(_spec({b"settings": {b"a": b"b"}}), tmp_path / "other.db")
+    other = gobolt.write(tree_spec({b"settings": {b"a": b"b"}}), tmp_path / "other.db")
     with pytest.raises(Corrupted, match="no v1 bucket"):
         ctrd.open_root(other)
 
 
 def test_newer_db_version_is_refused(gobolt, tmp_path):
-    newer = gobolt.write(_spec({b"v1": {b"version": _varint(5), b"default": {b"labels": {}}}}), tmp_path / "v5.db")
+    newer = gobolt.write(tree_spec({b"v1": {b"version": varint(5), b"default": {b"labels": {}}}}), tmp_path / "v5.db")
     with pytest.raises(Unsupported, match="db version 5"):
         ctrd.open_root(newer)
 
@@ -200,87 +200,51 @@ def test_missing_snapshot_directory_is_an_fsck_finding(real_root, tmp_path):
 # -- hand-made databases -------------------------------------------------------------------------
 
 
-def _varint(n: int) -> bytes:
-    ux = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while ux >= 0x80:
-        out.append((ux & 0x7F) | 0x80)
-        ux >>= 7
-    out.append(ux)
-    return bytes(out)
-
-
-def _gotime(dt: datetime) -> bytes:
-    sec = int(dt.timestamp()) + 62135596800
-    return bytes((1,)) + struct.pack(">qIh", sec, dt.microsecond * 1000, -1)
-
-
-def _spec(tree: dict) -> dict:
-    """A gobolt spec writing `tree` (bytes keys; dict values are buckets) in one transaction."""
-    ops = []
-
-    def walk(path, node):
-        for key, value in node.items():
-            here = path + ["hex:" + key.hex()]
-            if isinstance(value, dict):
-                ops.append({"op": "bucket", "path": here})
-                walk(here, value)
-            else:
-                ops.append({"op": "put", "path": path, "key": "hex:" + key.hex(), "value": "hex:" + value.hex()})
-
-    walk([], tree)
-    return {"txns": [{"ops": ops}]}
-
-
-def _digest_of(data: bytes) -> bytes:
-    return ("sha256:" + hashlib.sha256(data).hexdigest()).encode()
-
-
 PAST = datetime(2020, 1, 1, tzinfo=timezone.utc)
 
 
 def _v4_tree() -> dict:
     """A containerd 2.x database: sandboxes in v1, an expired image, an image lease resource."""
-    kept, gone, leased = _digest_of(b"kept"), _digest_of(b"gone"), _digest_of(b"leased")
-    blob = {b"size": _varint(4), b"createdat": _gotime(PAST), b"updatedat": _gotime(PAST)}
+    kept, gone, leased = digest_of(b"kept"), digest_of(b"gone"), digest_of(b"leased")
+    blob = {b"size": varint(4), b"createdat": gotime(PAST), b"updatedat": gotime(PAST)}
 
     def image(digest, labels=None):
         out = {b"target": {b"digest": digest, b"mediatype": b"application/vnd.oci.image.manifest.v1+json",
-                           b"size": _varint(4)}, b"createdat": _gotime(PAST), b"updatedat": _gotime(PAST)}
+                           b"size": varint(4)}, b"createdat": gotime(PAST), b"updatedat": gotime(PAST)}
         if labels:
             out[b"labels"] = labels
         return out
 
-    return {b"v1": {b"version": _varint(4), b"default": {
+    return {b"v1": {b"version": varint(4), b"default": {
         b"labels": {b"owner": b"me"},
         b"images": {b"kept:1": image(kept), b"old:1": image(gone, {b"containerd.io/gc.expire": b"2021-01-01T00:00:00Z"}),
                     b"leased:1": image(leased, {b"containerd.io/gc.expire": b"2021-01-01T00:00:00Z"})},
         b"content": {b"blob": {kept: dict(blob), gone: dict(blob), leased: dict(blob)}},
-        b"sandboxes": {b"pod": {b"createdat": _gotime(PAST), b"updatedat": _gotime(PAST), b"sandboxer": b"shim",
+        b"sandboxes": {b"pod": {b"createdat": gotime(PAST), b"updatedat": gotime(PAST), b"sandboxer": b"shim",
                                 b"runtime": {b"name": b"io.containerd.runc.v2"},
                                 b"labels": {b"containerd.io/gc.ref.content": kept}}},
-        b"leases": {b"hold": {b"createdat": _gotime(PAST), b"images": {b"leased:1": b""}}},
+        b"leases": {b"hold": {b"createdat": gotime(PAST), b"images": {b"leased:1": b""}}},
     }}}
 
 
 def test_db_version_4_layout_and_rules(gobolt, tmp_path):
-    path = gobolt.write(_spec(_v4_tree()), tmp_path / "v4.db")
+    path = gobolt.write(tree_spec(_v4_tree()), tmp_path / "v4.db")
     with ctrd.open_root(path) as host:
         assert (host.db_version, host.rules, host.root) == (4, "2.x", None)
         assert host.namespace_labels("default") == {"owner": "me"}
         [pod] = host.sandboxes("default")
         assert (pod.id, pod.sandboxer, pod.runtime.name, pod.created_at) == ("pod", "shim", "io.containerd.runc.v2", PAST)
         assert host.lease_resources("default", "hold")[0].type == "images"
-        gone = Node(ResourceType.CONTENT, "default", _digest_of(b"gone").decode())
+        gone = Node(ResourceType.CONTENT, "default", digest_of(b"gone").decode())
         assert host.unreachable() == [gone, Node(ResourceType.IMAGE, "default", "old:1")]
-        assert host.explain(Node(ResourceType.CONTENT, "default", _digest_of(b"leased").decode()))[0] == \
+        assert host.explain(Node(ResourceType.CONTENT, "default", digest_of(b"leased").decode()))[0] == \
             Node(ResourceType.LEASE, "default", "hold")
     with ctrd.open_root(path, rules="1.x") as host:   # 1.x: images never expire, no image leases
         assert host.unreachable() == []
 
 
 @pytest.mark.parametrize("record, message", [
-    ({b"images": {b"x": {b"createdat": _gotime(PAST)}}}, "has no target"),
+    ({b"images": {b"x": {b"createdat": gotime(PAST)}}}, "has no target"),
     ({b"images": {b"x": {b"target": {b"digest": b"sha256:00", b"size": b"\xff"}}}}, "not a varint"),
     ({b"images": {b"x": {b"target": {}, b"createdat": b"\x07junk"}}}, "not a Go binary time"),
     ({b"images": {b"x": {b"target": {}, b"labels": {b"k": {b"nested": b"v"}}}}}, "is a bucket"),
@@ -289,7 +253,7 @@ def test_db_version_4_layout_and_rules(gobolt, tmp_path):
     ({b"images": {b"x": {b"target": b"a value"}}}, "is a value"),
 ])
 def test_malformed_records_are_named(gobolt, tmp_path, record, message):
-    path = gobolt.write(_spec({b"v1": {b"version": _varint(3), b"default": record}}), tmp_path / "bad.db")
+    path = gobolt.write(tree_spec({b"v1": {b"version": varint(3), b"default": record}}), tmp_path / "bad.db")
     with ctrd.open_root(path) as host:
         with pytest.raises(Corrupted, match=message):
             host.images("default") if b"images" in record else host.containers("default")
@@ -297,12 +261,12 @@ def test_malformed_records_are_named(gobolt, tmp_path, record, message):
 
 def test_db_version_3_sandboxes_outside_v1(gobolt, tmp_path):
     """containerd 1.7 wrote sandboxes to <ns>/sandboxes, outside v1: listed there, never roots."""
-    held = _digest_of(b"held")
-    tree = {b"v1": {b"version": _varint(3), b"default": {
-                b"content": {b"blob": {held: {b"size": _varint(4)}}}}},
+    held = digest_of(b"held")
+    tree = {b"v1": {b"version": varint(3), b"default": {
+                b"content": {b"blob": {held: {b"size": varint(4)}}}}},
             b"default": {b"sandboxes": {b"pod": {b"sandboxer": b"", b"runtime": {b"name": b"io.containerd.runc.v2"},
                                                   b"labels": {b"containerd.io/gc.ref.content": held}}}}}
-    path = gobolt.write(_spec(tree), tmp_path / "v3.db")
+    path = gobolt.write(tree_spec(tree), tmp_path / "v3.db")
     with ctrd.open_root(path) as host:
         assert [s.id for s in host.sandboxes("default")] == ["pod"]
         assert host.unreachable() == [Node(ResourceType.CONTENT, "default", held.decode())]

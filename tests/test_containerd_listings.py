@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from datetime import datetime
 
 import pytest
@@ -197,8 +198,13 @@ def test_reading_while_the_daemon_writes(daemon, host):
     thread = threading.Thread(target=writer)
     thread.start()
     seen = set()
+    reads = 0
+    deadline = time.monotonic() + 60
     try:
-        for _ in range(25):
+        # at least 25 reads, and on until the writer has committed while we read (a read can
+        # take less time than one `ctr` call on a loaded machine)
+        while reads < 25 or (len(seen) < 2 and time.monotonic() < deadline):
+            reads += 1
             with ctrd.open_root(daemon.root) as live:
                 labels = {i.digest: i.labels for i in live.content("default")}[BLOB_DIGEST]
                 assert labels.get("a") == labels.get("b")

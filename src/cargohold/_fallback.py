@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import operator
 import struct
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from itertools import islice
 
 from .errors import Corrupted, InvalidArgument
@@ -458,13 +458,14 @@ def bolt_branch(buf: bytes, start: int, end: int, count: int) -> list:
 # A record per page: (BOLT_BRANCH, overflow, pgid, children) or (BOLT_LEAF, overflow, pgid, keys,
 # values, subs), subs mapping each sub-bucket's key to its BoltBucket (None when there are none): an
 # inline one filled already, one held in pages with its root page id in `_root`, filled by
-# bolt_assemble. Errors name the page: Corrupted(pgid, message), which cargohold.bolt words fully.
-# (A compiled leaf record holds packed data and index in place of keys and values: see bolt.pxi.)
+# _bolt_assemble. Errors name the page: Corrupted(pgid, message), which BoltTx words fully.
+# (The compiled core keeps packed records in an arena instead: see bolt.pxi.)
 BOLT_BRANCH, BOLT_LEAF = 0, 1
 _BOLT_PAGE_HEADER = struct.Struct("<QHHI")   # id, flags, count, overflow
 _BOLT_BUCKET_HEADER = struct.Struct("<QQ")   # root pgid, sequence
 _BOLT_BRANCH_FLAG, _BOLT_LEAF_FLAG = 0x01, 0x02
 _BOLT_PAGE_TYPES = {0x01: "branch", 0x02: "leaf", 0x04: "meta", 0x10: "freelist"}
+_BOLT_FIRST_DATA_PAGE = 2                    # pages 0 and 1 are the metas
 
 
 def bolt_page_type(flags: int) -> str:
@@ -506,10 +507,8 @@ def _bolt_subs(buf, keys: list, buckets: list) -> dict:
     return subs
 
 
-def bolt_page(buf, start: int, end: int, pgid: int) -> tuple:
+def _bolt_page(buf, start: int, end: int, pgid: int) -> tuple:
     """The record of page `pgid`, held whole (overflow included) in buf[start:end]."""
-    if start < 0 or end > len(buf) or start + _BOLT_HEADER > end:
-        raise Corrupted(pgid, f"page bounds {start}..{end} outside a buffer of {len(buf)} bytes")
     page_id, flags, count, overflow = _BOLT_PAGE_HEADER.unpack_from(buf, start)
     if page_id != pgid:
         raise Corrupted(pgid, f"its header names page {page_id}")
@@ -524,7 +523,7 @@ def bolt_page(buf, start: int, end: int, pgid: int) -> tuple:
         raise Corrupted(pgid, f"{bolt_page_type(flags)} page: {exc}") from None
 
 
-def bolt_referenced(record: tuple) -> list:
+def _bolt_referenced(record: tuple) -> list:
     """The page ids a record references: a branch's children, a leaf's sub-buckets' roots."""
     if record[0] == BOLT_BRANCH:
         return list(record[3])
@@ -533,33 +532,165 @@ def bolt_referenced(record: tuple) -> list:
     return [bucket._root for bucket in record[5].values() if bucket._root]
 
 
-def bolt_pages(run, first: int, page_size: int, ids: list, lo: int, hi: int, records: dict,
-               following: list) -> list:
-    """Decode the single pages ids[lo:hi], read as one run starting at page `first`, into `records`.
+class BoltTx:
+    """The pages of one read of a bbolt file, decoded into memory (pure Python).
 
-    Appends (child pgid, parent pgid) for every page they reference to `following`;
-    returns the pgids of pages with overflow, which need a longer read.
+    `walk(root)` reads every page reachable from page `root` through `src`
+    (`cargohold.bolt.reader.Source`), level by level, runs of adjacent page ids
+    at once, checking each page; `bucket(root, sequence)` checks the order of
+    keys across the leaves of each bucket and returns the root bucket. A
+    `previous` BoltTx (of the transaction just before) lends the pages it
+    holds. Errors name the file and the page: Corrupted; a read that fails:
+    Unavailable.
     """
-    overflowing = []
-    if not len(run):
-        raise Corrupted(first, "an empty read")
-    run = bytes(run)   # slices of it become keys and values
-    for n in range(lo, hi):
-        pgid = ids[n]
-        start = (pgid - first) * page_size
-        if start < 0 or start + page_size > len(run):
-            raise Corrupted(pgid, f"page bounds {start}..{start + page_size} outside a buffer of {len(run)} bytes")
-        page_id, flags, _, overflow = _BOLT_PAGE_HEADER.unpack_from(run, start)
-        if overflow and page_id == pgid and (flags == _BOLT_BRANCH_FLAG or flags == _BOLT_LEAF_FLAG):
-            overflowing.append(pgid)
-            continue
-        record = bolt_page(run, start, start + page_size, pgid)
-        records[pgid] = record
-        following += [(child, pgid) for child in bolt_referenced(record)]
-    return overflowing
+
+    def __init__(self, src, page_size: int, high_water: int, file_size: int, previous: "BoltTx | None" = None,
+                 stats=None, max_run_bytes: int = 4 << 20) -> None:
+        self._src = src
+        self._path = getattr(src, "path", None)
+        self._stats = stats
+        self._page_size = page_size if page_size > 0 else 1
+        self._max_run = max(1, max_run_bytes // self._page_size)
+        self._high_water = high_water
+        self._file_size = file_size
+        self._cache = previous.records if previous is not None else {}
+        self.records: dict = {}        # pgid -> record
+        self._spans: list = []         # (first, last) page ids of multi-page records
+
+    def add_page(self, buf, start: int, end: int, pgid: int) -> tuple:
+        """Decode the page `pgid` held whole in buf[start:end] into this transaction (one step of a walk).
+
+        Returns (kind, overflow, the page ids it references); Corrupted(pgid, message).
+        """
+        if start < 0 or end > len(buf) or start + _BOLT_HEADER > end:
+            raise Corrupted(pgid, f"page bounds {start}..{end} outside a buffer of {len(buf)} bytes")
+        record = _bolt_page(buf, start, end, pgid)
+        self.records[pgid] = record
+        return record[0], record[1], _bolt_referenced(record)
+
+    def bucket(self, root: int, sequence: int) -> "BoltBucket":
+        """The bucket rooted at page `root`, after checking the key order across the leaves of every
+        bucket under it (Corrupted(pgid, message) names the leaf)."""
+        return _bolt_assemble(self.records, root, sequence)
+
+    # -- the walk ----------------------------------------------------------------------------
+
+    def walk(self, root: int) -> None:
+        """Read and decode every page reachable from page `root` (a bucket's root page)."""
+        frontier = [(root, -1)]
+        records = self.records
+        cache = self._cache
+        reused = 0
+        try:
+            while frontier:
+                wanted: dict = {}
+                following: list = []
+                for pgid, parent in frontier:
+                    if pgid in records or pgid in wanted:
+                        raise self._bad(pgid, parent, "reached twice (a cycle or a shared page)")
+                    record = cache.get(pgid)
+                    if record is None:
+                        wanted[pgid] = parent
+                    else:
+                        reused += 1
+                        self._add(record, following)
+                if wanted:
+                    self._fetch(wanted, following)
+                frontier = following
+            self._check_spans()
+        finally:
+            if self._stats is not None:
+                self._stats.pages_reused += reused
+            self._cache = self._src = self._stats = None
+
+    def _add(self, record: tuple, following: list) -> None:
+        pgid = record[2]
+        self.records[pgid] = record
+        if record[1]:
+            self._spans.append((pgid, pgid + record[1]))
+        following += [(child, pgid) for child in _bolt_referenced(record)]
+
+    def _bad(self, pgid: int, parent: int, message: str) -> Corrupted:
+        where = "the meta's root bucket" if parent < 0 else f"page {parent}"
+        return Corrupted(f"{self._path}: page {pgid} (referenced by {where}): {message}")
+
+    def _named(self, exc: Corrupted, pgid: int, parent: int) -> Corrupted:
+        """A decoder's Corrupted(pgid, message), worded with the file and the referencing page."""
+        return self._bad(pgid, parent, exc.args[1] if len(exc.args) == 2 else str(exc))
+
+    def _check_range(self, pgid: int, parent: int, overflow: int) -> None:
+        high_water = self._high_water
+        if pgid < _BOLT_FIRST_DATA_PAGE:
+            raise self._bad(pgid, parent, "is a meta page id")
+        if pgid + overflow >= high_water:
+            span = f"pages {pgid}-{pgid + overflow}" if overflow else "the page"
+            raise self._bad(pgid, parent, f"{span} beyond the high-water mark {high_water}")
+        end = (pgid + overflow + 1) * self._page_size
+        if end > self._file_size:
+            raise self._bad(pgid, parent, f"truncated: the page ends at byte {end}, the file has {self._file_size}")
+
+    def _read(self, pgid: int, parent: int, pages: int, scratch: bool = False):
+        size = pages * self._page_size
+        read = self._src.read_scratch if scratch else self._src.read
+        data = read(pgid * self._page_size, size)
+        if self._stats is not None:
+            self._stats.pages_read += pages
+            self._stats.bytes_read += len(data)
+        if len(data) != size:
+            raise self._bad(pgid, parent, f"truncated: read {len(data)} of {size} bytes")
+        return data
+
+    def _fetch(self, wanted: dict, following: list) -> None:
+        """Read and decode the wanted pages, runs of adjacent ids at once."""
+        ps = self._page_size
+        ids = sorted(wanted)
+        if ids[0] < _BOLT_FIRST_DATA_PAGE or ids[-1] >= self._high_water or (ids[-1] + 1) * ps > self._file_size:
+            for pgid in ids:
+                self._check_range(pgid, wanted[pgid], 0)
+        n = len(ids)
+        i = 0
+        while i < n:
+            first = ids[i]
+            j = i + 1
+            while j < n and ids[j] == ids[j - 1] + 1 and ids[j] - first < self._max_run:
+                j += 1
+            run = bytes(self._read(first, wanted[first], ids[j - 1] - first + 1, scratch=True))
+            overflowing = []
+            for pgid in ids[i:j]:
+                start = (pgid - first) * ps
+                page_id, flags, _, overflow = _BOLT_PAGE_HEADER.unpack_from(run, start)
+                if overflow and page_id == pgid and (flags == _BOLT_BRANCH_FLAG or flags == _BOLT_LEAF_FLAG):
+                    overflowing.append((pgid, overflow))
+                    continue
+                try:
+                    record = _bolt_page(run, start, start + ps, pgid)
+                except Corrupted as exc:
+                    raise self._named(exc, pgid, wanted[pgid]) from None
+                self._add(record, following)
+            for pgid, overflow in overflowing:   # a page spanning overflow + 1 pages: read whole
+                parent = wanted[pgid]
+                self._check_range(pgid, parent, overflow)
+                data = self._read(pgid, parent, overflow + 1)
+                try:
+                    record = _bolt_page(data, 0, len(data), pgid)
+                except Corrupted as exc:
+                    raise self._named(exc, pgid, parent) from None
+                self._add(record, following)
+            i = j
+
+    def _check_spans(self) -> None:
+        """No two records may share a page: a multi-page record must not cover another's id."""
+        if not self._spans:
+            return
+        ids = sorted(self.records)
+        for first, last in self._spans:
+            i = bisect_right(ids, first)
+            if i < len(ids) and ids[i] <= last:
+                raise Corrupted(f"{self._path}: page {ids[i]} lies inside the {last - first + 1} pages "
+                                f"of page {first}")
 
 
-def bolt_assemble(records: dict, root: int, sequence: int) -> "BoltBucket":
+def _bolt_assemble(records: dict, root: int, sequence: int) -> "BoltBucket":
     """The bucket rooted at page `root` and every bucket under it, from the records of a walk."""
     top = BoltBucket(sequence)
     top._root = root
@@ -687,3 +818,85 @@ class BoltBucket:
 
     def __repr__(self) -> str:
         return f"<bolt.Bucket: {len(self._keys)} keys, {len(self._subs)} sub-buckets>"
+
+
+# -- containerd's object buckets, walked for the GC plan (cargohold.containerd.plan) ---------------
+# Each function walks one bucket of objects and appends (packed node key, node-table entry) to
+# `out`. An object whose labels cannot matter to the collector gets `bare` and at most one STRONG
+# edge; any other object is handed to `slow`, the decoding entry functions. Labels cannot matter
+# when the object has no labels sub-bucket, or one holding only plain values, UTF-8 keys and
+# values (the decoders would refuse anything else), no key of which starts with
+# "containerd.io/gc." (the prefix of every label the collectors read).
+
+_CTRD_GC_PREFIX = b"containerd.io/gc."
+
+
+def _ctrd_plain(obj) -> bool:
+    labels = obj.bucket(b"labels")
+    if labels is None:
+        return True
+    for key, value in labels.items():
+        if value is None or key.startswith(_CTRD_GC_PREFIX):
+            return False
+        try:
+            key.decode()
+            value.decode()
+        except UnicodeDecodeError:
+            return False
+    return True
+
+
+def ctrd_blobs(blobs, prefix: bytes, bare: bytes, slow, out: list) -> None:
+    """Append (prefix + digest, entry) for every blob of a ``content/blob`` bucket: `bare` when its
+    labels cannot matter, else slow(blob)."""
+    for digest, blob in blobs.buckets():
+        out.append((prefix + digest, bare if _ctrd_plain(blob) else slow(blob)))
+
+
+def ctrd_snapshots(snapshots, prefix: bytes, bare: bytes, slow, out: list) -> None:
+    """Append (prefix + snapshotter/key, entry) for every snapshot of a ``snapshots`` bucket: `bare`,
+    plus a STRONG edge to its parent if it has one, when its labels cannot matter, else
+    slow(snapshotter name, snapshot)."""
+    from .gc.index import strong_edge
+
+    for name, keys in snapshots.buckets():
+        head = prefix + name + b"/"
+        for key, snap in keys.buckets():
+            if not _ctrd_plain(snap):
+                out.append((head + key, slow(name, snap)))
+                continue
+            parent = snap.get(b"parent")
+            out.append((head + key, bare + strong_edge(head + parent) if parent else bare))
+
+
+def ctrd_images(images, prefix: bytes, content_prefix: bytes, bare: bytes, slow, out: list) -> None:
+    """Append (prefix + name, entry) for every image of an ``images`` bucket: `bare`, plus a STRONG
+    edge to its target's content if it names one, when its labels cannot matter and its target
+    is a bucket (or absent), else slow(image)."""
+    from .gc.index import strong_edge
+
+    for name, image in images.buckets():
+        target = image.bucket(b"target")
+        if (target is None and image.get(b"target") is not None) or not _ctrd_plain(image):
+            out.append((prefix + name, slow(image)))
+            continue
+        digest = target.get(b"digest") if target is not None else None
+        out.append((prefix + name, bare + strong_edge(content_prefix + digest) if digest else bare))
+
+
+def ctrd_containers(containers, prefix: bytes, snap_prefix: bytes, bare: bytes, slow, out: list) -> None:
+    """Append (prefix + id, entry) for every container of a ``containers`` bucket: `bare`, plus a
+    STRONG edge to snapshot <snapshotter>/<snapshotKey> if it names a snapshotter, when its labels
+    cannot matter, else slow(container)."""
+    from .gc.index import strong_edge
+
+    for cid, ctr in containers.buckets():
+        if not _ctrd_plain(ctr):
+            out.append((prefix + cid, slow(ctr)))
+            continue
+        snapshotter = ctr.get(b"snapshotter")
+        if not snapshotter:
+            out.append((prefix + cid, bare))
+            continue
+        target = snap_prefix + snapshotter + b"/" + (ctr.get(b"snapshotKey") or b"")
+        out.append((prefix + cid, bare + strong_edge(target)))

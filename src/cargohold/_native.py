@@ -9,24 +9,21 @@ from __future__ import annotations
 import os
 
 if os.environ.get("CARGOHOLD_PUREPYTHON"):
-    from ._fallback import (BoltBucket, Marker, bolt_assemble, bolt_branch, bolt_leaf, bolt_page, bolt_pages,
-                           bolt_referenced,
-                           decode_varint, encode_varint)
+    from ._fallback import (BoltBucket, BoltTx, Marker, bolt_branch, bolt_leaf, ctrd_blobs, ctrd_containers,
+                            ctrd_images, ctrd_snapshots, decode_varint, encode_varint)
 
     COMPILED = False
 else:
     try:
-        from ._core import (BoltBucket, Marker, bolt_assemble, bolt_branch, bolt_leaf, bolt_page, bolt_pages,
-                           bolt_referenced,
-                           decode_varint, encode_varint)
+        from ._core import (BoltBucket, BoltTx, Marker, bolt_branch, bolt_leaf, ctrd_blobs, ctrd_containers,
+                            ctrd_images, ctrd_snapshots, decode_varint, encode_varint)
 
         COMPILED = True
     except ImportError:
-        from ._fallback import (BoltBucket, Marker, bolt_assemble, bolt_branch, bolt_leaf, bolt_page, bolt_pages,
-                           bolt_referenced,
-                           decode_varint, encode_varint)
+        from ._fallback import (BoltBucket, BoltTx, Marker, bolt_branch, bolt_leaf, ctrd_blobs, ctrd_containers,
+                                ctrd_images, ctrd_snapshots, decode_varint, encode_varint)
 
         COMPILED = False
 
-__all__ = ["COMPILED", "BoltBucket", "Marker", "bolt_assemble", "bolt_branch", "bolt_leaf", "bolt_page", "bolt_pages", "bolt_referenced",
-           "decode_varint", "encode_varint"]
+__all__ = ["COMPILED", "BoltBucket", "BoltTx", "Marker", "bolt_branch", "bolt_leaf", "ctrd_blobs",
+           "ctrd_containers", "ctrd_images", "ctrd_snapshots", "decode_varint", "encode_varint"]

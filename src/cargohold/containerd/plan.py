@@ -31,6 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from .. import _native as native
 from .. import schema
 from .._native import Marker
 from ..gc import index
@@ -85,11 +86,11 @@ def graph(v1: Tree, rules: str) -> Graph:
 def _namespace(ns: str, tree: Tree, rules: str, nodes: list, rows: list) -> None:
     """Append the entries of one namespace.
 
-    The bulk (blobs, snapshots, images, containers) goes through a fast path
-    working on raw keys: an object without labels gets its entry from a constant
-    and `index.strong_edge`, byte for byte what the `index` entry functions give
-    it (they decode and pack the same UTF-8). Objects with labels, and the few
-    leases, ingests and sandboxes, use the entry functions themselves.
+    The bulk (blobs, snapshots, images, containers) is walked by the compiled
+    core (`cargohold._native.ctrd_*`): an object whose labels cannot matter to
+    the collector gets its entry from a constant and at most one STRONG edge,
+    byte for byte what the `index` entry functions give it; any other object,
+    and the few leases, ingests and sandboxes, go through the entry functions.
     """
     legacy = rules == "1.x"
     parse = parse_1x if legacy else gclabels.parse
@@ -97,8 +98,7 @@ def _namespace(ns: str, tree: Tree, rules: str, nodes: list, rows: list) -> None
     what = f"namespace {ns!r}"
     sep = schema.SEP
     raw_ns = ns.encode()
-    strong = index.strong_edge
-    labels_key, parent_key = s.LABELS, s.PARENT
+    labels_key = s.LABELS
 
     def labels(obj: Tree) -> dict:
         return decode.string_map(obj, labels_key, what)
@@ -107,52 +107,38 @@ def _namespace(ns: str, tree: Tree, rules: str, nodes: list, rows: list) -> None
         return decode.text(raw, f"{what}: key")
 
     content = decode.bucket(tree, s.CONTENT, what)
-    prefix = bytes((ResourceType.CONTENT,)) + raw_ns + sep
-    bare = index.content_entry(ns, None, parse)
-    for digest, blob in decode.bucket(content, s.BLOB, what).buckets():
-        if blob.bucket(labels_key) is None:
-            nodes.append((prefix + digest, bare))
-        else:
-            nodes.append((prefix + digest, index.content_entry(ns, labels(blob), parse)))
+    content_prefix = bytes((ResourceType.CONTENT,)) + raw_ns + sep
+    native.ctrd_blobs(decode.bucket(content, s.BLOB, what), content_prefix, index.content_entry(ns, None, parse),
+                      lambda blob: index.content_entry(ns, labels(blob), parse), nodes)
     for record in decode.ingests(tree, ns):
         expire = None if record.expire_at is None else record.expire_at.ns
         nodes.append((pack(ResourceType.INGEST, ns, record.ref), index.ingest_entry(ns, expire, record.expected)))
     snap_prefix = bytes((ResourceType.SNAPSHOT,)) + raw_ns + sep
-    bare = index.snapshot_entry(ns, "", "", None, parse)
-    for snapshotter, keys in decode.bucket(tree, s.SNAPSHOTS, what).buckets():
-        prefix = snap_prefix + snapshotter + b"/"
-        for key, snap in keys.buckets():
-            parent = snap.get(parent_key)
-            if snap.bucket(labels_key) is not None:
-                entry = index.snapshot_entry(ns, name(snapshotter), name(parent or b""), labels(snap), parse)
-            else:
-                entry = bare + strong(prefix + parent) if parent else bare
-            nodes.append((prefix + key, entry))
-    prefix = bytes((ResourceType.IMAGE,)) + raw_ns + sep
-    content_prefix = bytes((ResourceType.CONTENT,)) + raw_ns + sep
-    bare = index.encode(root=True, hidden=True) if legacy else index.image_entry(ns, "", None)
-    for image_name, image in decode.bucket(tree, s.IMAGES, what).buckets():
-        target = decode.bucket(image, s.TARGET, what).get(s.DIGEST)
-        if image.bucket(labels_key) is None:
-            entry = bare + strong(content_prefix + target) if target else bare
-        elif legacy:
+
+    def snapshot(snapshotter: bytes, snap: Tree) -> bytes:
+        parent = name(snap.get(s.PARENT) or b"")
+        return index.snapshot_entry(ns, name(snapshotter), parent, labels(snap), parse)
+
+    native.ctrd_snapshots(decode.bucket(tree, s.SNAPSHOTS, what), snap_prefix,
+                          index.snapshot_entry(ns, "", "", None, parse), snapshot, nodes)
+
+    def image(obj: Tree) -> bytes:
+        target = decode.bucket(obj, s.TARGET, what).get(s.DIGEST)
+        if legacy:
             edges = [content_prefix + target] if target else []
-            entry = index.encode(root=True, hidden=True, strong=edges, refs=parse_1x(ns, labels(image)))
-        else:
-            entry = index.image_entry(ns, name(target or b""), labels(image))
-        nodes.append((prefix + image_name, entry))
-    prefix = bytes((ResourceType.CONTAINER,)) + raw_ns + sep
-    bare = index.container_entry(ns, "", "", None, parse)
-    for cid, ctr in decode.bucket(tree, s.CONTAINERS, what).buckets():
-        snapshotter = ctr.get(s.SNAPSHOTTER)
-        if ctr.bucket(labels_key) is not None:
-            entry = index.container_entry(ns, name(snapshotter or b""), name(ctr.get(s.SNAPSHOT_KEY) or b""),
-                                          labels(ctr), parse)
-        elif snapshotter:
-            entry = bare + strong(snap_prefix + snapshotter + b"/" + (ctr.get(s.SNAPSHOT_KEY) or b""))
-        else:
-            entry = bare
-        nodes.append((prefix + cid, entry))
+            return index.encode(root=True, hidden=True, strong=edges, refs=parse_1x(ns, labels(obj)))
+        return index.image_entry(ns, name(target or b""), labels(obj))
+
+    native.ctrd_images(decode.bucket(tree, s.IMAGES, what), bytes((ResourceType.IMAGE,)) + raw_ns + sep,
+                       content_prefix, index.encode(root=True, hidden=True) if legacy else index.image_entry(ns, "", None),
+                       image, nodes)
+
+    def container(ctr: Tree) -> bytes:
+        return index.container_entry(ns, name(ctr.get(s.SNAPSHOTTER) or b""), name(ctr.get(s.SNAPSHOT_KEY) or b""),
+                                     labels(ctr), parse)
+
+    native.ctrd_containers(decode.bucket(tree, s.CONTAINERS, what), bytes((ResourceType.CONTAINER,)) + raw_ns + sep,
+                           snap_prefix, index.container_entry(ns, "", "", None, parse), container, nodes)
     for sid, sandbox in decode.children(decode.bucket(tree, s.SANDBOXES, what), "sandbox"):
         nodes.append((pack(index.SANDBOX, ns, sid), index.sandbox_entry(ns, labels(sandbox), parse)))
     for lid, lease in decode.children(decode.bucket(tree, s.LEASES, what), "lease"):

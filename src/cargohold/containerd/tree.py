@@ -19,12 +19,12 @@ T = TypeVar("T")
 
 @contextmanager
 def bulk() -> Iterator[None]:
-    """Hold Python's cycle collector off while millions of acyclic objects are built.
+    """Hold Python's cycle collector off while many acyclic objects are built.
 
-    Reading a large meta.db allocates a list, a bytes and a bucket object per key;
-    each time the allocations pass a threshold the collector walks every live
-    object again, which more than doubles the time of a 100,000-object read.
-    Nothing built here forms cycles, so nothing is left for it to find.
+    Listing or planning a large meta.db makes objects per record (data classes,
+    or a node key and entry per object); each time the allocations pass a
+    threshold the collector walks every live object again. Nothing built here
+    forms cycles, so nothing is left for it to find.
     """
     was_enabled = gc.isenabled()
     gc.disable()
