@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import json
 import os
 import re
 import shutil
@@ -145,3 +146,42 @@ def make_containerd_db(path: str | os.PathLike, sets: int, namespace: str = "tes
     if proc.returncode != 0:
         raise RuntimeError(f"gogen failed on {os.fspath(path)!r}: {proc.stderr.strip()}")
     return Path(path) / "io.containerd.metadata.v1.bolt" / "meta.db"
+
+
+# -- the write anchor: benchmarks/gowrite, built inside containerd v1.7.10's tree ---------------
+
+GOWRITE_ENV_VAR = "CARGOHOLD_GOWRITE"
+DEFAULT_GOWRITE = DEFAULT_METADATA_TEST.parent / "gowrite"
+GOWRITE_SOURCE = Path(__file__).resolve().parent / "gowrite" / "main.go"
+GOWRITE_HINT = (f"build benchmarks/gowrite inside containerd v1.7.10's source tree as benchmarks/README.md "
+                f"says ('The Go write anchor'), then set {GOWRITE_ENV_VAR}=/path/to/gowrite or put it at "
+                f"{DEFAULT_GOWRITE}")
+
+
+def find_gowrite() -> str | None:
+    """The Go write anchor: ``$CARGOHOLD_GOWRITE``, else `DEFAULT_GOWRITE`; None when absent."""
+    path = os.environ.get(GOWRITE_ENV_VAR) or str(DEFAULT_GOWRITE)
+    return path if os.path.isfile(path) and os.access(path, os.X_OK) else None
+
+
+def gowrite_missing_message() -> str:
+    looked = os.environ.get(GOWRITE_ENV_VAR) or str(DEFAULT_GOWRITE)
+    return f"containerd write anchor not found: {GOWRITE_HINT} (looked for {looked})"
+
+
+def go_write_benchmark(workload: str, *, sets: int = 200, batch: int = 200, images: int = 1000,
+                       runs: int = 3, directory: str | None = None) -> list[float] | None:
+    """Seconds per operation of containerd's metadata package on one `benchmarks/gowrite` workload
+    (``unbatched``, ``batched``: per set; ``images``: per image creation), one figure per run, each
+    on a fresh root under `directory` (the file system cargohold's roots use). None when absent."""
+    binary = find_gowrite()
+    if binary is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="gowrite-", dir=directory) as tmp:
+        proc = subprocess.run([binary, "-dir", tmp, "-workloads", workload, "-sets", str(sets),
+                               "-batch", str(batch), "-images", str(images), "-runs", str(runs)],
+                              capture_output=True, text=True, timeout=3600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{binary} {workload} failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
+    result = json.loads(proc.stdout)["runs"][workload]
+    return [seconds / result["ops"] for seconds in result["seconds"]]

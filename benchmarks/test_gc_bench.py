@@ -9,8 +9,8 @@
   cargohold figures are reported alone). Target: at most half of containerd's time.
 * `test_scaling[sets]`: the same per-node cost up to 1,000,000 nodes (the 10000
   sets cloned into more namespaces, see `gcworkload.clone_namespace`).
-* `test_peak_memory_1m_nodes`: extra peak RSS of a 1,000,000-node collection, in a
-  fresh process (target under 200 MiB).
+* `test_peak_memory_1m_nodes`: extra peak RSS of a 1,000,000-node collection, from a cold
+  process: the baseline is taken right after `cargohold.open` (target at most 100 MiB).
 * the pure-Python fallback on 10000 sets, for comparison.
 
 cargohold's figure is the time writers were held off (`GCStats.meta_d`): the whole
@@ -132,7 +132,12 @@ def test_scaling(benchmark, workload, report, namespaces):
 
 
 def test_peak_memory_1m_nodes(workload, report):
-    """Extra peak RSS of one collection over 1,000,000 nodes, in a fresh process."""
+    """Extra peak RSS of one collection over 1,000,000 nodes, from a cold process.
+
+    The baseline is the RSS right after `cargohold.open`, with nothing else run (the peak is
+    reset there too): whatever the collection needs, heap growth included, counts. The nodes
+    are counted afterwards, once the peak is read.
+    """
     _grow(workload, 10000)
     db = workload["db"]
     while workload["namespaces"] < 10:
@@ -150,18 +155,18 @@ def test_peak_memory_1m_nodes(workload, report):
                             return int(line.split()[1]) * 1024
 
             with cargohold.open({str(workload["root"])!r}) as db:
-                nodes = sum(1 for _ in db.nodes())
                 before = status("VmRSS:")
                 with open("/proc/self/clear_refs", "w") as f:
                     f.write("5")  # reset the peak (VmHWM) to the current RSS
                 stats = db.garbage_collect()
                 peak = status("VmHWM:")
+                nodes = sum(1 for _ in db.nodes())
             print(json.dumps([nodes, before, peak, stats.meta_d]))
         """)], capture_output=True, text=True, check=True).stdout
         nodes, before, peak, held = json.loads(out)
         assert nodes >= 1_000_000 - 10 * 10000  # containers are roots, not collectible nodes
         extra = (peak - before) / (1 << 20)
-        report(f"peak memory, collection over {nodes + 10 * 10000} nodes: +{extra:.1f} MiB RSS "
-               f"(target < 200 MiB), writers held off {held:.2f} s")
+        report(f"peak memory, collection over {nodes + 10 * 10000} nodes from a cold process: +{extra:.1f} MiB RSS "
+               f"(target <= 100 MiB), writers held off {held:.2f} s")
     finally:
         workload["db"] = cargohold.open(workload["root"])

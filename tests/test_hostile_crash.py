@@ -23,7 +23,8 @@ from crashutil import EMPTY, backend_files, check_records, kill_points, later_cl
 from oci_fixtures import Layer, Layout, tar_layout
 
 import cargohold
-from cargohold import schema
+from cargohold import migrations, schema
+from cargohold.db import DB
 from cargohold.model import Kind
 
 IMPORT = ("images", "import", "--unpack")
@@ -96,16 +97,29 @@ def test_an_interrupted_commit_is_repaired_by_a_collection_when_open_could_not(r
         assert stats.snapshot_dirs["overlayfs"].count == 1  # the dead transaction's "child"
 
 
-def test_a_commit_recorded_by_the_metadata_is_settled_not_reverted(root):
+def test_a_commit_recorded_by_the_metadata_is_settled_not_reverted(root, monkeypatch):
+    """A backend with a metastore of its own (a root of an older cargohold) remembers where a
+    commit came from until the metadata has recorded it; the open that moves its records into the
+    metadata database settles the entry. (A bound backend's commit needs no entry: it commits
+    with the metadata.)"""
+    with monkeypatch.context() as m:
+        m.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:3])
+        m.setattr(DB, "_bind_backends", lambda db: None)  # before version 4: the backend's own metastore
+        with cargohold.open(root) as db:
+            sn = db.namespace("default").snapshotter("native")
+            sn.prepare("a-active")
+            sn.commit("a", "a-active")
+            assert len(db.snapshotter_backend("native").commit_sources()) == 1
     with cargohold.open(root) as db:
+        assert db.snapshotter_backend("native").commit_sources() == {}
         sn = db.namespace("default").snapshotter("native")
-        sn.prepare("a-active")
-        sn.commit("a", "a-active")
-        assert len(db.snapshotter_backend("native").commit_sources()) == 1
+        sn.prepare("b-active")
+        sn.commit("b", "b-active")
+        assert db.snapshotter_backend("native").commit_sources() == {}
     with cargohold.open(root) as db:
         backend = db.snapshotter_backend("native")
         assert backend.commit_sources() == {}
-        assert [i.kind for i in db.namespace("default").snapshotter("native").walk()] == [Kind.COMMITTED]
+        assert [i.kind for i in db.namespace("default").snapshotter("native").walk()] == [Kind.COMMITTED] * 2
 
 
 # -- debris a killed process leaves without a dirty marker ------------------------------------------

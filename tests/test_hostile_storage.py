@@ -21,7 +21,9 @@ import time
 import pytest
 
 import cargohold
-from cargohold import Descriptor, Image, errors
+from cargohold import Descriptor, Image, errors, schema
+from cargohold.kv import Env
+from cargohold.snapshots import metastore
 from cliutil import NAME, fails, invoke, parsed
 from conftest import run_python
 from oci_fixtures import Layer, Layout
@@ -398,12 +400,29 @@ def _unpacked_root(tmp_path):
     return root, root / "snapshots" / "native" / "snapshots"
 
 
+def _lose_snapshotter_metastore(root, name: str = "native") -> None:
+    """Lose the snapshotter's records: its own environment if it has one, else its key range of
+    the metadata database (`cargohold.snapshots.metastore`), if that database is still there."""
+    own = root / "snapshots" / name / "metadata"
+    if own.exists():
+        shutil.rmtree(own)
+        return
+    if not (root / "meta").exists():
+        return
+    env = Env(str(root / "meta"), schema.TABLES)
+    try:
+        with env.write() as txn:
+            assert txn.delete_prefix(metastore.TABLE, name.encode() + b"\0") > 0
+    finally:
+        env.close()
+
+
 def test_a_lost_snapshotter_metastore_never_makes_gc_or_prepare_wipe_its_directories(tmp_path):
     """The metadata database is intact, but the native snapshotter's own metastore is gone."""
     root, native = _unpacked_root(tmp_path)
     before = _listing(native)
     assert len(os.listdir(native)) == 3  # two layers and the container's snapshot
-    shutil.rmtree(root / "snapshots" / "native" / "metadata")
+    _lose_snapshotter_metastore(root)
 
     invoke(root, "snapshots", "prepare", "scratch")  # its fresh ids must not land on the old directories
     invoke(root, "snapshots", "rm", "scratch")  # a deletion: the snapshotter is dirty
@@ -420,7 +439,7 @@ def test_a_lost_metadata_database_and_snapshotter_metastore_keep_every_directory
     root, native = _unpacked_root(tmp_path)
     before = _listing(native)
     shutil.rmtree(root / "meta")
-    shutil.rmtree(root / "snapshots" / "native" / "metadata")
+    _lose_snapshotter_metastore(root)
     invoke(root, "snapshots", "prepare", "scratch")
     invoke(root, "snapshots", "rm", "scratch")
     result = invoke(root, "gc", ok=False)

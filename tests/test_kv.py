@@ -196,3 +196,56 @@ def test_verifier_killed_by_a_signal(tmp_path, monkeypatch, sig, error):
     with pytest.raises(error, match=sig.name):
         Env(path, TABLES)
     assert not (path / "clean.json").exists()
+
+
+def test_a_scan_with_release_every_leaves_the_table_not_resident(tmp_path):
+    """A whole-table read (the collector's) gives the map's pages back as it goes, so the
+    process's RSS does not grow by the table's size; a plain scan keeps them resident."""
+    out = run_python(f"""
+        import json, os
+        from cargohold.kv import Env
+
+        def rss_file():
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("RssFile:"):
+                        return int(line.split()[1]) * 1024
+
+        env = Env({str(tmp_path / "db")!r}, ["t"])
+        with env.write() as txn:
+            for i in range(40000):
+                txn.put("t", b"%08d" % i, os.urandom(200))
+        env.close()
+        env = Env({str(tmp_path / "db")!r}, ["t"])
+        grown = {{}}
+        for mode, every in (("released", 1000), ("plain", 0)):
+            before = rss_file()
+            with env.read() as txn:
+                rows = sum(1 for _ in txn.scan("t", release_every=every))
+            assert rows == 40000
+            grown[mode] = rss_file() - before
+        print(json.dumps(grown))
+    """)
+    grown = json.loads(out.stdout)
+    assert grown["plain"] > 6 << 20, grown  # the table is about 10 MB
+    assert grown["released"] < 1 << 20, grown
+
+
+def test_a_child_transaction_commits_into_its_parent_or_vanishes_and_survives_map_growth(env):
+    start = env.map_size
+    with env.write() as txn:
+        txn.put("a", b"parent", b"1")
+        kept = txn.child()
+        for i in range(3000):  # far past the 1 MiB map: grown, the parent and this child replayed
+            kept.put("a", b"kept%05d" % i, b"x" * 500)
+        kept.commit()
+        dropped = txn.child()
+        dropped.put("a", b"dropped", b"1")
+        assert dropped.get("a", b"parent") == b"1"
+        dropped.abort()
+        assert txn.get("a", b"dropped") is None
+    assert env.map_size > start
+    with env.read() as txn:
+        assert txn.get("a", b"parent") == b"1"
+        assert len(txn.keys("a", b"kept")) == 3000
+        assert txn.get("a", b"dropped") is None

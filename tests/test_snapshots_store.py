@@ -395,8 +395,9 @@ def test_collect_backend_waits_for_a_creation_in_flight_in_another_process(host,
             assert child.poll() is None, child.stderr.read()
             assert time.monotonic() < deadline, "the other process never prepared its snapshot"
             time.sleep(0.01)
-        # The backend snapshot exists, its metadata record is not committed yet.
-        assert backend_keys(host, "native") == ["default/1/in-flight"]
+        # Its directory exists; its records (the backend's and the metadata's, one transaction)
+        # are not committed yet.
+        assert snapshot_dirs(host, "native") == ["1"] and backend_keys(host, "native") == []
         with pytest.raises(NotFound):
             sn.stat("in-flight")
         collector = threading.Thread(target=collect_backend, args=(host, "native"))

@@ -37,7 +37,8 @@ _FACADE = {"DB": "db", "Transaction": "db", "Namespace": "namespaces", "LocalSto
 
 def open(root: "str | os.PathLike[str]", *, shared: bool = True,
          publisher: Optional[Callable[[str, str, Any], None]] = None,
-         clock: "Optional[Clock]" = None, map_size: Optional[int] = None, readonly: bool = False) -> "DB":
+         clock: "Optional[Clock]" = None, map_size: Optional[int] = None, readonly: bool = False,
+         durable: bool = True) -> "DB":
     """Open (creating if needed) the host metadata under `root` and initialise it.
 
     Layout: ``root/meta`` (LMDB), ``root/content`` (blob store),
@@ -50,10 +51,15 @@ def open(root: "str | os.PathLike[str]", *, shared: bool = True,
     every write raises FailedPrecondition. A root whose files this process
     cannot write (a read-only mount, another user's root) must be opened so;
     a writable open of one is refused up front with FailedPrecondition.
+
+    ``durable=False`` (containerd's ``no_sync``) makes each commit flush once instead of twice:
+    a power cut may lose the last commits, never the database's consistency (see `cargohold.kv`).
     """
     from .db import DB
+    from .kv import check_durable
 
     root = os.fspath(root)
+    check_durable(durable)
     if readonly:
         _require_root(root)
     else:
@@ -64,7 +70,7 @@ def open(root: "str | os.PathLike[str]", *, shared: bool = True,
             raise errors.Unavailable(f"cannot create root directory {root!r}: {exc}") from None
     # The metadata database first: one refused as lost or damaged leaves the backends untouched.
     db = DB(os.path.join(root, "meta"), shared=shared, publisher=publisher, clock=clock, map_size=map_size,
-            readonly=readonly)
+            readonly=readonly, durable=durable)
     try:
         if readonly:  # most reading commands touch one backend, or none: each opens on first use
             db.content_store = _Deferred(lambda: _content_store(root))

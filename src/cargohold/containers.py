@@ -21,7 +21,7 @@ from .records import (RecordStore, apply_fieldpaths, check_extensions, check_run
 from .validation import require_str, validate_identifier, validate_key
 
 if TYPE_CHECKING:
-    from .db import Transaction
+    from .transaction import Transaction
 
 _FIELDS = {"spec": "spec", "image": "image", "snapshotkey": "snapshot_key", "sandbox": "sandbox_id"}
 _MAPS = {"labels": "labels", "extensions": "extensions"}

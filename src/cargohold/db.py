@@ -40,7 +40,15 @@ Locking, as owned by this module:
 A store method called inside ``with db.update()`` (or ``db.view()``) in the
 same thread joins that transaction even without ``tx=``; only the outermost
 block commits. Mutation callbacks run after the commit, with the lock
-released, so a callback may start a collection.
+released, so a callback may start a collection. A store method called outside
+any transaction shares a write transaction with concurrent callers
+(`cargohold.groupcommit`). The snapshot backends' records are written in the
+same transactions (`cargohold.snapshots.metastore`): one commit per metadata
+transaction, durable when it returns unless the database was opened with
+``durable=False`` (`cargohold.kv`, "Durability").
+
+The transaction classes live in `cargohold.transaction`, below the stores;
+this module is the facade above them and the collector.
 """
 
 from __future__ import annotations
@@ -48,205 +56,31 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional, TypeVar
 
 from . import migrations, ownership, schema
 from ._native import decode_varint, encode_varint
 from .errors import Corrupted, Error, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from .gc import context as gccontext
 from .gc import journal as gcjournal
+from .gc.scope import Scope
+from .groupcommit import GroupCommit
 from .kv import Env
 from .locks import FileLock
 from .logs import LazyLogger
 from .model import Freed, GCStats, Leftover, Node, ResourceType, snapshotter_name
 from .sessions import DeadSession, Sessions
-from .timeutil import Clock, to_ns, utcnow
+from .timeutil import Clock, utcnow
+from .transaction import Given, Transaction, TxContext, check_given, run_all
 from .validation import require_str, validate_identifier
 
 log = LazyLogger("cargohold")
 
 MutationCallback = Callable[[bool], None]
 Publisher = Callable[[str, str, Any], None]
+T = TypeVar("T")
 
-
-class Transaction:
-    """One metadata transaction, handed to store methods as ``tx=``.
-
-    Besides the key-value transaction (`kv`) it collects what must happen
-    only if it commits: dirty backends, events and other post-commit work;
-    and what must be undone if it does not (`on_abort`).
-    """
-
-    __slots__ = ("db", "kv", "write", "now", "_dirty", "_dirty_content", "_dirty_snapshotters",
-                 "_after", "_undo", "_held", "_namespaces", "_gc_round", "_journaled")
-
-    def __init__(self, db: "DB", kv_txn, write: bool) -> None:
-        self.db = db
-        self.kv = kv_txn
-        self.write = write
-        self.now: int = to_ns(db.clock())
-        """The transaction's timestamp (ns): every object it touches gets the same one."""
-        self._dirty = False
-        self._dirty_content = False
-        self._dirty_snapshotters: set[str] = set()
-        self._after: list[Callable[[], None]] = []
-        self._undo: list[Callable[[], None]] = []
-        self._held: dict[Any, Any] = {}
-        self._namespaces: set[str] = set()
-        self._gc_round: Optional[int] = None
-        self._journaled: set[bytes] = set()
-
-    def gc_round(self) -> int:
-        """The round of the concurrent collection this transaction journals in (0: none running).
-
-        Looked up once, on the first change to the node table: write
-        transactions are serialised, so the marker cannot change under one.
-        """
-        if self._gc_round is None:
-            self._gc_round = gcjournal.active_round(self)
-        return self._gc_round
-
-    def require_write(self) -> None:
-        if not self.write:
-            raise InvalidArgument("this call writes, but the transaction given is read-only (use db.update())")
-
-    def mark_dirty(self, *, content: bool = False, snapshotter: Optional[str] = None) -> None:
-        """Record a deletion: the next collection must run, and clean these backends."""
-        self.require_write()
-        self._dirty = True
-        # The marker's value is a fresh token: the collector clears a marker only
-        # if it still holds the token it saw, so a newer deletion is never lost.
-        if content and not self._dirty_content:
-            self._dirty_content = True
-            self.kv.put(schema.T_META, schema.META_DIRTY_CONTENT, os.urandom(8))
-        if snapshotter is not None and snapshotter not in self._dirty_snapshotters:
-            self._dirty_snapshotters.add(snapshotter)
-            self.kv.put(schema.T_META, schema.dirty_snapshotter_key(snapshotter), os.urandom(8))
-
-    def after_commit(self, fn: Callable[[], None]) -> None:
-        """Run fn once the transaction has committed (events, backend work)."""
-        self._after.append(fn)
-
-    def on_abort(self, fn: Callable[[], None]) -> None:
-        """Run fn if the transaction does not commit (undo backend side effects).
-
-        Undo steps run newest first, so a step may rely on the ones registered
-        before it still being in place (a child snapshot goes before its parent).
-        """
-        self._undo.append(fn)
-
-    def hold(self, key: Any, factory: Callable[[], Any]) -> None:
-        """Enter the context manager `factory()` now and exit it when the transaction
-        ends, committed or not; once per `key` (e.g. a backend lock held until commit)."""
-        if key not in self._held:
-            cm = factory()
-            cm.__enter__()
-            self._held[key] = cm
-
-    def publish(self, namespace: str, topic: str, event: Any) -> None:
-        """Publish an event through the DB's publisher after the commit (a failing publisher is logged)."""
-        publisher = self.db.publisher
-        if publisher is not None:
-            def send() -> None:
-                try:
-                    publisher(namespace, topic, event)
-                except Exception:
-                    log.exception("publishing %s failed", topic)
-            self.after_commit(send)
-
-    def ensure_namespace(self, name: str) -> None:
-        """Create the namespace record if missing: a namespace exists once written in."""
-        if name in self._namespaces:
-            return
-        self.require_write()
-        record = schema.pack({"labels": {}, "created": self.now})
-        self.kv.put(schema.T_NAMESPACES, name.encode(), record, overwrite=False)
-        self._namespaces.add(name)
-
-    def next_sequence(self, name: str) -> int:
-        """A per-database counter, incremented in this transaction (1, 2, ...)."""
-        key = schema.META_SEQUENCE + name.encode()
-        raw = self.kv.get(schema.T_META, key)
-        value = (decode_varint(raw)[0] if raw else 0) + 1
-        self.kv.put(schema.T_META, key, encode_varint(value))
-        return value
-
-
-class _TxContext:
-    """Context manager behind `DB.update()` and `DB.view()`.
-
-    The collector runs its own write transactions with ``internal=True``: it
-    already holds the writer lock exclusively, and its commits are not
-    mutations to report (no callbacks, post-commit hooks left to the caller).
-    """
-
-    __slots__ = ("db", "write", "tx", "joined", "_lock", "internal")
-
-    def __init__(self, db: "DB", write: bool, internal: bool = False) -> None:
-        self.db = db
-        self.write = write
-        self.tx: Optional[Transaction] = None
-        self.joined = False
-        self._lock = None
-        self.internal = internal
-
-    def __enter__(self) -> Transaction:
-        db = self.db
-        current = db._current()
-        if current is not None:
-            if self.write and not current.write:
-                raise FailedPrecondition("cannot write inside a read transaction (db.view())")
-            self.joined = True
-            self.tx = current
-            return current
-        db._require_open()
-        if self.write and not self.internal:
-            with db._turnstile.shared():
-                self._lock = db.wlock.shared()
-                self._lock.__enter__()
-        try:
-            kv_txn = db._env.write() if self.write else db._env.read()
-        except BaseException:
-            self._release()
-            raise
-        self.tx = Transaction(db, kv_txn, self.write)
-        db._local.tx = self.tx
-        return self.tx
-
-    def _release(self) -> None:
-        if self._lock is not None:
-            self._lock.__exit__(None, None, None)
-            self._lock = None
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if self.joined:
-            return
-        tx = self.tx
-        self.db._local.tx = None
-        try:
-            if exc_type is None:
-                try:
-                    tx.kv.commit()
-                except BaseException:
-                    _run_all(reversed(tx._undo))
-                    raise
-            else:
-                tx.kv.abort()
-                _run_all(reversed(tx._undo))
-                return
-        finally:
-            _run_all([cm.__exit__ for cm in reversed(tx._held.values())], None, None, None)
-            self._release()
-        if self.write and not self.internal:
-            self.db._committed(tx)
-
-
-def _run_all(fns: Iterable[Callable], *args: Any) -> None:
-    for fn in fns:
-        try:
-            fn(*args)
-        except Exception:  # cleanup must not hide the error that caused it
-            pass
+__all__ = ["DB", "Transaction", "COLLECTION_PHASES"]
 
 
 class DB:
@@ -263,7 +97,7 @@ class DB:
     def __init__(self, meta_path: str, content_store: Any = None,
                  snapshotters: Optional[Mapping[str, Any]] = None, shared: bool = True,
                  publisher: Optional[Publisher] = None, clock: Optional[Clock] = None,
-                 *, map_size: Optional[int] = None, readonly: bool = False) -> None:
+                 *, map_size: Optional[int] = None, readonly: bool = False, durable: bool = True) -> None:
         self.path = os.fspath(meta_path)
         self.content_store = content_store
         self.snapshotters: dict[str, Any] = Snapshotters(snapshotters or {})
@@ -271,7 +105,7 @@ class DB:
         self.publisher = publisher
         self.clock: Clock = clock or utcnow
         self.readonly = readonly
-        self._env = Env(self.path, schema.TABLES, map_size=map_size, readonly=readonly)
+        self._env = Env(self.path, schema.TABLES, map_size=map_size, readonly=readonly, durable=durable)
         self.wlock = FileLock(os.path.join(self.path, "gc.lock"))
         self._sessions = Sessions(self.path)
         self._local = threading.local()
@@ -286,6 +120,7 @@ class DB:
         self._collectors: dict[int, Any] = {}
         self._collector_lock = FileLock(os.path.join(self.path, "collector.lock"))
         self._turnstile = FileLock(os.path.join(self.path, "gc.turnstile"))
+        self._group = GroupCommit(self)
         self._gc_hook: Optional[Callable[[str], None]] = None
         """Test seam: called with the name of each phase of a collection as it is reached
         (`COLLECTION_PHASES`), in the collecting thread."""
@@ -320,6 +155,7 @@ class DB:
             self._initialized = True
             return
         upgraded = 0 < current < migrations.IDENTITY_VERSION
+        self._bind_backends()
         for name, backend in self._backends():
             ownership.settle(backend, _describe(name), self.identity, adopt=upgraded)
         self._initialized = True
@@ -337,7 +173,7 @@ class DB:
         dead = self._sessions.dead()
         if dead:
             try:
-                with self.wlock.shared(), _TxContext(self, True, internal=True) as tx:
+                with self.wlock.shared(), TxContext(self, True, internal=True) as tx:
                     self._mark_dead_sessions(tx, dead)
             except Error:
                 pass
@@ -348,6 +184,18 @@ class DB:
                 repair_commits(self, name)
             except Error:
                 pass
+
+    def _bind_backends(self) -> None:
+        """Let every snapshot backend that can keep its records in this database (and join its
+        transactions) do so; one with an environment of its own has it moved in first."""
+        for name, backend in sorted(self.snapshotters.items()):
+            bind = getattr(backend, "bind_metastore", None)
+            if bind is not None and getattr(backend, "metastore_env", None) is not self._env:
+                bind(self._env, name, self._current)
+
+    def backend_joins(self, name: str) -> bool:
+        """Whether snapshotter `name` writes its records in this database's transactions."""
+        return getattr(self.snapshotter_backend(name), "metastore_env", None) is self._env
 
     def _mark_dead_sessions(self, tx: Transaction, dead: list[DeadSession]) -> None:
         """Mark dirty every backend a dead session had open, and every backend of this DB."""
@@ -394,6 +242,16 @@ class DB:
         with self._env.read() as kv_txn:
             return self.version_in(kv_txn)
 
+    @property
+    def durable(self) -> bool:
+        """Whether a commit is on disk when it returns (``durable=False``: see `cargohold.kv`)."""
+        return self._env.durable
+
+    def sync(self) -> None:
+        """Make every commit so far durable (what ``durable=False`` leaves to the next flush)."""
+        self._require_open()
+        self._env.sync()
+
     def close(self) -> None:
         """Close the database (waits for open transactions); backends are closed too."""
         if self._closed:
@@ -423,14 +281,14 @@ class DB:
 
     # -- transactions --------------------------------------------------------------
 
-    def update(self) -> _TxContext:
+    def update(self) -> TxContext:
         """A write transaction: ``with db.update() as tx: ...`` commits on success, rolls back on error."""
         self._env.require_writable()
-        return _TxContext(self, True)
+        return TxContext(self, True)
 
-    def view(self) -> _TxContext:
+    def view(self) -> TxContext:
         """A read transaction: a consistent snapshot that never blocks writers."""
-        return _TxContext(self, False)
+        return TxContext(self, False)
 
     def _current(self) -> Optional[Transaction]:
         return getattr(self._local, "tx", None)
@@ -439,11 +297,30 @@ class DB:
         """The context a store method runs in: the caller's `tx` if given, else a new one."""
         if tx is None:
             return self.update() if write else self.view()
-        if not isinstance(tx, Transaction) or tx.db is not self:
-            raise InvalidArgument("tx must be a transaction of this database")
-        if write:
-            tx.require_write()
-        return _Given(tx)
+        return Given(check_given(self, tx, write))
+
+    def write(self, tx: Optional[Transaction], fn: Callable[[Transaction], T], *, savepoint: bool = False) -> T:
+        """Run a store method's body ``fn(t)`` in a write transaction; return what it returns.
+
+        In the caller's `tx`, or the transaction this thread has open, if
+        any (in a savepoint of it with ``savepoint=True``: for bodies that
+        cannot check every failure before their first write); else in a
+        write transaction shared with concurrent callers (`cargohold.groupcommit`),
+        durable, as far as the database's mode makes commits durable, when
+        this returns.
+        """
+        if tx is None:
+            tx = self._current()
+            if tx is None:
+                return self._group.run(fn)
+            if not tx.write:
+                raise FailedPrecondition("cannot write inside a read transaction (db.view())")
+        else:
+            check_given(self, tx, True)
+        if savepoint:
+            with tx.savepoint():
+                return fn(tx)
+        return fn(tx)
 
     def register_mutation_callback(self, fn: MutationCallback) -> None:
         """Call fn(dirty) after each committed update; dirty says a deletion awaits collection."""
@@ -609,8 +486,8 @@ class DB:
             self._phase("cleared")
         if adopt_backends:
             self._adopt_backends(stats, dirty)
-        jobs = [lambda: _run_all(tx._after)]  # events only: publish() already logs failures
-        scope = None if namespace is None else gccontext.Scope(
+        jobs = [lambda: run_all(tx._after)]  # events only: publish() already logs failures
+        scope = None if namespace is None else Scope(
             namespace, frozenset(n.key for n in stats.removed if n.type == ResourceType.CONTENT))
         jobs.extend(self._cleanup_jobs(stats, dirty, scope))
         jobs.extend(contexts.finish_all())
@@ -627,9 +504,9 @@ class DB:
         if hook is not None:
             hook(name)
 
-    def _internal_update(self) -> "_TxContext":
+    def _internal_update(self) -> "TxContext":
         """A write transaction of the collector's own (no callbacks, never journaled)."""
-        return _TxContext(self, True, internal=True)
+        return TxContext(self, True, internal=True)
 
     def _collect_concurrently(self, contexts: "gccontext.Contexts", dead: list[DeadSession],
                               namespace: Optional[str]) -> tuple[GCStats, Transaction, "_DirtyMarkers"]:
@@ -766,7 +643,7 @@ class DB:
             return True
 
     def _cleanup_jobs(self, stats: GCStats, dirty: "_DirtyMarkers",
-                      scope: Optional["gccontext.Scope"]) -> list[Callable[[], None]]:
+                      scope: Optional[Scope]) -> list[Callable[[], None]]:
         """One job per dirty backend this DB has and owns (a marker of a snapshotter it lacks,
         or of a backend it may not clean, stays)."""
         jobs: list[Callable[[], None]] = []
@@ -808,7 +685,7 @@ class DB:
         stats.errors.append(reason)
         return False
 
-    def _clean_content(self, stats: GCStats, token: bytes, scope: Optional["gccontext.Scope"]) -> None:
+    def _clean_content(self, stats: GCStats, token: bytes, scope: Optional[Scope]) -> None:
         from .content.store import collect_backend
 
         def clean(errors: list, deferred: list) -> None:
@@ -818,7 +695,7 @@ class DB:
         self._clean_backend(stats, "content store", marker, token, clean)
 
     def _clean_snapshotter(self, stats: GCStats, name: str, token: bytes,
-                           scope: Optional["gccontext.Scope"]) -> None:
+                           scope: Optional[Scope]) -> None:
         from .snapshots.store import collect_backend
 
         def clean(errors: list, deferred: list) -> None:
@@ -855,7 +732,7 @@ class DB:
     def _clear_marker(self, key: bytes, token: bytes) -> None:
         """Forget a dirty marker unless a deletion since the collection renewed it."""
         with self.wlock.shared():
-            with _TxContext(self, True, internal=True) as tx:
+            with TxContext(self, True, internal=True) as tx:
                 if tx.kv.get(schema.T_META, key) == token:
                     tx.kv.delete(schema.T_META, key)
 
@@ -950,18 +827,3 @@ def _dirty_markers(tx: Transaction) -> _DirtyMarkers:
     for key, token in tx.kv.scan(schema.T_META, prefix):
         found.snapshotters[schema.text(key[len(prefix):], "snapshotter")] = token
     return found
-
-
-class _Given:
-    """Context manager that hands back a transaction the caller owns."""
-
-    __slots__ = ("tx",)
-
-    def __init__(self, tx: Transaction) -> None:
-        self.tx = tx
-
-    def __enter__(self) -> Transaction:
-        return self.tx
-
-    def __exit__(self, *exc) -> None:
-        return None

@@ -17,12 +17,12 @@ from .errors import InvalidArgument, NotFound
 from .fieldpaths import clean_labels, merge_map
 from .gc import index
 from .gc.labels import GC_EXPIRE
-from .model import Descriptor, Image, Resource, ResourceType
+from .model import Descriptor, Image, Resource, ResourceType, evolve
 from .records import RecordStore, check_string_map
 from .validation import require_str, validate_digest, validate_key
 
 if TYPE_CHECKING:
-    from .db import Transaction
+    from .transaction import Transaction
 
 
 def _descriptor(target: object, name: str) -> Descriptor:
@@ -41,7 +41,7 @@ def _check_target(target: object, name: str) -> Descriptor:
     if not target.media_type:
         raise InvalidArgument(f"target media type of image {name!r} must be set")
     annotations = check_string_map(target.annotations, f"target annotation of image {name!r}")
-    return replace(target, annotations=annotations)
+    return evolve(target, annotations=annotations)
 
 
 
@@ -71,7 +71,7 @@ class ImageStore(RecordStore[Image]):
 
     def _validate(self, image: Image) -> Image:
         name = self._check_id(image.name)
-        return replace(image, labels=clean_labels(image.labels), target=_check_target(image.target, name))
+        return evolve(image, labels=clean_labels(image.labels), target=_check_target(image.target, name))
 
     def _encode(self, image: Image) -> dict:
         t = image.target
@@ -125,7 +125,8 @@ class ImageStore(RecordStore[Image]):
         self._check_id(name)
         if target is not None:
             validate_digest(_descriptor(target, name).digest, f"target digest to delete image {name!r} by")
-        with self._db.transaction(tx, write=True) as t:
+
+        def delete(t: "Transaction") -> None:
             current = self._require(t, name)
             if target is not None and current.target.digest != target.digest:
                 raise NotFound(f"image {name!r} has target {current.target.digest}, not {target.digest}")
@@ -136,6 +137,8 @@ class ImageStore(RecordStore[Image]):
             t.publish(self._ns.name, TOPIC_IMAGE_DELETE, ImageDelete(name))
             if sync:
                 t.after_commit(self._db.garbage_collect)
+
+        self._db.write(tx, delete)
 
 
 def remove_for_gc(tx: "Transaction", ns: str, name: str) -> None:

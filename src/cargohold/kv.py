@@ -42,6 +42,14 @@ reads. The open is decided as below but writes nothing: no session is
 counted, no clean marker is written or refreshed, and a file that needs
 verifying is verified in a child process every time.
 
+Durability: by default a commit returns once it is on disk (LMDB flushes the
+data pages, then the meta page: two fdatasyncs). ``durable=False``, as
+containerd's ``no_sync``, drops the meta page's flush (MDB_NOMETASYNC): a
+commit is flushed once, and a power cut or kernel crash may undo the last
+commits, but never leaves the file inconsistent (the previous meta page
+still describes a complete, flushed tree); a process crash loses nothing.
+Closing flushes, so a clean close leaves everything durable (`Env.sync`).
+
 Verification: LMDB trusts its pages, and a damaged page can kill the process
 (SIGSEGV, SIGBUS) or be returned as data. So before LMDB maps a data file
 no other session has open, `cargohold.kvguard` decides. A lost file (missing,
@@ -108,8 +116,10 @@ class Env:
     """One LMDB environment with named tables."""
 
     def __init__(self, path: str, tables: Sequence[str], *, map_size: Optional[int] = None,
-                 max_readers: int = 512, readonly: Optional[bool] = None) -> None:
+                 max_readers: int = 512, readonly: Optional[bool] = None, durable: bool = True) -> None:
         self.path = os.fspath(path)
+        self.durable = check_durable(durable)
+        """Whether a commit is on disk when it returns (see "Durability" in the module docstring)."""
         writable = not os.path.isdir(self.path) or os.access(self.path, os.W_OK)
         self.readonly = (not writable) if readonly is None else bool(readonly)
         """Whether this environment only reads (see the module docstring)."""
@@ -169,7 +179,7 @@ class Env:
                 # lmdb.open begins a transaction of its own: a growth just before it is MAP_RESIZED
                 return lmdb.open(self.path, subdir=True, map_size=size, max_dbs=tables + 2,
                                  max_readers=max_readers, readahead=False, meminit=False,
-                                 readonly=self.readonly, lock=not self._lockless)
+                                 readonly=self.readonly, lock=not self._lockless, metasync=self.durable)
             except lmdb.MapResizedError:
                 continue  # the next open maps the new size
             except lmdb.Error as exc:
@@ -370,9 +380,70 @@ class Env:
             self._closed = True
             while self._active:
                 self._cond.wait()
+            self._flush_before_close()
             self._env.close()
         self._writer_lock.close()
         self._sessions.end(self._mark_clean)
+
+    def release_pages(self) -> None:
+        """Give back this process's resident pages of the data file's map (Linux: madvise
+        MADV_DONTNEED on a shared file mapping). Nothing is lost: the pages stay in the page
+        cache and a later read maps them again. Used by reads of a whole table (`Txn.scan`)."""
+        if _madvise is None:
+            return
+        data = os.path.realpath(os.path.join(self.path, "data.mdb"))
+        try:
+            with open("/proc/self/maps") as maps:
+                ranges = [line.split(None, 1)[0] for line in maps if line.rstrip("\n").endswith(" " + data)]
+        except OSError:
+            return
+        for span in ranges:
+            low, high = (int(part, 16) for part in span.split("-"))
+            _madvise(low, high - low, _MADV_DONTNEED)
+
+    # -- durability (durable=False: containerd's no_sync) ------------------------------
+
+    def sync(self) -> None:
+        """Flush every commit so far to disk: what a non-durable environment's last commit
+        left in memory is durable once this returns (harmless when durable)."""
+        try:
+            self._env.sync(True)
+        except lmdb.Error as exc:
+            raise _translate(exc, self.path) from None
+
+    def _flush_before_close(self) -> None:
+        """A non-durable environment's last commit goes to disk before the close: the clean
+        marker written after it must describe the file as it will stay."""
+        if not self.durable and not self.readonly:
+            self.sync()
+
+
+def _libc_madvise():
+    """libc's madvise, or None where there is none to call (not Linux, no ctypes)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.madvise
+    except (ImportError, OSError, AttributeError):
+        return None
+    fn.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_madvise = _libc_madvise()
+_MADV_DONTNEED = 4
+
+
+def check_durable(durable: object) -> bool:
+    """`durable` as `Env` takes it: InvalidArgument unless a bool."""
+    if not isinstance(durable, bool):
+        raise InvalidArgument(f"durable must be True or False, not {durable!r}")
+    return durable
+
 
 
 def walk_all(path: str, *, lock: bool = True) -> None:
@@ -528,23 +599,44 @@ class Txn:
             except lmdb.Error as exc:
                 raise _translate(exc, self._env.path) from None
 
+    def _again(self, exc: lmdb.Error, fn):
+        """`fn` once more under `_guard`, after the direct call failed with `exc`: a full map is
+        grown (the transaction replayed) first, as `_guard` would have."""
+        if isinstance(exc, lmdb.MapFullError) and self.write and not self._done:
+            self._replay()
+        return self._guard(fn)
+
     def _require_write(self) -> None:
         if not self.write:
             raise InvalidArgument("write attempted in a read-only transaction")
 
+    # get, put and delete try LMDB directly first; an lmdb error (a full map, a finished
+    # transaction) goes to `_again`.
+
     def get(self, table: str, key: bytes) -> Optional[bytes]:
-        db = self._db(table)
+        db = self._env._dbs.get(table)
+        if db is None:
+            db = self._db(table)
         if db is _MISSING:
             return None
-        return self._guard(lambda: self._txn.get(key, db=db))
+        try:
+            return self._txn.get(key, db=db)
+        except lmdb.Error as exc:
+            return self._again(exc, lambda: self._txn.get(key, db=db))
 
     def put(self, table: str, key: bytes, value: bytes, *, overwrite: bool = True) -> bool:
         """Store value at key; with overwrite=False return False if key exists."""
-        self._require_write()
+        if not self.write:
+            self._require_write()
         if len(key) > MAX_KEY_SIZE:
             raise InvalidArgument(f"key of {len(key)} bytes exceeds the {MAX_KEY_SIZE}-byte limit")
-        db = self._db(table)
-        done = self._guard(lambda: self._txn.put(key, value, db=db, overwrite=overwrite))
+        db = self._env._dbs.get(table)
+        if db is None:
+            db = self._db(table)
+        try:
+            done = self._txn.put(key, value, db=db, overwrite=overwrite)
+        except lmdb.Error as exc:
+            done = self._again(exc, lambda: self._txn.put(key, value, db=db, overwrite=overwrite))
         if done:
             self._journal.append(("put", db, key, value))
         return done
@@ -552,17 +644,23 @@ class Txn:
     def delete(self, table: str, key: bytes) -> bool:
         self._require_write()
         db = self._db(table)
-        done = self._guard(lambda: self._txn.delete(key, db=db))
+        try:
+            done = self._txn.delete(key, db=db)
+        except lmdb.Error as exc:
+            done = self._again(exc, lambda: self._txn.delete(key, db=db))
         if done:
             self._journal.append(("del", db, key, None))
         return done
 
-    def scan(self, table: str, prefix: bytes = b"", *, start: Optional[bytes] = None
-             ) -> Iterator[tuple[bytes, bytes]]:
+    def scan(self, table: str, prefix: bytes = b"", *, start: Optional[bytes] = None,
+             release_every: int = 0) -> Iterator[tuple[bytes, bytes]]:
         """Yield (key, value) in key order for keys starting with prefix (from `start` if given).
 
         The iterator must be consumed before the transaction ends or writes to
         the same table: materialise it (list) when writing while iterating.
+        With `release_every`, a scan of a whole table gives the map's pages
+        back after every that many rows (`Env.release_pages`), so that reading
+        the table does not keep it resident in this process.
         """
         db = self._db(table)
         if db is _MISSING:
@@ -571,16 +669,21 @@ class Txn:
         first = start if start is not None else prefix
         if not self._guard(lambda: cursor.set_range(first)):
             return
+        rows = 0
         try:
-            if not prefix:
-                yield from cursor.iternext()
-                return
             for key, value in cursor.iternext():
-                if not key.startswith(prefix):
+                if prefix and not key.startswith(prefix):
                     return
                 yield key, value
+                if release_every:
+                    rows += 1
+                    if rows % release_every == 0:
+                        self._env.release_pages()
         except lmdb.Error as exc:
             raise _translate(exc, self._env.path) from None
+        finally:
+            if release_every:
+                self._env.release_pages()
 
     def keys(self, table: str, prefix: bytes = b"") -> list[bytes]:
         return [key for key, _ in self.scan(table, prefix)]
@@ -630,3 +733,74 @@ class Txn:
             if self._lock_cm is not None:
                 self._lock_cm.__exit__(None, None, None)
                 self._lock_cm = None
+
+    # -- nested transactions (savepoints, group commit) --------------------------------
+
+    def child(self) -> "Txn":
+        """A write transaction nested in this one (LMDB's child transaction).
+
+        It sees this transaction's writes; its own reach this one only when
+        it commits, and vanish when it aborts. This transaction must not be
+        used while the child is open. Commit or abort the child before this one.
+        """
+        self._require_write()
+        if self._done:
+            raise Unavailable("transaction already finished")
+        return _Child(self)
+
+
+class _Child(Txn):
+    """A nested write transaction: no locks of its own, its journal joins the parent's on commit."""
+
+    __slots__ = ("_parent",)
+
+    def __init__(self, parent: Txn) -> None:
+        self._env = parent._env
+        self.write = True
+        self._journal = []
+        self._lock_cm = None
+        self._done = False
+        self._open = False
+        self._parent = parent
+        self._txn = self._begin_child()
+        self._open = True
+
+    def _begin_child(self) -> "lmdb.Transaction":
+        try:
+            return self._env._env.begin(write=True, parent=self._parent._txn)
+        except lmdb.Error as exc:
+            raise _translate(exc, self._env.path) from None
+
+    def _replay(self) -> None:
+        """After MDB_MAP_FULL: the parent replays (growing the map), then this child redoes its writes."""
+        self._txn.abort()
+        self._open = False
+        self._parent._replay()
+        self._txn = self._begin_child()
+        self._open = True
+        for op, db, key, value in self._journal:
+            try:
+                if op == "put":
+                    self._txn.put(key, value, db=db)
+                else:
+                    self._txn.delete(key, db=db)
+            except lmdb.MapFullError:
+                return self._replay()
+
+    def commit(self) -> None:
+        if self._done:
+            return
+        try:
+            self._guard(lambda: self._txn.commit())
+        except BaseException:
+            self._finish(abort=True)
+            raise
+        self._parent._journal.extend(self._journal)
+        self._finish(abort=False)
+
+    def _finish(self, abort: bool) -> None:
+        self._done = True
+        if abort and self._open:
+            self._txn.abort()
+        self._open = False
+        self._journal = None

@@ -21,15 +21,14 @@ from .timeutil import from_ns
 from .validation import require_str, validate_digest, validate_identifier, validate_key
 
 if TYPE_CHECKING:
-    from .db import Transaction
-    from .namespaces import Namespace
+    from .transaction import NamespaceHandle, Transaction
 
 
 def _lease_key(ns: str, lease_id: str) -> bytes:
     return schema.object_key(ns, schema.K_LEASE, lease_id)
 
 
-def attach(tx: "Transaction", ns: "Namespace", resource: Resource) -> None:
+def attach(tx: "Transaction", ns: "NamespaceHandle", resource: Resource) -> None:
     """Add `resource` to the handle's lease, if it has one, in the caller's transaction.
 
     NotFound if the lease does not exist (containerd's "lease does not exist").
@@ -41,7 +40,7 @@ def attach(tx: "Transaction", ns: "Namespace", resource: Resource) -> None:
     index.lease_add(tx, ns.name, ns.lease, resource)
 
 
-def detach(tx: "Transaction", ns: "Namespace", resource: Resource) -> None:
+def detach(tx: "Transaction", ns: "NamespaceHandle", resource: Resource) -> None:
     """Drop `resource` from the handle's lease, if it has one (the object is being deleted)."""
     if ns.lease is not None:
         index.lease_remove(tx, ns.name, ns.lease, resource)
@@ -83,7 +82,7 @@ class LeaseStore:
     Filter fields: ``id``, ``labels.<key>``.
     """
 
-    def __init__(self, ns: "Namespace") -> None:
+    def __init__(self, ns: "NamespaceHandle") -> None:
         self._ns = ns
         self._db = ns.db
 
@@ -114,7 +113,8 @@ class LeaseStore:
         if id is not None:
             validate_identifier(id, "lease id")
         labels = clean_labels(labels)
-        with self._db.transaction(tx, write=True) as t:
+
+        def _body(t: "Transaction"):
             lease_id = id if id is not None else self._new_id(t)
             if self._exists(t, lease_id):
                 raise AlreadyExists(f"lease {lease_id!r} already exists in namespace {self._ns.name!r}")
@@ -122,6 +122,8 @@ class LeaseStore:
             t.kv.put(schema.T_OBJECTS, _lease_key(self._ns.name, lease_id), schema.pack({"c": t.now, "l": labels}))
             index.index_lease(t, self._ns.name, lease_id, labels)
             return Lease(lease_id, from_ns(t.now), labels)
+
+        return self._db.write(tx, _body)
 
     def list(self, *filter_args: str, tx: Optional["Transaction"] = None) -> list:
         """Every lease matching any of the filters (all without filters), by id."""
@@ -136,27 +138,36 @@ class LeaseStore:
     def delete(self, id: str, *, tx: Optional["Transaction"] = None) -> None:
         """Delete a lease and forget its resources (they become collectable); NotFound if missing."""
         validate_identifier(id, "lease id")
-        with self._db.transaction(tx, write=True) as t:
+
+        def _body(t: "Transaction"):
             self._require(t, id)
             remove_for_gc(t, self._ns.name, id)
             t.mark_dirty()
+
+        self._db.write(tx, _body)
 
     def add_resource(self, lease_id: str, resource: Resource, *, tx: Optional["Transaction"] = None) -> None:
         """Make the lease hold a resource (adding one it holds already is fine); NotFound without the lease."""
         validate_identifier(lease_id, "lease id")
         check_resource(resource)
-        with self._db.transaction(tx, write=True) as t:
+
+        def _body(t: "Transaction"):
             self._require(t, lease_id)
             index.lease_add(t, self._ns.name, lease_id, resource)
+
+        self._db.write(tx, _body)
 
     def delete_resource(self, lease_id: str, resource: Resource, *, tx: Optional["Transaction"] = None) -> None:
         """Stop holding a resource (one not held is ignored); NotFound without the lease."""
         validate_identifier(lease_id, "lease id")
         check_resource(resource)
-        with self._db.transaction(tx, write=True) as t:
+
+        def _body(t: "Transaction"):
             self._require(t, lease_id)
             if index.lease_remove(t, self._ns.name, lease_id, resource):
                 t.mark_dirty()
+
+        self._db.write(tx, _body)
 
     def list_resources(self, lease_id: str, *, tx: Optional["Transaction"] = None) -> list:
         """The resources the lease holds; NotFound without the lease."""

@@ -20,7 +20,7 @@ from .gc import index
 from .model import ResourceType
 
 if TYPE_CHECKING:
-    from .db import Transaction
+    from .transaction import Transaction
 
 
 @dataclass(frozen=True)
@@ -101,10 +101,19 @@ def _rename_snapshotter(tx: "Transaction", old: str, new: str) -> None:
         kv.put(table, new_key, value)
 
 
+def _bound_metastores(tx: "Transaction") -> None:
+    """Version 4: the snapshot backends' records live in the metadata database (table
+    ``snapshotters``), so that they commit with the metadata. Each backend's own environment is
+    moved in when the database binds it (`cargohold.snapshots.metastore`), right after this, and
+    for a backend bound later, then; the version keeps older cargohold, which would look for the
+    records in the backend's own environment, out."""
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial v1 layout", _initial_layout),
     Migration(2, "database identity", _identity),
     Migration(3, "the overlay snapshotter is named overlayfs", _overlayfs),
+    Migration(4, "snapshot backends keep their records in the metadata database", _bound_metastores),
 ]
 
 IDENTITY_VERSION = 2

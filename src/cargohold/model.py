@@ -64,6 +64,17 @@ class _Frozen:
             object.__setattr__(self, name, _labels(getattr(self, name)))
 
 
+def evolve(obj: Any, **changes: Any) -> Any:
+    """`dataclasses.replace` for the stores' hot paths: a copy of frozen data class `obj` with
+    `changes`, skipping `__init__` and `__post_init__`. Only for values the caller already
+    validated, mappings it already copied (the copy shares them with `obj`)."""
+    new = object.__new__(type(obj))
+    state = new.__dict__
+    state.update(obj.__dict__)
+    state.update(changes)
+    return new
+
+
 @dataclass(frozen=True)
 class Descriptor(_Frozen):
     """An OCI content descriptor: what an image's target points at."""

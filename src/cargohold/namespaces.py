@@ -11,13 +11,13 @@ from .model import ResourceType, snapshotter_name
 from .validation import validate_identifier, validate_label, validate_labels
 
 if TYPE_CHECKING:
-    from .db import DB, Transaction
+    from .transaction import Database, Transaction
 
 
 class NamespaceStore:
     """Create, list, label and delete namespaces (``db.namespaces``)."""
 
-    def __init__(self, db: "DB") -> None:
+    def __init__(self, db: "Database") -> None:
         self._db = db
 
     def _record(self, tx: "Transaction", name: str) -> Optional[dict]:
@@ -28,11 +28,14 @@ class NamespaceStore:
         """Create a namespace; AlreadyExists if it exists."""
         validate_identifier(name, "namespace")
         labels = validate_labels(labels)
-        with self._db.transaction(tx, write=True) as t:
+
+        def _body(t: "Transaction"):
             record = schema.pack({"labels": labels, "created": t.now})
             if not t.kv.put(schema.T_NAMESPACES, name.encode(), record, overwrite=False):
                 raise AlreadyExists(f"namespace {name!r} already exists")
             t._namespaces.add(name)
+
+        self._db.write(tx, _body)
 
     def list(self, *, tx: Optional["Transaction"] = None) -> list[str]:
         """Names of every namespace, sorted."""
@@ -52,7 +55,8 @@ class NamespaceStore:
         """Set one label (an empty value deletes it); creates the namespace if needed, as containerd does."""
         validate_identifier(name, "namespace")
         validate_label(key, value)
-        with self._db.transaction(tx, write=True) as t:
+
+        def _body(t: "Transaction"):
             record = self._record(t, name) or {"labels": {}, "created": t.now}
             if value:
                 record["labels"][key] = value
@@ -61,6 +65,8 @@ class NamespaceStore:
             t.kv.put(schema.T_NAMESPACES, name.encode(), schema.pack(record))
             t._namespaces.add(name)
 
+        self._db.write(tx, _body)
+
     def delete(self, name: str, *, tx: Optional["Transaction"] = None) -> None:
         """Delete an empty namespace, with its leases and ingests.
 
@@ -68,7 +74,8 @@ class NamespaceStore:
         sandboxes or snapshots; NotFound if it does not exist.
         """
         validate_identifier(name, "namespace")
-        with self._db.transaction(tx, write=True) as t:
+
+        def _body(t: "Transaction"):
             if self._record(t, name) is None:
                 raise NotFound(f"namespace {name!r} not found")
             held = [kind.decode() for kind in schema.DATA_KINDS
@@ -84,6 +91,8 @@ class NamespaceStore:
             t._namespaces.discard(name)
             t.mark_dirty(content=removed_ingests)
 
+        self._db.write(tx, _body)
+
 
 class Namespace:
     """A namespace handle: the entry to its stores. Creating one writes nothing.
@@ -92,7 +101,7 @@ class Namespace:
     and images join that lease in the transaction that creates them.
     """
 
-    def __init__(self, db: "DB", name: str, lease: Optional[str] = None) -> None:
+    def __init__(self, db: "Database", name: str, lease: Optional[str] = None) -> None:
         self.db = db
         self.name = validate_identifier(name, "namespace")
         self.lease = None if lease is None else validate_identifier(lease, "lease id")
@@ -113,33 +122,48 @@ class Namespace:
 
     @property
     def images(self):
-        from .images import ImageStore
+        store = self._stores.get("images")
+        if store is None:
+            from .images import ImageStore
 
-        return self._store("images", ImageStore)
+            store = self._store("images", ImageStore)
+        return store
 
     @property
     def containers(self):
-        from .containers import ContainerStore
+        store = self._stores.get("containers")
+        if store is None:
+            from .containers import ContainerStore
 
-        return self._store("containers", ContainerStore)
+            store = self._store("containers", ContainerStore)
+        return store
 
     @property
     def sandboxes(self):
-        from .sandboxes import SandboxStore
+        store = self._stores.get("sandboxes")
+        if store is None:
+            from .sandboxes import SandboxStore
 
-        return self._store("sandboxes", SandboxStore)
+            store = self._store("sandboxes", SandboxStore)
+        return store
 
     @property
     def leases(self):
-        from .leases import LeaseStore
+        store = self._stores.get("leases")
+        if store is None:
+            from .leases import LeaseStore
 
-        return self._store("leases", LeaseStore)
+            store = self._store("leases", LeaseStore)
+        return store
 
     @property
     def content(self):
-        from .content.store import ContentStore
+        store = self._stores.get("content")
+        if store is None:
+            from .content.store import ContentStore
 
-        return self._store("content", ContentStore)
+            store = self._store("content", ContentStore)
+        return store
 
     def snapshotter(self, name: str):
         """The namespaced view of one snapshotter (``overlay`` is ``overlayfs``); NotFound for an unknown name."""

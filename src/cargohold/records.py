@@ -18,13 +18,12 @@ from typing import TYPE_CHECKING, Any, Generic, Iterable, Mapping, Optional, Typ
 from . import filters, schema
 from .errors import AlreadyExists, Corrupted, InvalidArgument, NotFound
 from .gc import index
-from .model import RuntimeInfo
+from .model import RuntimeInfo, evolve
 from .timeutil import from_ns, to_ns
 from .validation import require_str
 
 if TYPE_CHECKING:
-    from .db import Transaction
-    from .namespaces import Namespace
+    from .transaction import NamespaceHandle, Transaction
 
 T = TypeVar("T")
 
@@ -43,7 +42,7 @@ class RecordStore(Generic[T]):
     id_field: str = "id"
     """The attribute that names an object."""
 
-    def __init__(self, ns: "Namespace") -> None:
+    def __init__(self, ns: "NamespaceHandle") -> None:
         self._ns = ns
         self._db = ns.db
 
@@ -96,7 +95,7 @@ class RecordStore(Generic[T]):
         record = schema.unpack(raw, f"{self.what} {ident!r}")
         try:
             obj = self._decode(ident, record)
-            return dataclasses.replace(obj, created_at=from_ns(record["c"]), updated_at=from_ns(record["u"]))
+            return evolve(obj, created_at=from_ns(record["c"]), updated_at=from_ns(record["u"]))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise Corrupted(f"damaged {self.what} {ident!r} in namespace {self._ns.name!r}: {exc!r}") from None
 
@@ -110,11 +109,12 @@ class RecordStore(Generic[T]):
         if not isinstance(obj, self.model):
             raise InvalidArgument(f"expected a cargohold.{self.model.__name__}, not {type(obj).__name__}")
 
-    def _write(self, t: "Transaction", obj: T, created_ns: int) -> T:
+    def _write(self, t: "Transaction", obj: T, created_ns: int, key: Optional[bytes] = None) -> T:
         record = self._encode(obj)
         record["c"], record["u"] = created_ns, t.now
-        t.kv.put(schema.T_OBJECTS, self._key(self._id(obj)), schema.pack(record))
-        stored = dataclasses.replace(obj, created_at=from_ns(created_ns), updated_at=from_ns(t.now))
+        t.kv.put(schema.T_OBJECTS, key or self._key(self._id(obj)), schema.pack(record))
+        updated = from_ns(t.now)
+        stored = evolve(obj, created_at=updated if created_ns == t.now else from_ns(created_ns), updated_at=updated)
         self._index(t, stored)
         return stored
 
@@ -138,12 +138,17 @@ class RecordStore(Generic[T]):
         self._check_obj(obj)
         obj = self._validate(obj)
         ident = self._id(obj)
-        with self._db.transaction(tx, write=True) as t:
-            if t.kv.get(schema.T_OBJECTS, self._key(ident)) is not None:
+
+        key = self._key(ident)
+
+        def create(t: "Transaction") -> T:
+            if t.kv.get(schema.T_OBJECTS, key) is not None:
                 raise AlreadyExists(f"{self.what} {ident!r} already exists in namespace {self._ns.name!r}")
             self._before_write(t, obj, True)
             t.ensure_namespace(self._ns.name)
-            return self._write(t, obj, t.now)
+            return self._write(t, obj, t.now, key)
+
+        return self._db.write(tx, create)
 
     def update(self, obj: T, *fieldpaths: str, tx: Optional["Transaction"] = None) -> T:
         """Copy the field paths (every updatable field without any) from obj onto the stored object.
@@ -155,11 +160,14 @@ class RecordStore(Generic[T]):
         ident = self._check_id(self._id(obj))
         for path in fieldpaths:
             require_str(path, "field path")
-        with self._db.transaction(tx, write=True) as t:
+
+        def update(t: "Transaction") -> T:
             current = self._require(t, ident)
             updated = self._validate(self._merge(current, obj, fieldpaths))
             self._before_write(t, updated, False)
             return self._write(t, updated, to_ns(current.created_at))
+
+        return self._db.write(tx, update)
 
     def _delete(self, t: "Transaction", ident: str) -> None:
         """Delete a record that exists, with its node-table entry, and mark the database dirty."""
@@ -170,9 +178,12 @@ class RecordStore(Generic[T]):
     def delete(self, ident: str, *, tx: Optional["Transaction"] = None) -> None:
         """Delete the object; NotFound if there is none."""
         self._check_id(ident)
-        with self._db.transaction(tx, write=True) as t:
+
+        def delete(t: "Transaction") -> None:
             self._require(t, ident)
             self._delete(t, ident)
+
+        self._db.write(tx, delete)
 
 
 def apply_fieldpaths(current: Any, new: Any, paths: Iterable[str], *, fields: Mapping[str, str],
@@ -256,6 +267,8 @@ def check_extensions(extensions: Mapping[str, Any], what: str) -> dict:
 
 def check_string_map(mapping: Mapping[str, str], what: str) -> dict:
     """A map of text without size limits (annotations); empty values are dropped."""
+    if type(mapping) is dict and not mapping:
+        return {}
     out = {}
     for key, value in mapping.items():
         if not (isinstance(key, str) and key.isascii()):

@@ -19,7 +19,7 @@ from .records import (RecordStore, apply_fieldpaths, check_extensions, check_run
 from .validation import require_str, validate_identifier
 
 if TYPE_CHECKING:
-    from .db import Transaction
+    from .transaction import Transaction
 
 _FIELDS = {"spec": "spec", "runtime": "runtime"}
 _MAPS = {"labels": "labels", "extensions": "extensions"}

@@ -62,6 +62,11 @@ Tables (LMDB named databases) of the metadata environment ``root/meta``:
     It is written in the same transaction as the object it describes.
 ``leaseres``
     lease resources, keyed ``<ns>\\0<lease>\\0<type byte><node key>``, value ``b""``.
+``snapshotters``
+    the records of the snapshot backends the database opened, keyed
+    ``<snapshotter>\\0<table letter><backend key>``: each backend's own tables
+    (`cargohold.snapshots.storage`) as key ranges, so that its writes commit
+    with the metadata transaction (`cargohold.snapshots.metastore`).
 
 Names and ids never contain NUL (validated), so NUL separates key parts.
 Timestamps are integer nanoseconds since the epoch, UTC.
@@ -83,7 +88,8 @@ T_NAMESPACES = "namespaces"
 T_OBJECTS = "objects"
 T_GC = "gc"
 T_LEASERES = "leaseres"
-TABLES = (T_META, T_NAMESPACES, T_OBJECTS, T_GC, T_LEASERES)
+T_SNAPSHOTTERS = "snapshotters"
+TABLES = (T_META, T_NAMESPACES, T_OBJECTS, T_GC, T_LEASERES, T_SNAPSHOTTERS)
 
 K_IMAGE = b"image"
 K_CONTAINER = b"container"

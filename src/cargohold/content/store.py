@@ -50,7 +50,7 @@ import threading
 import time
 import weakref
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, BinaryIO, Iterator, Optional
+from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator, Optional, TypeVar
 
 from .. import filters, leases, schema
 from ..errors import AlreadyExists, Corrupted, FailedPrecondition, InvalidArgument, NotFound, Unavailable
@@ -63,14 +63,16 @@ from ..validation import validate_digest, validate_key, validate_size
 from .local import CHUNK, IngestBusy, LocalStore, LocalWriter, info_adaptor
 
 if TYPE_CHECKING:
-    from ..db import DB, Transaction
-    from ..gc.context import Scope
-    from ..namespaces import Namespace
+    from ..transaction import Database, Transaction
+    from ..gc.scope import Scope
+    from ..transaction import NamespaceHandle
 
 INGEST_EXPIRY_NS = 24 * 3600 * 1_000_000_000
 """How long an unleased ingest stays a GC root after its writer was last opened."""
 
 LABEL_SHAREABLE = "containerd.io/namespace.shareable"
+
+T = TypeVar("T")
 
 
 def new_backend_ref(ns: str) -> str:
@@ -123,18 +125,18 @@ def _info(digest: str, record: dict) -> Info:
     return Info(digest, record["s"], record["l"], from_ns(record["c"]), from_ns(record["u"]))
 
 
-def _backend(db: "DB") -> LocalStore:
+def _backend(db: "Database") -> LocalStore:
     backend = db.content_store
     if backend is None:
         raise Unavailable(f"metadata database {db.path!r} has no content store")
     return backend
 
 
-_intents: "weakref.WeakKeyDictionary[DB, FileLock]" = weakref.WeakKeyDictionary()
+_intents: "weakref.WeakKeyDictionary[Database, FileLock]" = weakref.WeakKeyDictionary()
 _intents_guard = threading.Lock()
 
 
-def _intent(db: "DB") -> FileLock:
+def _intent(db: "Database") -> FileLock:
     with _intents_guard:
         lock = _intents.get(db)
         if lock is None:
@@ -143,7 +145,7 @@ def _intent(db: "DB") -> FileLock:
 
 
 @contextmanager
-def _commit_lock(db: "DB", backend: LocalStore) -> Iterator[None]:
+def _commit_lock(db: "Database", backend: LocalStore) -> Iterator[None]:
     """The cleanup lock, shared, waited for while announcing it (see the module docstring)."""
     with _intent(db).shared():
         held = backend.cleanup_lock.shared()
@@ -155,7 +157,7 @@ def _commit_lock(db: "DB", backend: LocalStore) -> Iterator[None]:
 
 
 @contextmanager
-def _removal_lock(db: "DB", backend: LocalStore) -> Iterator[None]:
+def _removal_lock(db: "Database", backend: LocalStore) -> Iterator[None]:
     """The cleanup lock, exclusive, for one removal, once every commit waiting for it is in."""
     with _intent(db).exclusive():
         pass
@@ -163,13 +165,15 @@ def _removal_lock(db: "DB", backend: LocalStore) -> Iterator[None]:
         yield
 
 
-@contextmanager
-def _locked_update(db: "DB", tx: Optional["Transaction"]) -> Iterator["Transaction"]:
-    """A write transaction that holds the cleanup lock shared until it ends."""
+def _locked_write(db: "Database", tx: Optional["Transaction"], fn: Callable[["Transaction"], T]) -> T:
+    """``fn(t)`` in a write transaction that holds the cleanup lock shared until it ends."""
     backend = _backend(db)
-    with db.transaction(tx, write=True) as t:
+
+    def locked(t: "Transaction") -> T:
         t.hold(("content-cleanup", backend.root), lambda: _commit_lock(db, backend))
-        yield t
+        return fn(t)
+
+    return db.write(tx, locked)
 
 
 def _abandon(bw: Optional[LocalWriter]) -> None:
@@ -189,7 +193,7 @@ class _Raced(Exception):
 class ContentStore:
     """The content of one namespace (``ns.content``)."""
 
-    def __init__(self, ns: "Namespace") -> None:
+    def __init__(self, ns: "NamespaceHandle") -> None:
         self._ns = ns
         self._db = ns.db
 
@@ -238,7 +242,8 @@ class ContentStore:
         if not isinstance(info, Info):
             raise InvalidArgument(f"update needs an Info, not {type(info).__name__}")
         digest = validate_digest(info.digest)
-        with self._db.transaction(tx, write=True) as t:
+
+        def _body(t: "Transaction"):
             record = self._require_blob(t, digest)
             new_labels = update_labels(record["l"], info.labels, fieldpaths, f"content {digest}")
             record["l"] = new_labels
@@ -246,6 +251,8 @@ class ContentStore:
             t.kv.put(schema.T_OBJECTS, _blob_key(self._ns.name, digest), schema.pack(record))
             index.index_content(t, self._ns.name, digest, new_labels)
             return _info(digest, record)
+
+        return self._db.write(tx, _body)
 
     def walk(self, *filter_args: str, tx: Optional["Transaction"] = None) -> Iterator[Info]:
         """The namespace's blobs matching the filters (``digest``, ``labels.<key>``)."""
@@ -259,7 +266,8 @@ class ContentStore:
         """Forget the blob in this namespace; the bytes go at the next garbage collection."""
         validate_digest(digest)
         ns = self._ns.name
-        with self._db.transaction(tx, write=True) as t:
+
+        def _body(t: "Transaction"):
             if not t.kv.delete(schema.T_OBJECTS, _blob_key(ns, digest)):
                 raise NotFound(f"content {digest} not found in namespace {ns!r}")
             index.remove(t, ResourceType.CONTENT, ns, digest)
@@ -268,6 +276,8 @@ class ContentStore:
             from ..events import TOPIC_CONTENT_DELETE, ContentDelete  # loaded by the first write that publishes
 
             t.publish(ns, TOPIC_CONTENT_DELETE, ContentDelete(digest))
+
+        self._db.write(tx, _body)
 
     def open(self, digest: str, *, tx: Optional["Transaction"] = None) -> BinaryIO:
         """A binary, seekable file object on the blob (the caller closes it)."""
@@ -320,33 +330,36 @@ class ContentStore:
         """Write the ingest record for an opened backend writer (under the cleanup lock)."""
         ns = self._ns.name
         backend = _backend(self._db)
-        exists = False
-        with _locked_update(self._db, tx) as t:
+
+        def register(t: "Transaction") -> Optional[dict]:
+            """The ingest record written, or None when the namespace has the expected content."""
             if expected and self._blob(t, expected) is not None:
                 # containerd: hold the existing content in the lease, then report it exists.
                 leases.attach(t, self._ns, Resource(expected, "content"))
-                exists = True
-            else:
-                if bw is None:
-                    raise _Raced()
-                current = self._ingest(t, ref)
-                if current is not None and current["b"] != bref:
-                    raise _Raced()
-                shared, size = False, total
-                if expected and (self._db.shared or _shareable_elsewhere(t, expected)):
-                    try:
-                        stored = backend.info(expected).size
-                    except NotFound:
-                        stored = None
-                    if stored is not None and total in (0, stored):
-                        shared, size = True, stored
-                t.ensure_namespace(ns)
-                record = {"b": bref, "d": expected, "sh": shared, "s": size,
-                          "e": None if self._ns.lease else t.now + INGEST_EXPIRY_NS,
-                          "c": current["c"] if current else t.now, "u": t.now}
-                self._put_ingest(t, ref, record)
-                leases.attach(t, self._ns, Resource(ref, "ingests"))
-        if exists:
+                return None
+            if bw is None:
+                raise _Raced()
+            current = self._ingest(t, ref)
+            if current is not None and current["b"] != bref:
+                raise _Raced()
+            shared, size = False, total
+            if expected and (self._db.shared or _shareable_elsewhere(t, expected)):
+                try:
+                    stored = backend.info(expected).size
+                except NotFound:
+                    stored = None
+                if stored is not None and total in (0, stored):
+                    shared, size = True, stored
+            t.ensure_namespace(ns)
+            record = {"b": bref, "d": expected, "sh": shared, "s": size,
+                      "e": None if self._ns.lease else t.now + INGEST_EXPIRY_NS,
+                      "c": current["c"] if current else t.now, "u": t.now}
+            self._put_ingest(t, ref, record)
+            leases.attach(t, self._ns, Resource(ref, "ingests"))
+            return record
+
+        record = _locked_write(self._db, tx, register)
+        if record is None:
             _abandon(bw)
             raise AlreadyExists(f"content {expected} already exists in namespace {ns!r}")
         return Writer(self, ref, bw, record)
@@ -387,7 +400,8 @@ class ContentStore:
     def abort(self, ref: str, *, tx: Optional["Transaction"] = None) -> None:
         """Discard the ingest `ref`; Unavailable while a writer has it open."""
         validate_key(ref, "ingest ref")
-        with self._db.transaction(tx, write=True) as t:
+
+        def _body(t: "Transaction"):
             record = self._require_ingest(t, ref)
             try:
                 claim = _backend(self._db).claim(record["b"])
@@ -397,6 +411,8 @@ class ContentStore:
             t.on_abort(claim.release)
             t.after_commit(claim.discard)
             self._drop_ingest(t, ref)
+
+        self._db.write(tx, _body)
 
 
 def _shareable_elsewhere(t: "Transaction", digest: str) -> bool:
@@ -490,12 +506,15 @@ class Writer:
                 if not chunk:
                     raise Corrupted(f"content {self._expected} is shorter than its recorded size {self._size}")
                 copied += bw.write(chunk)
-        with store._db.transaction(None, write=True) as t:
+
+        def unshare(t: "Transaction") -> None:
             record = store._ingest(t, self.ref)
             if record is not None and record["b"] == bw.ref:
                 record["sh"] = False
                 record["u"] = t.now
                 store._put_ingest(t, self.ref, record)
+
+        store._db.write(None, unshare)
         self._shared = False
 
     def commit(self, size: int = 0, expected: Optional[str] = None, labels: Optional[dict] = None, *,
@@ -513,44 +532,50 @@ class Writer:
         bw = self._require_open()
         store = self._store
         ns = store._ns
+
+        def commit(t: "Transaction") -> tuple[str, Optional[dict]]:
+            """(digest, the blob record written, or None when the namespace had the content)."""
+            if self._shared:
+                actual, digest = self._size, self._expected
+                if not _backend(store._db).exists(digest):
+                    raise FailedPrecondition(f"commit of ingest ref {self.ref!r}: content {digest} "
+                                             f"is no longer in the content store; write its bytes")
+            else:
+                actual, digest = bw.status().offset, bw.digest()
+            if size and size != actual:
+                raise FailedPrecondition(f"commit of ingest ref {self.ref!r}: {actual} bytes written, "
+                                         f"expected size {size}")
+            if expected and expected != digest:
+                raise FailedPrecondition(f"commit of ingest ref {self.ref!r}: content has digest "
+                                         f"{digest}, expected {expected}")
+            existing = store._blob(t, digest)
+            t.ensure_namespace(ns.name)
+            leases.attach(t, ns, Resource(digest, "content"))
+            store._drop_ingest(t, self.ref)
+            if self._shared:
+                bw.discard()
+            else:
+                try:
+                    bw.commit(actual, digest)
+                except AlreadyExists:
+                    pass  # the backend had it already; the namespace records it below
+            if existing is not None:
+                return digest, None
+            record = {"s": actual, "l": labels, "c": t.now, "u": t.now}
+            t.kv.put(schema.T_OBJECTS, _blob_key(ns.name, digest), schema.pack(record))
+            index.index_content(t, ns.name, digest, labels)
+            from ..events import TOPIC_CONTENT_CREATE, ContentCreate  # loaded by the first commit
+
+            t.publish(ns.name, TOPIC_CONTENT_CREATE, ContentCreate(digest, actual))
+            return digest, record
+
         try:
             if not self._shared:
                 bw.sync()  # the slow part, done before any lock is taken
-            with _locked_update(store._db, tx) as t:
-                if self._shared:
-                    actual, digest = self._size, self._expected
-                    if not _backend(store._db).exists(digest):
-                        raise FailedPrecondition(f"commit of ingest ref {self.ref!r}: content {digest} "
-                                                 f"is no longer in the content store; write its bytes")
-                else:
-                    actual, digest = bw.status().offset, bw.digest()
-                if size and size != actual:
-                    raise FailedPrecondition(f"commit of ingest ref {self.ref!r}: {actual} bytes written, "
-                                             f"expected size {size}")
-                if expected and expected != digest:
-                    raise FailedPrecondition(f"commit of ingest ref {self.ref!r}: content has digest "
-                                             f"{digest}, expected {expected}")
-                existing = store._blob(t, digest)
-                t.ensure_namespace(ns.name)
-                leases.attach(t, ns, Resource(digest, "content"))
-                store._drop_ingest(t, self.ref)
-                if self._shared:
-                    bw.discard()
-                else:
-                    try:
-                        bw.commit(actual, digest)
-                    except AlreadyExists:
-                        pass  # the backend had it already; the namespace records it below
-                if existing is None:
-                    record = {"s": actual, "l": labels, "c": t.now, "u": t.now}
-                    t.kv.put(schema.T_OBJECTS, _blob_key(ns.name, digest), schema.pack(record))
-                    index.index_content(t, ns.name, digest, labels)
-                    from ..events import TOPIC_CONTENT_CREATE, ContentCreate  # loaded by the first commit
-
-                    t.publish(ns.name, TOPIC_CONTENT_CREATE, ContentCreate(digest, actual))
+            digest, record = _locked_write(store._db, tx, commit)
         finally:
             bw.close()
-        if existing is not None:
+        if record is None:
             raise AlreadyExists(f"content {digest} already exists in namespace {ns.name!r}")
         return _info(digest, record)
 
@@ -576,7 +601,7 @@ def remove_ingest_for_gc(tx: "Transaction", ns: str, ref: str) -> None:
     tx.mark_dirty(content=True)
 
 
-def _referenced(db: "DB") -> tuple[set, set]:
+def _referenced(db: "Database") -> tuple[set, set]:
     """(digests, backend refs) that some namespace's records still reference."""
     digests: set[str] = set()
     refs: set[str] = set()
@@ -591,7 +616,7 @@ def _referenced(db: "DB") -> tuple[set, set]:
     return digests, refs
 
 
-def _references_blob(db: "DB", digest: str) -> bool:
+def _references_blob(db: "Database", digest: str) -> bool:
     """Whether a blob record of any namespace, or a shared ingest, references `digest` now."""
     with db.view() as t:
         namespaces = db.namespaces.list(tx=t)
@@ -601,7 +626,7 @@ def _references_blob(db: "DB", digest: str) -> bool:
                    for ns in namespaces for record in _ingest_records(t, ns))
 
 
-def _references_ingest(db: "DB", ref: str) -> bool:
+def _references_ingest(db: "Database", ref: str) -> bool:
     """Whether an ingest record references the backend ingest `ref` now."""
     with db.view() as t:
         owner = backend_ref_namespace(ref)
@@ -620,7 +645,7 @@ class _Referenced:
     for the look-up). `clean_ingests` asks again once it holds the ingest's own lock, and no
     writer can then register it, so that answer stays true while it removes the ingest."""
 
-    def __init__(self, db: "DB", seen: set) -> None:
+    def __init__(self, db: "Database", seen: set) -> None:
         self._db = db
         self._seen = seen
 
@@ -631,7 +656,7 @@ class _Referenced:
             return _references_ingest(self._db, ref)
 
 
-def collect_backend(db: "DB", blobs: Optional[Freed] = None, ingests: Optional[Freed] = None,
+def collect_backend(db: "Database", blobs: Optional[Freed] = None, ingests: Optional[Freed] = None,
                     errors: Optional[list] = None, deferred: Optional[list] = None, *,
                     scope: Optional["Scope"] = None) -> float:
     """Delete every backend blob and ingest no namespace references; returns the seconds it took.
@@ -688,7 +713,7 @@ def collect_backend(db: "DB", blobs: Optional[Freed] = None, ingests: Optional[F
     return time.perf_counter() - started
 
 
-def leftovers(db: "DB") -> list[Leftover]:
+def leftovers(db: "Database") -> list[Leftover]:
     """The blobs and ingests the next `collect_backend` would delete, with their bytes; deletes nothing."""
     backend = db.content_store
     if backend is None:
@@ -701,5 +726,5 @@ def leftovers(db: "DB") -> list[Leftover]:
     return found
 
 
-def _seconds(db: "DB") -> float:
+def _seconds(db: "Database") -> float:
     return to_ns(db.clock()) / 1e9

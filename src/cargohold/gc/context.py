@@ -10,7 +10,6 @@ and the per-kind removal each store provides.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional
 
 from .. import schema
@@ -21,7 +20,7 @@ from ..model import RESOURCE_END, RESOURCE_MAX, Node, ResourceType
 from . import index
 
 if TYPE_CHECKING:
-    from ..db import Transaction
+    from ..transaction import Transaction
 
 log = LazyLogger("cargohold.gc")
 
@@ -114,17 +113,9 @@ class Contexts:
         return [finisher(rtype, ctx) for rtype, ctx in self.contexts.items()]
 
 
-@dataclass(frozen=True)
-class Scope:
-    """What a namespace-scoped collection lets the backend cleanups delete: only what was `namespace`'s.
-
-    `digests` are the content records its sweep removed; their blobs go unless
-    another namespace still records them. Its ingests and snapshots are
-    recognised by their backend refs and keys (each store knows its format).
-    """
-
-    namespace: str
-    digests: frozenset
+_RELEASE_EVERY = 32768
+"""Node-table rows read between two releases of the map's pages (`cargohold.kv.Env.release_pages`):
+the collection's memory is the marker's, not the table's."""
 
 
 class Marking:
@@ -146,8 +137,8 @@ class Marking:
     @classmethod
     def load(cls, tx: "Transaction", contexts: Contexts) -> "Marking":
         marker = Marker(contexts.labels)
-        marker.add_nodes(tx.kv.scan(schema.T_GC))
-        marker.add_lease_resources(tx.kv.scan(schema.T_LEASERES))
+        marker.add_nodes(tx.kv.scan(schema.T_GC, release_every=_RELEASE_EVERY))
+        marker.add_lease_resources(tx.kv.scan(schema.T_LEASERES, release_every=_RELEASE_EVERY))
         marking = cls(marker, contexts, tx.now, [], set())
         if contexts.contexts:
             for packed in marker.live_leases(tx.now):

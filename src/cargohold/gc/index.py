@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable, Mapping, Optional
+from typing import Iterable, Mapping, Optional
 
 from .. import schema
 from ..errors import Corrupted, InvalidArgument, Unsupported
@@ -50,9 +50,6 @@ from ..model import RESOURCE_MAX, Resource, ResourceType, snapshotter_name
 from ..timeutil import saturate
 from . import journal
 from . import labels as gclabels
-
-if TYPE_CHECKING:
-    from ..db import Transaction
 
 F_ROOT = 0x01
 F_EXPIRES = 0x02
@@ -107,6 +104,7 @@ def encode(*, root: bool = False, expire: Optional[int] = None, flat: bool = Fal
 
 
 _EDGE_HEAD = struct.Struct("<BH")
+_ROOT_ONLY = bytes((F_ROOT,))
 
 
 def strong_edge(target: bytes) -> bytes:
@@ -195,13 +193,13 @@ def rename_targets(value: bytes, rename) -> Optional[bytes]:
     return reencode(entry) if changed else None
 
 
-def _put(tx: "Transaction", rtype: int, ns: str, key: str, value: bytes) -> None:
+def _put(tx: "journal.Writing", rtype: int, ns: str, key: str, value: bytes) -> None:
     packed = schema.pack_node(rtype, ns, key)
     tx.kv.put(schema.T_GC, packed, value)
     journal.record(tx, packed)
 
 
-def remove(tx: "Transaction", rtype: int, ns: str, key: str) -> None:
+def remove(tx: "journal.Writing", rtype: int, ns: str, key: str) -> None:
     """Drop a node's entry (its record is being deleted)."""
     packed = schema.pack_node(rtype, ns, key)
     if tx.kv.delete(schema.T_GC, packed):
@@ -228,6 +226,8 @@ def snapshot_entry(ns: str, snapshotter: str, parent: str, labels: Optional[Mapp
 
 
 def image_entry(ns: str, target_digest: str, labels: Optional[Mapping[str, str]]) -> bytes:
+    if not labels and target_digest:  # the common case, as `encode` would write it
+        return _ROOT_ONLY + strong_edge(schema.pack_node(ResourceType.CONTENT, ns, target_digest))
     refs = gclabels.parse(ns, labels)
     strong = [schema.pack_node(ResourceType.CONTENT, ns, target_digest)] if target_digest else []
     return encode(root=True, expire=gclabels.expiry(labels), strong=strong, refs=refs)
@@ -261,34 +261,34 @@ def ingest_entry(ns: str, expire: Optional[int], expected: str) -> bytes:
 # -- writers used by the stores ---------------------------------------------------------
 
 
-def index_content(tx: "Transaction", ns: str, digest: str, labels: Optional[Mapping[str, str]]) -> None:
+def index_content(tx: "journal.Writing", ns: str, digest: str, labels: Optional[Mapping[str, str]]) -> None:
     _put(tx, ResourceType.CONTENT, ns, digest, content_entry(ns, labels))
 
 
-def index_snapshot(tx: "Transaction", ns: str, snapshotter: str, key: str, parent: str,
+def index_snapshot(tx: "journal.Writing", ns: str, snapshotter: str, key: str, parent: str,
                    labels: Optional[Mapping[str, str]]) -> None:
     _put(tx, ResourceType.SNAPSHOT, ns, f"{snapshotter}/{key}", snapshot_entry(ns, snapshotter, parent, labels))
 
 
-def index_image(tx: "Transaction", ns: str, name: str, target_digest: str,
+def index_image(tx: "journal.Writing", ns: str, name: str, target_digest: str,
                 labels: Optional[Mapping[str, str]]) -> None:
     _put(tx, ResourceType.IMAGE, ns, name, image_entry(ns, target_digest, labels))
 
 
-def index_container(tx: "Transaction", ns: str, container_id: str, snapshotter: str,
+def index_container(tx: "journal.Writing", ns: str, container_id: str, snapshotter: str,
                     snapshot_key: str, labels: Optional[Mapping[str, str]]) -> None:
     _put(tx, ResourceType.CONTAINER, ns, container_id, container_entry(ns, snapshotter, snapshot_key, labels))
 
 
-def index_sandbox(tx: "Transaction", ns: str, sandbox_id: str, labels: Optional[Mapping[str, str]]) -> None:
+def index_sandbox(tx: "journal.Writing", ns: str, sandbox_id: str, labels: Optional[Mapping[str, str]]) -> None:
     _put(tx, SANDBOX, ns, sandbox_id, sandbox_entry(ns, labels))
 
 
-def index_lease(tx: "Transaction", ns: str, lease_id: str, labels: Optional[Mapping[str, str]]) -> None:
+def index_lease(tx: "journal.Writing", ns: str, lease_id: str, labels: Optional[Mapping[str, str]]) -> None:
     _put(tx, ResourceType.LEASE, ns, lease_id, lease_entry(labels))
 
 
-def index_ingest(tx: "Transaction", ns: str, ref: str, expire: Optional[int], expected: str) -> None:
+def index_ingest(tx: "journal.Writing", ns: str, ref: str, expire: Optional[int], expected: str) -> None:
     _put(tx, ResourceType.INGEST, ns, ref, ingest_entry(ns, expire, expected))
 
 
@@ -338,14 +338,14 @@ def _row_resource(row: bytes) -> bytes:
     return row[lease_end + 1:lease_end + 2] + row[:ns_end + 1] + row[lease_end + 2:]
 
 
-def lease_add(tx: "Transaction", ns: str, lease_id: str, resource: Resource) -> None:
+def lease_add(tx: "journal.Writing", ns: str, lease_id: str, resource: Resource) -> None:
     """Record a lease resource (the lease record must exist: the lease store checks)."""
     row, packed = _lease_key(ns, lease_id, resource)
     tx.kv.put(schema.T_LEASERES, row, b"")
     journal.record(tx, packed)
 
 
-def lease_remove(tx: "Transaction", ns: str, lease_id: str, resource: Resource) -> bool:
+def lease_remove(tx: "journal.Writing", ns: str, lease_id: str, resource: Resource) -> bool:
     row, packed = _lease_key(ns, lease_id, resource)
     if not tx.kv.delete(schema.T_LEASERES, row):
         return False
@@ -353,13 +353,13 @@ def lease_remove(tx: "Transaction", ns: str, lease_id: str, resource: Resource) 
     return True
 
 
-def lease_resources(tx: "Transaction", ns: str, lease_id: str) -> list[Resource]:
+def lease_resources(tx: "journal.Writing", ns: str, lease_id: str) -> list[Resource]:
     prefix = schema.lease_resource_key(ns, lease_id)
     return [ref_resource(key[len(prefix)], schema.text(key[len(prefix) + 1:]))
             for key, _ in tx.kv.scan(schema.T_LEASERES, prefix)]
 
 
-def lease_drop(tx: "Transaction", ns: str, lease_id: str) -> int:
+def lease_drop(tx: "journal.Writing", ns: str, lease_id: str) -> int:
     """Forget every resource of a lease (the lease is being deleted)."""
     rows = tx.kv.keys(schema.T_LEASERES, schema.lease_resource_key(ns, lease_id))
     for row in rows:

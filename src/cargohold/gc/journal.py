@@ -43,13 +43,22 @@ collector while it still holds the lock.
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING, Optional
+from typing import Any, Optional, Protocol
 
 from .. import schema
 from ..errors import FailedPrecondition
 
-if TYPE_CHECKING:
-    from ..db import Transaction
+
+class Writing(Protocol):
+    """The write transaction a node-table writer runs in (`cargohold.transaction.Transaction`)."""
+
+    kv: Any
+    db: Any
+    now: int
+    _journaled: set
+    _gc_round: Optional[int]
+
+    def gc_round(self) -> int: ...
 
 MARKER = schema.META_GC_ACTIVE
 PREFIX = schema.META_GC_JOURNAL
@@ -68,7 +77,7 @@ def _parse(raw: Optional[bytes]) -> Optional[tuple[bytes, int, int]]:
     return _VALUE.unpack(raw)
 
 
-def active_round(tx: "Transaction") -> int:
+def active_round(tx: "Writing") -> int:
     """The round a writer journals in (0: no live collection). Read once per transaction."""
     marker = _parse(tx.kv.get(schema.T_META, MARKER))
     if marker is None or not tx.db._collector_alive():
@@ -76,7 +85,7 @@ def active_round(tx: "Transaction") -> int:
     return marker[1]
 
 
-def record(tx: "Transaction", packed: bytes) -> None:
+def record(tx: "Writing", packed: bytes) -> None:
     """Journal node `packed` if a collection is running (called by every node-table writer)."""
     round_ = tx.gc_round()
     if round_ and packed not in tx._journaled:
@@ -87,14 +96,14 @@ def record(tx: "Transaction", packed: bytes) -> None:
 # -- the collector's side ---------------------------------------------------------------------
 
 
-def begin(tx: "Transaction", token: bytes) -> int:
+def begin(tx: "Writing", token: bytes) -> int:
     """Forget a dead collection's marker and rows, then start round 1; returns the rows dropped."""
     dropped = tx.kv.delete_prefix(schema.T_META, PREFIX)
     tx.kv.put(schema.T_META, MARKER, _VALUE.pack(token, 1, tx.now))
     return dropped
 
 
-def advance(tx: "Transaction", token: bytes) -> int:
+def advance(tx: "Writing", token: bytes) -> int:
     """Move writers to the next round; returns it. FailedPrecondition if the marker is not ours."""
     marker = _parse(tx.kv.get(schema.T_META, MARKER))
     if marker is None or marker[0] != token:
@@ -117,7 +126,7 @@ def changed(kv_txn, round_: int, limit: Optional[int] = None) -> list[bytes]:
     return found
 
 
-def end(tx: "Transaction") -> None:
+def end(tx: "Writing") -> None:
     """Stop the journaling (in the sweep's transaction); the rows go later (`drop_rows`)."""
     tx.kv.delete(schema.T_META, MARKER)
 

@@ -37,14 +37,19 @@ import collections
 import math
 import threading
 import time
-from typing import TYPE_CHECKING, Optional
+from typing import Callable, Optional, Protocol
 
 from ..errors import FailedPrecondition, InvalidArgument, Unavailable
 from ..logs import LazyLogger
 from ..model import GCStats
 
-if TYPE_CHECKING:
-    from ..db import DB
+
+class Collected(Protocol):
+    """What the scheduler drives (`cargohold.db.DB`)."""
+
+    def garbage_collect(self) -> GCStats: ...
+    def register_mutation_callback(self, fn: Callable[[bool], None]) -> None: ...
+    def _collection_pending(self) -> bool: ...
 
 log = LazyLogger("cargohold.gc")
 
@@ -81,7 +86,7 @@ def _settle(waiters: list[_Waiter], stats: Optional[GCStats] = None,
 class Scheduler:
     """Runs `db.garbage_collect()` in the background when the policy says so."""
 
-    def __init__(self, db: "DB", pause_threshold: float = 0.02, deletion_threshold: int = 0,
+    def __init__(self, db: Collected, pause_threshold: float = 0.02, deletion_threshold: int = 0,
                  mutation_threshold: int = 100, schedule_delay: float = 0.0,
                  startup_delay: float = 0.1, idle_delay: float = 60.0) -> None:
         self.db = db

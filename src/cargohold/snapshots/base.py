@@ -1,14 +1,19 @@
 """What the directory snapshotters share: one directory per snapshot under
-``<root>/snapshots/<id>``, their metastore in ``<root>/metadata``, and the
-life cycle of those directories.
+``<root>/snapshots/<id>``, their records in a metastore
+(`cargohold.snapshots.metastore`: the metadata database once a `DB` binds
+the backend, else ``<root>/metadata``), and the life cycle of those
+directories.
 
 A directory is built under a temporary name (``new-*``) and renamed to its id
-inside the backend's write transaction; removal renames it to ``rm-<id>``
-inside the transaction and deletes it after the commit. Because creations
-and `cleanup` both run inside a write transaction of the backend's LMDB
-environment (whose writer lock is a flock, see `cargohold.kv`), cleanup never
-sees a half-built directory of a creation in flight, in this process or
-another, and may delete every directory that no record owns.
+inside the metastore's write transaction (the caller's metadata transaction,
+when the backend is bound and the thread has one open); if that transaction
+does not commit, the directory goes. Removal renames it to ``rm-<id>``
+inside the transaction and deletes it after the commit (or renames it back).
+Because creations and `cleanup` both run inside a write transaction of the
+metastore's LMDB environment (whose writer lock is a flock, see
+`cargohold.kv`), cleanup never sees a half-built directory of a creation in
+flight, in this process or another, and may delete every directory that no
+record owns.
 
 The garbage collector removes snapshots with `purge`, which deletes the
 directories first and the records after, in one transaction: deleting needs
@@ -26,11 +31,11 @@ from contextlib import contextmanager
 from typing import Iterable, Iterator, Optional
 
 from ..errors import Error, FailedPrecondition, InvalidArgument, Unavailable
-from ..kv import Env
 from ..model import Freed, Kind, Mount, SnapshotInfo, Usage
 from ..timeutil import Clock, to_ns, utcnow
 from ..validation import validate_labels
 from . import storage
+from .metastore import Metastore
 from .fsutil import disk_usage, remove_tree
 
 
@@ -55,7 +60,17 @@ class DirectorySnapshotter:
             os.makedirs(self._snapshots_dir, mode=0o700, exist_ok=True)
         except OSError as exc:
             raise Unavailable(f"cannot create snapshotter directory {self._snapshots_dir!r}: {exc}") from None
-        self._store = Env(os.path.join(self.root, "metadata"), storage.TABLES)
+        self._store = Metastore(os.path.join(self.root, "metadata"), storage.TABLES)
+
+    def bind_metastore(self, env, name: str, current) -> None:
+        """Keep the records in metadata environment `env`, as snapshotter `name`, joining the
+        metadata transaction ``current()`` returns (see `cargohold.snapshots.metastore`)."""
+        self._store.bind(env, name, current)
+
+    @property
+    def metastore_env(self):
+        """The metadata environment the records are kept in, once bound (else None)."""
+        return self._store.bound_env
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.root!r})"
@@ -136,21 +151,15 @@ class DirectorySnapshotter:
         if parent:
             storage.check_key(parent, "parent snapshot key")
         labels = validate_labels(labels)
-        temp = final = None
-        try:
-            with _filesystem(f"create snapshot {key!r}", self._snapshots_dir), self._store.write() as txn:
-                snapshot = storage.create(txn, kind, key, parent, labels, self._now(),
-                                          taken=lambda snapshot_id: os.path.lexists(self.snapshot_dir(snapshot_id)))
-                temp = tempfile.mkdtemp(prefix="new-", dir=self._snapshots_dir)
-                self._populate(temp, snapshot)
-                path = self.snapshot_dir(snapshot.id)
-                os.rename(temp, path)
-                temp, final = None, path
-        except BaseException:
-            for leftover in (temp, final):
-                if leftover is not None:
-                    _discard(leftover)
-            raise
+        with _filesystem(f"create snapshot {key!r}", self._snapshots_dir), self._store.write() as txn:
+            snapshot = storage.create(txn, kind, key, parent, labels, self._now(),
+                                      taken=lambda snapshot_id: os.path.lexists(self.snapshot_dir(snapshot_id)))
+            temp = tempfile.mkdtemp(prefix="new-", dir=self._snapshots_dir)
+            txn.on_abort(lambda: _discard(temp))
+            self._populate(temp, snapshot)
+            path = self.snapshot_dir(snapshot.id)
+            os.rename(temp, path)
+            txn.on_abort(lambda: _discard(path))
         return self._mounts(snapshot)
 
     def commit(self, name: str, key: str, labels: Optional[dict] = None) -> None:
@@ -160,7 +169,7 @@ class DirectorySnapshotter:
         labels = validate_labels(labels)
         with self._store.write() as txn:
             usage = self._measure(key, storage.get_info(txn, key)[0])
-            storage.commit_active(txn, key, name, usage, labels, self._now())
+            storage.commit_active(txn, key, name, usage, labels, self._now(), remember=txn.joined is None)
 
     def uncommit(self, name: str, active: Optional[SnapshotInfo] = None) -> None:
         """Revert a commit whose caller failed: `name` becomes active snapshot `active` again.
@@ -202,22 +211,15 @@ class DirectorySnapshotter:
     def remove(self, key: str) -> None:
         """Remove a snapshot and its directory; FailedPrecondition while it has children."""
         storage.check_key(key)
-        moved = None
-        try:
-            with _filesystem(f"remove snapshot {key!r}", self._snapshots_dir), self._store.write() as txn:
-                snapshot_id = storage.remove(txn, key)
-                path = self.snapshot_dir(snapshot_id)
-                if os.path.lexists(path):
-                    doomed = os.path.join(self._snapshots_dir, f"rm-{snapshot_id}")
-                    remove_tree(doomed)
-                    os.rename(path, doomed)
-                    moved = doomed
-        except BaseException:
-            if moved is not None:
-                os.rename(moved, path)
-            raise
-        if moved is not None:
-            _discard(moved)
+        with _filesystem(f"remove snapshot {key!r}", self._snapshots_dir), self._store.write() as txn:
+            snapshot_id = storage.remove(txn, key)
+            path = self.snapshot_dir(snapshot_id)
+            if os.path.lexists(path):
+                doomed = os.path.join(self._snapshots_dir, f"rm-{snapshot_id}")
+                remove_tree(doomed)
+                os.rename(path, doomed)
+                txn.on_abort(lambda: os.rename(doomed, path))
+                txn.after_commit(lambda: _discard(doomed))
 
     def purge(self, keys: Iterable[str], freed: Optional[Freed] = None) -> list[str]:
         """Delete snapshots no one may use any more, directories first; return one line per failure.

@@ -1,7 +1,9 @@
-"""The metastore of a snapshot backend (containerd's ``snapshots/storage``).
+"""The records of a snapshot backend (containerd's ``snapshots/storage``).
 
-Each backend keeps its own LMDB environment, ``<backend root>/metadata``,
-separate from the metadata database: it knows only backend keys. Tables:
+They know only backend keys, and live where `cargohold.snapshots.metastore`
+puts them: in the metadata database, for a backend a `DB` opened (its
+writes then commit with the metadata transaction that makes them), or in
+the backend's own LMDB environment, ``<backend root>/metadata``. Tables:
 
 ==============  ========================================  =====================================
 table           key                                       value
@@ -19,29 +21,36 @@ table           key                                       value
 ``id`` names the snapshot's directory and never changes, not even on commit;
 ids are never reused. ``kind`` is a `Kind` value, ``parent`` the parent's key
 ("" for none), timestamps are integer ns, ``size``/``inodes`` the usage
-measured at commit (0 before). Functions take a `kv.Txn` of this store.
+measured at commit (0 before).
 
 ``commits`` remembers where a committed snapshot came from, written in the
-same transaction as the commit. The metadata database records a commit in a
-transaction of its own, after the backend's; a process that dies between the
-two leaves a metadata record naming the active key that the backend no longer
-has. That entry lets `cargohold.snapshots.store` put the active snapshot back
-(`uncommit`); once the metadata names the committed key, the entry is settled
-(`settle_commits`). Removing or uncommitting a snapshot drops its entry.
+same transaction as a commit made outside any metadata transaction (by a
+backend with its own environment, or called directly): the metadata
+database then records the commit in a transaction of its own, after the
+backend's, and a process that dies between the two leaves a metadata record
+naming the active key that the backend no longer has. That entry lets
+`cargohold.snapshots.store` put the active snapshot back (`uncommit`); once
+the metadata names the committed key, the entry is settled
+(`settle_commits`). Removing or uncommitting a snapshot drops its entry. A
+commit that joins the metadata transaction needs no entry: both commit or
+neither does. Functions take a `cargohold.snapshots.metastore.View`.
 """
 
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Mapping, Optional
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping, Optional
 
 from .. import fieldpaths, filters, schema
 from ..errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from ..kv import MAX_KEY_SIZE, Txn
+from ..kv import MAX_KEY_SIZE
 from ..model import Kind, SnapshotInfo, Usage
 from ..timeutil import from_ns, to_ns
 from ..validation import validate_key
+
+if TYPE_CHECKING:
+    from .metastore import View
 
 T_SNAPSHOTS = "snapshots"
 T_PARENTS = "parents"
@@ -68,19 +77,19 @@ def check_key(key: object, what: str = "snapshot key") -> str:
     return validate_key(key, what, MAX_KEY_SIZE)
 
 
-def _record(txn: Txn, key: str) -> Optional[dict]:
+def _record(txn: View, key: str) -> Optional[dict]:
     raw = txn.get(T_SNAPSHOTS, key.encode())
     return None if raw is None else schema.unpack(raw, f"backend snapshot {key!r}")
 
 
-def _require(txn: Txn, key: str) -> dict:
+def _require(txn: View, key: str) -> dict:
     record = _record(txn, key)
     if record is None:
         raise NotFound(f"snapshot {key!r} does not exist")
     return record
 
 
-def _put(txn: Txn, key: str, record: dict) -> None:
+def _put(txn: View, key: str, record: dict) -> None:
     txn.put(T_SNAPSHOTS, key.encode(), schema.pack(record))
 
 
@@ -93,7 +102,7 @@ def _info(key: str, record: dict) -> SnapshotInfo:
                         from_ns(record["created"]), from_ns(record["updated"]))
 
 
-def _parent_ids(txn: Txn, record: dict) -> list:
+def _parent_ids(txn: View, record: dict) -> list:
     ids = []
     while record["parent"]:
         parent = record["parent"]
@@ -104,13 +113,13 @@ def _parent_ids(txn: Txn, record: dict) -> list:
     return ids
 
 
-def _next_id(txn: Txn) -> int:
+def _next_id(txn: View) -> int:
     value = sequence(txn) + 1
     txn.put(T_META, _SEQ, schema.pack(value))
     return value
 
 
-def create(txn: Txn, kind: Kind, key: str, parent: str, labels: Mapping[str, str], now: int,
+def create(txn: View, kind: Kind, key: str, parent: str, labels: Mapping[str, str], now: int,
            taken: Callable[[int], bool] = lambda snapshot_id: False) -> Snapshot:
     """Record a new active or view snapshot on a committed parent.
 
@@ -141,22 +150,22 @@ def create(txn: Txn, kind: Kind, key: str, parent: str, labels: Mapping[str, str
     return Snapshot(snapshot_id, kind, parent_ids)
 
 
-def exists(txn: Txn, key: str) -> bool:
+def exists(txn: View, key: str) -> bool:
     return txn.get(T_SNAPSHOTS, key.encode()) is not None
 
 
-def child_keys(txn: Txn, key: str) -> set:
+def child_keys(txn: View, key: str) -> set:
     """The keys of the snapshot's children."""
     prefix = _ID.pack(_require(txn, key)["id"])
     return {schema.text(raw, "backend snapshot key") for _, raw in txn.scan(T_PARENTS, prefix)}
 
 
-def get_info(txn: Txn, key: str) -> tuple[int, SnapshotInfo, Usage]:
+def get_info(txn: View, key: str) -> tuple[int, SnapshotInfo, Usage]:
     record = _require(txn, key)
     return record["id"], _info(key, record), Usage(record["size"], record["inodes"])
 
 
-def get_snapshot(txn: Txn, key: str) -> Snapshot:
+def get_snapshot(txn: View, key: str) -> Snapshot:
     """The layout of an active or view snapshot (the ones that can be mounted)."""
     record = _require(txn, key)
     kind = Kind(record["kind"])
@@ -165,7 +174,7 @@ def get_snapshot(txn: Txn, key: str) -> Snapshot:
     return Snapshot(record["id"], kind, _parent_ids(txn, record))
 
 
-def update_info(txn: Txn, info: SnapshotInfo, paths: Iterable[str], now: int) -> SnapshotInfo:
+def update_info(txn: View, info: SnapshotInfo, paths: Iterable[str], now: int) -> SnapshotInfo:
     """Replace labels (``labels``) or single ones (``labels.<key>``); nothing else is mutable."""
     record = _require(txn, info.name)
     record["labels"] = fieldpaths.update_labels(record["labels"], info.labels, paths, f"snapshot {info.name!r}")
@@ -174,7 +183,7 @@ def update_info(txn: Txn, info: SnapshotInfo, paths: Iterable[str], now: int) ->
     return _info(info.name, record)
 
 
-def remove(txn: Txn, key: str) -> int:
+def remove(txn: View, key: str) -> int:
     """Forget a snapshot without children; returns its id."""
     record = _require(txn, key)
     snapshot_id = record["id"]
@@ -189,8 +198,10 @@ def remove(txn: Txn, key: str) -> int:
     return snapshot_id
 
 
-def commit_active(txn: Txn, key: str, name: str, usage: Usage, labels: Mapping[str, str], now: int) -> None:
-    """Turn active snapshot `key` into committed snapshot `name`, keeping its id."""
+def commit_active(txn: View, key: str, name: str, usage: Usage, labels: Mapping[str, str], now: int,
+                  *, remember: bool = True) -> None:
+    """Turn active snapshot `key` into committed snapshot `name`, keeping its id; with
+    `remember`, record where it came from (``commits``, see the module docstring)."""
     if _record(txn, name) is not None:
         raise AlreadyExists(f"snapshot {name!r} already exists")
     record = _require(txn, key)
@@ -202,11 +213,12 @@ def commit_active(txn: Txn, key: str, name: str, usage: Usage, labels: Mapping[s
     txn.delete(T_SNAPSHOTS, key.encode())
     _put(txn, name, committed)
     _relink(txn, committed, name)
-    txn.put(T_COMMITS, name.encode(), schema.pack({"key": key, "labels": record["labels"],
-                                                   "created": record["created"], "updated": record["updated"]}))
+    if remember:
+        txn.put(T_COMMITS, name.encode(), schema.pack({"key": key, "labels": record["labels"],
+                                                       "created": record["created"], "updated": record["updated"]}))
 
 
-def uncommit(txn: Txn, name: str, active: SnapshotInfo) -> None:
+def uncommit(txn: View, name: str, active: SnapshotInfo) -> None:
     """Undo `commit_active`: committed `name` becomes the active snapshot `active` again."""
     record = _require(txn, name)
     if record["kind"] != Kind.COMMITTED:
@@ -222,7 +234,7 @@ def uncommit(txn: Txn, name: str, active: SnapshotInfo) -> None:
     _relink(txn, restored, active.name)
 
 
-def commit_sources(txn: Txn) -> dict[str, SnapshotInfo]:
+def commit_sources(txn: View) -> dict[str, SnapshotInfo]:
     """Committed key -> the active snapshot it came from, for every commit not yet settled."""
     found = {}
     for raw_key, raw in txn.scan(T_COMMITS):
@@ -233,7 +245,7 @@ def commit_sources(txn: Txn) -> dict[str, SnapshotInfo]:
     return found
 
 
-def settle_commits(txn: Txn, names: Iterable[str]) -> None:
+def settle_commits(txn: View, names: Iterable[str]) -> None:
     """Forget where these committed snapshots came from: the metadata has recorded their commits."""
     for name in names:
         txn.delete(T_COMMITS, name.encode())
@@ -243,13 +255,13 @@ def _ns_or(when, default: int) -> int:
     return default if when is None else to_ns(when)
 
 
-def _relink(txn: Txn, record: dict, key: str) -> None:
+def _relink(txn: View, record: dict, key: str) -> None:
     if record["parent"]:
         parent = _require(txn, record["parent"])
         txn.put(T_PARENTS, _link(parent["id"], record["id"]), key.encode())
 
 
-def walk(txn: Txn, *filter_args: str) -> Iterator[SnapshotInfo]:
+def walk(txn: View, *filter_args: str) -> Iterator[SnapshotInfo]:
     """Every snapshot that passes the filters, in key order."""
     matcher = filters.parse(*filter_args)
     for raw_key, raw in txn.scan(T_SNAPSHOTS):
@@ -259,13 +271,13 @@ def walk(txn: Txn, *filter_args: str) -> Iterator[SnapshotInfo]:
             yield info
 
 
-def sequence(txn: Txn) -> int:
+def sequence(txn: View) -> int:
     """The last id handed out: every id a future creation gets is above it."""
     raw = txn.get(T_META, _SEQ)
     return schema.unpack(raw, "backend sequence") if raw else 0
 
 
-def ids(txn: Txn) -> set:
+def ids(txn: View) -> set:
     """The ids of every recorded snapshot (the directories that must stay)."""
     return {schema.unpack(raw, "backend snapshot")["id"] for _, raw in txn.scan(T_SNAPSHOTS)}
 

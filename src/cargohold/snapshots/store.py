@@ -15,19 +15,27 @@ transaction, the record, the parent's children and the GC node-table entry:
   stays far below LMDB's 511 bytes (keys are at most 255 bytes).
 
 Backend work (creating or committing a backend snapshot) happens inside the
-caller's metadata transaction; if that transaction does not commit, the work
-is undone, newest first (the backend snapshot is removed, a commit reverted).
-Removing a snapshot only deletes metadata and marks the snapshotter dirty:
-the backend snapshot goes at the next `collect_backend`.
+caller's metadata transaction, in a savepoint of it, so a call that fails
+half-way leaves nothing. A backend the database bound
+(`cargohold.snapshots.metastore`) writes its records in that same
+transaction: they commit with the metadata, once, or not at all, and only
+what is outside LMDB needs undoing (a new snapshot's directory goes; the
+backend registers that itself). A backend with a metastore of its own
+commits separately, before the metadata: if the metadata transaction does
+not commit, the work is undone, newest first (the backend snapshot is
+removed, a commit reverted). Removing a snapshot only deletes metadata and
+marks the snapshotter dirty: the backend snapshot goes at the next
+`collect_backend`.
 
 A process that dies before its transaction ends undoes nothing. A backend
-snapshot it created is then unreferenced garbage (its session file gets the
-backend cleaned, see `cargohold.sessions`). A commit is worse: the backend
-has renamed the active key that a metadata record still names. The backend
-remembers each commit's source (`cargohold.snapshots.storage`), and
-`_reconcile_commits` reverts a commit the metadata never recorded, at open
-(`repair_commits`, when no creation is in flight) and in every
-`collect_backend`, so every record has its backend snapshot again.
+snapshot directory it created is then garbage no record owns (its session
+file gets the backend cleaned, see `cargohold.sessions`). With a metastore
+of its own a commit is worse: the backend has renamed the active key that a
+metadata record still names. Such a backend remembers each commit's source
+(`cargohold.snapshots.storage`), and `_reconcile_commits` reverts a commit
+the metadata never recorded, at open (`repair_commits`, when no creation is
+in flight) and in every `collect_backend`, so every record has its backend
+snapshot again.
 
 Locking — the creation lock, owned by this module:
 ``<meta>/snapshots-<name>.lock`` (a `cargohold.locks.FileLock`, so it works
@@ -47,8 +55,10 @@ does not hold. So it reverts interrupted commits and removes with no lock
 held, and no removal, however slow, delays a creation. `repair_commits` (at open) and
 `leftovers` (a dry run) take it exclusive for their whole work, the former
 only if it is free. Lock order is metadata writer, then creation lock, then
-backend writer; `collect_backend` takes no metadata writer lock, so the
-order cannot cycle.
+backend writer (for a bound backend, the metadata writer itself, already
+held); `collect_backend` holds the creation lock only around reads, and
+`repair_commits` begins its metadata transaction before it tries the
+creation lock, so the order cannot cycle.
 """
 
 from __future__ import annotations
@@ -57,7 +67,6 @@ import os
 import threading
 import time
 import weakref
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional
 from urllib.parse import quote
 
@@ -73,19 +82,21 @@ from . import storage
 from .fsutil import disk_usage
 
 if TYPE_CHECKING:
-    from ..db import DB, Transaction
-    from ..gc.context import Scope
-    from ..namespaces import Namespace
+    from ..transaction import Database, Transaction
+    from ..gc.scope import Scope
+    from ..transaction import NamespaceHandle
 
 
 class Snapshotter:
     """One snapshotter as one namespace sees it; every method takes ``tx=``."""
 
-    def __init__(self, ns: "Namespace", name: str) -> None:
+    def __init__(self, ns: "NamespaceHandle", name: str) -> None:
         self._ns = ns
         self._db = ns.db
         self.name = name
         self._backend = ns.db.snapshotter_backend(name)
+        self._joins = ns.db.backend_joins(name)
+        """Whether the backend's records commit with the metadata transaction (see the module docstring)."""
         self._resource_type = f"snapshots/{name}"
 
     def __repr__(self) -> str:
@@ -185,7 +196,8 @@ class Snapshotter:
             validate_key(parent, "parent snapshot key")
         labels = clean_labels(labels)
         ns = self._ns.name
-        with self._db.transaction(tx, write=True) as t:
+
+        def create(t: "Transaction") -> list[Mount]:
             self._check_free(t, key)
             parent_id, backend_parent = 0, ""
             if parent:
@@ -197,19 +209,20 @@ class Snapshotter:
                     raise InvalidArgument(f"parent snapshot {parent!r} is not committed")
                 parent_id, backend_parent = parent_record["i"], parent_record["b"]
             snapshot_id, backend_key = self._reserve(t, key)
-            create = self._backend.prepare if kind == Kind.ACTIVE else self._backend.view
-            mounts = create(backend_key, backend_parent)
-            undo = lambda: self._backend.remove(backend_key)  # noqa: E731
-            with _undo_on_error(undo):
-                leases.attach(t, self._ns, self._resource(key))
-                self._add(t, key, {"i": snapshot_id, "b": backend_key, "p": parent, "pi": parent_id,
-                                   "k": int(kind), "l": labels, "c": t.now, "u": t.now})
-            t.on_abort(undo)
+            make = self._backend.prepare if kind == Kind.ACTIVE else self._backend.view
+            mounts = make(backend_key, backend_parent)
+            if not self._joins:
+                t.on_abort(lambda: self._backend.remove(backend_key))
+            leases.attach(t, self._ns, self._resource(key))
+            self._add(t, key, {"i": snapshot_id, "b": backend_key, "p": parent, "pi": parent_id,
+                               "k": int(kind), "l": labels, "c": t.now, "u": t.now})
             if kind == Kind.ACTIVE:
                 from .. import events  # loaded by the first write that publishes
 
                 t.publish(ns, events.TOPIC_SNAPSHOT_PREPARE, events.SnapshotPrepare(key, parent, self.name))
-        return mounts
+            return mounts
+
+        return self._db.write(tx, create, savepoint=True)
 
     def commit(self, name: str, key: str, labels: Optional[dict] = None, *,
                tx: Optional["Transaction"] = None) -> None:
@@ -221,27 +234,31 @@ class Snapshotter:
         validate_key(key, "snapshot key")
         labels = clean_labels(labels)
         ns = self._ns.name
-        with self._db.transaction(tx, write=True) as t:
+
+        def commit(t: "Transaction") -> None:
             self._check_free(t, name)
             active = self._require(t, key)
             if active["k"] != Kind.ACTIVE:
                 raise FailedPrecondition(f"snapshot {key!r} is a {Kind(active['k'])!s} snapshot, "
                                          "not active: only active snapshots can be committed")
             snapshot_id, backend_name = self._reserve(t, name)
-            before = self._backend.stat(active["b"])
-            self._backend.commit(backend_name, active["b"])
-            undo = lambda: self._backend.uncommit(backend_name, before)  # noqa: E731
-            with _undo_on_error(undo):
-                leases.attach(t, self._ns, self._resource(name))
-                leases.detach(t, self._ns, self._resource(key))
-                _delete(t, ns, self.name, key, active)
-                self._add(t, name, {"i": snapshot_id, "b": backend_name, "p": active["p"],
-                                    "pi": active["pi"], "k": int(Kind.COMMITTED), "l": labels,
-                                    "c": t.now, "u": t.now})
-            t.on_abort(undo)
+            if self._joins:
+                self._backend.commit(backend_name, active["b"])
+            else:
+                before = self._backend.stat(active["b"])
+                self._backend.commit(backend_name, active["b"])
+                t.on_abort(lambda: self._backend.uncommit(backend_name, before))
+            leases.attach(t, self._ns, self._resource(name))
+            leases.detach(t, self._ns, self._resource(key))
+            _delete(t, ns, self.name, key, active)
+            self._add(t, name, {"i": snapshot_id, "b": backend_name, "p": active["p"],
+                                "pi": active["pi"], "k": int(Kind.COMMITTED), "l": labels,
+                                "c": t.now, "u": t.now})
             from .. import events  # loaded by the first write that publishes
 
             t.publish(ns, events.TOPIC_SNAPSHOT_COMMIT, events.SnapshotCommit(key, name, self.name))
+
+        self._db.write(tx, commit, savepoint=True)
 
     def remove(self, key: str, *, tx: Optional["Transaction"] = None) -> None:
         """Remove a snapshot of any kind; FailedPrecondition while it has children.
@@ -250,7 +267,8 @@ class Snapshotter:
         """
         validate_key(key, "snapshot key")
         ns = self._ns.name
-        with self._db.transaction(tx, write=True) as t:
+
+        def _body(t: "Transaction"):
             record = self._require(t, key)
             children = schema.object_prefix(ns, schema.K_SNAPSHOT_CHILD, self.name, str(record["i"]))
             child = next(t.kv.scan(schema.T_OBJECTS, children), None)
@@ -265,6 +283,8 @@ class Snapshotter:
 
             t.publish(ns, events.TOPIC_SNAPSHOT_REMOVE, events.SnapshotRemove(key, self.name))
 
+        self._db.write(tx, _body)
+
     def update(self, info: SnapshotInfo, *fieldpaths: str, tx: Optional["Transaction"] = None) -> SnapshotInfo:
         """Update labels: field paths ``labels`` or ``labels.<key>``, none meaning all labels.
 
@@ -273,13 +293,16 @@ class Snapshotter:
         if not isinstance(info, SnapshotInfo):
             raise InvalidArgument(f"update needs a SnapshotInfo, not {type(info).__name__}")
         validate_key(info.name, "snapshot key")
-        with self._db.transaction(tx, write=True) as t:
+
+        def _body(t: "Transaction"):
             record = self._require(t, info.name)
             record["l"] = update_labels(record["l"], info.labels, fieldpaths, f"snapshot {info.name!r}")
             record["u"] = t.now
             t.ensure_namespace(self._ns.name)
             self._put(t, info.name, record)
             return _info(info.name, record)
+
+        return self._db.write(tx, _body)
 
 
 def _info(key: str, record: dict) -> SnapshotInfo:
@@ -309,31 +332,14 @@ def _delete(t: "Transaction", ns: str, snapshotter: str, key: str, record: dict)
     index.remove(t, ResourceType.SNAPSHOT, ns, f"{snapshotter}/{key}")
 
 
-# -- undo and the creation lock ------------------------------------------------------------
+# -- the creation lock ----------------------------------------------------------------------
 
 
-@contextmanager
-def _undo_on_error(undo: Callable[[], None]) -> Iterator[None]:
-    """Run `undo` if the block raises, then let the error through."""
-    try:
-        yield
-    except BaseException:
-        _quietly(undo)
-        raise
-
-
-def _quietly(fn: Callable[[], None]) -> None:
-    try:
-        fn()
-    except Exception:  # undo is best effort; collect_backend removes what it leaves
-        pass
-
-
-_locks: "weakref.WeakKeyDictionary[DB, dict[str, FileLock]]" = weakref.WeakKeyDictionary()
+_locks: "weakref.WeakKeyDictionary[Database, dict[str, FileLock]]" = weakref.WeakKeyDictionary()
 _locks_guard = threading.Lock()
 
 
-def creation_lock(db: "DB", name: str) -> FileLock:
+def creation_lock(db: "Database", name: str) -> FileLock:
     """The creation lock of snapshotter `name` of `db` (see the module docstring)."""
     with _locks_guard:
         per_db = _locks.setdefault(db, {})
@@ -343,7 +349,7 @@ def creation_lock(db: "DB", name: str) -> FileLock:
         return lock
 
 
-def _hold_creation_lock(t: "Transaction", db: "DB", name: str) -> None:
+def _hold_creation_lock(t: "Transaction", db: "Database", name: str) -> None:
     t.hold(("snapshot-creation", name), lambda: creation_lock(db, name).shared())
 
 
@@ -366,7 +372,7 @@ def remove_for_gc(tx: "Transaction", ns: str, node_key: str) -> None:
     tx.mark_dirty(snapshotter=snapshotter)
 
 
-def collect_backend(db: "DB", name: str, freed: Optional[Freed] = None,
+def collect_backend(db: "Database", name: str, freed: Optional[Freed] = None,
                     errors: Optional[list] = None, *, scope: Optional["Scope"] = None) -> float:
     """Remove every backend snapshot of `name` that no namespace references; return the seconds taken.
 
@@ -431,7 +437,7 @@ def collect_backend(db: "DB", name: str, freed: Optional[Freed] = None,
     return time.perf_counter() - started
 
 
-def repair_commits(db: "DB", name: str) -> list[str]:
+def repair_commits(db: "Database", name: str) -> list[str]:
     """At open: put back the active snapshots of interrupted commits, if no creation is in flight.
 
     Returns one line per repair that failed. Does nothing while the creation
@@ -441,11 +447,13 @@ def repair_commits(db: "DB", name: str) -> list[str]:
     if not backend.commit_sources():
         return []
     errors: list[str] = []
-    try:
-        with creation_lock(db, name).exclusive(timeout=0):
-            _reconcile_commits(backend, lambda key: _references(db, name, key), None, None, errors)
-    except Unavailable:
-        pass  # a creation is in flight somewhere
+    # The metadata writer first, as a creation takes them: a bound backend writes in it.
+    with db.wlock.shared(), db._internal_update():
+        try:
+            with creation_lock(db, name).exclusive(timeout=0):
+                _reconcile_commits(backend, lambda key: _references(db, name, key), None, None, errors)
+        except Unavailable:
+            pass  # a creation is in flight somewhere
     return [f"snapshotter {name!r}: {line}" for line in errors]
 
 
@@ -493,13 +501,13 @@ def _reconcile_commits(backend, is_referenced: Callable[[str], bool], snapshots:
     return kept
 
 
-def _references(db: "DB", name: str, backend_key: str) -> bool:
+def _references(db: "Database", name: str, backend_key: str) -> bool:
     """Whether the metadata record that backend key ``<ns>/<id>/<key>`` was made for still names it."""
     with db.view() as t:
         return _names(t, name, backend_key)
 
 
-def _lost(db: "DB", name: str, backend, missing: set) -> set:
+def _lost(db: "Database", name: str, backend, missing: set) -> set:
     """Of the referenced backend keys the backend did not list, those still referenced and still
     unknown to it once no creation is in flight (a commit in flight renames a key it listed)."""
     if not missing:
@@ -517,7 +525,7 @@ def _backend_has(backend, key: str) -> bool:
     return True
 
 
-def _unreferenced(db: "DB", name: str, backend_keys: Iterable[str]) -> set:
+def _unreferenced(db: "Database", name: str, backend_keys: Iterable[str]) -> set:
     """The backend keys whose records no longer name them, in one read transaction."""
     with db.view() as t:
         return {key for key in backend_keys if not _names(t, name, key)}
@@ -535,7 +543,7 @@ def _names(t: "Transaction", name: str, backend_key: str) -> bool:
     return raw is not None and schema.unpack(raw, f"snapshot {key!r}")["b"] == backend_key
 
 
-def leftovers(db: "DB", name: str) -> list[Leftover]:
+def leftovers(db: "Database", name: str) -> list[Leftover]:
     """The directories the next `collect_backend` of `name` would delete, with their bytes."""
     backend = db.snapshotter_backend(name)
     with creation_lock(db, name).exclusive():
@@ -554,7 +562,7 @@ def leftovers(db: "DB", name: str) -> list[Leftover]:
     return found
 
 
-def _referenced_keys(db: "DB", name: str) -> set:
+def _referenced_keys(db: "Database", name: str) -> set:
     with db.view() as t:
         return {schema.unpack(raw, "snapshot record")["b"]
                 for ns in db.namespaces.list(tx=t)

@@ -1,0 +1,159 @@
+"""Group commit: concurrent single-call writers of one process share write transactions.
+
+A store method called outside any transaction (``ns.images.create(img)``)
+needs a write transaction of its own, and a durable commit: two flushes of
+the LMDB file. LMDB serialises write transactions anyway, so while one
+commits the others wait; here they wait in a queue instead. The thread that
+finds no batch running leads: it takes the queued calls (its own among
+them), runs each in one write transaction, every call but a lone one in a
+child transaction of its own (so a call that fails is rolled back alone,
+its undo steps run, and the others go on), and commits once. Calls that
+queued meanwhile form the next batch, led by one of their threads.
+
+A call returns only after the commit that holds it: a call that returned is
+as durable as the database's mode makes any commit (`cargohold.kv`,
+``durable``). If that commit fails, every call in it fails with its error
+and runs its undo steps. Post-commit work (events, mutation callbacks, a
+hook's error) runs in the calling thread, as for a call that committed
+alone.
+
+The leader runs the queued calls in its own thread, with the thread's current
+transaction set to the call's (`cargohold.transaction`): calls must not rely
+on running in the thread that made them, besides that. LMDB requires a write
+transaction to be used by the thread that began it; this is how.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import Any, Callable, Optional, TypeVar
+
+from .transaction import Transaction, enter_writer
+
+T = TypeVar("T")
+
+MAX_BATCH = 64
+"""Calls one transaction holds at most."""
+
+
+class _Call:
+    __slots__ = ("fn", "done", "tx", "value", "error")
+
+    def __init__(self, fn: Callable[[Transaction], Any]) -> None:
+        self.fn = fn
+        self.done = False
+        self.tx: Optional[Transaction] = None
+        self.value: Any = None
+        self.error: Optional[BaseException] = None
+
+
+class GroupCommit:
+    """The write queue of one database (`DB.write`)."""
+
+    def __init__(self, db: Any) -> None:
+        self._db = db
+        self._cond = threading.Condition(threading.Lock())
+        self._queue: deque[_Call] = deque()
+        self._leading = False
+        self.batches = 0
+        """Write transactions committed for queued calls (a statistic for tests and benchmarks)."""
+        self.calls = 0
+        """Calls those transactions held."""
+
+    def run(self, fn: Callable[[Transaction], T]) -> T:
+        """Run ``fn(tx)`` in a write transaction shared with concurrent calls; return its value
+        once that transaction has committed (then post-commit work runs here)."""
+        call = _Call(fn)
+        cond = self._cond
+        with cond:
+            self._queue.append(call)
+            while self._leading and not call.done:
+                cond.wait()
+            lead = not call.done
+            if lead:
+                self._leading = True
+        if lead:
+            try:
+                while not call.done:
+                    with cond:
+                        batch = [self._queue.popleft() for _ in range(min(len(self._queue), MAX_BATCH))]
+                    try:
+                        self._commit(batch)
+                    finally:
+                        with cond:
+                            for item in batch:
+                                item.done = True
+                            cond.notify_all()
+            finally:
+                with cond:
+                    self._leading = False
+                    cond.notify_all()
+        if call.error is not None:
+            raise call.error
+        self._db._committed(call.tx)
+        return call.value
+
+    def _commit(self, batch: list[_Call]) -> None:
+        """One write transaction for `batch`: every call's outcome lands in its `_Call`."""
+        db = self._db
+        try:
+            db._require_open()
+            lock = enter_writer(db)
+        except BaseException as exc:
+            for call in batch:
+                call.error = exc
+            return
+        try:
+            try:
+                kv = db._env.write()
+            except BaseException as exc:
+                for call in batch:
+                    call.error = exc
+                return
+            ok = self._run(kv, batch)
+            try:
+                if ok:
+                    kv.commit()
+                else:
+                    kv.abort()
+            except BaseException as exc:
+                for call in ok:
+                    call.error = exc
+                    call.tx._undo_all()
+            self.batches += 1
+            self.calls += len(batch)
+        finally:
+            for call in batch:
+                if call.tx is not None:
+                    call.tx._release()
+            lock.__exit__(None, None, None)
+
+    def _run(self, kv: Any, batch: list[_Call]) -> list[_Call]:
+        """Run the calls in `kv` (each in a child transaction unless alone); the ones that succeeded."""
+        db = self._db
+        alone = len(batch) == 1
+        ok = []
+        for call in batch:
+            try:
+                txn = kv if alone else kv.child()
+            except BaseException as exc:
+                call.error = exc
+                continue
+            tx = call.tx = Transaction(db, txn, True)
+            db._local.tx = tx
+            try:
+                call.value = call.fn(tx)
+                if not alone:
+                    txn.commit()
+            except BaseException as exc:
+                call.error = exc
+                if not alone:
+                    txn.abort()
+                tx._undo_all()
+                tx._release()
+                continue
+            finally:
+                db._local.tx = None
+            ok.append(call)
+        return ok
