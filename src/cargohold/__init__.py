@@ -74,7 +74,7 @@ def open(root: "str | os.PathLike[str]", *, shared: bool = True,
     try:
         if readonly:  # most reading commands touch one backend, or none: each opens on first use
             db.content_store = _Deferred(lambda: _content_store(root))
-            db.snapshotters.update({name: _Deferred(lambda name=name: _open_snapshotter(root, name, clock))
+            db.snapshotters.update({name: _Deferred(lambda name=name: _bound(db, name, root, clock))
                                     for name in _SNAPSHOTTERS})
         else:
             db.content_store = _content_store(root)
@@ -150,6 +150,17 @@ def _open_snapshotter(root: str, name: str, clock: "Optional[Clock]") -> Any:
     if name == "overlayfs" and not os.path.isdir(directory) and os.path.isdir(os.path.join(root, "snapshots", "overlay")):
         directory = os.path.join(root, "snapshots", "overlay")
     return _backend_class(name)(directory, clock=clock)
+
+
+def _bound(db: "DB", name: str, root: str, clock: "Optional[Clock]") -> Any:
+    """Snapshotter `name` of a read-only open, reading its records where `db` keeps them."""
+    backend = _open_snapshotter(root, name, clock)
+    try:
+        db.bind_read_only(name, backend)
+    except BaseException:
+        backend.close()
+        raise
+    return backend
 
 
 class _Deferred:

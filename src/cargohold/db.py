@@ -193,6 +193,13 @@ class DB:
             if bind is not None and getattr(backend, "metastore_env", None) is not self._env:
                 bind(self._env, name, self._current)
 
+    def bind_read_only(self, name: str, backend: Any) -> None:
+        """A read-only open's backend `name` reads its records in this database once they were
+        moved in; one that still has its own environment keeps reading it (moving would write)."""
+        bind = getattr(backend, "bind_metastore", None)
+        if bind is not None:
+            bind(self._env, name, self._current, move=False)
+
     def backend_joins(self, name: str) -> bool:
         """Whether snapshotter `name` writes its records in this database's transactions."""
         return getattr(self.snapshotter_backend(name), "metastore_env", None) is self._env

@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
 
 import click
 
-from cargohold.errors import Error, FailedPrecondition, NotFound
+from cargohold.errors import Error, FailedPrecondition
+
+from .missing import MissingRoot
 
 if TYPE_CHECKING:
     from cargohold import DB, Namespace
@@ -39,10 +41,6 @@ def default_root() -> str:
         return env
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return os.path.join(base, "cargohold")
-
-
-class MissingRoot(NotFound):
-    """The root does not exist (or is an empty directory): a reading command finds nothing in it."""
 
 
 ROOT_ENTRIES = ("meta", "content", "snapshots")

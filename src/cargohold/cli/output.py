@@ -241,7 +241,7 @@ class Listing:
 
     def fetch(self, read: Callable[[], Iterable[Any]]) -> list:
         """What `read()` lists (the filters checked first), or nothing when there is no root yet."""
-        from .context import MissingRoot
+        from .missing import MissingRoot
 
         if self.filters:
             from cargohold import filters
