@@ -11,6 +11,7 @@ from cliutil import IMAGE, fails, image_archive, invoke, parsed, rows
 from oci_fixtures import SKOPEO, Layer, Layout, needs_skopeo, run, tar_layout
 
 import cargohold
+from cargohold.cli.output import human_size
 from cargohold.oci import naming
 
 
@@ -24,8 +25,10 @@ def test_import_prints_the_images_and_stores_them(tmp_path):
     assert listing[0]["size"] == image.manifest.size + image.config.size + sum(d.size for d in image.layers)
     assert parsed(invoke(tmp_path / "r", "leases", "ls", "--json")) == []
     table = rows(invoke(tmp_path / "r", "images", "ls"))
-    assert table == [["NAME", "TYPE", "DIGEST", "SIZE", "LABELS"],
-                     [IMAGE, image.manifest.media_type, image.manifest.digest, str(listing[0]["size"]), "-"]]
+    assert table == [["NAME", "TYPE", "DIGEST", "SIZE", "PLATFORMS", "LABELS"],
+                     [IMAGE, image.manifest.media_type, image.manifest.digest, *human_size(listing[0]["size"]).split(),
+                      "linux/amd64", "-"]]
+    assert listing[0]["platforms"] == ["linux/amd64"]
     assert invoke(tmp_path / "r", "images", "ls", "-q").stdout == f"{IMAGE}\n"
 
 

@@ -52,6 +52,40 @@ def test_ls_tables_json_and_quiet(root):
     assert rows(run(root, "ls", "ingests"))[0][0] == "REF"
 
 
+KINDS = ("images", "containers", "sandboxes", "leases", "content", "snapshots", "ingests", "namespaces")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_ls_takes_quiet_filter_and_format_like_every_listing(root, kind):
+    as_json = parsed(run(root, "ls", kind, "--json"))
+    assert parsed(run(root, "ls", kind, "--format", "json")) == as_json
+    quiet = run(root, "ls", kind, "-q").stdout.splitlines()
+    assert len(quiet) == len(as_json) and all(len(line.split()) == 1 for line in quiet)
+    table, wide = rows(run(root, "ls", kind, "--format", "table")), rows(run(root, "ls", kind, "--format", "wide"))
+    assert len(table) == len(wide) == len(as_json) + 1 and len(wide[0]) >= len(table[0])
+    assert run(root, "ls", kind, "-q", "--filter", "labels.nothing==here").stdout == ""
+    assert "InvalidArgument" in fails("/nonexistent-cargohold-root", "containerd", "ls", kind, "--filter", "name==",
+                                      "--root-dir", root)
+
+
+def test_ls_filters_use_ctrs_fields(root):
+    assert run(root, "ls", "images", "-q", "--filter", "name~=^example.com/").stdout == "example.com/a:1\n"
+    assert run(root, "ls", "containers", "-q", "--filter", "image==example.com/a:1").stdout == "web\n"
+    assert run(root, "ls", "leases", "-q", "--filter", "labels.purpose==test").stdout == "build\n"
+    assert run(root, "ls", "content", "-q", "--filter", f"digest=={GARBAGE_DIGEST}").stdout == GARBAGE_DIGEST + "\n"
+    assert run(root, "ls", "namespaces", "-q", "--filter", "name==other").stdout == "other\n"
+    committed = run(root, "ls", "snapshots", "-q", "--filter", "kind==committed").stdout.split()
+    assert "web" not in committed and len(committed) == 2
+    assert run(root, "ls", "snapshots", "-q", "--filter", "kind==active").stdout == "web\n"
+
+
+def test_ls_tables_show_sizes_for_people(root):
+    (info,) = [i for i in parsed(run(root, "ls", "content", "--json")) if i["digest"] == GARBAGE_DIGEST]
+    (row,) = [r for r in rows(run(root, "ls", "content")) if r[0] == GARBAGE_DIGEST]
+    assert row[1:3] == [str(len(GARBAGE)), "B"] and info["size"] == len(GARBAGE)
+    assert "ago" in " ".join(row)
+
+
 def test_gc_needs_a_mode(root):
     line = fails("/nonexistent-cargohold-root", "containerd", "gc", "--root-dir", root)
     assert "--dry-run" in line
@@ -79,6 +113,8 @@ def test_gc_explain(root):
     assert run(root, "gc", "--explain", top).stdout == "\n".join(out) + "\n"   # a bare key works too
     out = run(root, "gc", "--explain", GARBAGE_DIGEST).stdout
     assert "reachable from no root" in out
+    assert run(root, "gc", "--explain", GARBAGE_DIGEST[:15]).stdout == out  # a digest prefix does too
+    assert run(root, "gc", "--explain", GARBAGE_DIGEST[7:19]).stdout == out
     assert "NotFound" in fails("/nonexistent-cargohold-root", "containerd", "gc", "--explain", "nothing-here",
                                "--root-dir", root)
 

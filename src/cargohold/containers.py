@@ -29,6 +29,12 @@ _FULL_UPDATE = ("labels", "spec", "extensions", "image", "snapshotkey")
 """What an update without field paths replaces (containerd's list)."""
 
 
+
+def container_adaptor(c: Container) -> filters.Adaptor:
+    """containerd's container filter fields: id, runtime.name, image, snapshotter, labels."""
+    fields = {"id": c.id, "runtime.name": c.runtime.name, "image": c.image, "snapshotter": c.snapshotter}
+    return filters.adaptor(fields, {"labels": c.labels})
+
 class ContainerStore(RecordStore[Container]):
     """create / get / list / update / delete of the containers of one namespace.
 
@@ -76,8 +82,7 @@ class ContainerStore(RecordStore[Container]):
                          r["x"], r["sb"])
 
     def _adaptor(self, c: Container) -> filters.Adaptor:
-        fields = {"id": c.id, "runtime.name": c.runtime.name, "image": c.image, "snapshotter": c.snapshotter}
-        return filters.adaptor(fields, {"labels": c.labels})
+        return container_adaptor(c)
 
     def _index(self, t: "Transaction", c: Container) -> None:
         index.index_container(t, self._ns.name, c.id, c.snapshotter if c.snapshot_key else "",

@@ -58,7 +58,6 @@ this module is the facade above them and the collector.
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
@@ -73,13 +72,14 @@ from .gc.scope import Scope
 from .groupcommit import GroupCommit
 from .kv import open_env
 from .locks import FileLock
+from .logs import LazyLogger
 from .model import Freed, GCStats, Leftover, Node, ResourceType, snapshotter_name
 from .sessions import DeadSession, Sessions
 from .timeutil import Clock, utcnow
 from .transaction import Given, Transaction, TxContext, check_given, run_all
 from .validation import require_str, validate_identifier
 
-log = logging.getLogger("cargohold")
+log = LazyLogger("cargohold")
 
 MutationCallback = Callable[[bool], None]
 Publisher = Callable[[str, str, Any], None]
@@ -96,13 +96,15 @@ class DB:
     namespace commit a blob another namespace already stored without sending
     its bytes again (containerd's shared content policy). ``metadata``, an
     engine URL (``etcd://host:port,.../<prefix>``, `cargohold.engines`), puts
-    the tables there instead of LMDB in ``meta_path``.
+    the tables there instead of LMDB in ``meta_path``. ``readonly=True``
+    opens an existing database only to read it (`cargohold.kv`): `init` then
+    migrates, claims and repairs nothing, and writes raise FailedPrecondition.
     """
 
     def __init__(self, meta_path: str, content_store: Any = None,
                  snapshotters: Optional[Mapping[str, Any]] = None, shared: bool = True,
                  publisher: Optional[Publisher] = None, clock: Optional[Clock] = None,
-                 *, map_size: Optional[int] = None, durable: bool = True,
+                 *, map_size: Optional[int] = None, readonly: bool = False, durable: bool = True,
                  metadata: Optional[str] = None) -> None:
         self.path = os.fspath(meta_path)
         self.content_store = content_store
@@ -110,12 +112,14 @@ class DB:
         self.shared = shared
         self.publisher = publisher
         self.clock: Clock = clock or utcnow
-        if metadata:  # the host-local locks and session files stay in meta_path
+        self.readonly = readonly
+        if metadata and not readonly:  # the host-local locks and session files stay in meta_path
             try:
                 os.makedirs(self.path, exist_ok=True)
             except OSError as exc:
                 raise Unavailable(f"cannot create metadata directory {self.path!r}: {exc}") from None
-        self._env = open_env(self.path, schema.TABLES, metadata=metadata, map_size=map_size, durable=durable)
+        self._env = open_env(self.path, schema.TABLES, metadata=metadata, map_size=map_size, readonly=readonly,
+                             durable=durable)
         self.metadata = metadata or self.path
         """Where the metadata lives: the LMDB directory, or the engine URL given as ``metadata``."""
         fleet_lock = getattr(self._env, "lock", None)
@@ -151,6 +155,9 @@ class DB:
         with self._env.read() as kv_txn:
             current = self._check_version(kv_txn)
         latest = migrations.latest_version()
+        if current != latest and self.readonly:
+            raise FailedPrecondition(f"metadata database {self.path!r} is at version {current} and needs "
+                                     f"migrating to version {latest}, which a read-only open cannot do")
         if current != latest:
             with self._env.write() as kv_txn:
                 tx = Transaction(self, kv_txn, True)
@@ -163,6 +170,9 @@ class DB:
             self.identity = schema.text(kv_txn.get(schema.T_META, schema.META_IDENTITY) or b"", "identity")
         if not self.identity:
             raise Corrupted(f"metadata database {self.path!r} has no identity although it is at version {latest}")
+        if self.readonly:  # nothing to claim or repair: that would write
+            self._initialized = True
+            return
         upgraded = 0 < current < migrations.IDENTITY_VERSION
         self._bind_backends()
         for name, backend in self._backends():
@@ -201,6 +211,13 @@ class DB:
             bind = getattr(backend, "bind_metastore", None)
             if bind is not None and getattr(backend, "metastore_env", None) is not self._env:
                 bind(self._env, name, self._current)
+
+    def bind_read_only(self, name: str, backend: Any) -> None:
+        """A read-only open's backend `name` reads its records in this database once they were
+        moved in; one that still has its own environment keeps reading it (moving would write)."""
+        bind = getattr(backend, "bind_metastore", None)
+        if bind is not None:
+            bind(self._env, name, self._current, move=False)
 
     def backend_joins(self, name: str) -> bool:
         """Whether snapshotter `name` writes its records in this database's transactions."""
@@ -292,6 +309,7 @@ class DB:
 
     def update(self) -> TxContext:
         """A write transaction: ``with db.update() as tx: ...`` commits on success, rolls back on error."""
+        self._env.require_writable()
         return TxContext(self, True)
 
     def view(self) -> TxContext:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from typing import Callable, Mapping, Optional, Sequence
 
-from . import goregex
 from .errors import InvalidArgument
 from .validation import escape_controls, require_str
 
@@ -246,6 +245,8 @@ class _Parser:
         regex = None
         if text == "~=":
             try:
+                from . import goregex  # the regex engine loads only for a ~= filter
+
                 regex = goregex.compile(value)
             except ValueError as exc:
                 raise self.error(vpos, f"bad regular expression {value!r}: {exc}") from None

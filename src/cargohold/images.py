@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Optional
 
 from . import filters, leases, schema
 from .errors import InvalidArgument, NotFound
-from .events import TOPIC_IMAGE_DELETE, ImageDelete
 from .fieldpaths import clean_labels, merge_map
 from .gc import index
 from .gc.labels import GC_EXPIRE
@@ -44,6 +43,12 @@ def _check_target(target: object, name: str) -> Descriptor:
     annotations = check_string_map(target.annotations, f"target annotation of image {name!r}")
     return evolve(target, annotations=annotations)
 
+
+
+def image_adaptor(image: Image) -> filters.Adaptor:
+    """containerd's image filter fields: name, target.digest, target.mediatype, labels, annotations."""
+    fields = {"name": image.name, "target.digest": image.target.digest, "target.mediatype": image.target.media_type}
+    return filters.adaptor(fields, {"labels": image.labels, "annotations": image.target.annotations})
 
 class ImageStore(RecordStore[Image]):
     """create / get / list / update / delete of the images of one namespace.
@@ -77,9 +82,7 @@ class ImageStore(RecordStore[Image]):
         return Image(name, Descriptor(t["m"], t["d"], t["s"], t["a"]), record["l"])
 
     def _adaptor(self, image: Image) -> filters.Adaptor:
-        fields = {"name": image.name, "target.digest": image.target.digest,
-                  "target.mediatype": image.target.media_type}
-        return filters.adaptor(fields, {"labels": image.labels, "annotations": image.target.annotations})
+        return image_adaptor(image)
 
     def _index(self, t: "Transaction", image: Image) -> None:
         index.index_image(t, self._ns.name, image.name, image.target.digest, image.labels)
@@ -129,6 +132,8 @@ class ImageStore(RecordStore[Image]):
                 raise NotFound(f"image {name!r} has target {current.target.digest}, not {target.digest}")
             leases.detach(t, self._ns, Resource(name, "images"))
             self._delete(t, name)
+            from .events import TOPIC_IMAGE_DELETE, ImageDelete  # loaded by the first write that publishes
+
             t.publish(self._ns.name, TOPIC_IMAGE_DELETE, ImageDelete(name))
             if sync:
                 t.after_commit(self._db.garbage_collect)

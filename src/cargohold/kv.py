@@ -29,6 +29,19 @@ Locking, as owned by this module:
 
 Every lmdb exception is turned into a `cargohold.errors` class.
 
+Read-only environments (``readonly=True``; the default, ``None``, chooses it
+when the directory exists but this process cannot write it): nothing is
+created or written, a missing table reads as empty and `write` raises
+FailedPrecondition. In a directory this process can write, LMDB keeps its
+lock file and the session rules below hold as for any session. In one it
+cannot write (a read-only mount, another user's root) LMDB runs without a
+lock file, so a writer in another process would not see this reader; each
+read transaction therefore holds ``writer.lock`` shared (opened read-only),
+which keeps cargohold writers of every process out of the data file while it
+reads. The open is decided as below but writes nothing: no session is
+counted, no clean marker is written or refreshed, and a file that needs
+verifying is verified in a child process every time.
+
 Durability: by default a commit returns once it is on disk (LMDB flushes the
 data pages, then the meta page: two fdatasyncs). ``durable=False``, as
 containerd's ``no_sync``, drops the meta page's flush (MDB_NOMETASYNC): a
@@ -64,19 +77,19 @@ the file.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
-import subprocess
 import sys
 import threading
+import contextlib
 import time
-from contextlib import contextmanager
 from typing import Callable, Iterator, Optional, Sequence
 
 import lmdb
 
 from . import kvguard
-from .errors import Corrupted, Error, FailedPrecondition, InvalidArgument, Unavailable
+from .errors import Corrupted, Error, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from .locks import FileLock
 
 DEFAULT_MAP_SIZE = 256 << 20
@@ -106,17 +119,29 @@ class Env:
     """One LMDB environment with named tables."""
 
     def __init__(self, path: str, tables: Sequence[str], *, map_size: Optional[int] = None,
-                 max_readers: int = 512, durable: bool = True) -> None:
+                 max_readers: int = 512, readonly: Optional[bool] = None, durable: bool = True) -> None:
         self.path = os.fspath(path)
         self.durable = check_durable(durable)
         """Whether a commit is on disk when it returns (see "Durability" in the module docstring)."""
+        writable = not os.path.isdir(self.path) or os.access(self.path, os.W_OK)
+        self.readonly = (not writable) if readonly is None else bool(readonly)
+        """Whether this environment only reads (see the module docstring)."""
+        if not self.readonly and not writable:
+            raise FailedPrecondition(f"metadata database {self.path!r} is read-only (its directory is not "
+                                     "writable by this process): it can only be opened read-only")
+        self._lockless = self.readonly and not writable
         kvguard.check_not_lost(self.path)
-        try:
-            os.makedirs(self.path, exist_ok=True)
-        except OSError as exc:
-            raise Unavailable(f"cannot create metadata directory {self.path!r}: {exc}") from None
+        if self.readonly:
+            if not os.path.isfile(self._data):
+                raise NotFound(f"metadata database {self.path!r} does not exist: there is nothing to read")
+        else:
+            try:
+                os.makedirs(self.path, exist_ok=True)
+            except OSError as exc:
+                raise Unavailable(f"cannot create metadata directory {self.path!r}: {exc}") from None
         self._writer_lock = FileLock(os.path.join(self.path, kvguard.WRITER_LOCK_FILE))
         self._settings = (map_size, len(tables), max_readers, tuple(tables))
+        self._read_gate = _ReadGate(os.path.join(self.path, kvguard.WRITER_LOCK_FILE)) if self._lockless else None
         self._cond = threading.Condition()
         self._active: dict[int, int] = {}
         self._resizing = False
@@ -124,7 +149,10 @@ class Env:
         self._marker_dropped = False
         self._dbs: dict = {}
         self._sessions = kvguard.Sessions(self.path)
-        self._sessions.begin(self._verify_alone)
+        if self._lockless:
+            kvguard.decide_unwritable(self.path, self._verify_alone)
+        else:
+            self._sessions.begin(self._verify_alone)
         try:
             self._env = self._open(map_size, len(tables), max_readers)
             try:
@@ -154,8 +182,8 @@ class Env:
             try:
                 # lmdb.open begins a transaction of its own: a growth just before it is MAP_RESIZED
                 return lmdb.open(self.path, subdir=True, map_size=size, max_dbs=tables + 2,
-                                 max_readers=max_readers, readahead=False, meminit=False, lock=True,
-                                 metasync=self.durable)
+                                 max_readers=max_readers, readahead=False, meminit=False,
+                                 readonly=self.readonly, lock=not self._lockless, metasync=self.durable)
             except lmdb.MapResizedError:
                 continue  # the next open maps the new size
             except lmdb.Error as exc:
@@ -163,7 +191,17 @@ class Env:
         raise Unavailable(f"metadata database {self.path!r} keeps being resized while it is opened")
 
     def _open_tables(self, tables: Sequence[str]) -> None:
-        """Open the tables, creating missing ones (committing a write that changed nothing writes nothing)."""
+        """Open the tables, creating missing ones (committing a write that changed nothing writes nothing);
+        read-only, a missing table is recorded as such and reads as empty."""
+        if self.readonly:
+            # without a txn: LMDB keeps the handles only when the transaction opening them commits
+            with self._read_gate.shared() if self._read_gate is not None else contextlib.nullcontext():
+                for name in tables:
+                    try:
+                        self._dbs[name] = self._env.open_db(name.encode(), create=False)
+                    except lmdb.NotFoundError:
+                        self._dbs[name] = _MISSING
+            return
         with self._writer_lock.exclusive():
             txn = self._begin(True)
             try:
@@ -199,17 +237,20 @@ class Env:
             return
         marker = kvguard.read_marker(self.path)
         if marker is not None:
-            kvguard.check_marker(self.path, marker)
+            kvguard.check_marker(self.path, marker, refresh=not self._lockless)
             return
         self._deep_check()
-        kvguard.write_marker(self.path)
+        if not self._lockless:
+            kvguard.write_marker(self.path)
 
     def _deep_check(self) -> None:
         """Verify the whole file in a child process: a damaged file kills the child, not us."""
-        code = "import sys; from cargohold.kv import walk_all; walk_all(sys.argv[1])"
+        import subprocess  # only here: most opens trust the file, and need not pay for it
+
+        code = "import sys; from cargohold.kv import walk_all; walk_all(sys.argv[1], lock=sys.argv[2] == 'lock')"
         try:
-            proc = subprocess.run([sys.executable, "-c", code, self.path], capture_output=True,
-                                  text=True, timeout=600)
+            proc = subprocess.run([sys.executable, "-c", code, self.path, "nolock" if self._lockless else "lock"],
+                                  capture_output=True, text=True, timeout=600)
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise Unavailable(f"cannot verify metadata database {self.path!r}: {exc}") from None
         if proc.returncode == 0:
@@ -312,8 +353,16 @@ class Env:
         return Txn(self, write=False)
 
     def write(self) -> "Txn":
-        """Begin the write transaction (blocks while another writer runs)."""
+        """Begin the write transaction (blocks while another writer runs); FailedPrecondition when read-only."""
+        self.require_writable()
         return Txn(self, write=True)
+
+    def require_writable(self) -> None:
+        """FailedPrecondition, saying why, if this environment is read-only."""
+        if self.readonly:
+            how = ("its directory is not writable by this process" if self._lockless
+                   else "it was opened read-only")
+            raise FailedPrecondition(f"metadata database {self.path!r} is read-only ({how}): this call writes")
 
     @property
     def map_size(self) -> int:
@@ -480,7 +529,7 @@ class Env:
     def _flush_before_close(self) -> None:
         """A non-durable environment's last commit goes to disk before the close: the clean
         marker written after it must describe the file as it will stay."""
-        if not self.durable:
+        if not self.durable and not self.readonly:
             self.sync()
 
 
@@ -523,13 +572,15 @@ def _unlink_quietly(path: str) -> None:
         pass
 
 
-def walk_all(path: str) -> None:
+def walk_all(path: str, *, lock: bool = True) -> None:
     """Verify an environment entirely (run in a child process by `Env._deep_check`).
 
     First py-lmdb's offline verifier checks every invariant LMDB relies on
     (pages, trees, overflow extents, the free list) reading the file with
     read(2); only a file that passes is handed to LMDB, whose every key and
     value is then read. Exits with a one-line reason on the first problem.
+    Without `lock`, LMDB runs without its lock file (a directory this process
+    cannot write; no session can be open meanwhile, see `Env`).
     """
     from lmdb import verify
 
@@ -543,7 +594,7 @@ def walk_all(path: str) -> None:
     try:
         for _ in range(_ATTEMPTS):
             try:
-                env = lmdb.open(path, subdir=True, readonly=True, max_dbs=64, lock=True)
+                env = lmdb.open(path, subdir=True, readonly=True, max_dbs=64, lock=lock)
                 break
             except lmdb.MapResizedError:
                 continue
@@ -566,6 +617,33 @@ def walk_all(path: str) -> None:
         env.close()
     except lmdb.Error as exc:
         sys.exit(f"{type(exc).__name__}: {exc}")
+
+
+_MISSING = object()
+"""The handle of a table a read-only environment does not have: it reads as empty."""
+
+
+class _ReadGate:
+    """``writer.lock`` held shared, through a read-only descriptor, by each read transaction of a
+    lockless read-only environment: cargohold writers hold it exclusive while they write."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            yield  # never written by cargohold: no writer to hold off
+            return
+        except OSError as exc:
+            raise Unavailable(f"cannot lock {self.path!r} to read the metadata database: {exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)
 
 
 class Txn:
@@ -591,7 +669,15 @@ class Txn:
                 self._lock_cm.__exit__(None, None, None)
                 raise
         else:
-            self._txn = env._begin(False)
+            if env._read_gate is not None:
+                self._lock_cm = env._read_gate.shared()
+                self._lock_cm.__enter__()
+            try:
+                self._txn = env._begin(False)
+            except BaseException:
+                if self._lock_cm is not None:
+                    self._lock_cm.__exit__(None, None, None)
+                raise
         self._open = True
 
     def __enter__(self) -> "Txn":
@@ -657,6 +743,8 @@ class Txn:
         db = self._env._dbs.get(table)
         if db is None:
             db = self._db(table)
+        if db is _MISSING:
+            return None
         try:
             return self._txn.get(key, db=db)
         except lmdb.Error as exc:
@@ -701,6 +789,8 @@ class Txn:
         the table does not keep it resident in this process.
         """
         db = self._db(table)
+        if db is _MISSING:
+            return
         cursor = self._guard(lambda: self._txn.cursor(db=db))
         first = start if start is not None else prefix
         if not self._guard(lambda: cursor.set_range(first)):
@@ -733,7 +823,7 @@ class Txn:
             return iter(())
         return cursor.iternext(keys=True, values=values)
 
-    @contextmanager
+    @contextlib.contextmanager
     def translated(self) -> Iterator[None]:
         """Report LMDB's errors raised in the block (reading `rows_from`) as cargohold errors."""
         try:
@@ -758,6 +848,8 @@ class Txn:
 
     def count(self, table: str) -> int:
         db = self._db(table)
+        if db is _MISSING:
+            return 0
         return self._guard(lambda: self._txn.stat(db))["entries"]
 
     def commit(self) -> None:
@@ -861,10 +953,10 @@ class _Child(Txn):
 
 
 def open_env(path: str, tables: Sequence[str], *, metadata: Optional[str] = None,
-             map_size: Optional[int] = None, durable: bool = True):
+             map_size: Optional[int] = None, readonly: bool = False, durable: bool = True):
     """The metadata engine: LMDB at `path`, or the one the `metadata` URL names (`cargohold.engines`)."""
     if not metadata:
-        return Env(path, tables, map_size=map_size, durable=durable)
+        return Env(path, tables, map_size=map_size, readonly=readonly, durable=durable)
     from .engines import open_engine
 
-    return open_engine(metadata, tables)
+    return open_engine(metadata, tables, readonly=readonly)

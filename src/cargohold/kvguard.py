@@ -30,12 +30,15 @@ Deciding at open, with no other session open:
 
 With another session open the file is in use by a process that verified it:
 it is trusted, and cannot be checked anyway while it is being written.
+
+A process that cannot write the directory (`decide_unwritable`) decides the
+same way through read-only descriptors of these files, and writes nothing:
+it joins no session and leaves the marker as it is.
 """
 
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import time
@@ -112,6 +115,8 @@ def fingerprint(data: str) -> dict:
 
 def file_digest(data: str) -> str:
     """SHA-256 of the file, read with read(2): a damaged file cannot fault this."""
+    import hashlib  # only when a fingerprint changed: most opens need not load OpenSSL
+
     h = hashlib.sha256()
     buf = bytearray(1 << 20)
     view = memoryview(buf)
@@ -174,8 +179,9 @@ def sync_dir(path: str) -> None:
         os.close(fd)
 
 
-def check_marker(path: str, marker: dict) -> None:
-    """Refuse a data file that differs from what its last clean close recorded; refresh a stale fingerprint."""
+def check_marker(path: str, marker: dict, *, refresh: bool = True) -> None:
+    """Refuse a data file that differs from what its last clean close recorded; refresh a stale
+    fingerprint (unless not `refresh`: an open that must write nothing)."""
     data = os.path.join(path, DATA_FILE)
     try:
         if fingerprint(data) == marker["fingerprint"]:
@@ -190,7 +196,8 @@ def check_marker(path: str, marker: dict) -> None:
             f"Nothing was changed. Restore it from a backup; if you replaced it on purpose, delete "
             f"{MARKER_FILE} to have its structure verified instead"
         )
-    write_marker(path, digest)  # same bytes (a reboot, a touch, a copy): trust it quickly next time
+    if refresh:
+        write_marker(path, digest)  # same bytes (a reboot, a touch, a copy): trust it quickly next time
 
 
 # -- sessions ---------------------------------------------------------------------------
@@ -221,6 +228,34 @@ def _read_count(fd: int) -> int:
 
 def _write_count(fd: int, count: int) -> None:
     os.pwrite(fd, b"%*d" % (_COUNT_WIDTH, count), 0)  # fixed width: no truncation, no metadata change
+
+
+def _open_existing(path: str) -> Optional[int]:
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise Unavailable(f"cannot lock {path!r} to open the metadata database: {exc}") from None
+
+
+def decide_unwritable(path: str, verify_alone: Callable[[], None]) -> None:
+    """`Sessions.begin`'s decision for a process that cannot write the directory: run
+    `verify_alone()` when no session is open, without joining the sessions or writing anything."""
+    gate = _open_existing(os.path.join(path, _GATE_FILE))
+    try:
+        if gate is not None:
+            fcntl.flock(gate, fcntl.LOCK_EX)
+        fd = _open_existing(os.path.join(path, _SESSIONS_FILE))
+        try:
+            if fd is None or _try_exclusive(fd):
+                verify_alone()
+        finally:
+            if fd is not None:
+                os.close(fd)
+    finally:
+        if gate is not None:
+            os.close(gate)
 
 
 class Sessions:

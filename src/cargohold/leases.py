@@ -9,7 +9,7 @@ given; the collector interprets them.
 
 from __future__ import annotations
 
-import secrets
+import os
 from typing import TYPE_CHECKING, Optional
 
 from . import filters, schema
@@ -103,7 +103,7 @@ class LeaseStore:
     def _new_id(self, t: "Transaction") -> str:
         """A free id: the creation time and a random suffix (containerd's WithRandomID)."""
         while True:
-            candidate = f"{t.now}-{secrets.token_hex(4)}"
+            candidate = f"{t.now}-{os.urandom(4).hex()}"
             if not self._exists(t, candidate):
                 return candidate
 

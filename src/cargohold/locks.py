@@ -7,6 +7,7 @@ holder: a killed process never leaves a stale lock behind.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import threading
@@ -21,7 +22,11 @@ _ALL_LOCKS: "weakref.WeakSet[FileLock]" = weakref.WeakSet()
 
 
 class FileLock:
-    """A shared/exclusive lock on one file, usable across threads and processes."""
+    """A shared/exclusive lock on one file, usable across threads and processes.
+
+    In a directory this process cannot write, the lock file is opened read-only (flock needs no
+    more), and one that does not exist stands for a lock nobody holds.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = os.fspath(path)
@@ -33,7 +38,17 @@ class FileLock:
         with self._pool_lock:
             if self._pool:
                 return self._pool.pop()
-        return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
+        # A root this process may only read (a read-only open writes nothing): flock works on a
+        # read-only descriptor; a lock file that does not exist, and cannot be made, nobody holds.
+        try:
+            return os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return os.memfd_create("cargohold-unheld-lock", os.MFD_CLOEXEC)
 
     def _release(self, fd: int) -> None:
         fcntl.flock(fd, fcntl.LOCK_UN)

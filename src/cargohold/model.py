@@ -88,6 +88,8 @@ class Descriptor(_Frozen):
 
 @dataclass(frozen=True)
 class Image(_Frozen):
+    """A named image: what its name points at, its labels and (as stored) its times."""
+
     name: str
     target: Descriptor
     labels: Optional[dict] = None
@@ -98,12 +100,16 @@ class Image(_Frozen):
 
 @dataclass(frozen=True)
 class RuntimeInfo:
+    """The runtime a container or sandbox runs on: its name and its options (opaque to cargohold)."""
+
     name: str
     options: Any = None
 
 
 @dataclass(frozen=True)
 class Container(_Frozen):
+    """A container record: runtime, OCI spec bytes, the snapshot it runs on, its image, labels and extensions."""
+
     id: str
     runtime: RuntimeInfo = field(default_factory=lambda: RuntimeInfo(""))
     spec: bytes = b""
@@ -120,6 +126,8 @@ class Container(_Frozen):
 
 @dataclass(frozen=True)
 class Sandbox(_Frozen):
+    """A sandbox record (a pod, for a CRI runtime): runtime, spec bytes, sandboxer, labels and extensions."""
+
     id: str
     runtime: RuntimeInfo = field(default_factory=lambda: RuntimeInfo(""))
     spec: bytes = b""
@@ -133,6 +141,8 @@ class Sandbox(_Frozen):
 
 @dataclass(frozen=True)
 class Lease(_Frozen):
+    """A lease: while it lives, the resources it holds are kept by the garbage collector."""
+
     id: str
     created_at: Optional[datetime] = None
     labels: Optional[dict] = None
@@ -185,6 +195,8 @@ class Kind(enum.IntEnum):
 
 @dataclass(frozen=True)
 class SnapshotInfo(_Frozen):
+    """A snapshot as its snapshotter records it: key, parent key, kind, labels and times."""
+
     name: str
     parent: str = ""
     kind: Kind = Kind.UNKNOWN
@@ -196,12 +208,16 @@ class SnapshotInfo(_Frozen):
 
 @dataclass(frozen=True)
 class Usage:
+    """The disk use of one snapshot: bytes and inodes."""
+
     size: int = 0
     inodes: int = 0
 
 
 @dataclass(frozen=True)
 class Mount:
+    """One mount that makes a snapshot usable: ``mount -t TYPE SOURCE TARGET -o OPTIONS``."""
+
     type: str
     source: str
     options: tuple = ()

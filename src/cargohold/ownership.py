@@ -22,13 +22,13 @@ as before.
 from __future__ import annotations
 
 import json
-import logging
 import os
 from typing import Any, Optional
 
 from .errors import Unavailable
+from .logs import LazyLogger
 
-log = logging.getLogger("cargohold")
+log = LazyLogger("cargohold")
 
 OWNER_FILE = "owner.json"
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import secrets
 from typing import NamedTuple, Optional
 
 from .locks import FileLock
@@ -58,6 +57,8 @@ class Sessions:
         """
         if self._fd is not None:
             return True
+        import secrets  # only here: a read-only open starts no session
+
         record = json.dumps({"pid": os.getpid(), "snapshotters": sorted(snapshotters)})
         try:
             os.makedirs(self.directory, exist_ok=True)

@@ -27,7 +27,6 @@ writer lock (`cargohold.kv`).
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Protocol, TypeVar
 
@@ -35,12 +34,13 @@ from . import schema
 from ._native import decode_varint, encode_varint
 from .errors import FailedPrecondition, InvalidArgument
 from .gc import journal as gcjournal
+from .logs import LazyLogger
 from .timeutil import to_ns
 
 if TYPE_CHECKING:
     from .kv import Txn
 
-log = logging.getLogger("cargohold")
+log = LazyLogger("cargohold")
 
 T = TypeVar("T")
 

@@ -11,21 +11,23 @@ collecting ``gc``.
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Callable, Optional
 
 import click
 
-from cargohold import Leftover, Node, ResourceType
+from cargohold import Leftover, Node, filters
 from cargohold.containerd import Host, fsck as fsck_mod, open_root, usage
 from cargohold.containerd.importer import import_root
 from cargohold.containerd.plan import RULES
 from cargohold.containerd.schema import DEFAULT_ROOT
 from cargohold.errors import NotFound
 
-from .context import Settings, emit_json, emit_table, format_labels, json_option, pass_settings
+from .context import Settings, emit_json, emit_table, json_option, pass_settings
 from .df import emit_usage
 from .fsck import emit_findings
-from .gc import leftover_line, node_json, node_line
+from .gc import leftover_line, node_json, node_line, nodes_named
+from .groups import examples
+from .output import Column, Listing, format_labels, listing_options
 
 root_option = click.option("--root-dir", default=DEFAULT_ROOT, show_default=True, metavar="DIR",
                            help="The containerd root (or its meta.db file).")
@@ -46,66 +48,93 @@ def _namespace(settings: Settings, namespace: Optional[str]) -> str:
     return namespace or settings.namespace
 
 
-@command.command("ls")
+@command.command("ls", epilog=examples("cargohold containerd ls", "cargohold containerd ls -n k8s.io -q content",
+                                       "cargohold containerd ls containers --filter image~=nginx --format wide"))
 @click.argument("kind", type=click.Choice(KINDS), default="images")
 @root_option
 @namespace_option
 @click.option("--snapshotter", metavar="NAME", help="snapshots: only this snapshotter [default: every one].")
-@click.option("-q", "--quiet", is_flag=True, help="Print only names, digests, keys or ids.")
-@json_option
+@listing_options("names, digests, keys or ids", filter_example="labels.team==infra")
 @pass_settings
 def ls(settings: Settings, kind: str, root_dir: str, namespace: Optional[str], snapshotter: Optional[str],
-       quiet: bool, as_json: bool) -> None:
-    """List KIND of the namespace as ctr lists them (images by default)."""
+       listing: Listing) -> None:
+    """List KIND of the namespace as ctr lists them (images by default), with ctr's filter fields."""
+    if listing.filters:
+        filters.parse(*listing.filters)  # a bad filter is refused before the root is read
     ns = _namespace(settings, namespace)
     with open_root(root_dir) as host:
-        rows, columns, items = _listing(host, kind, ns, snapshotter)
-    if as_json:
-        emit_json(items)
-    elif quiet:
-        for row in rows:
-            click.echo(row[0])
-    else:
-        emit_table(columns, rows)
+        items, columns, adapt = _listing(host, kind, ns, snapshotter)
+    if listing.filters:
+        matcher = filters.parse(*listing.filters)
+        items = [item for item in items if matcher.match(adapt(item))]
+    listing.emit(items, columns)
 
 
-def _listing(host: Host, kind: str, ns: str, snapshotter: Optional[str]) -> tuple[list, list, list]:
-    """(table rows, columns, JSON items) of one listing."""
+def _labels_column(get=lambda item: item.labels) -> Column:
+    return Column("LABELS", lambda item: format_labels(get(item)))
+
+
+_COLUMNS = {
+    "namespaces": (Column("NAME", lambda n: n["name"]), _labels_column(lambda n: n["labels"])),
+    "images": (Column("NAME", lambda i: i.name, "key"), Column("TYPE", lambda i: i.target.media_type),
+               Column("DIGEST", lambda i: i.target.digest), Column("SIZE", lambda i: i.target.size, "size"),
+               Column("CREATED", lambda i: i.created_at, "time", wide=True),
+               Column("UPDATED", lambda i: i.updated_at, "time", wide=True), _labels_column()),
+    "containers": (Column("ID", lambda c: c.id), Column("IMAGE", lambda c: c.image, "key"),
+                   Column("RUNTIME", lambda c: c.runtime.name), Column("SNAPSHOTTER", lambda c: c.snapshotter),
+                   Column("SNAPSHOT", lambda c: c.snapshot_key, "key"),
+                   Column("CREATED", lambda c: c.created_at, "time", wide=True), _labels_column()),
+    "sandboxes": (Column("ID", lambda s: s.id), Column("SANDBOXER", lambda s: s.sandboxer),
+                  Column("RUNTIME", lambda s: s.runtime.name),
+                  Column("CREATED", lambda s: s.created_at, "time", wide=True), _labels_column()),
+    "leases": (Column("ID", lambda le: le["id"]), Column("CREATED", lambda le: le["created_at"], "time"),
+               Column("RESOURCES", lambda le: len(le["resources"])), _labels_column(lambda le: le["labels"])),
+    "content": (Column("DIGEST", lambda i: i.digest), Column("SIZE", lambda i: i.size, "size"),
+                Column("CREATED", lambda i: i.created_at, "time"),
+                Column("UPDATED", lambda i: i.updated_at, "time", wide=True), _labels_column()),
+    "ingests": (Column("REF", lambda s: s.ref, "key"), Column("OFFSET", lambda s: s.offset, "size"),
+                Column("TOTAL", lambda s: s.total, "size"), Column("EXPECTED", lambda s: s.expected),
+                Column("UPDATED", lambda s: s.updated_at, "time")),
+    "snapshots": (Column("KEY", lambda s: s["name"], "key"), Column("SNAPSHOTTER", lambda s: s["snapshotter"]),
+                  Column("PARENT", lambda s: s["parent"], "key"), Column("KIND", lambda s: str(s["kind"]).lower()),
+                  Column("CREATED", lambda s: s["created_at"], "time", wide=True), _labels_column(lambda s: s["labels"])),
+}
+"""The table of each KIND: ctr's columns (sizes and ages for people), more with --format wide."""
+
+
+def _listing(host: Host, kind: str, ns: str, snapshotter: Optional[str]) -> tuple[list, tuple, Callable]:
+    """(items, as JSON prints them; the table's columns; the filter fields of an item) of one listing."""
+    from cargohold.containers import container_adaptor
+    from cargohold.content.local import info_adaptor
+    from cargohold.images import image_adaptor
+    from cargohold.snapshots.storage import adaptor as snapshot_adaptor
+
+    def id_and_labels(get_id: Callable, get_labels: Callable) -> Callable:
+        return lambda item: filters.adaptor({"id": get_id(item)}, {"labels": get_labels(item)})
+
+    columns = _COLUMNS[kind]
     if kind == "namespaces":
-        names = host.namespaces()
-        items = [{"name": n, "labels": host.namespace_labels(n)} for n in names]
-        return [(i["name"], format_labels(i["labels"])) for i in items], ["NAME", "LABELS"], items
+        items = [{"name": n, "labels": host.namespace_labels(n)} for n in host.namespaces()]
+        return items, columns, lambda n: filters.adaptor({"name": n["name"]}, {"labels": n["labels"]})
     if kind == "images":
-        found = host.images(ns)
-        return ([(i.name, i.target.media_type, i.target.digest, i.target.size, format_labels(i.labels))
-                 for i in found], ["NAME", "TYPE", "DIGEST", "SIZE", "LABELS"], found)
+        return host.images(ns), columns, image_adaptor
     if kind == "containers":
-        found = host.containers(ns)
-        return ([(c.id, c.image, c.runtime.name, c.snapshotter, c.snapshot_key, format_labels(c.labels))
-                 for c in found], ["ID", "IMAGE", "RUNTIME", "SNAPSHOTTER", "SNAPSHOT", "LABELS"], found)
+        return host.containers(ns), columns, container_adaptor
     if kind == "sandboxes":
-        found = host.sandboxes(ns)
-        return ([(s.id, s.sandboxer, s.runtime.name, format_labels(s.labels)) for s in found],
-                ["ID", "SANDBOXER", "RUNTIME", "LABELS"], found)
+        return host.sandboxes(ns), columns, id_and_labels(lambda s: s.id, lambda s: s.labels)
     if kind == "leases":
-        found = [(lease, host.lease_resources(ns, lease.id)) for lease in host.leases(ns)]
-        items = [{"id": lease.id, "created_at": lease.created_at, "labels": lease.labels, "resources": res}
-                 for lease, res in found]
-        return ([(lease.id, lease.created_at, len(res), format_labels(lease.labels)) for lease, res in found],
-                ["ID", "CREATED", "RESOURCES", "LABELS"], items)
+        items = [{"id": lease.id, "created_at": lease.created_at, "labels": lease.labels,
+                  "resources": host.lease_resources(ns, lease.id)} for lease in host.leases(ns)]
+        return items, columns, id_and_labels(lambda le: le["id"], lambda le: le["labels"])
     if kind == "content":
-        found = host.content(ns)
-        return ([(i.digest, i.size, i.created_at, format_labels(i.labels)) for i in found],
-                ["DIGEST", "SIZE", "CREATED", "LABELS"], found)
+        return host.content(ns), columns, info_adaptor
     if kind == "ingests":
-        found = host.ingests(ns)
-        return ([(s.ref, s.offset, s.total, s.expected, s.updated_at) for s in found],
-                ["REF", "OFFSET", "TOTAL", "EXPECTED", "UPDATED"], found)
+        return host.ingests(ns), columns, lambda s: filters.adaptor({"ref": s.ref})
     names = [snapshotter] if snapshotter else host.snapshotters(ns)
     found = [(name, info) for name in names for info in host.snapshots(ns, name)]
     items = [{"snapshotter": name, **_as_dict(info)} for name, info in found]
-    return ([(info.name, name, info.parent, str(info.kind).lower(), format_labels(info.labels))
-             for name, info in found], ["KEY", "SNAPSHOTTER", "PARENT", "KIND", "LABELS"], items)
+    by_item = {id(item): info for item, (_, info) in zip(items, found)}
+    return items, columns, lambda item: snapshot_adaptor(by_item[id(item)])
 
 
 def _as_dict(info) -> dict:
@@ -118,7 +147,8 @@ def _as_dict(info) -> dict:
               help="List what containerd's next collection removes (TYPE NAMESPACE KEY SIZE: the bytes its removal "
                    "frees) and the leftovers its cleanup deletes too (TYPE - KEY SIZE).")
 @click.option("--explain", metavar="DIGEST|SNAPSHOTTER/KEY",
-              help="Print the chain of references from a root to DIGEST|SNAPSHOTTER/KEY (in the namespace).")
+              help="Print the chain of references from a root to DIGEST|SNAPSHOTTER/KEY (in the namespace; "
+                   "a digest prefix does).")
 @root_option
 @namespace_option
 @rules_option
@@ -171,14 +201,9 @@ def _leftover_key(item: usage.Freed) -> str:
 
 
 def _find(host: Host, ns: str, name: str) -> list[Node]:
-    """The nodes of `ns` called `name`: a digest, an ingest ref, an image name, a lease or container id,
-    ``<snapshotter>/<key>`` or a bare snapshot key."""
-    found = []
-    for node in host.graph().all_nodes():
-        if node.namespace != ns:
-            continue
-        if node.key == name or (node.type == ResourceType.SNAPSHOT and node.key.partition("/")[2] == name):
-            found.append(node)
+    """The nodes of `ns` called `name` (`gc.nodes_named`): a digest or a prefix of one, an ingest ref, an
+    image name, a lease or container id, ``<snapshotter>/<key>`` or a bare snapshot key."""
+    found = nodes_named((node for node in host.graph().all_nodes() if node.namespace == ns), name)
     if not found:
         raise NotFound(f"nothing called {name!r} in namespace {ns!r} (give a digest, an image name, "
                        "<snapshotter>/<key> or a snapshot key, a lease, ingest or container id)")

@@ -1,55 +1,80 @@
-"""`cargohold content ...`: the namespace's blobs and ingests."""
+"""`cargohold content ...`: the namespace's blobs and ingests.
+
+Every DIGEST argument may be a prefix (``sha256:4f3a``, ``4f3a``) of one blob the namespace holds.
+"""
 
 from __future__ import annotations
 
-import shutil
 import sys
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import click
 
-from cargohold import Info
-from cargohold.content.local import CHUNK
 from cargohold.errors import AlreadyExists, Error
-from cargohold.fieldpaths import label_paths
 
-from .context import (Settings, echo, emit_labels, emit_list, format_labels, json_option, parse_labels,
-                      pass_settings, remove_all)
+from .context import Settings, echo, emit_labels, emit_json, pass_settings, refuse_terminal, remove_all
+from .groups import Group, examples
+from .output import Column, format_labels, listing_options, parse_labels
+from .prefixes import check, resolve_content
+
+if TYPE_CHECKING:
+    from cargohold import Info
+
+CHUNK = 1 << 20
 
 
-@click.group("content")
+@click.group("content", cls=Group, epilog=examples("cargohold content ls", "echo hi | cargohold content ingest note-1"))
 def command() -> None:
     """List, read, write, label and remove content blobs."""
 
 
-@command.command("ls")
+LIST_COLUMNS = (
+    Column("DIGEST", lambda i: i.digest),
+    Column("SIZE", lambda i: i.size, "size"),
+    Column("CREATED", lambda i: i.created_at, "time"),
+    Column("UPDATED", lambda i: i.updated_at, "time", wide=True),
+    Column("LABELS", lambda i: format_labels(i.labels)),
+)
+
+
+@command.command("ls", epilog=examples("cargohold content ls", "cargohold content ls -q | head -1",
+                                       "cargohold content ls --format json 'labels.\"containerd.io/gc.root\"'"))
 @click.argument("filters", nargs=-1)
-@click.option("-q", "--quiet", is_flag=True, help="Print only the digests.")
-@json_option
+@listing_options("digests", filter_example='labels."containerd.io/gc.root"')
 @pass_settings
-def ls(settings: Settings, filters: tuple, quiet: bool, as_json: bool) -> None:
+def ls(settings: Settings, listing) -> None:
     """List blobs, optionally only those matching FILTERS (e.g. 'labels."containerd.io/gc.root"')."""
-    found = list(settings.ns().content.walk(*filters))
-    if quiet:
-        for info in found:
-            echo(info.digest)
-    else:
-        emit_list(found, as_json, ["DIGEST", "SIZE", "CREATED", "LABELS"],
-                  lambda i: (i.digest, i.size, i.created_at, format_labels(i.labels)))
+    listing.emit(listing.fetch(lambda: settings.reader().content.walk(*listing.filters)), LIST_COLUMNS)
 
 
-@command.command("get")
+@command.command("get", epilog=examples("cargohold content get sha256:4f3a > blob", "cargohold content get 4f3a | head -c10"))
 @click.argument("digest")
 @pass_settings
 def get(settings: Settings, digest: str) -> None:
-    """Write the blob DIGEST to stdout."""
-    out = sys.stdout.buffer
-    with settings.ns().content.open(digest) as blob:
-        shutil.copyfileobj(blob, out, CHUNK)
+    """Write the blob DIGEST to stdout (never to a terminal)."""
+    check([digest])
+    ns = settings.reader()
+    (digest,) = resolve_content(ns, [digest])
+    with ns.content.open(digest) as blob:
+        refuse_terminal(f"blob {digest}")
+        out = sys.stdout.buffer
+        while chunk := blob.read(CHUNK):
+            out.write(chunk)
     out.flush()
 
 
-@command.command("ingest")
+@command.command("info", epilog=examples("cargohold content info sha256:4f3a"))
+@click.argument("digests", nargs=-1, required=True, metavar="DIGEST...")
+@pass_settings
+def info(settings: Settings, digests: tuple) -> None:
+    """Print blobs' records as JSON: digest, size, labels and times."""
+    digests = check(dict.fromkeys(digests))
+    ns = settings.reader()
+    emit_json([ns.content.info(digest) for digest in resolve_content(ns, digests)])
+
+
+@command.command("ingest", epilog=examples("echo hi | cargohold content ingest note-1 --label kind=text",
+                                           "cargohold content ingest layer-1 --expected sha256:<digest> < layer.tar"))
 @click.argument("ref")
 @click.option("--expected", metavar="DIGEST", help="Refuse the content unless it has this digest.")
 @click.option("--size", type=click.IntRange(min=0), default=0, help="Refuse the content unless it has this size.")
@@ -61,9 +86,10 @@ def ingest(settings: Settings, ref: str, expected: Optional[str], size: int, lab
     An interrupted ingest resumes when run again with the same REF and the
     same input; a failed one (digest or size mismatch) is discarded. Content
     the namespace has already is not stored twice (its labels are updated).
+    A REF that another writer has open is Unavailable.
     """
-    content = settings.ns().content
     wanted = parse_labels(labels)
+    content = settings.ns().content
     source = sys.stdin.buffer
     try:
         writer = content.writer(ref, total=size, expected=expected)
@@ -77,58 +103,77 @@ def ingest(settings: Settings, ref: str, expected: Optional[str], size: int, lab
             while chunk := source.read(CHUNK):
                 writer.write(chunk)
             try:
-                info = writer.commit(size, expected, wanted)
+                stored = writer.commit(size, expected, wanted)
             except AlreadyExists:
-                info = _relabel(content, writer.digest(), wanted)
+                stored = _relabel(content, writer.digest(), wanted)
     except Error:
         try:
             content.abort(ref)
         except Error:
             pass  # already consumed or gone; the first error is the one to report
         raise
-    echo(info.digest)
+    echo(stored.digest)
 
 
 def _skip(source, count: int) -> None:
     """Skip what an earlier, interrupted ingest already stored (as containerd's content.Copy does)."""
+    from cargohold.errors import FailedPrecondition
+
     while count > 0:
         chunk = source.read(min(CHUNK, count))
         if not chunk:
-            raise click.UsageError(f"the input is shorter than the {count} bytes the ingest already holds")
+            raise FailedPrecondition(f"the input is shorter than the {count} bytes the ingest already holds")
         count -= len(chunk)
 
 
-def _relabel(content, digest: str, labels: dict) -> Info:
+def _relabel(content, digest: str, labels: dict) -> "Info":
     if labels:
+        from cargohold import Info
+        from cargohold.fieldpaths import label_paths
+
         return content.update(Info(digest, labels=labels), *label_paths(labels))
     return content.info(digest)
 
 
-@command.command("rm")
+@command.command("rm", epilog=examples("cargohold content rm sha256:4f3a", "cargohold content ls -q | xargs cargohold content rm"))
 @click.argument("digests", nargs=-1, required=True, metavar="DIGEST...")
 @pass_settings
 def rm(settings: Settings, digests: tuple) -> None:
     """Remove blobs from the namespace, all or none (the bytes go at the next garbage collection)."""
-    content = settings.ns().content
-    remove_all(settings, digests, lambda digest, tx: content.delete(digest, tx=tx))
+    digests = check(digests)
+    ns = settings.ns()
+    remove_all(settings, resolve_content(ns, digests), lambda digest, tx: ns.content.delete(digest, tx=tx))
 
 
-@command.command("active")
+ACTIVE_COLUMNS = (
+    Column("REF", lambda s: s.ref, "key"),
+    Column("OFFSET", lambda s: s.offset, "size"),
+    Column("TOTAL", lambda s: s.total, "size"),
+    Column("EXPECTED", lambda s: s.expected),
+    Column("STARTED", lambda s: s.started_at, "time", wide=True),
+    Column("UPDATED", lambda s: s.updated_at, "time"),
+)
+
+
+@command.command("active", epilog=examples("cargohold content active", "cargohold content active -q 'ref~=^import-'"))
 @click.argument("filters", nargs=-1)
-@json_option
+@listing_options("refs", filter_example="ref~=^import-")
 @pass_settings
-def active(settings: Settings, filters: tuple, as_json: bool) -> None:
+def active(settings: Settings, listing) -> None:
     """List ingests in progress (resumable writes), optionally matching FILTERS (e.g. 'ref~=^import')."""
-    emit_list(settings.ns().content.statuses(*filters), as_json, ["REF", "OFFSET", "TOTAL", "EXPECTED", "UPDATED"],
-              lambda s: (s.ref, s.offset, s.total, s.expected, s.updated_at))
+    listing.emit(listing.fetch(lambda: settings.reader().content.statuses(*listing.filters)), ACTIVE_COLUMNS)
 
 
-@command.command("label")
+@command.command("label", epilog=examples("cargohold content label sha256:4f3a containerd.io/gc.root=keep",
+                                          "cargohold content label 4f3a team="))
 @click.argument("digest")
 @click.argument("labels", nargs=-1, required=True, metavar="KEY=VALUE...")
-@json_option
+@click.option("--json", "as_json", is_flag=True, help="Print the labels as JSON.")
 @pass_settings
 def label(settings: Settings, digest: str, labels: tuple, as_json: bool) -> None:
     """Set labels on blob DIGEST (KEY= with an empty value removes KEY)."""
-    info = _relabel(settings.ns().content, digest, parse_labels(labels))
-    emit_labels(info.labels, as_json)
+    changes = parse_labels(labels)
+    check([digest])
+    ns = settings.ns()
+    (digest,) = resolve_content(ns, [digest])
+    emit_labels(_relabel(ns.content, digest, changes).labels, as_json)

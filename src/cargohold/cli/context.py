@@ -1,32 +1,41 @@
-"""Shared state of one CLI invocation: where the root is, which namespace, how to print.
+"""Shared state of one CLI invocation: where the root is, which namespace, how to print, how to fail.
 
 Stored text reaches the terminal only through `safe` (tables, plain lines,
 error messages): names can come from archives or other hosts, and a name
 carrying ``\\x1b]0;...\\x07`` must not drive the terminal. JSON output is exact.
+
+This module is imported by every command, so it imports only click and
+cargohold's light modules; the database code loads when a command opens one.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import enum
-import json
 import os
-import sys
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
 
 import click
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
-import cargohold
-from cargohold.errors import Error
-from cargohold.validation import escape_controls, validate_labels
+from cargohold.errors import Error, FailedPrecondition
+
+from .missing import MissingRoot
+
+if TYPE_CHECKING:
+    from cargohold import DB, Namespace
+
+_OUTPUT = ("emit_json", "emit_labels", "emit_list", "emit_table", "format_labels", "json_option", "parse_labels")
+"""The rest of the old context API, now in `output`: loaded from there when first asked for here."""
+
+
+def __getattr__(name: str) -> Any:
+    if name in _OUTPUT:
+        from . import output
+
+        return getattr(output, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def default_root() -> str:
-    """$CARGOHOLD_ROOT, else a per-user data directory."""
+    """$CARGOHOLD_ROOT, else a per-user data directory ($XDG_DATA_HOME/cargohold, ~/.local/share/cargohold)."""
     env = os.environ.get("CARGOHOLD_ROOT")
     if env:
         return env
@@ -34,21 +43,80 @@ def default_root() -> str:
     return os.path.join(base, "cargohold")
 
 
-@dataclass
-class Settings:
-    root: str
-    namespace: str
-    root_given: bool = False
-    metadata: Optional[str] = None
-    _db: Optional[cargohold.DB] = field(default=None, repr=False)
+ROOT_ENTRIES = ("meta", "content", "snapshots")
+"""What a directory holds once cargohold used it as a root (one of them is enough: a root whose
+meta directory was moved away, to start over, is still a root)."""
 
-    def db(self) -> cargohold.DB:
+
+class Settings:
+    """The global options, and the database this invocation opened (at most one).
+
+    `init` is --init: a command that writes may make a non-empty directory that is not a
+    cargohold root into one. `metadata` is --metadata: an engine URL for the tables.
+    """
+
+    def __init__(self, root: str, namespace: str, root_given: bool = False, init: bool = False,
+                 metadata: "Optional[str]" = None) -> None:
+        self.root = root
+        self.namespace = namespace
+        self.root_given = root_given
+        self.init = init
+        self.metadata = metadata
+        self._db: "Optional[DB]" = None
+
+    def __repr__(self) -> str:
+        return f"Settings(root={self.root!r}, namespace={self.namespace!r})"
+
+    def db(self, write: bool = True) -> "DB":
+        """The database, opened to write (creating the root) or, with ``write=False``, only to read.
+
+        A reading open writes nothing: MissingRoot when there is no root yet,
+        FailedPrecondition for a directory that holds something else. A
+        writing open refuses a non-empty directory that is not a root unless
+        --init, and a root this user cannot write (FailedPrecondition).
+        """
+        if self._db is not None and (self._db.readonly and write):
+            self.close()
         if self._db is None:
-            self._db = cargohold.open(self.root, metadata=self.metadata)
+            import cargohold
+
+            self._check_root(write)
+            self._db = cargohold.open(self.root, readonly=not write, metadata=self.metadata)
         return self._db
 
-    def ns(self) -> cargohold.Namespace:
-        return self.db().namespace(self.namespace)
+    def ns(self, write: bool = True) -> "Namespace":
+        from cargohold.validation import validate_identifier
+
+        validate_identifier(self.namespace, "namespace")  # even when there is no root to open
+        return self.db(write).namespace(self.namespace)
+
+    def reader(self) -> "Namespace":
+        """The namespace, opened only to read."""
+        return self.ns(write=False)
+
+    def _check_root(self, write: bool) -> None:
+        root = self.root
+        meta = os.path.join(root, "meta")
+        if os.path.isfile(os.path.join(meta, "data.mdb")) or self.metadata:
+            return  # the usual case: a root with its database (or its tables on an engine)
+        existing = os.path.abspath(root)
+        while not os.path.lexists(existing) and os.path.dirname(existing) != existing:
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing):
+            where = "is not a directory" if existing == os.path.abspath(root) else f"cannot be made: {existing!r} is not a directory"
+            raise FailedPrecondition(f"root {root!r} {where}")
+        ours = os.path.isdir(root) and any(os.path.isdir(os.path.join(root, name)) for name in ROOT_ENTRIES)
+        if not ours and os.path.isdir(root) and os.listdir(root) and not (write and self.init):
+            hint = "; give --init to make it one" if write else ""
+            raise FailedPrecondition(f"{root!r} is not a cargohold root (it has none of "
+                                     f"{', '.join(ROOT_ENTRIES)}) and is not empty{hint}")
+        if not write:
+            if os.path.isdir(meta):
+                from cargohold import kvguard
+
+                kvguard.check_not_lost(meta)  # a lost database is Corrupted, not an empty root
+            state = "does not exist" if not os.path.exists(root) else "holds no metadata database"
+            raise MissingRoot(f"root {root!r} {state}: nothing is stored there yet")
 
     def close(self) -> None:
         if self._db is not None:
@@ -61,6 +129,8 @@ pass_settings = click.make_pass_decorator(Settings)
 
 def safe(value: Any) -> str:
     """`value` as text fit for a terminal (`validation.escape_controls`)."""
+    from cargohold.validation import escape_controls  # not for --help: it prints no stored text
+
     return escape_controls(str(value))
 
 
@@ -74,101 +144,106 @@ def one_line(message: str) -> str:
     return " ".join(part.strip() for part in str(message).splitlines() if part.strip())
 
 
+# -- failing -------------------------------------------------------------------------------------
+
+PUBLIC_ERRORS = ("NotFound", "AlreadyExists", "InvalidArgument", "FailedPrecondition", "Unavailable",
+                 "Unsupported", "Corrupted")
+"""The error classes a message names (a subclass is reported as the public class it derives from)."""
+
+
 class Failure(click.ClickException):
-    """A failed command: one line on stderr, exit code 1."""
+    """A failed command: one line on stderr, ``cargohold: <ErrorClass>: <message>``, exit code 1."""
+
+    def __init__(self, kind: str, message: str, exit_code: int = 1) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+        self.exit_code = exit_code
 
     def show(self, file=None) -> None:
         echo(f"cargohold: {one_line(self.message)}", err=True)
 
 
-def _failure(exc: BaseException) -> Failure:
+class PipeClosed(click.ClickException):
+    """Standard output was closed by its reader (``| head``): end quietly, with the status a
+    process killed by SIGPIPE gets from the shell."""
+
+    exit_code = 141
+
+    def __init__(self) -> None:
+        super().__init__("")
+
+    def show(self, file=None) -> None:
+        silence_stdout()
+
+
+def silence_stdout() -> None:
+    """Point standard output at /dev/null, so that flushing what is left of it cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+    except OSError:
+        pass
+
+
+def error_kind(exc: Error) -> str:
+    """The public class an error is reported as: its own, or the nearest public ancestor's."""
+    for cls in type(exc).__mro__:
+        if cls.__module__ == "cargohold.errors" and cls.__name__ in PUBLIC_ERRORS:
+            return cls.__name__
+    return "Error"
+
+
+def os_failure(exc: OSError) -> Failure:
+    """An OS error as a Failure of the class that says what went wrong."""
+    import errno
+
+    kind = {errno.ENOENT: "NotFound", errno.EEXIST: "AlreadyExists", errno.EACCES: "FailedPrecondition",
+            errno.EPERM: "FailedPrecondition", errno.EROFS: "FailedPrecondition", errno.ENOTDIR: "InvalidArgument",
+            errno.EISDIR: "InvalidArgument", errno.ENAMETOOLONG: "InvalidArgument"}.get(exc.errno, "Unavailable")
+    what = exc.strerror or str(exc)
+    if exc.errno == errno.EROFS:
+        what = "read-only file system"
+    if exc.filename is not None:
+        what += f": {exc.filename!r}"
+    return Failure(kind, what)
+
+
+def failure(exc: BaseException) -> click.ClickException:
+    """What a command's exception is reported as."""
+    cause: Optional[BaseException] = exc
+    while cause is not None:  # also when a store wrapped it into one of its errors
+        if isinstance(cause, BrokenPipeError):
+            return PipeClosed()
+        cause = cause.__cause__ or cause.__context__
     if isinstance(exc, Error):
-        return Failure(f"{type(exc).__name__}: {exc}")
-    return Failure(str(exc))
+        return Failure(error_kind(exc), str(exc))
+    if isinstance(exc, OSError):
+        return os_failure(exc)
+    if isinstance(exc, click.UsageError):
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        return Failure("InvalidArgument", exc.format_message() + hint)
+    raise exc
 
 
-class CommandGroup(click.Group):
-    """A group whose commands report cargohold errors, OS errors and usage errors as a one-line `Failure`."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except click.UsageError as exc:
-            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
-            raise Failure(exc.format_message() + hint) from exc
-        except (Error, OSError) as exc:
-            raise _failure(exc) from exc
-
-json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-
-stdout = Console(soft_wrap=True, highlight=False)
+def internal_error(exc: Exception) -> Failure:
+    """An exception no cargohold class describes: a bug, reported in one line all the same."""
+    return Failure("Error", f"internal error, please report it: {type(exc).__name__}: {exc} "
+                            "(CARGOHOLD_DEBUG=1 shows where)")
 
 
-def _plain(value: Any) -> Any:
-    """`value` as JSON can hold it: dataclasses as objects, enums by lower-case name, times in ISO 8601."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, enum.Enum):
-        return value.name.lower()
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    return value
+def interrupted() -> Failure:
+    """Ctrl-C: what was in flight has been undone; exit 130 (128 + SIGINT), as shells report it."""
+    return Failure("Cancelled", "interrupted", exit_code=130)
 
 
-def emit_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(_plain(data), indent=2, sort_keys=True) + "\n")
+def refuse_terminal(what: str) -> None:
+    """FailedPrecondition when stdout is a terminal: binary data would garble it."""
+    import sys
 
-
-def emit_table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    """A table for people: full values, never truncated or wrapped, so scripts can split lines on whitespace."""
-    table = Table(box=None, show_edge=False, pad_edge=False, header_style="bold")
-    for name in columns:
-        table.add_column(name, no_wrap=True)
-    for row in rows:
-        table.add_row(*(Text("-" if v is None or v == "" else safe(_plain(v))) for v in row))
-    wide = Console(width=1 << 20, soft_wrap=True, highlight=False, force_terminal=stdout.is_terminal,
-                   no_color=not stdout.is_terminal)
-    with wide.capture() as captured:
-        wide.print(table)
-    sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
-
-
-def format_labels(labels: Optional[dict]) -> str:
-    return ",".join(f"{k}={v}" for k, v in sorted((labels or {}).items())) or "-"
-
-
-def parse_labels(items: tuple) -> dict:
-    """KEY=VALUE arguments as a dict, checked as labels before any command writes
-    (an argument that is not UTF-8 text is InvalidArgument); an empty VALUE is kept."""
-    labels = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise click.BadParameter(f"label {item!r} must be KEY=VALUE", param_hint="LABEL")
-        labels[key] = value
-    return validate_labels(labels)
-
-
-def emit_labels(labels: Optional[dict], as_json: bool) -> None:
-    """The labels an object has after a `label` command."""
-    if as_json:
-        emit_json(labels or {})
-    else:
-        echo(format_labels(labels))
-
-
-def emit_list(items: Sequence[Any], as_json: bool, columns: Sequence[str], row: Callable[[Any], Sequence[Any]]) -> None:
-    """`items` as JSON, or as a table of one `row(item)` each."""
-    if as_json:
-        emit_json(items)
-    else:
-        emit_table(columns, [row(item) for item in items])
+    if sys.stdout.isatty():
+        raise FailedPrecondition(f"refusing to write {what} to a terminal: redirect standard output "
+                                 "(> FILE or | COMMAND)")
 
 
 def remove_all(settings: Settings, names: Iterable[str], remove: Callable[[str, Any], None], *,

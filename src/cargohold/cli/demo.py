@@ -29,6 +29,7 @@ from cargohold.oci.build import LayerBuilder, write_image
 from .containers import create_container, delete_container
 from .context import Settings, echo, pass_settings
 from .gc import node_line, report_lines
+from .groups import examples
 
 NAMESPACE = "demo"
 IMAGE = "example.com/cargohold/hello:1.0"
@@ -61,7 +62,8 @@ def _things(count: int) -> str:
     return f"{count} thing{'' if count == 1 else 's'}"
 
 
-@click.command("demo")
+@click.command("demo", epilog=examples("cargohold demo", "cargohold demo --keep",
+                                       "cargohold --root /tmp/tour demo    # kept, for a look around"))
 @click.option("--keep", is_flag=True, help="Keep the temporary root at the end (a given --root is always kept).")
 @pass_settings
 def command(settings: Settings, keep: bool) -> None:

@@ -21,15 +21,26 @@ no leftovers, as they belong to none. With ``--json`` it prints one list: an obj
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Iterable, Optional
 
 import click
 
-from cargohold import DB, Freed, GCStats, Leftover, Node, ResourceType
 from cargohold.errors import InvalidArgument, NotFound
-from cargohold.gc.context import type_name
+from cargohold.model import Node, ResourceType
 
-from .context import Settings, echo, emit_json, emit_table, json_option, one_line, pass_settings
+from .context import MissingRoot, Settings, echo, emit_json, emit_table, json_option, one_line, pass_settings
+from .groups import examples
+from .prefixes import as_prefix, resolve
+
+if TYPE_CHECKING:
+    from cargohold import DB, Freed, GCStats, Leftover
+
+
+def type_name(resource_type: int) -> str:
+    """How lines name a node's type (the collector's names)."""
+    from cargohold.gc.context import type_name as name
+
+    return name(resource_type)
 
 
 def node_line(node: Node) -> str:
@@ -41,11 +52,29 @@ def node_json(node: Node) -> dict:
     return {"type": type_name(node.type), "namespace": node.namespace, "key": node.key}
 
 
-def find_nodes(db: DB, namespace: str, name: str) -> list[Node]:
-    """The nodes of `namespace` called `name`: a digest, an image or lease name, an ingest ref,
-    a snapshot key (with or without its ``<snapshotter>/`` prefix), or a container id."""
-    found = [node for node in db.nodes() if node.namespace == namespace and
-             (node.key == name or (node.type == ResourceType.SNAPSHOT and node.key.partition("/")[2] == name))]
+def nodes_named(nodes: Iterable[Node], name: str) -> list[Node]:
+    """The `nodes` called `name`: by key, a snapshot also by its key without ``<snapshotter>/``, and a
+    digest also by a prefix of it (one that matches several digests is refused, naming them)."""
+    nodes = list(nodes)
+
+    def named(key: str) -> list[Node]:
+        return [node for node in nodes
+                if node.key == key or (node.type == ResourceType.SNAPSHOT and node.key.partition("/")[2] == key)]
+
+    found = named(name)
+    if not found and as_prefix(name) is not None:
+        keys = {node.key.partition("/")[2] if node.type == ResourceType.SNAPSHOT else node.key for node in nodes}
+        try:
+            found = named(resolve(name, (key for key in keys if ":" in key)))
+        except NotFound:
+            pass
+    return found
+
+
+def find_nodes(db: "DB", namespace: str, name: str) -> list[Node]:
+    """The nodes of `namespace` called `name` (`nodes_named`): a digest or a prefix of one, an image
+    or lease name, an ingest ref, a snapshot key, or a container id."""
+    found = nodes_named((node for node in db.nodes() if node.namespace == namespace), name)
     try:
         db.namespace(namespace).containers.get(name)
         found.append(Node(ResourceType.CONTAINER, namespace, name))
@@ -57,16 +86,16 @@ def find_nodes(db: DB, namespace: str, name: str) -> list[Node]:
     return found
 
 
-def leftover_line(leftover: Leftover) -> str:
+def leftover_line(leftover: "Leftover") -> str:
     """``TYPE - KEY SIZE``, the one-line form of a backend leftover."""
     return f"{leftover.type} - {leftover.key} {leftover.size}"
 
 
-def _freed_json(freed: Freed) -> dict:
+def _freed_json(freed: "Freed") -> dict:
     return {"count": freed.count, "bytes": freed.bytes}
 
 
-def stats_json(stats: GCStats) -> dict:
+def stats_json(stats: "GCStats") -> dict:
     """A collection's report with self-explaining keys; ``removed``, ``meta_d``, ``content_d``
     and ``snapshot_d`` stay as aliases of the keys earlier versions printed."""
     nodes = [node_json(n) for n in stats.removed]
@@ -97,7 +126,7 @@ def format_bytes(size: int) -> str:
     return f"{value:.1f} TiB"
 
 
-def report_lines(stats: GCStats) -> list[str]:
+def report_lines(stats: "GCStats") -> list[str]:
     """What a collection removed and freed, and how long it held writers off and cleaned, for people."""
     records = _count(len(stats.removed), "record", "records")
     if stats.records:
@@ -113,7 +142,7 @@ def report_lines(stats: GCStats) -> list[str]:
             "cleanup took " + (", ".join(cleanups) if cleanups else "no time: no backend needed cleaning")]
 
 
-def _report_errors(ctx: click.Context, stats: GCStats) -> None:
+def _report_errors(ctx: click.Context, stats: "GCStats") -> None:
     """One stderr line per failed cleanup, then exit 1."""
     if not stats.errors:
         return
@@ -124,7 +153,9 @@ def _report_errors(ctx: click.Context, stats: GCStats) -> None:
     ctx.exit(1)
 
 
-@click.command("gc")
+@click.command("gc", epilog=examples("cargohold gc", "cargohold gc --dry-run",
+                                     "cargohold gc --explain sha256:4f3a      # a digest prefix does",
+                                     "cargohold gc --namespace k8s.io --json"))
 @click.option("--dry-run", is_flag=True,
               help="Only list what a collection would remove (TYPE NAMESPACE KEY) and the backend leftovers "
                    "no record owns (TYPE - KEY SIZE).")
@@ -150,16 +181,20 @@ def command(ctx: click.Context, settings: Settings, dry_run: bool, explain: Opti
     committed all the same): a backend this database does not own is cleaned
     only with --adopt-backends.
     """
-    db = settings.db()
     if adopt_backends and (dry_run or explain is not None):
         raise click.UsageError("--adopt-backends cannot be combined with --dry-run or --explain")
     if explain is not None:
         if dry_run or scope is not None:
             raise click.UsageError("--explain cannot be combined with --dry-run or --namespace")
-        _explain(db, settings.namespace, explain, as_json)
+        _explain(settings.db(write=False), settings.namespace, explain, as_json)
     elif dry_run:
-        nodes = db.unreachable(namespace=scope)
-        leftovers = [] if scope is not None else db.leftovers()
+        try:
+            db = settings.db(write=False)
+        except MissingRoot:
+            nodes, leftovers = [], []
+        else:
+            nodes = db.unreachable(namespace=scope)
+            leftovers = [] if scope is not None else db.leftovers()
         if as_json:
             emit_json([node_json(n) for n in nodes]
                       + [{"type": x.type, "namespace": None, "key": x.key, "size": x.size} for x in leftovers])
@@ -169,7 +204,7 @@ def command(ctx: click.Context, settings: Settings, dry_run: bool, explain: Opti
             for leftover in leftovers:
                 echo(leftover_line(leftover))
     else:
-        stats = db.garbage_collect(namespace=scope, adopt_backends=adopt_backends)
+        stats = settings.db().garbage_collect(namespace=scope, adopt_backends=adopt_backends)
         if as_json:
             emit_json(stats_json(stats))
         else:
@@ -181,7 +216,7 @@ def command(ctx: click.Context, settings: Settings, dry_run: bool, explain: Opti
         _report_errors(ctx, stats)
 
 
-def _explain(db: DB, namespace: str, name: str, as_json: bool) -> None:
+def _explain(db: "DB", namespace: str, name: str, as_json: bool) -> None:
     results = [(node, db.explain(node)) for node in find_nodes(db, namespace, name)]
     if as_json:
         emit_json([{"node": node_json(node), "chain": None if chain is None else [node_json(n) for n in chain]}

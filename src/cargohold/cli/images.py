@@ -1,23 +1,23 @@
-"""`cargohold images ...`: list, import, export, pull, push, label and remove images."""
+"""`cargohold images ...`: list, inspect, import, export, pull, push, tag, label and remove images."""
 
 from __future__ import annotations
 
-import dataclasses
+import os
 import sys
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import click
 
-from cargohold import Image, errors, transfer
-from cargohold.fieldpaths import label_paths
-from cargohold.oci import mediatypes
-from cargohold.oci.walk import children
-from cargohold.transfer.registry.auth import Credentials, parse_user
-from cargohold.transfer.unpacker import document_fetcher
+from cargohold.errors import AlreadyExists, Error
 
-from .context import (Settings, echo, emit_json, emit_labels, emit_table, format_labels, json_option, parse_labels,
-                      pass_settings, remove_all)
-from .progress import blob_progress
+from .context import Settings, echo, emit_json, emit_labels, emit_table, json_option, pass_settings, \
+    refuse_terminal, remove_all
+from .groups import Group, examples
+from .output import Column, format_labels, listing_options, parse_labels
+
+if TYPE_CHECKING:
+    from cargohold import Image, Namespace
+    from cargohold.transfer.registry.auth import Credentials
 
 platform_option = click.option("--platform", metavar="OS/ARCH[/VARIANT]",
                                help="Only this platform [default: the host's].")
@@ -26,6 +26,8 @@ plain_http_option = click.option("--plain-http", is_flag=True, help="Talk HTTP t
 user_option = click.option("--user", "-u", metavar="USER[:PASSWORD]",
                            help="Registry credentials (asks for the password when it is left out) "
                                 "[default: the Docker config file's, if any].")
+snapshotter_option = click.option("--snapshotter", default="native", show_default=True,
+                                  help="Snapshotter to unpack into: native or overlayfs (overlay is an alias).")
 
 
 class ByteSize(click.ParamType):
@@ -50,60 +52,182 @@ max_layer_size_option = click.option(
          "[default: max(1G, 100 x its compressed size)].")
 
 
-@click.group("images")
+@click.group("images", cls=Group, epilog=examples("cargohold images import --unpack alpine.tar", "cargohold i ls"))
 def command() -> None:
-    """Import, export, list, label and remove images."""
+    """Import, export, pull, push, list, inspect, tag, label and remove images."""
 
 
-def stored_size(ns, image: Image) -> int:
-    """Bytes of the image's content that the namespace holds (each blob counted once)."""
-    fetch = document_fetcher(ns)
-    total, seen, pending = 0, set(), [image.target]
+# -- what an image holds ----------------------------------------------------------------------------
+
+
+class Details:
+    """What the namespace holds of one image: bytes (each blob once), platforms, the blobs reached."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self.platforms: list = []
+        self.content: list = []
+
+
+def details(ns: "Namespace", image: "Image") -> Details:
+    """Walk the image's documents in the content store: its size, its platforms (those of an
+    index's entries, else of the manifest's config, as ``ctr images ls`` shows them) and every
+    blob it reaches, stored or not."""
+    from cargohold.oci import mediatypes
+    from cargohold.oci.documents import check_document_size, parse_config
+    from cargohold.oci.platforms import format_platform, normalize
+    from cargohold.oci.walk import children
+
+    def fetch(descriptor) -> bytes:  # what `transfer.unpacker.document_fetcher` does, without the transfer package
+        check_document_size(descriptor.size, f"{descriptor.media_type} {descriptor.digest}")
+        return ns.content.read(descriptor.digest)
+
+    found = Details()
+    seen: set = set()
+    pending = [(image.target, None, True)]  # (descriptor, platform of its index entry, platform unknown yet)
     while pending:
-        descriptor = pending.pop()
+        descriptor, platform, wanted = pending.pop()
         if descriptor.digest in seen:
             continue
         seen.add(descriptor.digest)
+        entry = {"digest": descriptor.digest, "media_type": descriptor.media_type, "size": descriptor.size,
+                 "platform": platform, "stored": False}
+        found.content.append(entry)
         try:
-            total += ns.content.info(descriptor.digest).size
-            if mediatypes.is_index(descriptor.media_type) or mediatypes.is_manifest(descriptor.media_type):
-                pending.extend(entry.descriptor for entry in children(descriptor, fetch))
-        except (errors.NotFound, errors.InvalidArgument, errors.Unsupported):
+            found.size += ns.content.info(descriptor.digest).size
+            entry["stored"] = True
+            media_type = descriptor.media_type
+            if mediatypes.is_index(media_type):
+                for child in reversed(children(descriptor, fetch)):
+                    shown = format_platform(normalize(child.platform)) if child.platform is not None else None
+                    if shown is not None and shown not in found.platforms:
+                        found.platforms.insert(0, shown)
+                    pending.append((child.descriptor, shown, wanted and shown is None))
+            elif mediatypes.is_manifest(media_type):
+                entries = children(descriptor, fetch)
+                if wanted and entries:
+                    config = entries[0].descriptor
+                    shown = format_platform(normalize(parse_config(fetch(config), "config").platform))
+                    if shown not in found.platforms:
+                        found.platforms.append(shown)
+                pending.extend((e.descriptor, platform, False) for e in reversed(entries))
+        except Error:
             continue  # not stored (another platform), or not a document we can read
-    return total
+    return found
 
 
-@command.command("ls")
+def stored_size(ns: "Namespace", image: "Image") -> int:
+    """Bytes of the image's content that the namespace holds (each blob counted once)."""
+    return details(ns, image).size
+
+
+LIST_COLUMNS = (
+    Column("NAME", lambda i: i["name"], "key"),
+    Column("TYPE", lambda i: i["target"]["media_type"]),
+    Column("DIGEST", lambda i: i["target"]["digest"]),
+    Column("SIZE", lambda i: i["size"], "size"),
+    Column("PLATFORMS", lambda i: ",".join(i["platforms"])),
+    Column("CREATED", lambda i: i["created_at"], "time", wide=True),
+    Column("UPDATED", lambda i: i["updated_at"], "time", wide=True),
+    Column("LABELS", lambda i: format_labels(i["labels"])),
+)
+
+
+@command.command("ls", epilog=examples(
+    "cargohold images ls", "cargohold images ls -q 'name~=^docker.io/'",
+    "cargohold images ls --filter 'labels.env==prod' --format wide"))
 @click.argument("filters", nargs=-1)
-@click.option("-q", "--quiet", is_flag=True, help="Print only the names.")
-@json_option
+@listing_options("names", filter_example="name~=^docker.io/library/")
 @pass_settings
-def ls(settings: Settings, filters: tuple, quiet: bool, as_json: bool) -> None:
+def ls(settings: Settings, listing) -> None:
     """List images, optionally only those matching FILTERS (containerd's syntax, e.g. 'name~=^app').
 
-    SIZE counts the image's blobs the namespace holds.
+    SIZE counts the image's blobs the namespace holds; PLATFORMS are those of
+    an index's entries, else the one of the image's config.
     """
-    ns = settings.ns()
-    found = ns.images.list(*filters)
-    if quiet:
-        for image in found:
-            echo(image.name)
-    elif as_json:
-        emit_json([{**dataclasses.asdict(image), "size": stored_size(ns, image)} for image in found])
-    else:
-        emit_table(["NAME", "TYPE", "DIGEST", "SIZE", "LABELS"],
-                   [(image.name, image.target.media_type, image.target.digest, stored_size(ns, image),
-                     format_labels(image.labels)) for image in found])
+    def read() -> list:
+        ns = settings.reader()
+        return [(ns, image) for image in ns.images.list(*listing.filters)]
+
+    ns_images = listing.fetch(read)
+    import dataclasses
+
+    if listing.quiet:
+        listing.emit([image for _, image in ns_images], LIST_COLUMNS, key=lambda image: image.name)
+        return
+    rows = []
+    for ns, image in ns_images:
+        found = details(ns, image)
+        rows.append({**dataclasses.asdict(image), "size": found.size, "platforms": found.platforms})
+    listing.emit(rows, LIST_COLUMNS)
 
 
-@command.command("import")
-@click.argument("source", metavar="FILE|DIR")
+@command.command("inspect", epilog=examples("cargohold images inspect docker.io/library/alpine:3.19",
+                                            "cargohold images inspect example.com/app:1 | jq .platforms"))
+@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+@pass_settings
+def inspect(settings: Settings, names: tuple) -> None:
+    """Print images as JSON: the record, the bytes stored, the platforms and every blob reached.
+
+    Each blob is listed with its digest, media type, size, the platform of the
+    index entry that leads to it, and whether the namespace holds it.
+    """
+    import dataclasses
+
+    ns = settings.reader()
+    found = []
+    for name in dict.fromkeys(names):
+        image = ns.images.get(name)
+        more = details(ns, image)
+        found.append({**dataclasses.asdict(image), "size": more.size, "platforms": more.platforms,
+                      "content": more.content})
+    emit_json(found)
+
+
+@command.command("tag", epilog=examples("cargohold images tag example.com/app:1 example.com/app:latest",
+                                        "cargohold images tag --force docker.io/library/alpine:3.19 alpine"))
+@click.argument("source", metavar="SOURCE")
+@click.argument("targets", nargs=-1, required=True, metavar="TARGET...")
+@click.option("--force", "-f", is_flag=True, help="Point an existing TARGET at SOURCE's target instead of refusing.")
+@pass_settings
+def tag(settings: Settings, source: str, targets: tuple, force: bool) -> None:
+    """Create images TARGET... pointing at what image SOURCE points at, with its labels (all or none).
+
+    An existing TARGET is AlreadyExists unless --force.
+    """
+    from cargohold import Image
+
+    db = settings.db()
+    images = settings.ns().images
+    targets = tuple(dict.fromkeys(targets))
+    with db.update() as tx:
+        original = images.get(source, tx=tx)
+        for name in targets:
+            if name == source:
+                continue
+            copy = Image(name, original.target, original.labels)
+            try:
+                images.create(copy, tx=tx)
+            except AlreadyExists:
+                if not force:
+                    raise AlreadyExists(f"image {name!r} already exists in namespace {settings.namespace!r} "
+                                        "(--force points it at the new target)") from None
+                images.update(copy, "target", "labels", tx=tx)
+    for name in targets:
+        echo(name)
+
+
+@command.command("import", epilog=examples(
+    "cargohold images import --unpack alpine.tar",
+    "skopeo copy docker://alpine:3.19 oci-archive:/dev/stdout | cargohold images import -",
+    "cargohold images import --base-name example.com/app --all-platforms app-oci-dir/"))
+@click.argument("source", metavar="FILE|DIR|-")
 @click.option("--base-name", metavar="NAME",
               help="Name prefix for entries whose org.opencontainers.image.ref.name is a bare tag "
                    "[default: import-YYYY-MM-DD, today's date, as ctr names them].")
 @click.option("--index-name", metavar="NAME", help="Also create an image NAME for the archive's index.json.")
 @click.option("--unpack", is_flag=True, help="Unpack the layers into snapshots named by chain ID.")
-@click.option("--snapshotter", default="native", show_default=True, help="Snapshotter to unpack into: native or overlayfs (overlay is an alias).")
+@snapshotter_option
 @max_layer_size_option
 @platform_option
 @all_platforms_option
@@ -112,7 +236,7 @@ def ls(settings: Settings, filters: tuple, quiet: bool, as_json: bool) -> None:
 def import_(settings: Settings, source: str, base_name: Optional[str], index_name: Optional[str], unpack: bool,
             snapshotter: str, max_layer_size: Optional[int], platform: Optional[str], all_platforms: bool,
             as_json: bool) -> None:
-    """Import an OCI image layout or a `docker save` archive (a directory or a tar, maybe gzip/zstd).
+    """Import an OCI image layout or a `docker save` archive (a directory or a tar, maybe gzip/zstd; '-': stdin).
 
     OCI layouts are what `skopeo copy ... oci-archive:`, `ctr images export`
     and Docker 25+ write; legacy `docker save` archives (manifest.json, as
@@ -121,22 +245,76 @@ def import_(settings: Settings, source: str, base_name: Optional[str], index_nam
     docker.io/library/busybox:latest) and digests `ctr images import` gives.
     Every blob is verified while it is stored. A bad archive fails with one
     error and creates no image; what it stored is garbage for the next `gc`.
+    An archive read from standard input is spooled to a temporary file first
+    (in $TMPDIR).
     """
+    from cargohold import transfer
+
+    from .progress import blob_progress
+
     ns = settings.ns()
-    with blob_progress(not as_json) as progress:
-        created = transfer.import_archive(ns, source, base_name=base_name, index_name=index_name,
-                                          unpack=unpack, snapshotter=snapshotter, platform=platform,
-                                          all_platforms=all_platforms, progress=progress,
-                                          max_layer_size=max_layer_size)
+    with _archive(source) as path:
+        with blob_progress(not as_json) as progress:
+            created = transfer.import_archive(ns, path, base_name=base_name, index_name=index_name,
+                                              unpack=unpack, snapshotter=snapshotter, platform=platform,
+                                              all_platforms=all_platforms, progress=progress,
+                                              max_layer_size=max_layer_size)
     if as_json:
         emit_json(created)
     else:
         emit_table(["NAME", "DIGEST"], [(image.name, image.target.digest) for image in created])
 
 
-@command.command("export")
+class _archive:
+    """The path of the archive to import: SOURCE itself, or for '-' a temporary copy of stdin
+    (removed at the end; error messages name it ``<stdin>``)."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.path: Optional[str] = None
+
+    def __enter__(self) -> str:
+        if self.source != "-":
+            return self.source
+        import tempfile
+
+        if sys.stdin.isatty():
+            raise click.UsageError("'-' reads the archive from standard input, which is a terminal: "
+                                   "pipe or redirect an archive into it")
+        fd, self.path = tempfile.mkstemp(prefix="cargohold-stdin-", suffix=".tar")
+        try:
+            with os.fdopen(fd, "wb") as spool:
+                _copy(sys.stdin.buffer, spool)
+        except BaseException:
+            self._remove()
+            raise
+        return self.path
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        path = self.path
+        self._remove()
+        if isinstance(exc, Error) and path and path in str(exc):
+            raise type(exc)(str(exc).replace(path, "<stdin>")) from None
+
+    def _remove(self) -> None:
+        if self.path is not None:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+
+
+def _copy(source, dest, chunk: int = 1 << 20) -> None:
+    while data := source.read(chunk):
+        dest.write(data)
+
+
+@command.command("export", epilog=examples(
+    "cargohold images export example.com/app:1 app.tar",
+    "cargohold images export example.com/app:1 - | skopeo inspect oci-archive:/dev/stdin",
+    "cargohold images export --all-platforms --oci-only a:1 b:2 both.tar"))
 @click.argument("names", nargs=-1, required=True, metavar="NAME...")
-@click.argument("dest", metavar="FILE")
+@click.argument("dest", metavar="FILE|-")
 @platform_option
 @all_platforms_option
 @click.option("--oci-only", "--skip-manifest-json", "oci_only", is_flag=True,
@@ -150,12 +328,15 @@ def export(settings: Settings, names: tuple, dest: str, platform: Optional[str],
     The archive imports back to the same names and digests. Like `ctr images
     export`, it also holds a Docker-compatible manifest.json (each image's
     manifest for the platform), so `docker load` and `skopeo copy
-    docker-archive:FILE ...` read it too.
+    docker-archive:FILE ...` read it too. A tar is never written to a terminal.
     """
-    ns = settings.ns()
+    from cargohold import transfer
+
+    from .progress import blob_progress
+
+    ns = settings.reader()
     if dest == "-":
-        if sys.stdout.isatty():
-            raise click.UsageError("refusing to write a tar archive to a terminal; redirect stdout")
+        refuse_terminal("a tar archive")
         transfer.export_image(ns, names, sys.stdout.buffer, platform=platform,
                               all_platforms=all_platforms, oci_only=oci_only)
         sys.stdout.buffer.flush()
@@ -169,20 +350,25 @@ def export(settings: Settings, names: tuple, dest: str, platform: Optional[str],
         echo(f"exported {', '.join(names)} to {dest}")
 
 
-def credentials(user: Optional[str]) -> Optional[Credentials]:
+def credentials(user: Optional[str]) -> "Optional[Credentials]":
     """Credentials from --user, asking for a password left out; None without --user."""
     if user is None:
         return None
+    from cargohold.transfer.registry.auth import Credentials, parse_user
+
     name, password = parse_user(user)
     if password is None:
         password = click.prompt("Password", hide_input=True, err=True)
     return Credentials(name, password)
 
 
-@command.command("pull")
+@command.command("pull", epilog=examples(
+    "cargohold images pull docker.io/library/alpine:3.19",
+    "cargohold images pull --unpack --platform linux/arm64 ghcr.io/org/app:1",
+    "cargohold images pull --plain-http localhost:5000/app@sha256:<digest>"))
 @click.argument("ref", metavar="REF")
 @click.option("--unpack", is_flag=True, help="Unpack the layers into snapshots named by chain ID.")
-@click.option("--snapshotter", default="native", show_default=True, help="Snapshotter to unpack into: native or overlayfs (overlay is an alias).")
+@snapshotter_option
 @max_layer_size_option
 @platform_option
 @all_platforms_option
@@ -201,6 +387,10 @@ def pull_(settings: Settings, ref: str, unpack: bool, snapshotter: str, max_laye
     where it stopped when run again, and blobs already stored are not
     downloaded again. A failed pull creates no image.
     """
+    from cargohold import transfer
+
+    from .progress import blob_progress
+
     ns = settings.ns()
     creds = credentials(user)
     with blob_progress(not as_json) as progress:
@@ -214,7 +404,10 @@ def pull_(settings: Settings, ref: str, unpack: bool, snapshotter: str, max_laye
         emit_table(["NAME", "DIGEST"], [(image.name, image.target.digest)])
 
 
-@command.command("push")
+@command.command("push", epilog=examples(
+    "cargohold images push example.com/app:1",
+    "cargohold images push --plain-http example.com/app:1 localhost:5000/app:1",
+    "cargohold images push -u ci --all-platforms ghcr.io/org/app:1"))
 @click.argument("name")
 @click.argument("ref", required=False, metavar="[REF]")
 @platform_option
@@ -234,20 +427,26 @@ def push_(settings: Settings, name: str, ref: Optional[str], platform: Optional[
     image, only the platform's manifest is pushed (the host's by default)
     unless --all-platforms.
     """
-    ns = settings.ns()
+    from cargohold import transfer
+    from cargohold.transfer.registry import parse_reference
+
+    from .progress import blob_progress
+
+    ns = settings.reader()
     creds = credentials(user)
     with blob_progress(not as_json) as progress:
         pushed = transfer.push(ns, name, ref, platform=platform, all_platforms=all_platforms,
                                plain_http=plain_http, credentials=creds, max_concurrent=max_concurrent_uploads,
                                progress=progress)
-    target = transfer.registry.parse_reference(ref or name)
+    target = parse_reference(ref or name)
     if as_json:
         emit_json({"name": name, "ref": str(target), "target": pushed})
     else:
-        click.echo(f"pushed {name} to {target} ({pushed.digest})")
+        echo(f"pushed {name} to {target} ({pushed.digest})")
 
 
-@command.command("rm")
+@command.command("rm", epilog=examples("cargohold images rm example.com/app:1",
+                                       "cargohold images ls -q 'name~=^import-' | xargs cargohold images rm --sync"))
 @click.argument("names", nargs=-1, required=True, metavar="NAME...")
 @click.option("--sync", is_flag=True, help="Run a garbage collection before returning.")
 @pass_settings
@@ -257,15 +456,19 @@ def rm(settings: Settings, names: tuple, sync: bool) -> None:
     remove_all(settings, names, lambda name, tx: images.delete(name, tx=tx), sync=sync)
 
 
-@command.command("label")
+@command.command("label", epilog=examples("cargohold images label example.com/app:1 env=prod team=web",
+                                          "cargohold images label example.com/app:1 env="))
 @click.argument("name")
 @click.argument("labels", nargs=-1, required=True, metavar="KEY=VALUE...")
 @json_option
 @pass_settings
 def label(settings: Settings, name: str, labels: tuple, as_json: bool) -> None:
     """Set labels on image NAME (KEY= with an empty value removes KEY)."""
-    images = settings.ns().images
+    from cargohold import Image
+    from cargohold.fieldpaths import label_paths
+
     changes = parse_labels(labels)
+    images = settings.ns().images
     current = images.get(name)
     updated = images.update(Image(name, current.target, changes), *label_paths(changes))
     emit_labels(updated.labels, as_json)

@@ -3,13 +3,15 @@ large the metadata file is next to the live data in it (the difference is what `
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import click
 
-from cargohold import DB
-
 from .context import Settings, echo, emit_json, emit_table, json_option, pass_settings
+from .groups import examples
+
+if TYPE_CHECKING:
+    from cargohold import DB
 
 
 def _entry(count: int, size: Optional[int] = None) -> dict:
@@ -28,7 +30,7 @@ def _snapshot_entry(snapshotter) -> dict:
     return _entry(len(keys), sum(snapshotter.usage(key).size for key in keys))
 
 
-def namespace_usage(db: DB, name: str) -> dict:
+def namespace_usage(db: "DB", name: str) -> dict:
     """Objects per store of one namespace, with bytes for content, ingests and snapshots."""
     ns = db.namespace(name)
     ingests = ns.content.statuses()
@@ -41,7 +43,7 @@ def namespace_usage(db: DB, name: str) -> dict:
     return usage
 
 
-def backend_usage(db: DB) -> dict:
+def backend_usage(db: "DB") -> dict:
     """What the backends hold on disk, shared by every namespace (and not yet collected)."""
     usage = {}
     if db.content_store is not None:
@@ -51,12 +53,15 @@ def backend_usage(db: DB) -> dict:
     return usage
 
 
-@click.command("info")
+@click.command("info", epilog=examples("cargohold info", "cargohold info --json | jq .backends"))
 @json_option
 @pass_settings
 def command(settings: Settings, as_json: bool) -> None:
-    """Counts and bytes per namespace and store, and what the backends hold on disk."""
-    db = settings.db()
+    """Counts and bytes per namespace and store, and what the backends hold on disk.
+
+    BYTES are exact, for comparing with what `du` says.
+    """
+    db = settings.db(write=False)
     file_bytes, live_bytes = db.storage()
     report = {"root": settings.root, "schema_version": db.version,
               "meta_file_bytes": file_bytes, "meta_live_bytes": live_bytes,

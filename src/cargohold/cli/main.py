@@ -1,61 +1,64 @@
-"""Entry point of the `cargohold` command: global options, command groups, error reporting.
+"""Entry point of the `cargohold` command: error reporting, pipes and signals.
 
-Every error is reported as one line on stderr with exit code 1: cargohold's
-errors and OS errors raised by a command become `Failure` (so click's own
-runner reports them the same way), usage errors are shortened to their message.
+Every error is one line on stderr, ``cargohold: <ErrorClass>: <message>``,
+with exit code 1: cargohold's errors, OS errors and usage errors alike
+(`context.failure`). Ctrl-C undoes what was in flight, says so in one line
+and exits 130; a reader closing the pipe (``| head``) ends the command
+quietly with exit code 141, as a shell reports a program killed by SIGPIPE.
+
+Start-up is kept short: this module imports nothing until it runs (the
+group, `cli`, lives in `cargohold.cli.root` and is loaded on first use), the
+groups are imported only when used (`groups`), and each command imports
+what it needs when it runs.
 """
 
 from __future__ import annotations
 
 import sys
 
-import click
 
-import cargohold
+def _fast_version(argv: list) -> bool:
+    """``cargohold --version`` answers before click is even imported."""
+    if argv != ["--version"]:
+        return False
+    from cargohold import __version__
 
-from . import (compact, containerd, containers, content, demo, df, fsck, gc, images, info, leases, namespaces, prune,
-               snapshots)
-from .context import CommandGroup, Settings, default_root, echo, one_line
-
-
-@click.group(cls=CommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--root", type=click.Path(file_okay=False), default=None,
-              help="Root directory of the host metadata [default: $CARGOHOLD_ROOT, else a per-user data dir].")
-@click.option("--metadata", envvar="CARGOHOLD_METADATA", default=None, metavar="URL",
-              help="Keep the metadata tables on an etcd cluster, etcd://host:port[,host:port...]/<prefix> "
-                   "[default: $CARGOHOLD_METADATA, else LMDB in the root].")
-@click.option("--namespace", "-n", default="default", show_default=True, help="Namespace to work in.")
-@click.version_option(cargohold.__version__, prog_name="cargohold")
-@click.pass_context
-def cli(ctx: click.Context, root: str, metadata: str, namespace: str) -> None:
-    """cargohold: container-host metadata on LMDB, with containerd's garbage collector.
-
-    Start with `cargohold demo`. Every command takes --help; listings take
-    --json for scripts.
-    """
-    settings = Settings(root=root or default_root(), namespace=namespace, root_given=root is not None,
-                        metadata=metadata or None)
-    ctx.obj = settings
-    ctx.call_on_close(settings.close)
-
-
-for module in (namespaces, images, content, snapshots, leases, containers, gc, prune, fsck, compact, df, info,
-               containerd, demo):
-    cli.add_command(module.command)
+    sys.stdout.write(f"cargohold, version {__version__}\n")
+    return True
 
 
 def main(argv=None) -> None:
-    """Run the CLI; every error becomes one line on stderr and exit code 1."""
+    """Run the CLI: errors are one line on stderr, Ctrl-C exits 130, a closed pipe 141."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if _fast_version(args):
+        return
+    import click
+
+    from .context import PipeClosed, interrupted
+    from .root import cli
+
     try:
-        code = cli.main(args=argv, prog_name="cargohold", standalone_mode=False)
-    except click.exceptions.Abort:
-        echo("cargohold: aborted", err=True)
-        sys.exit(1)
+        try:
+            code = cli.main(args=args, prog_name="cargohold", standalone_mode=False)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            raise PipeClosed() from None
+        except click.exceptions.Abort:  # Ctrl-C while the arguments were parsed
+            raise interrupted() from None
     except click.ClickException as exc:
-        echo(f"cargohold: {one_line(exc.format_message())}", err=True)
-        sys.exit(1)
+        exc.show()
+        sys.exit(exc.exit_code)
     if isinstance(code, int) and code:
         sys.exit(code)
+
+
+def __getattr__(name: str):
+    """`cli` (the click group) and the rest of `cargohold.cli.root`, loaded on first use."""
+    if name.startswith("__"):
+        raise AttributeError(name)
+    from . import root
+
+    return getattr(root, name)
 
 
 if __name__ == "__main__":

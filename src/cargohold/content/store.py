@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import secrets
 import threading
 import time
 import weakref
@@ -55,7 +54,6 @@ from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator, Optional, TypeVa
 
 from .. import filters, leases, schema
 from ..errors import AlreadyExists, Corrupted, FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from ..events import TOPIC_CONTENT_CREATE, TOPIC_CONTENT_DELETE, ContentCreate, ContentDelete
 from ..fieldpaths import clean_labels, update_labels
 from ..gc import index
 from ..locks import FileLock
@@ -79,7 +77,7 @@ T = TypeVar("T")
 
 def new_backend_ref(ns: str) -> str:
     """A fresh backend ingest ref of namespace `ns`: ``<ns>-<16 hex>`` (never resumes another's ingest)."""
-    return f"{ns}-{secrets.token_hex(8)}"
+    return f"{ns}-{os.urandom(8).hex()}"
 
 
 def backend_ref_namespace(ref: str) -> Optional[str]:
@@ -275,6 +273,8 @@ class ContentStore:
             index.remove(t, ResourceType.CONTENT, ns, digest)
             leases.detach(t, self._ns, Resource(digest, "content"))
             t.mark_dirty(content=True)
+            from ..events import TOPIC_CONTENT_DELETE, ContentDelete  # loaded by the first write that publishes
+
             t.publish(ns, TOPIC_CONTENT_DELETE, ContentDelete(digest))
 
         self._db.write(tx, _body)
@@ -564,6 +564,8 @@ class Writer:
             record = {"s": actual, "l": labels, "c": t.now, "u": t.now}
             t.kv.put(schema.T_OBJECTS, _blob_key(ns.name, digest), schema.pack(record))
             index.index_content(t, ns.name, digest, labels)
+            from ..events import TOPIC_CONTENT_CREATE, ContentCreate  # loaded by the first commit
+
             t.publish(ns.name, TOPIC_CONTENT_CREATE, ContentCreate(digest, actual))
             return digest, record
 

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 from ..errors import InvalidArgument, Unsupported
 
 
-def open_engine(url: str, tables: Sequence[str]) -> Any:
+def open_engine(url: str, tables: Sequence[str], *, readonly: bool = False) -> Any:
     """The engine a metadata URL names: ``etcd://host:port[,host:port...]/<prefix>``."""
     if not isinstance(url, str):
         raise InvalidArgument(f"metadata URL must be a string, not {type(url).__name__}")
@@ -18,5 +18,5 @@ def open_engine(url: str, tables: Sequence[str]) -> Any:
             raise Unsupported(f"metadata URL {url!r} needs the etcd client: pip install 'cargohold[etcd]' "
                               f"({exc})") from None
 
-        return EtcdEnv(url, tables)
+        return EtcdEnv(url, tables, readonly=readonly)
     raise InvalidArgument(f"metadata URL {url!r} names no known engine (etcd://host:port,.../<prefix>)")

@@ -42,7 +42,7 @@ from urllib.parse import urlsplit
 from etcd3gw import exceptions as etcd_errors
 from etcd3gw.client import Etcd3Client
 
-from ..errors import Error, InvalidArgument, Unavailable
+from ..errors import Error, FailedPrecondition, InvalidArgument, Unavailable
 
 SCHEME = "etcd"
 MAX_KEY_SIZE = 511
@@ -211,9 +211,11 @@ class EtcdEnv:
     """The metadata tables under one prefix of one etcd cluster (the `cargohold.kv.Env` interface)."""
 
     def __init__(self, url: str, tables: Sequence[str], *, lease_ttl: int = LEASE_TTL,
-                 lock_wait: float = LOCK_WAIT) -> None:
+                 lock_wait: float = LOCK_WAIT, readonly: bool = False) -> None:
         endpoints, prefix = parse_url(url)
         self.path = url
+        self.readonly = bool(readonly)
+        """Whether this process only reads (`cargohold.kv.Env.readonly`): writes are refused."""
         self.durable = True
         """A commit returns once a quorum has it on disk (etcd's raft log): always durable."""
         self.lock_wait = lock_wait
@@ -267,7 +269,13 @@ class EtcdEnv:
 
     def write(self) -> "EtcdTxn":
         """Begin a write transaction (waits for the writer lock of every host)."""
+        if self.readonly:
+            raise FailedPrecondition(f"metadata {self.path!r} was opened read-only: it cannot be written")
         return EtcdTxn(self, write=True)
+
+    def usage(self) -> tuple[int, int]:
+        """LMDB's (file bytes, live bytes): etcd keeps and compacts its own files, so (0, 0)."""
+        return 0, 0
 
     @property
     def closed(self) -> bool:

@@ -10,20 +10,19 @@ and the per-kind removal each store provides.
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional
 
 from .. import schema
 from .._native import Marker
-from ..events import ImageDelete, SnapshotRemove, TOPIC_IMAGE_DELETE, TOPIC_SNAPSHOT_REMOVE
 from ..errors import AlreadyExists, InvalidArgument
+from ..logs import LazyLogger
 from ..model import RESOURCE_END, RESOURCE_MAX, Node, ResourceType
 from . import index
 
 if TYPE_CHECKING:
     from ..transaction import Transaction
 
-log = logging.getLogger("cargohold.gc")
+log = LazyLogger("cargohold.gc")
 
 
 def validate_collectible_type(rtype: int, registered: dict) -> int:
@@ -297,6 +296,8 @@ def sweep(tx: "Transaction", marker: Marker, contexts: Contexts, namespace: Opti
     entry: a concurrent collection's marking may predate its deletion),
     collectors' nodes to their collector.
     """
+    from ..events import TOPIC_IMAGE_DELETE, TOPIC_SNAPSHOT_REMOVE, ImageDelete, SnapshotRemove
+
     removers = _removers()
     removed: list[Node] = []
     keys = marker.unreachable() if candidates is None else [k for k in candidates if not marker.is_reachable(k)]

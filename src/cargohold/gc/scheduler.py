@@ -34,13 +34,13 @@ append an event under the scheduler's condition variable and never block.
 from __future__ import annotations
 
 import collections
-import logging
 import math
 import threading
 import time
 from typing import Callable, Optional, Protocol
 
 from ..errors import FailedPrecondition, InvalidArgument, Unavailable
+from ..logs import LazyLogger
 from ..model import GCStats
 
 
@@ -51,7 +51,7 @@ class Collected(Protocol):
     def register_mutation_callback(self, fn: Callable[[bool], None]) -> None: ...
     def _collection_pending(self) -> bool: ...
 
-log = logging.getLogger("cargohold.gc")
+log = LazyLogger("cargohold.gc")
 
 
 def _setting(value: object, name: str, *, whole: bool = False) -> float:

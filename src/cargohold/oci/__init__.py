@@ -18,23 +18,37 @@ Unpack: `resolve_manifest` picks the platform's manifest, `parse_config` and
 a layer into a directory, verifying its diff ID. Export: `write_archive`.
 """
 
-from . import platforms
-from .apply import AppliedLayer, apply_layer
-from .documents import ImageConfig, Manifest, parse_config, parse_manifest
-from .archive import Archive, ImageRef, ImportPlan
-from .dockerarchive import DockerArchive
-from .export import write_archive
-from .gclabels import children_labels, snapshot_label
-from .identity import RootfsLayer, chain_id, chain_ids, rootfs_layers
-from .layout import ImageArchive, open_archive
-from .naming import IMAGE_NAME, REF_NAME, image_name, oci_reference_name
-from .platforms import Platform
-from .walk import Blob, Fetch, resolve_manifest, walk
+import importlib
 
-__all__ = [
-    "platforms", "AppliedLayer", "apply_layer", "ImageConfig", "Manifest", "parse_config",
-    "parse_manifest", "write_archive", "children_labels", "snapshot_label", "RootfsLayer",
-    "chain_id", "chain_ids", "rootfs_layers", "Archive", "DockerArchive", "ImageArchive", "ImageRef", "ImportPlan",
-    "open_archive", "IMAGE_NAME", "REF_NAME", "image_name", "oci_reference_name", "Platform",
-    "Blob", "Fetch", "resolve_manifest", "walk",
-]
+from .walk import Blob, Fetch, resolve_manifest, walk  # eagerly: `walk` the function, not the module
+
+_NAMES = {
+    "AppliedLayer": "apply", "apply_layer": "apply",
+    "ImageConfig": "documents", "Manifest": "documents", "parse_config": "documents", "parse_manifest": "documents",
+    "Archive": "archive", "ImageRef": "archive", "ImportPlan": "archive",
+    "DockerArchive": "dockerarchive",
+    "write_archive": "export",
+    "children_labels": "gclabels", "snapshot_label": "gclabels",
+    "RootfsLayer": "identity", "chain_id": "identity", "chain_ids": "identity", "rootfs_layers": "identity",
+    "ImageArchive": "layout", "open_archive": "layout",
+    "IMAGE_NAME": "naming", "REF_NAME": "naming", "image_name": "naming", "oci_reference_name": "naming",
+    "Platform": "platforms",
+}
+"""Where each other name of the package lives: loaded on first use, so that reading an image's
+documents (`cargohold.oci.walk`) does not pay for unpacking, compression or archives."""
+
+__all__ = ["platforms", "Blob", "Fetch", "resolve_manifest", "walk", *_NAMES]
+
+
+def __getattr__(name: str):
+    if name not in _NAMES:
+        if name == "platforms":
+            return importlib.import_module(".platforms", __name__)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(__all__))

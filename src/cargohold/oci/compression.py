@@ -67,7 +67,10 @@ class _Guarded(io.RawIOBase):
     def readinto(self, buffer) -> int:
         try:
             data = self._inner.read(len(buffer))
-        except (OSError, EOFError, zlib.error, zstandard.ZstdError) as exc:
+        except EOFError:  # the compressed stream stops before its end marker
+            raise InvalidArgument(f"{self._what}: corrupt {self._kind} data: truncated, the stream ends before "
+                                  "its end-of-stream marker") from None
+        except (OSError, zlib.error, zstandard.ZstdError) as exc:
             raise InvalidArgument(f"{self._what}: corrupt {self._kind} data: {exc}") from None
         buffer[: len(data)] = data
         return len(data)
@@ -98,7 +101,7 @@ class _ZstdFrames(io.RawIOBase):
         data = self._raw.read(len(buffer))
         if not data:
             if self._state != "magic" or self._got or self._skip:
-                raise InvalidArgument(f"{self._what}: corrupt zstd data: the stream ends inside a frame")
+                raise InvalidArgument(f"{self._what}: corrupt zstd data: truncated, the stream ends inside a frame")
             return 0
         self._follow(data)
         buffer[: len(data)] = data

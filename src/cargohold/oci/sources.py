@@ -27,7 +27,7 @@ import posixpath
 import stat
 import tarfile
 import tempfile
-from typing import BinaryIO, Callable, Optional, Union
+from typing import Any, BinaryIO, Callable, Optional, Union
 
 from ..errors import InvalidArgument, NotFound
 from . import compression
@@ -159,8 +159,8 @@ class TarSource:
         what = f"{self.what} is not a readable tar"  # the prefix of SafeTarFile's errors
         reader = io.BufferedReader(_Section(self._file.fileno(), 0, self._size))
         try:
-            with SafeTarFile.open(fileobj=reader, mode="r:", what=what) as tar:
-                while (member := tar.next()) is not None:
+            with self._headers(lambda: SafeTarFile.open(fileobj=reader, mode="r:", what=what), first=True) as tar:
+                while (member := self._headers(tar.next)) is not None:
                     tar.members.clear()  # tarfile keeps every header otherwise
                     name, target = self._check(member)
                     if not wanted(name):
@@ -169,9 +169,25 @@ class TarSource:
                     if target is not None and member.issym():
                         self._links[name] = target
                     regular = member.isreg() and not member.issparse()
+                    if regular and member.offset_data + member.size > self._size:
+                        raise InvalidArgument(f"{self.what} is truncated: member {member.name!r} needs "
+                                              f"{member.offset_data + member.size} bytes, the file has {self._size}")
                     self._members[name] = (member.offset_data, member.size) if regular else None
         except tarfile.TarError as exc:
             raise InvalidArgument(f"{what}: {exc}") from None
+
+    def _headers(self, read: Callable[[], Any], first: bool = False) -> Any:
+        """`read()`: the tar's opening (its `first` header) or its next header. A header that
+        cannot be read because the file ends, or after the first one in a file that is not whole
+        tar blocks, means the archive was cut short, and the error says so."""
+        try:
+            return read()
+        except (tarfile.TarError, InvalidArgument) as exc:
+            detail = str(exc).rpartition("is not a readable tar: ")[2]
+            ended = "the archive ends" in detail or "unexpected end of data" in detail
+            if not (ended or (self._size % tarfile.BLOCKSIZE and not first)):
+                raise
+            raise InvalidArgument(f"{self.what} is truncated ({self._size} bytes): {detail}") from None
 
     def _check(self, member: tarfile.TarInfo) -> tuple[str, Optional[str]]:
         """The clean name of a member and, for a link, the clean path it points to."""

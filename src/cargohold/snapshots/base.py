@@ -62,10 +62,10 @@ class DirectorySnapshotter:
             raise Unavailable(f"cannot create snapshotter directory {self._snapshots_dir!r}: {exc}") from None
         self._store = Metastore(os.path.join(self.root, "metadata"), storage.TABLES)
 
-    def bind_metastore(self, env, name: str, current) -> None:
+    def bind_metastore(self, env, name: str, current, *, move: bool = True) -> bool:
         """Keep the records in metadata environment `env`, as snapshotter `name`, joining the
         metadata transaction ``current()`` returns (see `cargohold.snapshots.metastore`)."""
-        self._store.bind(env, name, current)
+        return self._store.bind(env, name, current, move=move)
 
     @property
     def metastore_env(self):

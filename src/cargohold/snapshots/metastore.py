@@ -132,10 +132,13 @@ class Metastore:
             self._own = Env(self.path, self._table_names)
         return self._own, self._own_tables
 
-    def bind(self, env: Env, name: str, current: Callable[[], Any]) -> None:
+    def bind(self, env: Env, name: str, current: Callable[[], Any], *, move: bool = True) -> bool:
         """Keep the records in metadata environment `env` under snapshotter `name` from now on;
         ``current()`` is the metadata transaction of the calling thread (or None). Moves the
-        backend's own environment in first, if it has one (see the module docstring)."""
+        backend's own environment in first, if it has one (see the module docstring); with
+        ``move=False`` (a read-only open) one that has its own stays unbound. Returns whether bound."""
+        if not move and os.path.isdir(self.path):
+            return False
         if self._closed:
             raise Unavailable(f"snapshot metastore {self.path!r} is closed")
         prefix = name.encode() + b"\x00"
@@ -144,6 +147,7 @@ class Metastore:
             raise ValueError(f"snapshot metastore tables {self._table_names} do not start with distinct letters")
         _move_in(self, env, tables, name)
         self._bound, self._bound_tables, self._current = env, tables, current
+        return True
 
     @contextmanager
     def read(self) -> Iterator[View]:

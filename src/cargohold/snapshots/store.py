@@ -70,7 +70,7 @@ import weakref
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional
 from urllib.parse import quote
 
-from .. import events, filters, leases, schema
+from .. import filters, leases, schema
 from ..errors import AlreadyExists, Error, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from ..fieldpaths import clean_labels, update_labels
 from ..gc import index
@@ -217,6 +217,8 @@ class Snapshotter:
             self._add(t, key, {"i": snapshot_id, "b": backend_key, "p": parent, "pi": parent_id,
                                "k": int(kind), "l": labels, "c": t.now, "u": t.now})
             if kind == Kind.ACTIVE:
+                from .. import events  # loaded by the first write that publishes
+
                 t.publish(ns, events.TOPIC_SNAPSHOT_PREPARE, events.SnapshotPrepare(key, parent, self.name))
             return mounts
 
@@ -252,6 +254,8 @@ class Snapshotter:
             self._add(t, name, {"i": snapshot_id, "b": backend_name, "p": active["p"],
                                 "pi": active["pi"], "k": int(Kind.COMMITTED), "l": labels,
                                 "c": t.now, "u": t.now})
+            from .. import events  # loaded by the first write that publishes
+
             t.publish(ns, events.TOPIC_SNAPSHOT_COMMIT, events.SnapshotCommit(key, name, self.name))
 
         self._db.write(tx, commit, savepoint=True)
@@ -275,6 +279,8 @@ class Snapshotter:
             _delete(t, ns, self.name, key, record)
             leases.detach(t, self._ns, self._resource(key))
             t.mark_dirty(snapshotter=self.name)
+            from .. import events  # loaded by the first write that publishes
+
             t.publish(ns, events.TOPIC_SNAPSHOT_REMOVE, events.SnapshotRemove(key, self.name))
 
         self._db.write(tx, _body)
