@@ -83,6 +83,10 @@ cdef inline bytes _as_bytes(obj):
     return obj if type(obj) is bytes else bytes(obj)
 
 
+cdef inline bint _cond_holds(int op, int64_t age, int64_t duration):
+    return (op == 0x3C and age < duration) or (op == 0x3E and age > duration)
+
+
 cdef class Marker:
     """Tricolor marking over the node table (compiled).
 
@@ -110,6 +114,7 @@ cdef class Marker:
     cdef int32_t* table
     cdef Py_ssize_t tcap
     cdef dict _usedat
+    cdef int64_t marked_at
     # edges, then their CSR form
     cdef int32_t* esrc
     cdef int32_t* edst
@@ -365,14 +370,14 @@ cdef class Marker:
         return [self._key(i) for i in range(self.n)
                 if self.keybuf[self.koff[i]] == LEASE_TYPE and self._is_root(i, now)]
 
-    cdef _resolve_conds(self, int64_t now):
-        """Turn the conditional references live at `now` into edges; keep the others pending."""
+    cdef _resolve_conds(self, int64_t now, int64_t then):
+        """Turn the conditional references live at `now` or at `then` (the first marking's time)
+        into edges; keep the others pending."""
         cdef list pending = []
         for cond in self._pending + self._conds:
             src, cdst, op, duration = cond
             for used in self._usedat.get(cdst, ()):
-                age = now - used
-                if (op == 0x3C and age < duration) or (op == 0x3E and age > duration):
+                if _cond_holds(op, now - used, duration) or _cond_holds(op, then - used, duration):
                     self._edge(src, cdst, FOLLOW_NORMAL)
                     break
             else:
@@ -440,7 +445,8 @@ cdef class Marker:
         cdef int32_t* queue
         cdef uint8_t* qbit
         cdef uint8_t bit
-        self._resolve_conds(now)
+        self.marked_at = now
+        self._resolve_conds(now, now)
         extra = self._intern_all(extra_roots)
         n = self.n
         free(self.state); free(self.parent); free(self.bstart); free(self.badj); free(self.bkind)
@@ -526,15 +532,17 @@ cdef class Marker:
 
     def remark(self, int64_t now, gray=()):
         """Continue the marking at time `now`: follow every edge added since (from the nodes
-        marked), mark the `gray` nodes and everything they reach. Returns how many nodes it
-        reached that were not marked before."""
+        marked), mark the `gray` nodes and everything they reach. A conditional reference is
+        followed when it holds at `now` or at the first marking's time, so the continued marking
+        keeps what either instant would. Returns how many nodes it reached that were not marked
+        before."""
         cdef Py_ssize_t e, n, idx, src, dst, first, tail = 0
         cdef Py_ssize_t newly = 0
         cdef int32_t* queue
         cdef uint8_t* qbit
         if not self.marked:
             raise InvalidArgument("mark() has not run")
-        self._resolve_conds(now)
+        self._resolve_conds(now, self.marked_at)
         grays = self._intern_all(gray)
         n = self.n
         self._grow_marking(n)

@@ -129,6 +129,20 @@ def test_remark_follows_new_edges_from_marked_nodes(mod):
     assert marker.chain(c3) == [img, c1, c3]
 
 
+def test_a_condition_added_after_the_marking_holds_at_the_marking_time(mod):
+    """A reference written during the mark whose condition held when the marking began but
+    no longer at the remark (hypothesis found it: usedat<1ns on a snapshot used at NOW) is
+    followed: the continued marking keeps what a marking at either instant keeps."""
+    c1 = node(RT.CONTENT, "ns", "sha256:1")
+    sn = node(RT.SNAPSHOT, "ns", "native/s")
+    marker = mod.Marker()
+    marker.add_nodes([(c1, index.encode()), (sn, index.encode(usedat=[NOW]))])
+    marker.mark(NOW)
+    marker.update_nodes([(c1, index.encode(refs=LabelRefs(conds=[(sn, "<", 1)])))])
+    marker.remark(NOW + 1, [c1])
+    assert sn in marker.reachable()
+
+
 def test_remark_marks_gray_nodes_and_what_they_reach(mod):
     c1, c2 = node(RT.CONTENT, "ns", "sha256:1"), node(RT.CONTENT, "ns", "sha256:2")
     new = node(RT.CONTENT, "ns", "sha256:new")

@@ -79,6 +79,10 @@ _SEEN_NORMAL, _SEEN_FLAT = 1, 2
 _PHANTOM = 0x80  # internal flag: referenced, but no entry in the node table
 
 
+def _cond_holds(op, age, duration):
+    return (op == 0x3C and age < duration) or (op == 0x3E and age > duration)
+
+
 class Marker:
     """Tricolor marking over the node table (pure-Python twin of the compiled Marker).
 
@@ -108,6 +112,7 @@ class Marker:
         self._new_edges = []      # (src, dst, kind) added since the last marking
         self._state = None
         self._parent = None
+        self._marked_at = 0
 
     # -- building ------------------------------------------------------------------------
     def _intern(self, key):
@@ -231,14 +236,14 @@ class Marker:
         return [key for idx, key in enumerate(self._keys)
                 if key[0] == _LEASE_TYPE and self._is_root(idx, now)]
 
-    def _resolve_conds(self, now):
-        """Turn the conditional references live at `now` into edges; keep the others pending."""
+    def _resolve_conds(self, now, then):
+        """Turn the conditional references live at `now` or at `then` (the first marking's time)
+        into edges; keep the others pending."""
         pending = []
         for cond in self._pending + self._conds:
             src, dst, op, duration = cond
             for used in self._usedat.get(dst, ()):
-                age = now - used
-                if (op == 0x3C and age < duration) or (op == 0x3E and age > duration):
+                if _cond_holds(op, now - used, duration) or _cond_holds(op, then - used, duration):
                     self._edge(src, dst, _FOLLOW_NORMAL)
                     break
             else:
@@ -286,7 +291,8 @@ class Marker:
 
     def mark(self, now, extra_roots=()):
         """Mark everything reachable at time `now` (ns) from the roots and `extra_roots`."""
-        self._resolve_conds(now)
+        self._marked_at = now
+        self._resolve_conds(now, now)
         extra = self._intern_all(extra_roots)
         n = len(self._keys)
         state = bytearray(n)
@@ -308,11 +314,13 @@ class Marker:
 
     def remark(self, now, gray=()):
         """Continue the marking at time `now`: follow every edge added since (from the nodes
-        marked), mark the `gray` nodes and everything they reach. Returns how many nodes it
-        reached that were not marked before."""
+        marked), mark the `gray` nodes and everything they reach. A conditional reference is
+        followed when it holds at `now` or at the first marking's time, so the continued marking
+        keeps what either instant would. Returns how many nodes it reached that were not marked
+        before."""
         if self._state is None:
             raise InvalidArgument("mark() has not run")
-        self._resolve_conds(now)
+        self._resolve_conds(now, self._marked_at)
         grays = self._intern_all(gray)
         grow = len(self._keys) - len(self._state)
         self._state.extend(bytes(grow))
