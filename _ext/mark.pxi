@@ -83,7 +83,7 @@ cdef inline bytes _as_bytes(obj):
     return obj if type(obj) is bytes else bytes(obj)
 
 
-cdef inline bint _cond_holds(int op, int64_t age, int64_t duration):
+cdef inline bint _cond_holds(int op, object age, object duration):  # ages may pass int64 (saturated usedat)
     return (op == 0x3C and age < duration) or (op == 0x3E and age > duration)
 
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import click
 
+from .groups import examples
 from .context import Settings, echo, emit_json, emit_table, json_option, pass_settings
 from .gc import format_bytes
 
 
-@click.command("compact")
+@click.command("compact", epilog=examples("cargohold compact", "cargohold compact --timeout 60 --json"))
 @click.option("--timeout", type=click.FloatRange(min=0), default=10.0, show_default=True, metavar="SECONDS",
               help="How long to wait for other processes to close the root and for open transactions.")
 @json_option

@@ -81,7 +81,8 @@ class Settings:
             import cargohold
 
             self._check_root(write)
-            self._db = cargohold.open(self.root, readonly=not write, metadata=self.metadata)
+            # On an engine the root keeps only this host's locks and sessions: every open writes those.
+            self._db = cargohold.open(self.root, readonly=not write and not self.metadata, metadata=self.metadata)
         return self._db
 
     def ns(self, write: bool = True) -> "Namespace":

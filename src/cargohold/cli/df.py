@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import click
 
+from .groups import examples
 from .context import Settings, echo, emit_json, emit_table, json_option, pass_settings
 from .gc import format_bytes
 
@@ -27,7 +28,7 @@ def emit_usage(rows: list, as_json: bool) -> None:
          f"{format_bytes(sum(r.reclaimable for r in disk))}")
 
 
-@click.command("df")
+@click.command("df", epilog=examples("cargohold df", "cargohold df --json"))
 @json_option
 @pass_settings
 def command(settings: Settings, as_json: bool) -> None:

@@ -17,6 +17,7 @@ import click
 import cargohold
 from cargohold.integrity import findings as f
 
+from .groups import examples
 from .context import Settings, echo, emit_json, emit_table, json_option, pass_settings
 
 COLUMNS = ["PROBLEM", "NAMESPACE", "STORE", "KEY", "SIZE", "REPAIR", "PATH", "DETAIL"]
@@ -40,7 +41,7 @@ def unrepaired(report: f.Report) -> list:
     return [x for x in report.problems if id(x) not in fixed]
 
 
-@click.command("fsck")
+@click.command("fsck", epilog=examples("cargohold fsck", "cargohold fsck --verify-content", "cargohold fsck --repair --prune-orphans --json"))
 @click.option("--repair", is_flag=True,
               help="Fix what can be fixed without guessing, each fix in its own transaction: rebuild derived "
                    "metadata, drop records whose data is gone when no root reaches them, quarantine blobs whose "

@@ -11,11 +11,12 @@ import click
 
 from cargohold.df import prune
 
+from .groups import examples
 from .context import Settings, echo, emit_json, emit_table, json_option, pass_settings
 from .gc import format_bytes, node_json, node_line, report_lines, stats_json
 
 
-@click.command("prune")
+@click.command("prune", epilog=examples("cargohold prune --dry-run", "cargohold prune -A"))
 @click.option("--dry-run", is_flag=True, help="Only list what would be removed and the bytes that would be freed.")
 @click.option("--all-namespaces", "-A", is_flag=True,
               help="Prune every namespace (and collect the whole root) [default: the global --namespace only].")

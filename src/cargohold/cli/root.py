@@ -25,11 +25,12 @@ GROUPS = {
                 "Run a garbage collection and print what it removed, what it freed and how long it took."),
     "prune": Entry(".prune:command", (), "Remove every image no container uses, then collect what that leaves "
                    "unreachable."),
-    "fsck": Entry(".fsck:command", (), "Check every invariant of the root; --repair fixes what needs no guess."),
-    "compact": Entry(".compact:command", (), "Rewrite the metadata file compacted, giving back the pages it "
-                     "no longer uses."),
-    "df": Entry(".df:command", (), "Bytes per namespace and store: total, shared, and reclaimable by a "
-                "collection now."),
+    "fsck": Entry(".fsck:command", (), "Check every invariant of the root: records against the node table, parents, leases, and the "
+                  "blobs, ingests and snapshot directories on disk; list data no record owns."),
+    "compact": Entry(".compact:command", (), "Rewrite the LMDB files compacted and swap them in atomically; "
+                     "print each file's size before and after."),
+    "df": Entry(".df:command", (), "Bytes per namespace and store: total, shared with other namespaces, "
+                "reclaimable by a collection now."),
     "info": Entry(".info:command", (), "Counts and bytes per namespace and store, and what the backends hold on disk."),
     "version": Entry(".version:command", (), "Print the versions of cargohold and of what it runs on."),
     "containerd": Entry(".containerd:command", (),
