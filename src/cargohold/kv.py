@@ -561,6 +561,15 @@ def check_durable(durable: object) -> bool:
 
 
 
+def _redo(txn, journal: list) -> None:
+    """Apply a transaction's journal of writes to a fresh LMDB transaction (after the map grew)."""
+    for op, db, key, value in journal:
+        if op == "put":
+            txn.put(key, value, db=db)
+        else:
+            txn.delete(key, db=db)
+
+
 def _pages(stat: dict) -> int:
     return stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"]
 
@@ -703,14 +712,10 @@ class Txn:
         self._env._resize(self._env.map_size * 2)
         self._txn = self._env._begin(True)
         self._open = True
-        for op, db, key, value in self._journal:
-            try:
-                if op == "put":
-                    self._txn.put(key, value, db=db)
-                else:
-                    self._txn.delete(key, db=db)
-            except lmdb.MapFullError:
-                return self._replay()
+        try:
+            _redo(self._txn, self._journal)
+        except lmdb.MapFullError:
+            return self._replay()
 
     def _guard(self, fn, *args, **kwargs):
         if self._done:
@@ -924,14 +929,10 @@ class _Child(Txn):
         self._parent._replay()
         self._txn = self._begin_child()
         self._open = True
-        for op, db, key, value in self._journal:
-            try:
-                if op == "put":
-                    self._txn.put(key, value, db=db)
-                else:
-                    self._txn.delete(key, db=db)
-            except lmdb.MapFullError:
-                return self._replay()
+        try:
+            _redo(self._txn, self._journal)
+        except lmdb.MapFullError:
+            return self._replay()
 
     def commit(self) -> None:
         if self._done:
