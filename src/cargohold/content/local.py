@@ -36,8 +36,9 @@ import hashlib
 import io
 import json
 import os
+import stat
 import time
-from typing import BinaryIO, Callable, Iterator, Optional
+from typing import BinaryIO, Callable, Iterator, NamedTuple, Optional
 
 from .. import filters
 from ..errors import AlreadyExists, Corrupted, FailedPrecondition, InvalidArgument, NotFound, Unavailable
@@ -429,7 +430,7 @@ class IngestClaim:
         if self._lock is None:
             return
         try:
-            for name in ("meta", "meta.tmp", "data", "lock"):
+            for name in ("meta", "meta.tmp", "data", "data.tmp", "lock"):
                 _unlink(os.path.join(self._path, name))
             try:
                 os.rmdir(self._path)
@@ -439,6 +440,15 @@ class IngestClaim:
                     raise
         finally:
             self.release()
+
+
+class Published(NamedTuple):
+    """What `LocalWriter.publish` did: the blob `digest` is in place (`created`: by this call, else it
+    was there already) and `ingest` is the ingest, still locked, to discard or to release."""
+
+    digest: str
+    created: bool
+    ingest: IngestClaim
 
 
 def _orphan(path: str, meta: Optional[dict], keep: "set[str]", now: float) -> bool:
@@ -504,6 +514,23 @@ def _write_meta(path: str, meta: dict) -> None:
     os.replace(tmp, os.path.join(path, "meta"))
 
 
+def _own_data(path: str) -> None:
+    """Make an ingest's data file its own and writable again where a commit left it shared with
+    its blob (`LocalWriter.publish`, then a failed recording or a crash): appending must not
+    change the blob. The copy is flushed before it replaces the shared file."""
+    st = os.stat(path)
+    if st.st_nlink > 1:
+        tmp = path + ".tmp"
+        with open(path, "rb") as src, open(tmp, "wb") as dst:
+            while chunk := src.read(CHUNK):
+                dst.write(chunk)
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.replace(tmp, path)
+    elif not st.st_mode & stat.S_IWUSR:
+        os.chmod(path, stat.S_IMODE(st.st_mode) | stat.S_IWUSR)
+
+
 def _read_status(path: str) -> Optional[Status]:
     meta = _read_meta(path)
     if meta is None:
@@ -548,6 +575,7 @@ class LocalWriter:
                      and (not total or not meta["total"] or total == meta["total"]))
         hasher = hashlib.new(algorithm)
         if resumable:
+            _own_data(data_path)
             offset = _hash_file(data_path, hasher)
             if total and not meta["total"]:
                 meta["total"] = total
@@ -556,6 +584,7 @@ class LocalWriter:
             now = time.time_ns()
             meta = {"ref": ref, "total": total, "alg": algorithm, "started": now, "updated": now}
             _unlink(os.path.join(path, "meta"))  # never leave a meta that describes other bytes
+            _unlink(data_path)  # a new file: the old one may be a blob's too (see `_own_data`)
             with open(data_path, "wb"):
                 pass
             _write_meta(path, meta)
@@ -643,6 +672,22 @@ class LocalWriter:
         nothing is stored and the ingest stays resumable. AlreadyExists if the
         blob is already stored: the ingest is discarded.
         """
+        published = self._publish(size, expected)
+        published.ingest.discard()
+        if not published.created:
+            raise AlreadyExists(f"content {published.digest} already exists")
+        return published.digest
+
+    @_os_errors
+    def publish(self, size: int = 0, expected: Optional[str] = None) -> "Published":
+        """Verify the bytes and link them into place as the blob, keeping the ingest (locked) for the
+        caller to discard once the blob is recorded, or to release, resumable as it was, if the
+        recording fails: until then (and after a crash) the blob and the ingest share one file.
+        The writer is closed afterwards. FailedPrecondition as for `commit`, the ingest left as it was.
+        """
+        return self._publish(size, expected)
+
+    def _publish(self, size: int, expected: Optional[str]) -> "Published":
         validate_size(size, "size")
         if expected:
             validate_digest(expected, "expected digest")
@@ -665,14 +710,19 @@ class LocalWriter:
             if not os.path.isdir(directory):
                 os.makedirs(directory, exist_ok=True)
                 _fsync_dir(os.path.dirname(directory))
-            if os.path.exists(target):
-                self._discard()
-                raise AlreadyExists(f"content {digest} already exists")
-            os.fchmod(f.fileno(), 0o444)
-            os.rename(os.path.join(self._path, "data"), target)
-            _fsync_dir(directory)
-            self._discard()
-            return digest
+            created = False
+            if not os.path.exists(target):
+                mode = stat.S_IMODE(os.fstat(f.fileno()).st_mode)
+                os.fchmod(f.fileno(), 0o444)
+                try:
+                    os.link(os.path.join(self._path, "data"), target)
+                    created = True
+                except FileExistsError:
+                    os.fchmod(f.fileno(), mode)
+                if created:
+                    _fsync_dir(directory)
+            lock, self._lock = self._lock, None
+            return Published(digest, created, IngestClaim(self._path, lock))
         finally:
             self.close()
 

@@ -166,14 +166,15 @@ def _removal_lock(db: "Database", backend: LocalStore) -> Iterator[None]:
 
 
 def _locked_write(db: "Database", tx: Optional["Transaction"], fn: Callable[["Transaction"], T]) -> T:
-    """``fn(t)`` in a write transaction that holds the cleanup lock shared until it ends."""
+    """``fn(t)`` in a write transaction that holds the cleanup lock shared until it ends; in a
+    savepoint of a caller's transaction, so that a failing call leaves that transaction as it was."""
     backend = _backend(db)
 
     def locked(t: "Transaction") -> T:
         t.hold(("content-cleanup", backend.root), lambda: _commit_lock(db, backend))
         return fn(t)
 
-    return db.write(tx, locked)
+    return db.write(tx, locked, savepoint=True)
 
 
 def _abandon(bw: Optional[LocalWriter]) -> None:
@@ -555,10 +556,11 @@ class Writer:
             if self._shared:
                 bw.discard()
             else:
-                try:
-                    bw.commit(actual, digest)
-                except AlreadyExists:
-                    pass  # the backend had it already; the namespace records it below
+                # The ingest goes only once the blob is recorded; if the transaction does not commit,
+                # it stays resumable as it was (sharing its file with the unowned blob, if any).
+                ingest = bw.publish(actual, digest).ingest
+                t.on_abort(ingest.release)
+                t.after_commit(ingest.discard)
             if existing is not None:
                 return digest, None
             record = {"s": actual, "l": labels, "c": t.now, "u": t.now}
