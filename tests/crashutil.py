@@ -27,7 +27,7 @@ from cliutil import invoke, parsed
 import cargohold
 from cargohold.model import Kind
 
-TRACED = ("fsync", "fdatasync", "rename", "renameat", "renameat2", "unlink", "unlinkat", "rmdir")
+TRACED = ("fsync", "fdatasync", "link", "linkat", "rename", "renameat", "renameat2", "unlink", "unlinkat", "rmdir")
 _CALL = re.compile(r"^\d+\s+(\w+)\(")
 
 

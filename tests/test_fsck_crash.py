@@ -3,8 +3,7 @@ fsyncs, renames, unlinks and rmdirs of an image import with unpack, of a snapsho
 a collection. After each kill:
 
 * fsck reports exactly what the crash left: only data no record owns (blobs, ingest and
-  snapshot directories, backend snapshots), and an ingest record whose data a content commit
-  had already moved into its blob; each unowned item is there (a file or directory, or a
+  snapshot directories, backend snapshots); each unowned item is there (a file or directory, or a
   backend snapshot in its metastore: a cleanup deletes the directory before the row);
 * ``--repair --prune-orphans`` leaves the disk holding exactly what the records own (nothing
   unowned is missed, nothing owned is touched: the listings are unchanged), and a second
@@ -31,9 +30,9 @@ from cargohold.integrity import findings as f
 IMPORT = ("images", "import", "--unpack")
 COMMIT = ("snapshots", "commit", "done", "work")
 
-CRASH_KINDS = {f.UNOWNED_BLOB, f.UNOWNED_INGEST, f.UNOWNED_BACKEND_SNAPSHOT, f.UNOWNED_SNAPSHOT_DIR, f.MISSING_INGEST}
-"""What a kill can leave: debris, and an ingest record whose data its commit renamed into the blob
-before the metadata transaction that ends the ingest."""
+CRASH_KINDS = {f.UNOWNED_BLOB, f.UNOWNED_INGEST, f.UNOWNED_BACKEND_SNAPSHOT, f.UNOWNED_SNAPSHOT_DIR}
+"""What a kill can leave: debris. A content commit keeps its ingest's data until the metadata
+transaction that records the blob has committed, so no ingest record loses its data."""
 
 
 def owned_on_disk(root) -> dict:
@@ -153,9 +152,20 @@ def first(predicate):
 # -- one kill per command -------------------------------------------------------------------------
 
 
+def after_a_blob_link(points):
+    """The first database flush after a blob appeared in blobs/: its metadata commit."""
+    linked = next(p.index for p in points if p.syscall.startswith(("link", "rename")) and "/content/blobs/" in p.line)
+    return [next(p for p in points[linked:] if p.syscall == "fdatasync")]
+
+
 def test_an_import_killed_inside_a_blob_commit(tmp_path, archive):
-    """Killed after the blob's rename, before the metadata commit: the blob has no record yet and the
-    ingest record has lost its data."""
+    """Killed after the blob was linked into place, before the metadata commit: the blob has no
+    record yet and the ingest record still has its data."""
+    broken = killed_runs(tmp_path, None, (*IMPORT, archive), after_a_blob_link)
+    assert broken == [], "\n".join(broken)
+
+
+def test_an_import_killed_discarding_a_committed_ingest(tmp_path, archive):
     broken = killed_runs(tmp_path, None, (*IMPORT, archive),
                          first(lambda p: p.syscall == "rmdir" and "/content/ingest/" in p.line))
     assert broken == [], "\n".join(broken)
