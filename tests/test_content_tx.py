@@ -3,7 +3,8 @@ raises afterwards, the commit itself fails inside the caller's transaction (whic
 group commit's LMDB commit fails (an EIO injected by strace), or the process is killed (SIGKILL,
 by strace) at any fsync, link, rename or unlink of the commit. Each time the upload is either
 committed or resumable exactly as before (its ingest record, its offset, its bytes), and neither
-a collection nor ``fsck --repair --prune-orphans`` deletes the only copy of its bytes."""
+a collection nor ``fsck --repair --prune-orphans`` deletes the only copy of its bytes. Nor do they
+when a power cut left an ingest's ``meta`` empty (it is replaced without fsync): the ingest resumes."""
 
 from __future__ import annotations
 
@@ -11,14 +12,16 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 from content_util import digest_of
-from crashutil import strace
+from crashutil import later_clock, strace
 from storeutil import db  # noqa: F401  (fixture)
 
 import cargohold
 from cargohold import Descriptor, Image, errors, schema
+from cargohold.content import LocalStore
 from cargohold.content.store import collect_backend
 from cargohold.integrity import findings as f
 
@@ -303,3 +306,47 @@ def test_a_commit_killed_after_the_link_loses_nothing(tmp_path, mode):
 @pytest.mark.parametrize("mode", ["tx", "group"])
 def test_a_commit_killed_at_every_point_loses_nothing(tmp_path, mode):
     assert killed_commits(tmp_path, mode, lambda points: points) == []
+
+
+# -- an ingest whose meta a power cut emptied -----------------------------------------------------
+
+
+def empty_meta(path) -> None:
+    """What a power cut can leave of a meta replaced without fsync: the name, no bytes."""
+    with open(os.path.join(path, "meta"), "w"):
+        pass
+
+
+def test_an_ingest_whose_meta_was_lost_is_kept_and_resumes(root):
+    with cargohold.open(root) as db:
+        start(db).close()
+        with db.view() as tx:
+            bref = schema.unpack(tx.kv.get(schema.T_OBJECTS, schema.object_key("default", schema.K_INGEST, "up")))["b"]
+        empty_meta(db.content_store.ingest_dir(bref))
+    with cargohold.open(root, clock=later_clock(hours=1)) as db:  # the directory is past the abandon age
+        ns = db.namespace("default")
+        assert ns.content.status("up").offset == len(DATA)
+        assert cargohold.fsck(db).problems == []
+        assert db.content_store.ingest_leftovers({bref}) == []
+        clean_content(db)
+        cargohold.fsck(db, repair=True, prune_orphans=True)
+        assert ingest_bytes(db, "up") == DATA
+        resume_and_commit(db)
+
+
+def test_a_directory_without_meta_goes_only_if_no_ref_kept_names_it(tmp_path):
+    store = LocalStore(tmp_path / "content")
+    for ref in ("kept", "gone"):
+        with store.writer(ref) as w:
+            w.write(DATA)
+        empty_meta(store.ingest_dir(ref))
+    assert store.status("kept").offset == len(DATA)
+    later = time.time() + 3600
+    assert store.ingest_leftovers({"kept"}, now=later) == [(os.path.basename(store.ingest_dir("gone")), len(DATA))]
+    assert store.clean_ingests({"kept"}, now=later) == [os.path.basename(store.ingest_dir("gone"))]
+    with pytest.raises(errors.NotFound):
+        store.status("gone")
+    with store.writer("kept") as w:
+        assert w.status().offset == len(DATA)
+        assert w.commit(len(DATA), DIGEST) == DIGEST
+    assert store.read(DIGEST) == DATA

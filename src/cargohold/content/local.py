@@ -289,7 +289,10 @@ class LocalStore:
     def status(self, ref: str) -> Status:
         """Progress of the ingest `ref`; NotFound if there is none."""
         validate_key(ref, "ingest ref")
-        status = _read_status(self._ingest_path(ref))
+        path = self._ingest_path(ref)
+        status = _read_status(path)
+        if status is None:
+            status = _status_without_meta(path, ref)
         if status is None:
             raise NotFound(f"ingest ref {ref!r} not found")
         if status.ref != ref:
@@ -342,7 +345,9 @@ class LocalStore:
         (without `errors`, the first failure raises Unavailable), `deferred` the
         path of each one left for a later call (open in a writer, or too young).
         With `owned`, only ingests whose ref it accepts are candidates (never a
-        directory without ``meta``, whose ref is unknown).
+        directory without ``meta``, whose ref is unknown). A directory without a
+        readable ``meta`` is kept if it is that of a ref iterating `keep` yields
+        (its meta was lost, e.g. in a power cut: it is written without fsync).
         """
         now = time.time() if now is None else now
         try:
@@ -350,7 +355,10 @@ class LocalStore:
         except OSError as exc:
             raise Unavailable(f"content store clean_ingests failed: {exc}") from None
         removed = []
+        kept_dirs = self._dirs_of(keep)
         for path in paths:
+            if os.path.basename(path) in kept_dirs and _read_meta(path) is None:
+                continue
             try:
                 name = self._clean_ingest(path, keep, now, freed, deferred, owned)
             except (OSError, Unavailable) as exc:
@@ -396,11 +404,17 @@ class LocalStore:
         """(ref or directory name, bytes) of each ingest `clean_ingests` would discard now; changes nothing."""
         now = time.time() if now is None else now
         found = []
+        kept_dirs = self._dirs_of(keep)
         for path in self._ingest_dirs():
             meta = _read_meta(path)
+            if meta is None and os.path.basename(path) in kept_dirs:
+                continue
             if _orphan(path, meta, keep, now) and not _is_open(path):
                 found.append((meta["ref"] if meta else os.path.basename(path), _bytes_in(path)))
         return found
+
+    def _dirs_of(self, refs: "set[str]") -> set[str]:
+        return {os.path.basename(self._ingest_path(ref)) for ref in refs}
 
     def _ingest_dirs(self) -> list[str]:
         try:
@@ -426,11 +440,12 @@ class IngestClaim:
 
     @_os_errors
     def discard(self) -> None:
-        """Remove the ingest. ``meta`` goes first: a directory without one is abandoned."""
+        """Remove the ingest. ``data`` goes first: bytes without a ``meta`` are those of a live ingest
+        whose meta was lost (see `LocalWriter._open`), and a directory without either is abandoned."""
         if self._lock is None:
             return
         try:
-            for name in ("meta", "meta.tmp", "data", "data.tmp", "lock"):
+            for name in ("data", "data.tmp", "meta", "meta.tmp", "lock"):
                 _unlink(os.path.join(self._path, name))
             try:
                 os.rmdir(self._path)
@@ -531,6 +546,15 @@ def _own_data(path: str) -> None:
         os.chmod(path, stat.S_IMODE(st.st_mode) | stat.S_IWUSR)
 
 
+def _status_without_meta(path: str, ref: str) -> Optional[Status]:
+    """The status of an ingest whose meta was lost, from its data file alone (see `LocalWriter._open`)."""
+    try:
+        st = os.stat(os.path.join(path, "data"))
+    except FileNotFoundError:
+        return None
+    return Status(ref, st.st_size, 0, "", from_ns(st.st_mtime_ns), from_ns(st.st_mtime_ns))
+
+
 def _read_status(path: str) -> Optional[Status]:
     meta = _read_meta(path)
     if meta is None:
@@ -569,6 +593,12 @@ class LocalWriter:
               algorithm: str) -> "LocalWriter":
         data_path = os.path.join(path, "data")
         meta = _read_meta(path)
+        if meta is None and os.path.exists(data_path):
+            # The meta was lost (it is written without fsync) but not the bytes: nothing else leaves
+            # data without meta (a restart or a discard removes data first). They are this ref's.
+            now = time.time_ns()
+            meta = {"ref": ref, "total": total, "alg": algorithm, "started": now, "updated": now}
+            _write_meta(path, meta)
         if meta is not None and meta["ref"] != ref:
             raise Corrupted(f"ingest directory of ref {ref!r} records ref {meta['ref']!r}")
         resumable = (meta is not None and meta["alg"] == algorithm and os.path.exists(data_path)
@@ -583,8 +613,10 @@ class LocalWriter:
         else:
             now = time.time_ns()
             meta = {"ref": ref, "total": total, "alg": algorithm, "started": now, "updated": now}
-            _unlink(os.path.join(path, "meta"))  # never leave a meta that describes other bytes
-            _unlink(data_path)  # a new file: the old one may be a blob's too (see `_own_data`)
+            # Data first: bytes left without a meta are taken for this ingest's. A new file: the old
+            # one may be a blob's too (see `_own_data`). Never leave a meta that describes other bytes.
+            _unlink(data_path)
+            _unlink(os.path.join(path, "meta"))
             with open(data_path, "wb"):
                 pass
             _write_meta(path, meta)

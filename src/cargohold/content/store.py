@@ -645,11 +645,16 @@ class _Referenced:
     """The backend ingest refs records reference, as `LocalStore.clean_ingests` asks: a ref seen
     referenced earlier is kept; any other is looked up afresh under the cleanup lock (held only
     for the look-up). `clean_ingests` asks again once it holds the ingest's own lock, and no
-    writer can then register it, so that answer stays true while it removes the ingest."""
+    writer can then register it, so that answer stays true while it removes the ingest.
+    Iterating yields the refs seen: `clean_ingests` keeps their directories even without a meta
+    (a ref registered later has a young directory of its own, or one that was seen)."""
 
     def __init__(self, db: "Database", seen: set) -> None:
         self._db = db
         self._seen = seen
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._seen)
 
     def __contains__(self, ref: str) -> bool:
         if ref in self._seen:
