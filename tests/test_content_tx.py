@@ -95,27 +95,20 @@ def test_a_commit_in_a_transaction_that_aborts_leaves_the_ingest_resumable(db, g
     resume_and_commit(db)
 
 
-def test_an_ingest_resumed_after_an_aborted_commit_leaves_the_unowned_blob_alone(db):
-    """The aborted commit left the blob in place (no record owns it) sharing its file with the
-    ingest: writing on never changes the blob's bytes, and the new content commits."""
+def test_an_aborted_commit_takes_its_blob_back(db):
+    """Nothing of the commit is left: no blob, and the ingest's data is a writable file of its own."""
     w = start(db)
+    data_file = os.path.join(w._bw._path, "data")
+    before = os.stat(data_file)
     with pytest.raises(RuntimeError), db.update() as tx:
         w.commit(len(DATA), DIGEST, tx=tx)
+        assert os.path.exists(db.content_store.blob_path(DIGEST))
         raise RuntimeError("abort")
-    blob = db.content_store.blob_path(DIGEST)
-    assert os.path.exists(blob)  # no record owns it yet: the next content cleanup takes it
-    ns = db.namespace("default")
-    more = DATA + b", and more"
-    with ns.content.writer("up") as w:
-        assert w.status().offset == len(DATA)
-        w.write(b", and more")
-        w.commit(len(more), digest_of(more), ROOT)
-    with open(blob, "rb") as fh:
-        assert fh.read() == DATA
-    assert ns.content.read(digest_of(more)) == more
-    clean_content(db)
-    assert not os.path.exists(blob)
-    assert ns.content.read(digest_of(more)) == more
+    assert not os.path.exists(db.content_store.blob_path(DIGEST))
+    after = os.stat(data_file)
+    assert (after.st_ino, after.st_nlink, after.st_mode) == (before.st_ino, 1, before.st_mode)
+    assert list(db.content_store.walk()) == []
+    resume_and_commit(db)
 
 
 def test_an_aborted_commit_of_content_already_stored_changes_nothing(db):
@@ -350,3 +343,27 @@ def test_a_directory_without_meta_goes_only_if_no_ref_kept_names_it(tmp_path):
         assert w.status().offset == len(DATA)
         assert w.commit(len(DATA), DIGEST) == DIGEST
     assert store.read(DIGEST) == DATA
+
+
+def test_an_ingest_resumed_after_a_kill_in_its_commit_leaves_the_unowned_blob_alone(tmp_path):
+    """Killed after the link: the ingest's data is also the (unowned) blob's file. Writing on gives
+    the ingest a file of its own first, so the blob keeps its bytes, and the new content commits."""
+    call, occurrence, _ = after_the_link(commit_points(tmp_path, "tx"))
+    root = tmp_path / "root"
+    prepared(root)
+    assert child(tmp_path, root, "tx", "-o", "/dev/null", "-e", f"inject={call}:signal=KILL:when={occurrence}").returncode
+    more = DATA + b", and more"
+    with cargohold.open(root) as db:
+        blob = db.content_store.blob_path(DIGEST)
+        assert os.path.exists(blob)
+        ns = db.namespace("default")
+        with ns.content.writer("up") as w:
+            assert w.status().offset == len(DATA)
+            w.write(b", and more")
+            w.commit(len(more), digest_of(more), ROOT)
+        with open(blob, "rb") as fh:
+            assert fh.read() == DATA
+        assert ns.content.read(digest_of(more)) == more
+        clean_content(db)
+        assert not os.path.exists(blob)
+        assert ns.content.read(digest_of(more)) == more

@@ -433,6 +433,11 @@ class IngestClaim:
         self._path = path
         self._lock = lock
 
+    @property
+    def path(self) -> str:
+        """The ingest's directory."""
+        return self._path
+
     def release(self) -> None:
         if self._lock is not None:
             self._lock.release()
@@ -459,11 +464,29 @@ class IngestClaim:
 
 class Published(NamedTuple):
     """What `LocalWriter.publish` did: the blob `digest` is in place (`created`: by this call, else it
-    was there already) and `ingest` is the ingest, still locked, to discard or to release."""
+    was there already) and `ingest` is the ingest, still locked, to discard once the blob is
+    recorded, or to give back with `undo`."""
 
     digest: str
     created: bool
     ingest: IngestClaim
+    blob: str
+    mode: int
+    """The mode the ingest's data had before it became the blob (read-only)."""
+
+    def undo(self) -> None:
+        """The blob was not recorded: remove it again if this publication created it, and release
+        the ingest, resumable as it was. Only while nothing can have recorded the blob since (the
+        caller still holds the metadata writer lock: `Transaction.on_abort`)."""
+        try:
+            if self.created:
+                data = os.path.join(self.ingest.path, "data")
+                mine, there = os.stat(data), os.stat(self.blob)
+                if (mine.st_ino, mine.st_dev) == (there.st_ino, there.st_dev):
+                    os.unlink(self.blob)
+                    os.chmod(data, self.mode)
+        finally:
+            self.ingest.release()
 
 
 def _orphan(path: str, meta: Optional[dict], keep: "set[str]", now: float) -> bool:
@@ -743,8 +766,8 @@ class LocalWriter:
                 os.makedirs(directory, exist_ok=True)
                 _fsync_dir(os.path.dirname(directory))
             created = False
+            mode = stat.S_IMODE(os.fstat(f.fileno()).st_mode)
             if not os.path.exists(target):
-                mode = stat.S_IMODE(os.fstat(f.fileno()).st_mode)
                 os.fchmod(f.fileno(), 0o444)
                 try:
                     os.link(os.path.join(self._path, "data"), target)
@@ -754,7 +777,7 @@ class LocalWriter:
                 if created:
                     _fsync_dir(directory)
             lock, self._lock = self._lock, None
-            return Published(digest, created, IngestClaim(self._path, lock))
+            return Published(digest, created, IngestClaim(self._path, lock), target, mode)
         finally:
             self.close()
 

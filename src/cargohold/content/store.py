@@ -557,10 +557,10 @@ class Writer:
                 bw.discard()
             else:
                 # The ingest goes only once the blob is recorded; if the transaction does not commit,
-                # it stays resumable as it was (sharing its file with the unowned blob, if any).
-                ingest = bw.publish(actual, digest).ingest
-                t.on_abort(ingest.release)
-                t.after_commit(ingest.discard)
+                # the blob goes if this made it, and the ingest stays resumable as it was.
+                published = bw.publish(actual, digest)
+                t.on_abort(published.undo)
+                t.after_commit(published.ingest.discard)
             if existing is not None:
                 return digest, None
             record = {"s": actual, "l": labels, "c": t.now, "u": t.now}
