@@ -8,15 +8,20 @@ Layout under ``root``::
                              so that no ref can name a path outside the root
         lock                 flocked by the writer that has the ingest open
         meta                 JSON {"ref", "total", "alg", "started", "updated"} (ns),
-                             replaced atomically (write a temporary file, rename)
+                             replaced atomically (write a temporary file, rename),
+                             not flushed: one a power cut lost is written anew
+                             by the next writer, which keeps the data
         data                 the bytes written so far
     cleanup.lock             see `cargohold.content.store` (commits vs. GC cleanup)
 
 Writers stream: each ``write`` goes to ``data`` and the running hash, so memory
 stays bounded whatever the blob size. An ingest resumes after a close, a
 reopen or a crash from the bytes in ``data`` (re-hashed in 1 MiB chunks). A
-commit verifies size and digest, fsyncs the data, renames it to its blob path
-and fsyncs the directory: a blob is either absent or complete.
+commit verifies size and digest, fsyncs the data, links it to its blob path
+and fsyncs the directory: a blob is either absent or complete. The ingest goes
+only after that (`LocalWriter.publish` leaves it to the caller, who records the
+blob first), so a crash in between leaves both, sharing one file; a writer
+resuming such an ingest copies the file before writing on.
 
 Locking, as owned by this module: a writer holds an exclusive flock on its
 ingest's ``lock`` file for as long as it is open; a second writer on the same

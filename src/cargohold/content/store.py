@@ -18,7 +18,7 @@ Locking, as owned by this module: the backend's ``cleanup.lock``
 the calls that put something in the backend before the metadata references
 it against the cleanup that follows a garbage collection (`collect_backend`):
 
-* a commit holds it *shared* from before the blob is renamed into place
+* a commit holds it *shared* from before the blob is linked into place
   until the transaction that records it has ended; a writer's registration
   holds it from its check that shareable content exists until its ingest
   record (which retains that content) has been committed. When the call runs
