@@ -30,6 +30,7 @@ from click.core import ParameterSource
 
 import cargohold
 from cargohold import Container, Descriptor, Image, Node, Resource, ResourceType, RuntimeInfo, SnapshotInfo, transfer
+from cargohold.content.store import backend_ref_namespace
 from cargohold.errors import FailedPrecondition, NotFound
 from cargohold.gc.labels import GC_EXPIRE
 from cargohold.oci.build import LayerBuilder, build_image, write_image
@@ -177,7 +178,7 @@ def _tour(root: str, temporary: bool, namespace: str) -> None:
             f"{_things(len(doomed))} no root references any more:")
         for node in doomed:
             say(f"     {node_line(node)}  {_role(roles, node)}")
-        _require_own(ns, doomed, created)
+        _require_own(db, ns, doomed, created)
 
         stats = db.garbage_collect(namespace=ns.name)
         summary, _ = report_lines(stats)
@@ -217,6 +218,7 @@ def _start_over(db, ns, manifest: Descriptor, chains: list[str]) -> None:
             f"namespace {ns.name!r} of this root already holds {_things(len(garbage))} no root references "
             f"(such as {node_line(garbage[0])}); the demo collects that namespace, so it would delete them: "
             f"{_ELSEWHERE}")
+    _require_no_ingest_leftovers(db, ns)
     sn = ns.snapshotter(SNAPSHOTTER)
     with db.update() as tx:
         lease = _lease(ns, LEASE, tx)
@@ -286,9 +288,21 @@ def _marked_node(ns, node: Node) -> bool:
     return record is not None and MARK in (record.labels or {})
 
 
-def _require_own(ns, doomed: list[Node], created: set[str]) -> None:
+def _require_no_ingest_leftovers(db, ns) -> None:
+    """Refuse when the namespace has ingests no record owns (an upload whose record was lost):
+    a collection of the namespace deletes them, and the demo did not make them."""
+    stray = [item.key for item in db.leftovers()
+             if item.type == "ingest-dir" and backend_ref_namespace(item.key) == ns.name]
+    if stray:
+        raise FailedPrecondition(
+            f"namespace {ns.name!r} of this root has {_things(len(stray))} in the content store's ingests that "
+            f"no record owns (such as {stray[0]}); a collection of that namespace would delete them: {_ELSEWHERE}")
+
+
+def _require_own(db, ns, doomed: list[Node], created: set[str]) -> None:
     """Refuse to collect when the collection would take something this run did not create or mark
     (another process wrote unreferenced data into the namespace since the run started)."""
+    _require_no_ingest_leftovers(db, ns)
     for node in doomed:
         if not (node.type == ResourceType.CONTENT and node.key in created) and not _marked_node(ns, node):
             raise FailedPrecondition(
