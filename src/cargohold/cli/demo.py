@@ -33,7 +33,7 @@ from cargohold import Container, Descriptor, Image, Node, Resource, ResourceType
 from cargohold.content.store import backend_ref_namespace
 from cargohold.errors import FailedPrecondition, NotFound
 from cargohold.gc.labels import GC_EXPIRE
-from cargohold.oci.build import LayerBuilder, build_image, write_image
+from cargohold.oci.build import LayerBuilder, write_image
 from cargohold.oci.digests import digest_bytes
 from cargohold.oci.identity import chain_ids
 from cargohold.timeutil import format_rfc3339
@@ -221,22 +221,10 @@ def _start_over(db, ns, manifest: Descriptor, chains: list[str]) -> None:
     _require_no_ingest_leftovers(db, ns)
     sn = ns.snapshotter(SNAPSHOTTER)
     with db.update() as tx:
-        lease = _lease(ns, LEASE, tx)
-        _require_marked(ns, f"lease {LEASE!r}", lease)
+        lease, container, image = (_lease(ns, LEASE, tx), _lookup(lambda: ns.containers.get(CONTAINER, tx=tx)),
+                                   _lookup(lambda: ns.images.get(IMAGE, tx=tx)))
         held = set(ns.leases.list_resources(LEASE, tx=tx)) if lease else set()  # what an interrupted run made
-        container = _lookup(lambda: ns.containers.get(CONTAINER, tx=tx))
-        _require_marked(ns, f"container {CONTAINER!r}", container)
-        if container is not None and container.snapshot_key:
-            _require_marked(ns, f"snapshot {container.snapshot_key!r} of container {CONTAINER!r}", _lookup(
-                lambda: ns.snapshotter(container.snapshotter).stat(container.snapshot_key, tx=tx)))
-        _require_marked(ns, f"snapshot {CONTAINER!r}", _lookup(lambda: sn.stat(CONTAINER, tx=tx)))
-        image = _lookup(lambda: ns.images.get(IMAGE, tx=tx))
-        _require_marked(ns, f"image {IMAGE!r}", image)
-        for chain in chains:
-            found = _lookup(lambda: sn.stat(chain, tx=tx))
-            if Resource(chain, f"snapshots/{SNAPSHOTTER}") not in held:
-                _require_marked(ns, f"snapshot {chain!r} (the demo's layer, unpacked)", found)
-
+        _require_ours(ns, sn, chains, lease, container, image, held, tx)
         if container is not None:
             delete_container(ns, CONTAINER, tx=tx)
         if _lookup(lambda: sn.stat(CONTAINER, tx=tx)) is not None:
@@ -250,6 +238,24 @@ def _start_over(db, ns, manifest: Descriptor, chains: list[str]) -> None:
             ns.leases.add_resource(LEASE, resource, tx=tx)
         # The import only moves an existing image's target, so the image carries the mark from the start.
         ns.images.create(Image(IMAGE, manifest, labels=MARKED), tx=tx)
+
+
+def _require_ours(ns, sn, chains: list[str], lease, container, image, held: set, tx) -> None:
+    """Refuse if the lease, container, image or a snapshot key the demo uses exists without its mark.
+
+    An unpacked layer its lease holds is its own too: a run stopped before it marked its layers left them so.
+    """
+    _require_marked(ns, f"lease {LEASE!r}", lease)
+    _require_marked(ns, f"container {CONTAINER!r}", container)
+    if container is not None and container.snapshot_key:
+        _require_marked(ns, f"snapshot {container.snapshot_key!r} of container {CONTAINER!r}", _lookup(
+            lambda: ns.snapshotter(container.snapshotter).stat(container.snapshot_key, tx=tx)))
+    _require_marked(ns, f"snapshot {CONTAINER!r}", _lookup(lambda: sn.stat(CONTAINER, tx=tx)))
+    _require_marked(ns, f"image {IMAGE!r}", image)
+    for chain in chains:
+        if Resource(chain, f"snapshots/{SNAPSHOTTER}") not in held:
+            _require_marked(ns, f"snapshot {chain!r} (the demo's layer, unpacked)",
+                            _lookup(lambda: sn.stat(chain, tx=tx)))
 
 
 def _lookup(get):
