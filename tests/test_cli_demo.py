@@ -342,16 +342,27 @@ def test_demo_collects_nothing_when_someone_else_left_garbage_meanwhile(tmp_path
         assert written[0] in {info.digest for info in db.namespace("demo").content.walk()}
 
 
-def test_demo_leaves_an_ingest_of_its_namespace_that_no_record_owns(tmp_path):
-    """Bytes of an upload in namespace demo whose record was lost (a backend ingest with ref ``demo-<hex>``):
-    the namespace's collection would delete them, so the demo refuses and they stay."""
+@pytest.mark.parametrize("what", ["ingest", "snapshot"])
+def test_demo_leaves_backend_data_of_its_namespace_that_no_record_owns(tmp_path, what):
+    """The bytes of an upload, or a snapshot directory, of namespace demo whose record was lost (backend ref
+    ``demo-<hex>``, backend key ``demo/<id>/<key>``): the namespace's collection would delete them, so the
+    demo refuses and they stay (on a root holding an earlier run's output: a re-run removes snapshots, so its
+    collection cleans the snapshotter)."""
     root = tmp_path / "r"
+    invoke(root, "demo")
     with cargohold.open(root) as db:
-        db.namespaces.create("demo")
-        w = db.content_store.writer("demo-0123456789abcdef")
-        w.write(b"half an upload whose record was lost")
-        w.close()
-    _refused(root, "namespace 'demo' of this root has 1 thing in the content store's ingests that no record "
-                   "owns (such as demo-0123456789abcdef)")
+        if what == "ingest":
+            w = db.content_store.writer("demo-0123456789abcdef")
+            w.write(b"half an upload whose record was lost")
+            w.close()
+            name = "ingest demo-0123456789abcdef"
+        else:
+            source = db.snapshotter_backend("native").prepare("demo/99/work")[0].source
+            with open(os.path.join(source, "notes.txt"), "w") as f:
+                f.write("written into a snapshot whose record was lost\n")
+            name = "native snapshot demo/99/work"
+        leftovers = db.leftovers()
+        assert len(leftovers) == 1
+    _refused(root, f"namespace 'demo' of this root has 1 thing in the backends that no record owns (such as {name})")
     with cargohold.open(root) as db:
-        assert [item.key for item in db.leftovers()] == ["demo-0123456789abcdef"]
+        assert db.leftovers() == leftovers

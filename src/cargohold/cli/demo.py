@@ -217,8 +217,8 @@ def _start_over(db, ns, manifest: Descriptor, chains: list[str]) -> None:
         raise FailedPrecondition(
             f"namespace {ns.name!r} of this root already holds {_things(len(garbage))} no root references "
             f"(such as {node_line(garbage[0])}); the demo collects that namespace, so it would delete them: "
-            f"{_ELSEWHERE}")
-    _require_no_ingest_leftovers(db, ns)
+            f"{_collect_or_elsewhere(ns)}")
+    _require_no_leftovers(db, ns)
     sn = ns.snapshotter(SNAPSHOTTER)
     with db.update() as tx:
         lease, container, image = (_lease(ns, LEASE, tx), _lookup(lambda: ns.containers.get(CONTAINER, tx=tx)),
@@ -294,21 +294,38 @@ def _marked_node(ns, node: Node) -> bool:
     return record is not None and MARK in (record.labels or {})
 
 
-def _require_no_ingest_leftovers(db, ns) -> None:
-    """Refuse when the namespace has ingests no record owns (an upload whose record was lost):
-    a collection of the namespace deletes them, and the demo did not make them."""
-    stray = [item.key for item in db.leftovers()
+def _require_no_leftovers(db, ns, snapshots: bool = True) -> None:
+    """Refuse when the backends hold data of the namespace that no record owns (an upload or, with
+    `snapshots`, a snapshot whose record was lost): a collection of the namespace deletes it, and the demo
+    did not make it."""
+    found = db.leftovers()
+    stray = [f"ingest {item.key}" for item in found
              if item.type == "ingest-dir" and backend_ref_namespace(item.key) == ns.name]
+    directories = {item.key for item in found if item.type == "snapshot-dir"}
+    for name in sorted(db.snapshotters) if snapshots else ():
+        backend = db.snapshotter_backend(name)
+        for info in backend.walk():
+            snapshot_id = backend.snapshot_id(info.name) if info.name.startswith(f"{ns.name}/") else None
+            if snapshot_id is not None and \
+                    f"{name}/{os.path.basename(backend.snapshot_dir(snapshot_id))}" in directories:
+                stray.append(f"{name} snapshot {info.name}")
     if stray:
         raise FailedPrecondition(
-            f"namespace {ns.name!r} of this root has {_things(len(stray))} in the content store's ingests that "
-            f"no record owns (such as {stray[0]}); a collection of that namespace would delete them: {_ELSEWHERE}")
+            f"namespace {ns.name!r} of this root has {_things(len(stray))} in the backends that no record owns "
+            f"(such as {stray[0]}); a collection of that namespace would delete them: {_collect_or_elsewhere(ns)}")
+
+
+def _collect_or_elsewhere(ns) -> str:
+    return f"collect them first (`cargohold gc --namespace {ns.name}`) if they are not needed, or {_ELSEWHERE}"
 
 
 def _require_own(db, ns, doomed: list[Node], created: set[str]) -> None:
     """Refuse to collect when the collection would take something this run did not create or mark
-    (another process wrote unreferenced data into the namespace since the run started)."""
-    _require_no_ingest_leftovers(db, ns)
+    (another process wrote unreferenced data into the namespace since the run started).
+
+    Snapshot directories are not looked at: those of the records this run removed are leftovers by now.
+    """
+    _require_no_leftovers(db, ns, snapshots=False)
     for node in doomed:
         if not (node.type == ResourceType.CONTENT and node.key in created) and not _marked_node(ns, node):
             raise FailedPrecondition(
