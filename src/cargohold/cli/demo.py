@@ -8,15 +8,17 @@ without any external tool.
 It never deletes, replaces or collects anything it did not create. It works
 in its own namespace (``demo``, or the one ``--namespace`` gives) and collects
 only that namespace (``garbage_collect(namespace=...)``), which leaves every
-other namespace and every backend leftover alone. Everything it creates there
-(its image, container, snapshots and lease) carries the label `MARK`; before
-it changes anything it refuses (FailedPrecondition, nothing changed) when the
-namespace holds garbage without that label, or when the image, container,
-snapshot keys or lease it would use exist without it, so that a run on its
-own earlier output starts over and nothing else is touched. It collects only
-when what the collection would remove is its own. Without ``--root`` it works
-in a new temporary root, which it removes at the end unless ``--keep`` is
-given.
+other namespace and every backend leftover no namespace owns alone.
+Everything it creates there (its image, container, snapshots and lease)
+carries the label `MARK`. Before it changes anything it refuses
+(FailedPrecondition, nothing changed) when the namespace holds garbage
+without that label or backend data no record owns (both of which its
+collection would delete), or when the image, container, snapshot keys or
+lease it would use exist without the label; so a run on its own earlier
+output starts over and nothing else is touched. Right before collecting it
+checks again that the collection would remove only what it created. Without
+``--root`` it works in a new temporary root, which it removes at the end
+unless ``--keep`` is given.
 """
 
 from __future__ import annotations
