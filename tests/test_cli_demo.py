@@ -7,10 +7,14 @@ import re
 import subprocess
 import sys
 
+import pytest
 from cliutil import fails, invoke, parsed
 
 import cargohold
-from cargohold import Kind
+from cargohold import Container, Descriptor, Image, Kind, RuntimeInfo, transfer
+from cargohold.cli.demo import demo_layers
+from cargohold.oci.digests import digest_bytes
+from cargohold.oci.identity import chain_ids
 
 ROLES = r"(the manifest|the config|layer \d)"
 
@@ -100,3 +104,265 @@ def test_demo_without_a_root_removes_its_temporary_root_unless_asked_to_keep_it(
     assert f"try `cargohold --root {root} --namespace demo snapshots tree`" in kept
     with cargohold.open(root) as db:
         assert [c.id for c in db.namespace("demo").containers.list()] == ["hello-1"]
+
+
+# -- what the demo did not create ------------------------------------------------------------------
+
+MARK = "cargohold.demo"
+
+
+def _objects(root) -> dict:
+    """Every record of every namespace, and every file of the backends (with its bytes): the root's objects.
+
+    Empty lock files are left out: taking a lock (as a look at the backends' leftovers does) makes one.
+    """
+    found = {}
+    with cargohold.open(root) as db:
+        for name in db.namespaces.list():
+            ns = db.namespace(name)
+            found[name] = {
+                "images": ns.images.list(), "containers": ns.containers.list(),
+                "content": sorted(ns.content.walk(), key=lambda info: info.digest),
+                "leases": [(lease, sorted(map(repr, ns.leases.list_resources(lease.id))))
+                           for lease in ns.leases.list()],
+                "snapshots": {sn: sorted(ns.snapshotter(sn).walk(), key=lambda info: info.name)
+                              for sn in sorted(db.snapshotters)},
+            }
+    files = {}
+    for store in ("content", "snapshots"):
+        for top, dirs, names in os.walk(os.path.join(root, store)):
+            for entry in dirs + [name for name in names if not name.endswith(".lock")]:
+                path = os.path.join(top, entry)
+                st = os.lstat(path)
+                data = (os.readlink(path) if os.path.islink(path) else
+                        open(path, "rb").read() if os.path.isfile(path) else None)
+                files[os.path.relpath(path, root)] = (st.st_mode, st.st_size, st.st_mtime_ns, data)
+    return {"records": found, "files": files}
+
+
+def _refused(root, start: str) -> str:
+    """The demo's refusal: one FailedPrecondition line starting with `start`, naming the way out;
+    nothing in the root changed."""
+    before = _objects(root)
+    line = fails(root, "demo")
+    assert line.startswith(f"cargohold: FailedPrecondition: {start}"), line
+    assert "another root" in line and "--namespace" in line
+    assert _objects(root) == before
+    return line
+
+
+def test_demo_refuses_to_delete_a_container_hello_1_it_did_not_create(tmp_path):
+    """The audit's reproduction: the user's container hello-1 in namespace demo, on the user's own snapshot
+    chain, was deleted (and its chain collected); now the demo refuses and the user's data stays."""
+    root = tmp_path / "r"
+    with cargohold.open(root) as db:
+        ns = db.namespace("demo")
+        sn = ns.snapshotter("native")
+        src = sn.prepare("base-active")[0].source
+        with open(os.path.join(src, "precious.txt"), "w") as f:
+            f.write("user data\n")
+        sn.commit("user-base", "base-active")
+        rw = sn.prepare("hello-1", "user-base")[0].source
+        with open(os.path.join(rw, "work.txt"), "w") as f:
+            f.write("user's container writes\n")
+        ns.containers.create(Container("hello-1", RuntimeInfo("io.containerd.runc.v2"), snapshotter="native",
+                                       snapshot_key="hello-1", image="my/own:image"))
+    _refused(root, "container 'hello-1' in namespace 'demo' was not created by the demo (it has no label "
+                   "cargohold.demo)")
+    with cargohold.open(root) as db:
+        ns = db.namespace("demo")
+        assert ns.containers.get("hello-1").image == "my/own:image"
+        sn = ns.snapshotter("native")
+        assert {info.name for info in sn.walk()} == {"user-base", "hello-1"}
+        with open(os.path.join(sn.mounts("hello-1")[0].source, "precious.txt")) as f:
+            assert f.read() == "user data\n"
+
+    # the way out it names works, and still leaves the user's namespace alone
+    before = _objects(root)["records"]["demo"]
+    assert "in namespace 'tour' of the root" in invoke(root, "--namespace", "tour", "demo").stdout
+    assert _objects(root)["records"]["demo"] == before
+
+
+def test_demo_refuses_to_replace_an_image_it_did_not_create(tmp_path):
+    """The audit's reproduction: the user's image named like the demo's was replaced, then deleted, and the
+    demo's collection took the user's manifest blob; now the demo refuses."""
+    root = tmp_path / "r"
+    with cargohold.open(root) as db:
+        ns = db.namespace("demo")
+        with ns.content.writer("m") as w:
+            w.write(b'{"user": "manifest"}')
+            info = w.commit()
+        ns.images.create(Image("example.com/cargohold/hello:1.0",
+                               Descriptor("application/vnd.oci.image.manifest.v1+json", info.digest, info.size)))
+    _refused(root, "image 'example.com/cargohold/hello:1.0' in namespace 'demo' was not created by the demo")
+    with cargohold.open(root) as db:
+        assert db.namespace("demo").images.get("example.com/cargohold/hello:1.0").target.digest == info.digest
+        assert db.content_store.exists(info.digest)
+
+
+def _chain_id_of_layer_1() -> str:
+    tar, _ = demo_layers()[0]
+    return chain_ids([digest_bytes(tar)])[0]
+
+
+@pytest.mark.parametrize("what", ["snapshot hello-1", "snapshot of layer 1", "lease"])
+def test_demo_refuses_a_snapshot_key_or_lease_it_did_not_create(tmp_path, what):
+    """The user's snapshot named as the demo's container snapshot or unpacked layer, or lease named as the
+    demo's, held by the user (so no garbage): the demo would reuse or delete it, so it refuses."""
+    root = tmp_path / "r"
+    with cargohold.open(root) as db:
+        ns = db.namespace("demo")
+        if what == "lease":
+            ns.leases.create("cargohold-demo", {"mine": "yes"})
+            start = "lease 'cargohold-demo' in namespace 'demo' was not created by the demo"
+        else:
+            held = ns.with_lease(ns.leases.create("users-own").id).snapshotter("native")
+            if what == "snapshot hello-1":
+                held.prepare("hello-1")
+                start = "snapshot 'hello-1' in namespace 'demo' was not created by the demo"
+            else:
+                chain = _chain_id_of_layer_1()
+                with open(os.path.join(held.prepare("extract")[0].source, "mine"), "w") as f:
+                    f.write("not the demo's layer\n")
+                held.commit(chain, "extract")
+                start = f"snapshot {chain!r} (the demo's layer, unpacked) in namespace 'demo' was not created"
+    _refused(root, start)
+
+
+def test_user_garbage_in_namespace_demo_survives_the_demo(tmp_path):
+    """An unreferenced blob and snapshot the user made in namespace demo: the demo's collection would take
+    them, so it refuses, and they stay, byte for byte."""
+    root = tmp_path / "r"
+    with cargohold.open(root) as db:
+        ns = db.namespace("demo")
+        with ns.content.writer("mine") as w:
+            w.write(b"the user's unreferenced blob")
+            w.commit()
+        sn = ns.snapshotter("native")
+        with open(os.path.join(sn.prepare("work")[0].source, "notes.txt"), "w") as f:
+            f.write("the user's unreferenced snapshot\n")
+        sn.commit("user-snapshot", "work")
+        assert len(db.unreachable(namespace="demo")) == 2
+    _refused(root, "namespace 'demo' of this root already holds 2 things no root references")
+
+
+def _user_data_in_namespace_demo(root) -> None:
+    """The user's image, container (on a chain of the user's snapshots) and leased blob in namespace demo,
+    under other names than the demo's: all referenced, so nothing in the demo's way."""
+    with cargohold.open(root) as db:
+        ns = db.namespace("demo")
+        with ns.content.writer("manifest") as w:
+            w.write(b'{"user": "manifest"}')
+            manifest = w.commit()
+        ns.images.create(Image("example.com/user/app:2", Descriptor(
+            "application/vnd.oci.image.manifest.v1+json", manifest.digest, manifest.size)))
+        leased = ns.with_lease(ns.leases.create("uploads").id)
+        with leased.content.writer("upload") as w:
+            w.write(b"a leased upload")
+            w.commit()
+        sn = ns.snapshotter("native")
+        with open(os.path.join(sn.prepare("base")[0].source, "precious.txt"), "w") as f:
+            f.write("user data\n")
+        sn.commit("user-base", "base")
+        sn.prepare("web", "user-base")
+        ns.containers.create(Container("web", RuntimeInfo("io.containerd.runc.v2"), snapshotter="native",
+                                       snapshot_key="web", image="example.com/user/app:2"))
+        assert db.unreachable() == []
+
+
+def test_demo_twice_next_to_the_users_data_in_its_namespace(tmp_path):
+    """The demo runs, and runs again on its own output, in a namespace holding the user's data: it changes
+    and collects none of it, marks what it made, and leaves no lease."""
+    root = tmp_path / "r"
+    _user_data_in_namespace_demo(root)
+    before = _objects(root)
+    for _ in range(2):
+        assert "removed 5 records (5 content)" in invoke(root, "demo").stdout
+        after = _objects(root)
+        users = after["records"]["demo"]
+        for kind, records in before["records"]["demo"].items():
+            if kind == "snapshots":
+                assert {i.name: i for i in users[kind]["native"]} | {i.name: i for i in records["native"]} == {
+                    i.name: i for i in users[kind]["native"]}
+            else:
+                assert [r for r in records if r not in users[kind]] == []
+        kept = {path: entry for path, entry in before["files"].items() if entry[3] is not None}  # not directories
+        assert kept.items() <= after["files"].items()
+    with cargohold.open(root) as db:
+        ns = db.namespace("demo")
+        assert [lease.id for lease in ns.leases.list()] == ["uploads"]
+        assert [c.id for c in ns.containers.list() if MARK in c.labels] == ["hello-1"]
+        marked = {i.name for i in ns.snapshotter("native").walk() if MARK in (i.labels or {})}
+        assert len(marked) == 4 and "hello-1" in marked and "user-base" not in marked
+        assert [i.name for i in ns.images.list()] == ["example.com/user/app:2"]
+
+
+def test_demo_starts_over_after_an_interrupted_run(tmp_path, monkeypatch):
+    """A run stopped right after the import leaves its lease, its image and unpacked layers not yet marked
+    (the lease holds them): the next run knows them as its own and starts over."""
+    root = tmp_path / "r"
+    real = transfer.import_archive
+
+    def import_then_stop(*args, **kwargs):
+        real(*args, **kwargs)
+        raise KeyboardInterrupt  # ^C
+
+    monkeypatch.setattr(transfer, "import_archive", import_then_stop)
+    assert invoke(root, "demo", ok=False).exit_code != 0
+    monkeypatch.setattr(transfer, "import_archive", real)
+    with cargohold.open(root) as db:
+        ns = db.namespace("demo")
+        assert [lease.id for lease in ns.leases.list()] == ["cargohold-demo"]
+        assert [MARK in (i.labels or {}) for i in ns.snapshotter("native").walk()] == [False] * 3
+    assert "removed 5 records (5 content)" in invoke(root, "demo").stdout
+    with cargohold.open(root) as db:
+        assert db.namespace("demo").leases.list() == [] and db.unreachable() == []
+
+
+def test_demo_collects_nothing_when_someone_else_left_garbage_meanwhile(tmp_path, monkeypatch):
+    """Another writer puts an unreferenced blob into namespace demo while the demo runs: the demo's
+    collection would take it, so the demo stops before collecting, and the blob stays."""
+    root = tmp_path / "r"
+    real = transfer.import_archive
+    written = []
+
+    def import_while_someone_writes(leased, *args, **kwargs):
+        images = real(leased, *args, **kwargs)
+        with leased.db.namespace("demo").content.writer("theirs") as w:
+            w.write(b"written by someone else meanwhile")
+            written.append(w.commit().digest)
+        return images
+
+    monkeypatch.setattr(transfer, "import_archive", import_while_someone_writes)
+    line = fails(root, "demo")
+    assert line.startswith(f"cargohold: FailedPrecondition: a collection of namespace 'demo' would now delete "
+                           f"content demo {written[0]}, which the demo did not create"), line
+    with cargohold.open(root) as db:
+        assert db.content_store.exists(written[0])
+        assert written[0] in {info.digest for info in db.namespace("demo").content.walk()}
+
+
+@pytest.mark.parametrize("what", ["ingest", "snapshot"])
+def test_demo_leaves_backend_data_of_its_namespace_that_no_record_owns(tmp_path, what):
+    """The bytes of an upload, or a snapshot directory, of namespace demo whose record was lost (backend ref
+    ``demo-<hex>``, backend key ``demo/<id>/<key>``): the namespace's collection would delete them, so the
+    demo refuses and they stay (on a root holding an earlier run's output: a re-run removes snapshots, so its
+    collection cleans the snapshotter)."""
+    root = tmp_path / "r"
+    invoke(root, "demo")
+    with cargohold.open(root) as db:
+        if what == "ingest":
+            w = db.content_store.writer("demo-0123456789abcdef")
+            w.write(b"half an upload whose record was lost")
+            w.close()
+            name = "ingest demo-0123456789abcdef"
+        else:
+            source = db.snapshotter_backend("native").prepare("demo/99/work")[0].source
+            with open(os.path.join(source, "notes.txt"), "w") as f:
+                f.write("written into a snapshot whose record was lost\n")
+            name = "native snapshot demo/99/work"
+        leftovers = db.leftovers()
+        assert len(leftovers) == 1
+    _refused(root, f"namespace 'demo' of this root has 1 thing in the backends that no record owns (such as {name})")
+    with cargohold.open(root) as db:
+        assert db.leftovers() == leftovers
