@@ -11,7 +11,11 @@ symlink: nothing outside the tree is deleted, chmod'ed, read or measured.
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import subprocess
+import sys
+import tempfile
 from contextlib import contextmanager
 
 import pytest
@@ -218,3 +222,41 @@ def test_the_walks_still_copy_measure_and_remove_an_unchanged_tree_with_symlinks
     remove_tree(str(dst))
     assert not os.path.lexists(dst)
     assert os.path.exists(os.path.join(outside, "big"))
+
+
+def test_an_unprivileged_owner_removes_its_unreadable_directories_without_touching_the_host(tmp_path):
+    """As a plain user, a directory it may not read or search is made traversable on its own inode
+    (through a handle, since it cannot be opened for reading) and removed; the host is not chmod'ed."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run the removal as another user")
+    base = tempfile.mkdtemp(prefix="cargohold-unreadable-")
+    try:
+        os.chmod(base, 0o755)
+        os.chown(base, 65534, 65534)  # the user removes the tree from its own directory
+        outside = _outside(base)
+        before = _host_state(outside)
+        tree = os.path.join(base, "tree")
+        path = tree
+        for mode in (0o000, 0o100, 0o300, 0o500, 0o600):
+            path = os.path.join(path, f"m{mode:o}")
+            os.makedirs(path)
+            with open(os.path.join(path, "file"), "wb") as f:
+                f.write(b"data")
+            os.symlink(outside, os.path.join(path, "to-host"))
+        for top, dirs, files in os.walk(tree):
+            for name in [top] + [os.path.join(top, n) for n in dirs + files]:
+                os.lchown(name, 65534, 65534)
+        path = tree
+        for mode in (0o000, 0o100, 0o300, 0o500, 0o600):
+            path = os.path.join(path, f"m{mode:o}")
+        while path != tree:
+            os.chmod(path, int(os.path.basename(path)[1:], 8))
+            path = os.path.dirname(path)
+        proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
+                               "import sys; from cargohold.snapshots.fsutil import remove_tree; "
+                               "remove_tree(sys.argv[1])", tree], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert not os.path.lexists(tree)
+        assert _host_state(outside) == before
+    finally:
+        shutil.rmtree(base)
