@@ -98,11 +98,11 @@ class DirectorySnapshotter:
         return to_ns(self._clock())
 
     def _flush(self, action: str, path: str) -> None:
-        """Put the tree at `path` on disk before a record naming it commits, when the records'
-        database is durable (``durable=False`` leaves it to the kernel, as it leaves the records)."""
-        if self._store.durable:
-            with _filesystem(action, path):
-                flush_filesystem(path)
+        """Put the tree at `path` on disk before a record naming it commits. Done with
+        ``durable=False`` too: that database may reopen at an earlier commit, but a record that
+        did reach the disk must not name a tree that did not (blob files are flushed likewise)."""
+        with _filesystem(action, path):
+            flush_filesystem(path)
 
     # -- queries ----------------------------------------------------------------------
 

@@ -123,11 +123,6 @@ class Metastore:
         """The metadata environment this metastore is bound to (None: it has its own)."""
         return self._bound
 
-    @property
-    def durable(self) -> bool:
-        """Whether the environment the records are kept in makes each commit durable."""
-        return self._env()[0].durable
-
     def _env(self) -> tuple[Env, dict]:
         if self._closed:
             raise Unavailable(f"snapshot metastore {self.path!r} is closed")
