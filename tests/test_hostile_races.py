@@ -260,3 +260,45 @@ def test_an_unprivileged_owner_removes_its_unreadable_directories_without_touchi
         assert _host_state(outside) == before
     finally:
         shutil.rmtree(base)
+
+
+ATTACKER = """
+import os, sys, time
+parent, outside, names = sys.argv[1], sys.argv[2], sys.argv[3:]
+deadline = time.time() + 60
+while time.time() < deadline:  # wait until the collector starts deleting
+    if any(not os.path.exists(os.path.join(parent, name, "f0")) for name in names[::10]):
+        break
+for name in names:  # swap every directory it has not reached yet
+    path = os.path.join(parent, name)
+    try:
+        if not os.path.islink(path) and os.path.exists(os.path.join(path, "f0")):
+            os.rename(path, path + ".moved")
+            os.symlink(outside, path)
+    except OSError:
+        pass
+"""
+
+
+@pytest.mark.slow
+def test_a_container_swapping_directories_while_its_snapshot_is_collected_deletes_nothing_outside(tmp_path):
+    """The audit's race with a real second process: many directories, swapped as soon as the
+    collection starts deleting the snapshot."""
+    outside = _outside(tmp_path)
+    before = _host_state(outside)
+    with cargohold.open(tmp_path / "root") as db:
+        sn = db.namespace("default").snapshotter("native")
+        parent = os.path.join(sn.prepare("container-rootfs")[0].source, "a")
+        names = [f"d{d:03}" for d in range(300)]
+        for name in names:
+            os.makedirs(os.path.join(parent, name))
+            for f in range(100):
+                open(os.path.join(parent, name, f"f{f}"), "wb").close()
+        attacker = subprocess.Popen([sys.executable, "-c", ATTACKER, parent, outside, *names])
+        try:
+            sn.remove("container-rootfs")
+            stats = db.garbage_collect()
+        finally:
+            attacker.wait(timeout=120)
+    assert _host_state(outside) == before
+    assert stats.errors == [] or all("snapshot directory" in line for line in stats.errors)
