@@ -38,7 +38,7 @@ import cargohold
 from ..content.store import INGEST_EXPIRY_NS
 from ..errors import AlreadyExists, Corrupted, FailedPrecondition, InvalidArgument, Unavailable, Unsupported
 from ..model import Info, Kind, Node
-from ..snapshots.fsutil import copy_tree, remove_tree
+from ..snapshots.fsutil import copy_tree, open_dir, remove_tree
 from ..timeutil import utcnow
 from . import plan
 from .contentstore import ContentDir
@@ -356,9 +356,12 @@ def _writable_dir(mounts: list) -> str:
 
 def _fill(target: str, source: str) -> None:
     """Make directory `target` an exact copy of the tree at `source`."""
-    with os.scandir(target) as entries:
-        for entry in list(entries):
-            remove_tree(entry.path)
+    fd = open_dir(target)
+    try:
+        for name in os.listdir(fd):
+            remove_tree(name, dir_fd=fd)
+    finally:
+        os.close(fd)
     copy_tree(source, target)
 
 

@@ -256,7 +256,7 @@ class _Applier:
                 return
             existing = _exists(base, fd)
             if existing is not None and not (stat.S_ISDIR(existing) and member.isdir()):
-                remove_tree(self.path_at(fd, parent, base))
+                remove_tree(base, dir_fd=fd)
                 existing = None
             if self.create(tar, member, fd, parent, base, existing is not None):
                 self.unpacked.add("/".join(parent + [base]))
@@ -276,7 +276,7 @@ class _Applier:
         if name in ("", ".", ".."):
             raise InvalidArgument(f"{self.what}: invalid whiteout {member.name!r}")
         if _exists(name, fd) is not None:
-            remove_tree(self.path_at(fd, parent, name))
+            remove_tree(name, dir_fd=fd)
         if self.overlay:
             os.mknod(name, stat.S_IFCHR, os.makedev(0, 0), dir_fd=fd)  # mode 0000, as containerd makes them
             os.chown(name, *self.owner(member), dir_fd=fd, follow_symlinks=False)
@@ -294,7 +294,7 @@ class _Applier:
                 for name in os.listdir(fd):
                     rel = "/".join(parts + [name])
                     if rel not in self.unpacked:
-                        remove_tree(self.path_at(fd, parts, name))
+                        remove_tree(name, dir_fd=fd)
                     elif stat.S_ISDIR(_exists(name, fd) or 0):
                         pending.append(parts + [name])
             finally:

@@ -36,7 +36,7 @@ from ..timeutil import Clock, to_ns, utcnow
 from ..validation import validate_labels
 from . import storage
 from .metastore import Metastore
-from .fsutil import disk_usage, remove_tree
+from .fsutil import disk_usage, flush_filesystem, remove_tree
 
 
 def bind_mount(source: str, readonly: bool) -> list[Mount]:
@@ -96,6 +96,13 @@ class DirectorySnapshotter:
 
     def _now(self) -> int:
         return to_ns(self._clock())
+
+    def _flush(self, action: str, path: str) -> None:
+        """Put the tree at `path` on disk before a record naming it commits. Done with
+        ``durable=False`` too: that database may reopen at an earlier commit, but a record that
+        did reach the disk must not name a tree that did not (blob files are flushed likewise)."""
+        with _filesystem(action, path):
+            flush_filesystem(path)
 
     # -- queries ----------------------------------------------------------------------
 
@@ -182,7 +189,10 @@ class DirectorySnapshotter:
         storage.check_key(key)
         labels = validate_labels(labels)
         with self._store.write() as txn:
-            usage = self._measure(key, storage.get_info(txn, key)[0])
+            snapshot_id = storage.get_info(txn, key)[0]
+            usage = self._measure(key, snapshot_id)
+            if usage.inodes > 1:  # an empty tree has nothing to flush
+                self._flush(f"commit snapshot {key!r}", self._changes_path(snapshot_id))
             storage.commit_active(txn, key, name, usage, labels, self._now(), remember=txn.joined is None)
 
     def uncommit(self, name: str, active: Optional[SnapshotInfo] = None) -> None:

@@ -23,7 +23,8 @@ class NativeSnapshotter(DirectorySnapshotter):
 
     def _populate(self, directory: str, snapshot: Snapshot) -> None:
         if snapshot.kind == Kind.ACTIVE and snapshot.parent_ids:
-            copy_tree(self.snapshot_dir(snapshot.parent_ids[0]), directory)
+            if copy_tree(self.snapshot_dir(snapshot.parent_ids[0]), directory):
+                self._flush(f"copy snapshot {snapshot.parent_ids[0]}", directory)
 
     def _mounts(self, snapshot: Snapshot) -> list[Mount]:
         if snapshot.kind == Kind.ACTIVE or not snapshot.parent_ids:
