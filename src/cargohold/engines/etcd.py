@@ -557,6 +557,24 @@ class EtcdTxn:
             if item[1] is not None:
                 yield item
 
+    def rows_from(self, table: str, start: bytes, *, values: bool = True) -> Iterator:
+        """The rows of `table` from `start` to its end, read a page at a time as they are consumed
+        (`cargohold.kv.Txn.rows_from`: for callers that stop by themselves)."""
+        self._check()
+        base = self._env.table_prefix(table)
+        first, end = base + start, prefix_end(base)
+        if self.write:
+            self._ranges.append((first, end))
+        pending = sorted((k, v) for k, v in self._writes.items() if first <= k < end)
+        cut = len(base)
+        for key, value in self._merge(first, end, pending):
+            yield (key[cut:], value) if values else key[cut:]
+
+    @contextmanager
+    def translated(self) -> Iterator[None]:
+        """`cargohold.kv.Txn.translated`: this engine's reads raise cargohold errors already."""
+        yield
+
     def keys(self, table: str, prefix: bytes = b"") -> list[bytes]:
         return [key for key, _ in self.scan(table, prefix)]
 
