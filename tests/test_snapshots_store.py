@@ -59,13 +59,14 @@ def snapshot_dirs(db, name):
 
 def node(db, ns, snapshotter, key):
     with db.view() as t:
-        raw = t.kv.get(schema.T_GC, schema.pack_node(ResourceType.SNAPSHOT, ns, f"{snapshotter}/{key}"))
+        raw = t.kv.get(schema.T_GC, schema.pack_node(ResourceType.SNAPSHOT, ns,
+                                                      f"{db.stored_snapshotter(snapshotter)}/{key}"))
     return None if raw is None else index.decode(raw)
 
 
 def is_dirty(db, name):
     with db.view() as t:
-        return t.kv.get(schema.T_META, schema.dirty_snapshotter_key(name)) is not None
+        return t.kv.get(schema.T_META, schema.dirty_snapshotter_key(db.stored_snapshotter(name))) is not None
 
 
 def lease_resources(db, ns, lease_id):
@@ -237,7 +238,7 @@ def test_node_table_follows_every_change(host, sn, backend_name):
     assert node(host, "default", backend_name, "a") is None
     assert node(host, "default", backend_name, "base").flags & index.F_ROOT
     sn.prepare("child", "base")
-    parent_node = schema.pack_node(ResourceType.SNAPSHOT, "default", f"{backend_name}/base")
+    parent_node = schema.pack_node(ResourceType.SNAPSHOT, "default", f"{host.stored_snapshotter(backend_name)}/base")
     assert strong(node(host, "default", backend_name, "child")) == [parent_node]
     sn.update(SnapshotInfo("child", labels={"containerd.io/gc.root": "1"}))
     assert node(host, "default", backend_name, "child").flags & index.F_ROOT
