@@ -10,10 +10,12 @@ unchanged; the engine's own keys sit under ``<prefix>!`` (outside every table).
   (serializable: any member that has applied it answers the same).
 * Write transactions are serialised across every host by the writer lock
   ``<prefix>!writer``: a key created only if absent, bound to this process's
-  lease (TTL `LEASE_TTL`), so a dead host's hold expires by itself. Taking it
-  is retried with backoff until `LOCK_WAIT` seconds have passed, then
-  Unavailable. While it is held nothing else commits, so reads at the pinned
-  revision are the latest.
+  lease (TTL `LEASE_TTL`), so a dead host's hold expires by itself. Writers
+  queue for it first, in order (``<prefix>!writerq/``, etcd's lock-queue
+  recipe, see `EtcdTxn._wait_turn`), so it goes to the writers of every host
+  in the order they asked; one that has waited `LOCK_WAIT` seconds gives up
+  with Unavailable. While it is held nothing else commits, so reads at the
+  pinned revision are the latest.
 * A write transaction commits with one etcd Txn whose compares are: the
   writer lock still has the revision we created it at (fencing: a holder
   whose lease expired, and whose lock someone else took, cannot commit), the
@@ -222,6 +224,7 @@ class EtcdEnv:
         self._root = prefix.encode()
         self._tables = {name: self._root + b"/" + name.encode() + b"/" for name in tables}
         self.lock_key = self._root + b"!writer"
+        self.queue_key = self._root + b"!writerq/"
         self.counter_key = self._root + b"!commits"
         self._token_key = self._root + b"!commit/" + uuid.uuid4().hex.encode()
         self._cluster = Cluster(url, endpoints)
@@ -412,6 +415,7 @@ class EtcdTxn:
         self._ranges: list[tuple[bytes, bytes]] = []
         self._lock_rev = 0
         self._lease = 0
+        self._queue_key = b""
         env._enter()
         if write:
             env._threads.acquire()
@@ -434,9 +438,87 @@ class EtcdTxn:
     # -- the writer lock ------------------------------------------------------------
 
     def _take_lock(self) -> None:
+        """Take the writer lock at once if it is free and nobody queues for it (one request);
+        else queue for it, wait for our turn and take it then (`_wait_turn`)."""
+        env = self._env
+        deadline = time.monotonic() + env.lock_wait
+        self._queue_key = env.queue_key + uuid.uuid4().hex.encode()
+        lock = _b64(env.lock_key)
+
+        def attempt(lease: int) -> dict:
+            join = {"request_put": {"key": _b64(self._queue_key), "value": "", "lease": str(lease)}}
+            result = env._cluster.txn(
+                [{"key": lock, "target": "CREATE", "result": "EQUAL", "create_revision": "0"},
+                 {"key": _b64(env.queue_key), "range_end": _b64(prefix_end(env.queue_key)), "target": "CREATE",
+                  "result": "EQUAL", "create_revision": "0"}],  # true of an empty range only
+                [join, {"request_put": {"key": lock, "value": _b64(env._token_key), "lease": str(lease)}},
+                 {"request_range": {"key": _b64(env.counter_key)}}],
+                [join])
+            result["lease"] = lease
+            return result
+
+        result = env.with_lease(attempt)
+        if result.get("succeeded"):
+            self._locked(result, 2)
+            return
+        try:
+            self._wait_turn(int(result["header"]["revision"]), deadline)
+            self._put_lock(deadline)
+        except BaseException:
+            self._leave_queue()
+            raise
+
+    def _locked(self, result: dict, counter: int) -> None:
+        """Record the hold a successful lock request made (`counter`: the index of its counter read)."""
+        self._rev = int(result["header"]["revision"])
+        self._lock_rev = self._rev
+        self._lease = result["lease"]
+        kvs = result["responses"][counter]["response_range"].get("kvs", [])
+        self._counter_rev = int(kvs[0]["mod_revision"]) if kvs else 0
+
+    def _wait_turn(self, position: int, deadline: float) -> None:
+        """Wait until no writer queued before us is left (etcd's lock-queue recipe).
+
+        Every waiter has a key under ``<prefix>!writerq/`` bound to its lease;
+        its create revision is its place in the queue. A waiter polls only the
+        key of the waiter just ahead of it (the one with the highest create
+        revision below its own) until that key is gone, then looks again: the
+        one ahead may have left (done, timed out, or its host died and its
+        lease expired) while others before it still wait. The writer lock then
+        goes to writers of every host in the order they asked for it.
+        """
+        env = self._env
+        ahead_of_us = {"key": _b64(env.queue_key), "range_end": _b64(prefix_end(env.queue_key)),
+                       "max_create_revision": str(position - 1), "sort_order": "DESCEND",
+                       "sort_target": "CREATE", "limit": "1", "keys_only": True}
+        while True:
+            kvs = env._cluster.post("/kv/range", ahead_of_us).get("kvs", [])
+            if not kvs:
+                return
+            predecessor = {"key": kvs[0]["key"], "count_only": True}
+            delay = 0.002
+            while int(env._cluster.post("/kv/range", predecessor).get("count", 0)):
+                if time.monotonic() >= deadline:
+                    raise self._lock_timeout()
+                time.sleep(delay)
+                delay = min(delay * 2, 0.025)
+
+    def _lock_timeout(self) -> Unavailable:
+        env = self._env
+        return Unavailable(f"the writer lock of {env.path!r} stayed held by another host for "
+                           f"{env.lock_wait:g}s; nothing was changed")
+
+    def _leave_queue(self) -> None:
+        try:
+            self._env._cluster.post("/kv/deleterange", {"key": _b64(self._queue_key)})
+        except Error:
+            pass  # the lease expiry drops it
+
+    def _put_lock(self, deadline: float) -> None:
+        """Take the writer lock key itself; it is free once our turn came, unless a holder that
+        never queued (or whose queue key went with an expired lease) still has it."""
         env = self._env
         key = _b64(env.lock_key)
-        deadline = time.monotonic() + env.lock_wait
         delay = 0.002
         while True:
             def attempt(lease: int) -> dict:
@@ -448,26 +530,21 @@ class EtcdTxn:
                 return result
 
             result = env.with_lease(attempt)
-            lease = result["lease"]
             if result.get("succeeded"):
-                self._rev = int(result["header"]["revision"])
-                self._lock_rev = self._rev
-                self._lease = lease
-                kvs = result["responses"][1]["response_range"].get("kvs", [])
-                self._counter_rev = int(kvs[0]["mod_revision"]) if kvs else 0
+                self._locked(result, 1)
                 return
             if time.monotonic() >= deadline:
-                raise Unavailable(f"the writer lock of {env.path!r} stayed held by another host for "
-                                  f"{env.lock_wait:g}s; nothing was changed")
+                raise self._lock_timeout()
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
 
     def _drop_lock(self) -> None:
         key = _b64(self._env.lock_key)
+        leave = {"request_delete_range": {"key": _b64(self._queue_key)}}
         try:
             self._env._cluster.txn([{"key": key, "target": "MOD", "result": "EQUAL",
                                      "mod_revision": str(self._lock_rev)}],
-                                   [{"request_delete_range": {"key": key}}])
+                                   [{"request_delete_range": {"key": key}}, leave], [leave])
         except Error:
             pass  # the lease expiry drops it
 
@@ -666,6 +743,7 @@ class EtcdTxn:
         ops.append({"request_put": {"key": _b64(env._token_key), "value": _b64(token),
                                     "lease": str(self._lease)}})
         ops.append({"request_delete_range": {"key": _b64(env.lock_key)}})
+        ops.append({"request_delete_range": {"key": _b64(self._queue_key)}})
         return ops
 
     def commit(self) -> None:
@@ -739,6 +817,7 @@ class _ChildTxn(EtcdTxn):
         self._seen = parent._seen
         self._ranges = parent._ranges
         self._lock_rev = parent._lock_rev
+        self._queue_key = parent._queue_key
         self._lease = parent._lease
         self._counter_rev = parent._counter_rev
 
