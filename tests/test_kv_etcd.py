@@ -316,3 +316,27 @@ def test_a_transaction_beyond_the_clusters_limits_is_invalid_argument():
     finally:
         store.close()
         cluster.stop()
+
+
+def test_a_read_set_beyond_the_clusters_operation_limit_commits():
+    """A cluster at etcd's default --max-txn-ops (128): a transaction that read 300 keys still commits
+    (its read-set compares are capped at `MAX_COMPARES`: the counter compare makes it serializable)."""
+    from etcd_cluster import Cluster
+
+    cluster = Cluster(1, raised_limits=False).start()
+    store = EtcdEnv(cluster.url("reads"), TABLES)
+    other = EtcdEnv(cluster.url("reads"), TABLES)
+    try:
+        for batch in range(3):
+            with store.write() as txn:
+                for i in range(100):
+                    txn.put("a", b"k%03d" % (100 * batch + i), b"v")
+        with store.write() as txn:
+            assert all(txn.get("a", b"k%03d" % i) == b"v" for i in range(300))
+            txn.put("b", b"sum", b"300")
+        with other.read() as txn:
+            assert txn.get("b", b"sum") == b"300"
+    finally:
+        other.close()
+        store.close()
+        cluster.stop()

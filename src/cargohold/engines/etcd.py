@@ -56,7 +56,10 @@ LEASE_TTL = 10
 LOCK_WAIT = 60.0
 """Seconds a write transaction waits for the writer lock before Unavailable."""
 MAX_COMPARES = 64
-"""Read-set compares per commit beyond the lock and counter ones (etcd's default --max-txn-ops is 128)."""
+"""Read-set compares per commit beyond the lock and counter ones. etcd refuses a Txn with more
+compares (or more operations in a branch) than its ``--max-txn-ops`` (default 128), so the read
+set is cut there: the counter compare alone already makes the commit serializable (see
+`EtcdTxn._compares`), the read set only checks it again, and a larger one is never refused."""
 PAGE = 1000
 REQUEST_TIMEOUT = 10.0
 _ROUNDS = 3
@@ -715,6 +718,11 @@ class EtcdTxn:
     # -- the end ----------------------------------------------------------------------
 
     def _compares(self) -> list:
+        """The commit's conditions: the writer lock is still ours (fencing), no commit happened
+        since the revision this transaction reads (the counter: every commit rewrites it, and
+        none can happen without the writer lock, so what we read is still the latest), every
+        fleet lock the thread holds is still its own, and then, as a second check of the same
+        thing, the mod revision of the first `MAX_COMPARES` keys and ranges read."""
         env = self._env
         compares = [
             {"key": _b64(env.lock_key), "target": "MOD", "result": "EQUAL", "mod_revision": str(self._lock_rev)},
