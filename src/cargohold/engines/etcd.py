@@ -1,6 +1,8 @@
 """The etcd metadata engine: the `cargohold.kv` interface on an etcd v3 cluster.
 
-Addressed by ``etcd://host:port[,host:port...]/<prefix>``. The tables of
+Addressed by ``etcd://host:port[,host:port...]/<prefix>``, or over TLS by
+``etcds://host:port,.../<prefix>[?cacert=<CA file>][&cert=<file>&key=<file>]``
+(`client_options`). The tables of
 `cargohold.schema` live under ``<prefix>/<table>/`` with their keys and values
 unchanged; the engine's own keys sit under ``<prefix>!`` (outside every table).
 
@@ -33,20 +35,24 @@ unchanged; the engine's own keys sit under ``<prefix>!`` (outside every table).
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import uuid
 from base64 import b64decode, b64encode
 from contextlib import contextmanager
 from typing import Any, Iterator, Optional, Sequence
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from etcd3gw import exceptions as etcd_errors
 from etcd3gw.client import Etcd3Client
 
 from ..errors import Error, FailedPrecondition, InvalidArgument, Unavailable
 
-SCHEME = "etcd"
+SCHEMES = {"etcd": "http", "etcds": "https"}
+"""URL schemes and the protocol each reaches the members with."""
+_TLS_OPTIONS = {"cacert": "ca_cert", "cert": "cert_cert", "key": "cert_key"}
+"""URL query options and the etcd3gw client arguments they set."""
 MAX_KEY_SIZE = 511
 """The same key limit as LMDB's, so both engines accept the same objects."""
 REQUEST_LIMIT = 1572864
@@ -85,16 +91,19 @@ def prefix_end(key: bytes) -> bytes:
 
 
 def parse_url(url: str) -> tuple[list[tuple[str, int]], str]:
-    """(endpoints, prefix) of an ``etcd://host:port,host:port/<prefix>`` URL; InvalidArgument otherwise."""
+    """(endpoints, prefix) of an ``etcd[s]://host:port,host:port/<prefix>[?options]`` URL
+    (options: `client_options`); InvalidArgument otherwise."""
     if not isinstance(url, str):
         raise InvalidArgument(f"metadata URL must be a string, not {type(url).__name__}")
     if not url.isprintable() or " " in url:
         raise InvalidArgument(f"metadata URL {url!r} has spaces or control characters")
     parts = urlsplit(url)
-    if parts.scheme != SCHEME or not parts.netloc:
-        raise InvalidArgument(f"metadata URL {url!r} is not etcd://host:port[,host:port...]/<prefix>")
-    if parts.query or parts.fragment:
-        raise InvalidArgument(f"metadata URL {url!r} has a query or fragment; none is understood")
+    if parts.scheme not in SCHEMES or not parts.netloc:
+        raise InvalidArgument(f"metadata URL {url!r} is not etcd://host:port[,host:port...]/<prefix> "
+                              "(or etcds:// for TLS)")
+    if parts.fragment:
+        raise InvalidArgument(f"metadata URL {url!r} has a fragment; none is understood")
+    client_options(url)
     prefix = parts.path.strip("/")
     if not prefix or not prefix.isprintable() or "!" in prefix:
         raise InvalidArgument(f"metadata URL {url!r} needs a printable prefix without '!' after the hosts")
@@ -106,6 +115,33 @@ def parse_url(url: str) -> tuple[list[tuple[str, int]], str]:
             raise InvalidArgument(f"metadata URL {url!r}: {item!r} is not host:port")
         endpoints.append((host, int(port)))
     return endpoints, prefix
+
+
+def client_options(url: str) -> dict:
+    """How etcd3gw reaches the members of the URL's cluster: ``etcd://`` over plain HTTP,
+    ``etcds://`` over TLS, verified against the system's trust store or ``?cacert=<file>``, with
+    a client certificate if ``cert=<file>&key=<file>`` are given. InvalidArgument for an option
+    that is unknown, repeated, given without ``etcds://``, or names no readable file."""
+    parts = urlsplit(url)
+    try:
+        pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+    except ValueError:
+        raise InvalidArgument(f"metadata URL {url!r} has a malformed query") from None
+    options: dict[str, Any] = {"protocol": SCHEMES.get(parts.scheme, "http")}
+    for name, value in pairs:
+        if name not in _TLS_OPTIONS:
+            raise InvalidArgument(f"metadata URL {url!r} has option {name!r}; only "
+                                  f"{', '.join(sorted(_TLS_OPTIONS))} are understood (with etcds://)")
+        if parts.scheme != "etcds":
+            raise InvalidArgument(f"metadata URL {url!r}: option {name!r} needs etcds:// (TLS)")
+        if _TLS_OPTIONS[name] in options:
+            raise InvalidArgument(f"metadata URL {url!r} gives option {name!r} twice")
+        if not value or not os.path.isfile(value) or not os.access(value, os.R_OK):
+            raise InvalidArgument(f"metadata URL {url!r}: {name}={value!r} is not a readable file")
+        options[_TLS_OPTIONS[name]] = value
+    if ("cert_cert" in options) != ("cert_key" in options):
+        raise InvalidArgument(f"metadata URL {url!r}: a client certificate needs both cert= and key=")
+    return options
 
 
 def _message(exc: etcd_errors.Etcd3Exception) -> str:
@@ -124,8 +160,11 @@ class Cluster:
 
     def __init__(self, url: str, endpoints: Sequence[tuple[str, int]]) -> None:
         self.url = url
-        self._clients = [Etcd3Client(host=host, port=port, timeout=REQUEST_TIMEOUT, api_path="/v3/")
+        options = client_options(url)
+        self._clients = [Etcd3Client(host=host, port=port, timeout=REQUEST_TIMEOUT, api_path="/v3/", **options)
                          for host, port in endpoints]
+        self._per_request = {"verify": options["ca_cert"]} if "ca_cert" in options else {}
+        """The URL's CA for every request: requests lets $REQUESTS_CA_BUNDLE override a session's."""
         self._current = 0
 
     def post(self, path: str, payload: dict) -> dict:
@@ -135,7 +174,7 @@ class Cluster:
             index = (self._current + attempt) % len(self._clients)
             client = self._clients[index]
             try:
-                result = client.post(client.get_url(path), json=payload)
+                result = client.post(client.get_url(path), json=payload, **self._per_request)
             except (etcd_errors.ConnectionFailedError, etcd_errors.ConnectionTimeoutError,
                     etcd_errors.InternalServerError) as exc:
                 last = _message(exc)
