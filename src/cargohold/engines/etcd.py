@@ -314,9 +314,13 @@ class EtcdEnv:
 
     def write(self) -> "EtcdTxn":
         """Begin a write transaction (waits for the writer lock of every host)."""
+        self.require_writable()
+        return EtcdTxn(self, write=True)
+
+    def require_writable(self) -> None:
+        """FailedPrecondition if this process opened the metadata only to read (`cargohold.kv.Env`'s)."""
         if self.readonly:
             raise FailedPrecondition(f"metadata {self.path!r} was opened read-only: it cannot be written")
-        return EtcdTxn(self, write=True)
 
     def usage(self) -> tuple[int, int]:
         """LMDB's (file bytes, live bytes): etcd keeps and compacts its own files, so (0, 0)."""
