@@ -74,6 +74,15 @@ def engine(request, monkeypatch):
     return request.param
 
 
+@pytest.fixture(autouse=True)
+def _engine_first(request):
+    """Set up a parametrised `engine` before every other fixture: those that open a root read
+    $CARGOHOLD_METADATA, and a test that does not ask for `engine` itself would not get it at all."""
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is not None and "engine" in callspec.params:
+        request.getfixturevalue("engine")
+
+
 @pytest.fixture
 def root(tmp_path):
     return tmp_path / "root"

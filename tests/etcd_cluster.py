@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -33,10 +34,30 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-class Cluster:
-    """`size` etcd members on 127.0.0.1; `url(prefix)` is the cargohold metadata URL."""
+def make_certs(directory: str, name: str = "ca") -> dict:
+    """A self-signed CA (``<name>.pem``) and, signed by it, a certificate for 127.0.0.1 that serves as
+    both the members' server certificate and a client one (openssl); their paths by role."""
+    os.makedirs(directory, exist_ok=True)
+    paths = {role: os.path.join(directory, f"{name}-{role}") for role in ("ca.pem", "ca.key", "cert.pem",
+                                                                          "key.pem", "csr", "ext")}
+    curve = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    with open(paths["ext"], "w") as fh:
+        fh.write("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n")
+    for argv in (["req", "-x509", *curve, "-keyout", paths["ca.key"], "-out", paths["ca.pem"], "-days", "2",
+                  "-subj", f"/CN=cargohold test {name}"],
+                 ["req", *curve, "-keyout", paths["key.pem"], "-out", paths["csr"], "-subj", "/CN=127.0.0.1"],
+                 ["x509", "-req", "-in", paths["csr"], "-CA", paths["ca.pem"], "-CAkey", paths["ca.key"],
+                  "-CAcreateserial", "-out", paths["cert.pem"], "-days", "2", "-extfile", paths["ext"]]):
+        subprocess.run(["openssl", *argv], check=True, capture_output=True)
+    return {"ca": paths["ca.pem"], "cert": paths["cert.pem"], "key": paths["key.pem"]}
 
-    def __init__(self, size: int = 1, base: Optional[str] = None, *, raised_limits: bool = True) -> None:
+
+class Cluster:
+    """`size` etcd members on 127.0.0.1; `url(prefix)` is the cargohold metadata URL. With `tls`
+    (`make_certs`), members serve clients over TLS only and require a client certificate."""
+
+    def __init__(self, size: int = 1, base: Optional[str] = None, *, raised_limits: bool = True,
+                 tls: Optional[dict] = None) -> None:
         shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
         self.base = base or tempfile.mkdtemp(prefix="cargohold-etcd-", dir=shm)
         ports = free_ports(2 * size)
@@ -44,12 +65,13 @@ class Cluster:
         self.peer_ports = ports[size:]
         self.names = [f"m{i}" for i in range(size)]
         self.raised_limits = raised_limits
+        self.tls = tls
         """Start members with MAX_TXN_OPS and MAX_REQUEST_BYTES (what a fleet's collections need)."""
         self.procs: list[Optional[subprocess.Popen]] = [None] * size
         self._initial = ",".join(f"{name}=http://127.0.0.1:{port}" for name, port in zip(self.names, self.peer_ports))
 
     def _argv(self, index: int, state: str) -> list[str]:
-        client = f"http://127.0.0.1:{self.client_ports[index]}"
+        client = f"{'https' if self.tls else 'http'}://127.0.0.1:{self.client_ports[index]}"
         peer = f"http://127.0.0.1:{self.peer_ports[index]}"
         return [ETCD, "--name", self.names[index], "--data-dir", os.path.join(self.base, self.names[index]),
                 "--listen-client-urls", client, "--advertise-client-urls", client,
@@ -58,6 +80,8 @@ class Cluster:
                 "--initial-cluster-token", os.path.basename(self.base),
                 *(["--max-txn-ops", str(MAX_TXN_OPS), "--max-request-bytes", str(MAX_REQUEST_BYTES)]
                   if self.raised_limits else []),
+                *(["--cert-file", self.tls["cert"], "--key-file", self.tls["key"], "--client-cert-auth",
+                   "--trusted-ca-file", self.tls["ca"]] if self.tls else []),
                 "--logger", "zap", "--log-level", "error"]
 
     def start_member(self, index: int, state: str = "new") -> None:
@@ -101,9 +125,13 @@ class Cluster:
             return ""
 
     def request(self, index: int, path: str, payload: dict, timeout: float = 5) -> dict:
-        req = urllib.request.Request(f"http://127.0.0.1:{self.client_ports[index]}{path}",
+        scheme, context = "http", None
+        if self.tls:
+            scheme, context = "https", ssl.create_default_context(cafile=self.tls["ca"])
+            context.load_cert_chain(self.tls["cert"], self.tls["key"])
+        req = urllib.request.Request(f"{scheme}://127.0.0.1:{self.client_ports[index]}{path}",
                                      data=json.dumps(payload).encode(), method="POST")
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
             return json.loads(resp.read())
 
     def leader(self) -> int:
@@ -136,6 +164,9 @@ class Cluster:
         return ",".join(f"127.0.0.1:{port}" for port in self.client_ports)
 
     def url(self, prefix: str) -> str:
+        if self.tls:
+            return (f"etcds://{self.endpoints}/{prefix}?cacert={self.tls['ca']}&cert={self.tls['cert']}"
+                    f"&key={self.tls['key']}")
         return f"etcd://{self.endpoints}/{prefix}"
 
     def stop(self) -> None:

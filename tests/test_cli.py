@@ -55,15 +55,23 @@ def test_namespace_label_sets_all_or_none(tmp_path):
     assert listing == [{"name": "dev", "labels": {"team": "a"}}]
 
 
-def test_root_defaults_to_environment(tmp_path):
+def opened_root(meta, engine) -> bool:
+    """Whether a command opened the root whose metadata directory is `meta` (on etcd it keeps
+    only this host's session and lock files)."""
+    if engine == "lmdb":
+        return (meta / "data.mdb").exists()
+    return (meta / "sessions").is_dir() and not (meta / "data.mdb").exists()
+
+
+def test_root_defaults_to_environment(tmp_path, engine):
     root = tmp_path / "from-env"
     cargohold("namespaces", "create", "x", env={"CARGOHOLD_ROOT": str(root)})
-    assert (root / "meta" / "data.mdb").exists()
+    assert opened_root(root / "meta", engine)
 
 
-def test_root_defaults_to_user_data_dir(tmp_path):
+def test_root_defaults_to_user_data_dir(tmp_path, engine):
     cargohold("namespaces", "create", "x", env={"XDG_DATA_HOME": str(tmp_path / "xdg")})
-    assert (tmp_path / "xdg" / "cargohold" / "meta" / "data.mdb").exists()
+    assert opened_root(tmp_path / "xdg" / "cargohold" / "meta", engine)
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -103,6 +111,6 @@ def test_demo_runs_on_a_temporary_root(tmp_path):
     assert os.listdir(tmp_path) == []  # removed at the end
 
 
-def test_demo_uses_given_root(tmp_path):
+def test_demo_uses_given_root(tmp_path, engine):
     cargohold("demo", root=tmp_path / "d")
-    assert (tmp_path / "d" / "meta" / "data.mdb").exists()
+    assert opened_root(tmp_path / "d" / "meta", engine)

@@ -192,6 +192,32 @@ def test_the_writer_lock_wait_is_bounded(env, etcd_url):
         other.close()
 
 
+def test_waiting_writers_of_every_host_get_the_lock_in_the_order_they_asked(env, etcd_url):
+    hosts = [EtcdEnv(etcd_url, TABLES) for _ in range(5)]
+    order: list[int] = []
+    threads = []
+    try:
+        holder = env.write()
+        for number, host in enumerate(hosts):
+            def write(number=number, host=host):
+                with host.write() as txn:
+                    order.append(number)
+                    txn.put("a", b"w%d" % number, b"x")
+            threads.append(threading.Thread(target=write))
+            threads[-1].start()
+            time.sleep(0.15)  # each host asks after the one before it
+        holder.put("a", b"first", b"x")
+        holder.commit()
+        for thread in threads:
+            thread.join(30)
+        assert order == list(range(len(hosts)))
+        with env.read() as txn:
+            assert txn.count("a") == len(hosts) + 1
+    finally:
+        for host in hosts:
+            host.close()
+
+
 def test_an_expired_holder_cannot_commit(env, etcd_url, etcd_cluster):
     """Fencing: the lease behind a hold expires, another host takes the lock; the old commit fails."""
     other = EtcdEnv(etcd_url, TABLES)
@@ -288,5 +314,29 @@ def test_a_transaction_beyond_the_clusters_limits_is_invalid_argument():
         with store.write() as txn:  # the lock was given back
             txn.put("a", b"fits", b"v")
     finally:
+        store.close()
+        cluster.stop()
+
+
+def test_a_read_set_beyond_the_clusters_operation_limit_commits():
+    """A cluster at etcd's default --max-txn-ops (128): a transaction that read 300 keys still commits
+    (its read-set compares are capped at `MAX_COMPARES`: the counter compare makes it serializable)."""
+    from etcd_cluster import Cluster
+
+    cluster = Cluster(1, raised_limits=False).start()
+    store = EtcdEnv(cluster.url("reads"), TABLES)
+    other = EtcdEnv(cluster.url("reads"), TABLES)
+    try:
+        for batch in range(3):
+            with store.write() as txn:
+                for i in range(100):
+                    txn.put("a", b"k%03d" % (100 * batch + i), b"v")
+        with store.write() as txn:
+            assert all(txn.get("a", b"k%03d" % i) == b"v" for i in range(300))
+            txn.put("b", b"sum", b"300")
+        with other.read() as txn:
+            assert txn.get("b", b"sum") == b"300"
+    finally:
+        other.close()
         store.close()
         cluster.stop()

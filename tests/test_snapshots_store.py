@@ -59,13 +59,14 @@ def snapshot_dirs(db, name):
 
 def node(db, ns, snapshotter, key):
     with db.view() as t:
-        raw = t.kv.get(schema.T_GC, schema.pack_node(ResourceType.SNAPSHOT, ns, f"{snapshotter}/{key}"))
+        raw = t.kv.get(schema.T_GC, schema.pack_node(ResourceType.SNAPSHOT, ns,
+                                                      f"{db.stored_snapshotter(snapshotter)}/{key}"))
     return None if raw is None else index.decode(raw)
 
 
 def is_dirty(db, name):
     with db.view() as t:
-        return t.kv.get(schema.T_META, schema.dirty_snapshotter_key(name)) is not None
+        return t.kv.get(schema.T_META, schema.dirty_snapshotter_key(db.stored_snapshotter(name))) is not None
 
 
 def lease_resources(db, ns, lease_id):
@@ -161,7 +162,7 @@ def test_keys_of_the_longest_allowed_sizes_fit(host, backend_name):
     with pytest.raises(FailedPrecondition):
         sn.remove(name)
     with host.update() as tx:
-        remove_for_gc(tx, ns_name, f"{backend_name}/{child}")
+        remove_for_gc(tx, ns_name, f"{host.stored_snapshotter(backend_name)}/{child}")
     sn.remove("v" * 255)
     sn.remove(name)
     assert names(sn) == []
@@ -237,7 +238,7 @@ def test_node_table_follows_every_change(host, sn, backend_name):
     assert node(host, "default", backend_name, "a") is None
     assert node(host, "default", backend_name, "base").flags & index.F_ROOT
     sn.prepare("child", "base")
-    parent_node = schema.pack_node(ResourceType.SNAPSHOT, "default", f"{backend_name}/base")
+    parent_node = schema.pack_node(ResourceType.SNAPSHOT, "default", f"{host.stored_snapshotter(backend_name)}/base")
     assert strong(node(host, "default", backend_name, "child")) == [parent_node]
     sn.update(SnapshotInfo("child", labels={"containerd.io/gc.root": "1"}))
     assert node(host, "default", backend_name, "child").flags & index.F_ROOT
@@ -321,15 +322,15 @@ def test_remove_for_gc_drops_record_node_and_link_without_events(host, sn, backe
     sn.prepare("orphan-a", "base")
     published.clear()
     with host.update() as tx:
-        remove_for_gc(tx, "default", f"{backend_name}/child")
+        remove_for_gc(tx, "default", f"{host.stored_snapshotter(backend_name)}/child")
     assert is_dirty(host, backend_name)
     assert node(host, "default", backend_name, "child") is None
     with pytest.raises(NotFound):
         sn.stat("child")
     with host.update() as tx:  # a sweep may take a parent before its child
-        remove_for_gc(tx, "default", f"{backend_name}/base")
-        remove_for_gc(tx, "default", f"{backend_name}/orphan-a")
-        remove_for_gc(tx, "default", f"{backend_name}/never-existed")
+        remove_for_gc(tx, "default", f"{host.stored_snapshotter(backend_name)}/base")
+        remove_for_gc(tx, "default", f"{host.stored_snapshotter(backend_name)}/orphan-a")
+        remove_for_gc(tx, "default", f"{host.stored_snapshotter(backend_name)}/never-existed")
     assert names(sn) == []
     assert published == []
     with host.view() as tx:
@@ -352,7 +353,7 @@ def test_collect_backend_removes_only_what_no_namespace_references(host, backend
     a.commit("parent-gone", "p")
     a.prepare("kept-child", "parent-gone")
     with host.update() as tx:  # the parent's record is gone, but its child is still referenced
-        remove_for_gc(tx, "ns-a", f"{backend_name}/parent-gone")
+        remove_for_gc(tx, "ns-a", f"{host.stored_snapshotter(backend_name)}/parent-gone")
     a.remove("leaf")
     a.remove("mid")
     stray = os.path.join(host.snapshotter_backend(backend_name).root, "snapshots", "new-stray")

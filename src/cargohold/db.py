@@ -125,6 +125,11 @@ class DB:
         fleet_lock = getattr(self._env, "lock", None)
         """An engine shared by several hosts has locks of its own (`cargohold.engines.etcd.EtcdLock`)."""
         self.wlock = fleet_lock("gc") if fleet_lock else FileLock(os.path.join(self.path, "gc.lock"))
+        self.fleet = fleet_lock is not None
+        """Whether several hosts share this metadata: each host's snapshot records are then its own,
+        keyed by a host scope (`stored_snapshotter`, `cargohold.snapshots.scope`)."""
+        self._stored_names: dict[str, str] = {}
+        self._scope_lock = threading.RLock()
         self._sessions = Sessions(self.path)
         self._local = threading.local()
         self._callbacks: list[MutationCallback] = []
@@ -210,14 +215,75 @@ class DB:
         for name, backend in sorted(self.snapshotters.items()):
             bind = getattr(backend, "bind_metastore", None)
             if bind is not None and getattr(backend, "metastore_env", None) is not self._env:
-                bind(self._env, name, self._current)
+                bind(self._env, self._scoped_name(name, backend), self._current)
 
     def bind_read_only(self, name: str, backend: Any) -> None:
         """A read-only open's backend `name` reads its records in this database once they were
         moved in; one that still has its own environment keeps reading it (moving would write)."""
         bind = getattr(backend, "bind_metastore", None)
         if bind is not None:
-            bind(self._env, name, self._current, move=False)
+            bind(self._env, self._scoped_name(name, backend), self._current, move=False)
+
+    def stored_snapshotter(self, name: str) -> str:
+        """The name the records of snapshotter `name` are keyed by: the name itself on one host;
+        on metadata several hosts share (`fleet`), ``<name>@<host scope>``, whose scope is kept in
+        the backend's root (`cargohold.snapshots.scope`)."""
+        name = snapshotter_name(name)
+        if not self.fleet:
+            return name
+        stored = self._stored_names.get(name)
+        return stored if stored is not None else self._scoped_name(name, self.snapshotters.get(name))
+
+    def _scoped_name(self, name: str, backend: Any) -> str:
+        name = snapshotter_name(name)
+        if not self.fleet:
+            return name
+        with self._scope_lock:
+            root = ownership.backend_root(backend) if backend is not None else None  # may open a deferred one
+            stored = self._stored_names.get(name)
+            if stored is None:
+                from .snapshots import scope
+
+                path = scope.scope_path(root) if root else scope.scope_path(self.path, name)
+                stored = scope.stored_name(name, scope.host_scope(path, create=not self.readonly))
+                self._stored_names[name] = stored
+            return stored
+
+    def local_snapshotter(self, stored: str) -> Optional[str]:
+        """The snapshotter of this host whose records are keyed by `stored` (None: another host's,
+        or one this database does not have)."""
+        if not self.fleet:
+            return snapshotter_name(stored) if stored in self.snapshotters else None
+        for name in self.snapshotters:
+            if self.stored_snapshotter(name) == stored:
+                return name
+        return None
+
+    def _present(self, node: Node) -> Optional[Node]:
+        """A node as this host names it: its own snapshots under their snapshotter's name, other
+        hosts' under the stored name; None for a marking's stand-in of a snapshot name that
+        references use (`cargohold.gc.context`), which is no resource."""
+        if not self.fleet or node.type != ResourceType.SNAPSHOT:
+            return node
+        from .snapshots.scope import SEP
+
+        stored, _, key = node.key.partition("/")
+        if SEP not in stored:
+            return None
+        local = self.local_snapshotter(stored)
+        return node if local is None else Node(node.type, node.namespace, f"{local}/{key}")
+
+    def _presented(self, nodes: Any) -> list[Node]:
+        return [shown for shown in map(self._present, nodes) if shown is not None]
+
+    def _stored_node(self, node: Node) -> Node:
+        """The node as the node table keys it: `_present` undone for this host's snapshots."""
+        if not self.fleet or not isinstance(node, tuple) or len(node) != 3 or node[0] != ResourceType.SNAPSHOT:
+            return node
+        name, sep, key = str(node[2]).partition("/")
+        if not sep or snapshotter_name(name) not in self.snapshotters:
+            return node
+        return Node(node[0], node[1], f"{self.stored_snapshotter(name)}/{key}")
 
     def backend_joins(self, name: str) -> bool:
         """Whether snapshotter `name` writes its records in this database's transactions."""
@@ -227,7 +293,10 @@ class DB:
         """Mark dirty every backend a dead session had open, and every backend of this DB."""
         tx.mark_dirty(content=True)
         for name in sorted(set(self.snapshotters).union(*(session.snapshotters for session in dead))):
-            tx.mark_dirty(snapshotter=name)
+            if name in self.snapshotters:
+                tx.mark_dirty(snapshotter=self.stored_snapshotter(name))
+            elif not self.fleet:  # another host's would need its scope: its own database marks it
+                tx.mark_dirty(snapshotter=name)
 
     def _check_version(self, kv_txn) -> int:
         """The stored version; FailedPrecondition for a foreign schema or a newer database."""
@@ -410,7 +479,7 @@ class DB:
         contexts = gccontext.Contexts(self._collectors)
         try:
             with self.view() as tx:
-                found = list(gccontext.table_nodes(tx))
+                found = self._presented(gccontext.table_nodes(tx))
             found.extend(contexts.all())
         finally:
             contexts.cancel()
@@ -418,20 +487,20 @@ class DB:
 
     def mark(self) -> set[Node]:
         """Every resource reachable from a root now; deletes nothing."""
-        return self._with_marking(gccontext.reachable)
+        return set(self._presented(self._with_marking(gccontext.reachable)))
 
     def unreachable(self, namespace: Optional[str] = None) -> list[Node]:
         """What a collection would remove now (a dry run): every known, unreachable resource
         (of `namespace` only, if given, as ``garbage_collect(namespace=...)`` would)."""
         namespace = _scope_namespace(namespace)
-        return self._with_marking(
-            lambda marker, contexts: list(gccontext.unreachable(marker, contexts, namespace)))
+        return self._presented(self._with_marking(
+            lambda marker, contexts: list(gccontext.unreachable(marker, contexts, namespace))))
 
     def explain(self, node: Node) -> Optional[list[Node]]:
         """Why is `node` kept? The chain of nodes from a root down to it, or None if unreachable."""
-        packed = gccontext.node_key(node)
+        packed = gccontext.node_key(self._stored_node(node))
         chain = self._with_marking(lambda marker, _: marker.chain(packed))
-        return None if chain is None else [schema.unpack_node(key) for key in chain]
+        return None if chain is None else self._presented(schema.unpack_node(key) for key in chain)
 
     def leftovers(self) -> list[Leftover]:
         """Backend data no record owns, with its bytes: blobs, ingests, snapshot directories.
@@ -506,6 +575,7 @@ class DB:
                 self._forget_journal()
                 raise
             self._reset_dirty()
+            stats.removed = self._presented(stats.removed)
             self._sessions.forget(dead)
             self._phase("committed")
             self._forget_journal()
@@ -655,7 +725,7 @@ class DB:
             if kv_txn.get(schema.T_META, schema.META_DIRTY_CONTENT) is not None and self.content_store is not None:
                 return True
             prefix = schema.META_DIRTY_SNAPSHOTTER
-            if any(schema.text(key[len(prefix):], "snapshotter") in self.snapshotters
+            if any(self.local_snapshotter(schema.text(key[len(prefix):], "snapshotter")) is not None
                    for key, _ in kv_txn.scan(schema.T_META, prefix)):
                 return True
             return gcjournal.pending(kv_txn)
@@ -676,8 +746,9 @@ class DB:
         if dirty.content is not None and self.content_store is not None \
                 and self._may_clean(stats, None, self.content_store):
             jobs.append(lambda: self._clean_content(stats, dirty.content, scope))
-        for name, token in sorted(dirty.snapshotters.items()):
-            if name in self.snapshotters and self._may_clean(stats, name, self.snapshotters[name]):
+        for stored, token in sorted(dirty.snapshotters.items()):
+            name = self.local_snapshotter(stored)  # another host's stays for that host to clean
+            if name is not None and self._may_clean(stats, name, self.snapshotters[name]):
                 stats.snapshot_dirs[name] = Freed()
                 jobs.append(lambda name=name, token=token: self._clean_snapshotter(stats, name, token, scope))
         return jobs
@@ -695,7 +766,7 @@ class DB:
             if name is None:
                 dirty.content = dirty.content or _NO_MARKER
             else:
-                dirty.snapshotters.setdefault(name, _NO_MARKER)
+                dirty.snapshotters.setdefault(self.stored_snapshotter(name), _NO_MARKER)
 
     def _may_clean(self, stats: GCStats, name: Optional[str], backend: Any) -> bool:
         """Whether this database owns the backend (snapshotter `name`, None: the content store)
@@ -727,7 +798,7 @@ class DB:
         def clean(errors: list, deferred: list) -> None:
             stats.snapshot_d[name] = collect_backend(self, name, stats.snapshot_dirs[name], errors, scope=scope)
 
-        marker = None if scope else schema.dirty_snapshotter_key(name)
+        marker = None if scope else schema.dirty_snapshotter_key(self.stored_snapshotter(name))
         self._clean_backend(stats, f"snapshotter {name!r}", marker, token, clean)
 
     def _clean_backend(self, stats: GCStats, what: str, marker: Optional[bytes], token: bytes,

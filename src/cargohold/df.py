@@ -124,7 +124,7 @@ def _held(db: "DB", tx: "Transaction") -> dict[str, _Held]:
     for name, backend in sorted(db.snapshotters.items()):
         held = stores[f"snapshots/{name}"] = _Held()
         for ns in namespaces:
-            prefix = schema.object_prefix(ns, schema.K_SNAPSHOT, name)
+            prefix = schema.object_prefix(ns, schema.K_SNAPSHOT, db.stored_snapshotter(name))
             for key, raw in tx.kv.scan(schema.T_OBJECTS, prefix):
                 snapshot = schema.text(key[len(prefix):])
                 bkey = schema.unpack(raw, f"snapshot {snapshot!r}")["b"]
@@ -144,7 +144,9 @@ def _dirty(tx: "Transaction", removed: set) -> set:
             n.type in (ResourceType.CONTENT, ResourceType.INGEST) for n in removed):
         found.update(("content", "ingests"))
     prefix = schema.META_DIRTY_SNAPSHOTTER
-    found.update(f"snapshots/{key[len(prefix):].decode('utf-8', 'replace')}" for key, _ in tx.kv.scan(schema.T_META, prefix))
+    for key, _ in tx.kv.scan(schema.T_META, prefix):
+        stored = key[len(prefix):].decode("utf-8", "replace")
+        found.add(f"snapshots/{tx.db.local_snapshotter(stored) or stored}")
     found.update(f"snapshots/{n.key.partition('/')[0]}" for n in removed if n.type == ResourceType.SNAPSHOT)
     return found
 
@@ -216,7 +218,7 @@ def _dry_run(db: "DB", namespace: Optional[str]) -> Pruned:
             for ns, name in found["images"]:
                 db.namespace(ns).images.delete(name, tx=tx)
             marker = gccontext.marking(tx, contexts)
-            removed = list(gccontext.unreachable(marker, contexts, namespace))
+            removed = db._presented(gccontext.unreachable(marker, contexts, namespace))
             rows = _usage(db, tx, set(removed), leftovers)
             found["removed"], found["freed"] = removed, sum(r.reclaimable for r in rows if r.namespace == "-")
             raise _DryRun()

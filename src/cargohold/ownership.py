@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from typing import Any, Optional
 
 from .errors import Unavailable
@@ -63,25 +64,43 @@ def read_owner(root: str) -> tuple[Optional[str], Optional[str]]:
 
 def claim(root: str, identity: str) -> None:
     """Record `identity` as the owner of the backend at `root` (atomically and durably)."""
-    path = os.path.join(root, OWNER_FILE)
-    tmp = f"{path}.{os.getpid()}"
+    try:
+        write_json(os.path.join(root, OWNER_FILE), {"database": identity})
+    except OSError as exc:
+        raise Unavailable(f"cannot record the owner of backend {root!r}: {exc}") from None
+
+
+def write_json(path: str, data: dict, *, replace: bool = True) -> bool:
+    """Write `data` to `path` atomically and durably; with ``replace=False`` an existing file
+    stays as it is (False is returned), even against another process writing at the same time."""
+    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}"
     try:
         with open(tmp, "w") as f:
-            json.dump({"database": identity}, f)
+            json.dump(data, f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
+            finally:
+                os.unlink(tmp)
+        directory = os.path.dirname(path) or "."
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
-    except OSError as exc:
+        return True
+    except BaseException:
         try:
             os.unlink(tmp)
         except OSError:
             pass
-        raise Unavailable(f"cannot record the owner of backend {root!r}: {exc}") from None
+        raise
 
 
 def holds_data(backend: Any) -> bool:

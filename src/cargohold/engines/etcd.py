@@ -1,6 +1,8 @@
 """The etcd metadata engine: the `cargohold.kv` interface on an etcd v3 cluster.
 
-Addressed by ``etcd://host:port[,host:port...]/<prefix>``. The tables of
+Addressed by ``etcd://host:port[,host:port...]/<prefix>``, or over TLS by
+``etcds://host:port,.../<prefix>[?cacert=<CA file>][&cert=<file>&key=<file>]``
+(`client_options`). The tables of
 `cargohold.schema` live under ``<prefix>/<table>/`` with their keys and values
 unchanged; the engine's own keys sit under ``<prefix>!`` (outside every table).
 
@@ -10,10 +12,12 @@ unchanged; the engine's own keys sit under ``<prefix>!`` (outside every table).
   (serializable: any member that has applied it answers the same).
 * Write transactions are serialised across every host by the writer lock
   ``<prefix>!writer``: a key created only if absent, bound to this process's
-  lease (TTL `LEASE_TTL`), so a dead host's hold expires by itself. Taking it
-  is retried with backoff until `LOCK_WAIT` seconds have passed, then
-  Unavailable. While it is held nothing else commits, so reads at the pinned
-  revision are the latest.
+  lease (TTL `LEASE_TTL`), so a dead host's hold expires by itself. Writers
+  queue for it first, in order (``<prefix>!writerq/``, etcd's lock-queue
+  recipe, see `EtcdTxn._wait_turn`), so it goes to the writers of every host
+  in the order they asked; one that has waited `LOCK_WAIT` seconds gives up
+  with Unavailable. While it is held nothing else commits, so reads at the
+  pinned revision are the latest.
 * A write transaction commits with one etcd Txn whose compares are: the
   writer lock still has the revision we created it at (fencing: a holder
   whose lease expired, and whose lock someone else took, cannot commit), the
@@ -31,20 +35,24 @@ unchanged; the engine's own keys sit under ``<prefix>!`` (outside every table).
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import uuid
 from base64 import b64decode, b64encode
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Optional, Sequence
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from etcd3gw import exceptions as etcd_errors
 from etcd3gw.client import Etcd3Client
 
 from ..errors import Error, FailedPrecondition, InvalidArgument, Unavailable
 
-SCHEME = "etcd"
+SCHEMES = {"etcd": "http", "etcds": "https"}
+"""URL schemes and the protocol each reaches the members with."""
+_TLS_OPTIONS = {"cacert": "ca_cert", "cert": "cert_cert", "key": "cert_key"}
+"""URL query options and the etcd3gw client arguments they set."""
 MAX_KEY_SIZE = 511
 """The same key limit as LMDB's, so both engines accept the same objects."""
 REQUEST_LIMIT = 1572864
@@ -54,7 +62,10 @@ LEASE_TTL = 10
 LOCK_WAIT = 60.0
 """Seconds a write transaction waits for the writer lock before Unavailable."""
 MAX_COMPARES = 64
-"""Read-set compares per commit beyond the lock and counter ones (etcd's default --max-txn-ops is 128)."""
+"""Read-set compares per commit beyond the lock and counter ones. etcd refuses a Txn with more
+compares (or more operations in a branch) than its ``--max-txn-ops`` (default 128), so the read
+set is cut there: the counter compare alone already makes the commit serializable (see
+`EtcdTxn._compares`), the read set only checks it again, and a larger one is never refused."""
 PAGE = 1000
 REQUEST_TIMEOUT = 10.0
 _ROUNDS = 3
@@ -80,16 +91,19 @@ def prefix_end(key: bytes) -> bytes:
 
 
 def parse_url(url: str) -> tuple[list[tuple[str, int]], str]:
-    """(endpoints, prefix) of an ``etcd://host:port,host:port/<prefix>`` URL; InvalidArgument otherwise."""
+    """(endpoints, prefix) of an ``etcd[s]://host:port,host:port/<prefix>[?options]`` URL
+    (options: `client_options`); InvalidArgument otherwise."""
     if not isinstance(url, str):
         raise InvalidArgument(f"metadata URL must be a string, not {type(url).__name__}")
     if not url.isprintable() or " " in url:
         raise InvalidArgument(f"metadata URL {url!r} has spaces or control characters")
     parts = urlsplit(url)
-    if parts.scheme != SCHEME or not parts.netloc:
-        raise InvalidArgument(f"metadata URL {url!r} is not etcd://host:port[,host:port...]/<prefix>")
-    if parts.query or parts.fragment:
-        raise InvalidArgument(f"metadata URL {url!r} has a query or fragment; none is understood")
+    if parts.scheme not in SCHEMES or not parts.netloc:
+        raise InvalidArgument(f"metadata URL {url!r} is not etcd://host:port[,host:port...]/<prefix> "
+                              "(or etcds:// for TLS)")
+    if parts.fragment:
+        raise InvalidArgument(f"metadata URL {url!r} has a fragment; none is understood")
+    client_options(url)
     prefix = parts.path.strip("/")
     if not prefix or not prefix.isprintable() or "!" in prefix:
         raise InvalidArgument(f"metadata URL {url!r} needs a printable prefix without '!' after the hosts")
@@ -101,6 +115,33 @@ def parse_url(url: str) -> tuple[list[tuple[str, int]], str]:
             raise InvalidArgument(f"metadata URL {url!r}: {item!r} is not host:port")
         endpoints.append((host, int(port)))
     return endpoints, prefix
+
+
+def client_options(url: str) -> dict:
+    """How etcd3gw reaches the members of the URL's cluster: ``etcd://`` over plain HTTP,
+    ``etcds://`` over TLS, verified against the system's trust store or ``?cacert=<file>``, with
+    a client certificate if ``cert=<file>&key=<file>`` are given. InvalidArgument for an option
+    that is unknown, repeated, given without ``etcds://``, or names no readable file."""
+    parts = urlsplit(url)
+    try:
+        pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+    except ValueError:
+        raise InvalidArgument(f"metadata URL {url!r} has a malformed query") from None
+    options: dict[str, Any] = {"protocol": SCHEMES.get(parts.scheme, "http")}
+    for name, value in pairs:
+        if name not in _TLS_OPTIONS:
+            raise InvalidArgument(f"metadata URL {url!r} has option {name!r}; only "
+                                  f"{', '.join(sorted(_TLS_OPTIONS))} are understood (with etcds://)")
+        if parts.scheme != "etcds":
+            raise InvalidArgument(f"metadata URL {url!r}: option {name!r} needs etcds:// (TLS)")
+        if _TLS_OPTIONS[name] in options:
+            raise InvalidArgument(f"metadata URL {url!r} gives option {name!r} twice")
+        if not value or not os.path.isfile(value) or not os.access(value, os.R_OK):
+            raise InvalidArgument(f"metadata URL {url!r}: {name}={value!r} is not a readable file")
+        options[_TLS_OPTIONS[name]] = value
+    if ("cert_cert" in options) != ("cert_key" in options):
+        raise InvalidArgument(f"metadata URL {url!r}: a client certificate needs both cert= and key=")
+    return options
 
 
 def _message(exc: etcd_errors.Etcd3Exception) -> str:
@@ -119,8 +160,11 @@ class Cluster:
 
     def __init__(self, url: str, endpoints: Sequence[tuple[str, int]]) -> None:
         self.url = url
-        self._clients = [Etcd3Client(host=host, port=port, timeout=REQUEST_TIMEOUT, api_path="/v3/")
+        options = client_options(url)
+        self._clients = [Etcd3Client(host=host, port=port, timeout=REQUEST_TIMEOUT, api_path="/v3/", **options)
                          for host, port in endpoints]
+        self._per_request = {"verify": options["ca_cert"]} if "ca_cert" in options else {}
+        """The URL's CA for every request: requests lets $REQUESTS_CA_BUNDLE override a session's."""
         self._current = 0
 
     def post(self, path: str, payload: dict) -> dict:
@@ -130,7 +174,7 @@ class Cluster:
             index = (self._current + attempt) % len(self._clients)
             client = self._clients[index]
             try:
-                result = client.post(client.get_url(path), json=payload)
+                result = client.post(client.get_url(path), json=payload, **self._per_request)
             except (etcd_errors.ConnectionFailedError, etcd_errors.ConnectionTimeoutError,
                     etcd_errors.InternalServerError) as exc:
                 last = _message(exc)
@@ -222,6 +266,7 @@ class EtcdEnv:
         self._root = prefix.encode()
         self._tables = {name: self._root + b"/" + name.encode() + b"/" for name in tables}
         self.lock_key = self._root + b"!writer"
+        self.queue_key = self._root + b"!writerq/"
         self.counter_key = self._root + b"!commits"
         self._token_key = self._root + b"!commit/" + uuid.uuid4().hex.encode()
         self._cluster = Cluster(url, endpoints)
@@ -269,9 +314,13 @@ class EtcdEnv:
 
     def write(self) -> "EtcdTxn":
         """Begin a write transaction (waits for the writer lock of every host)."""
+        self.require_writable()
+        return EtcdTxn(self, write=True)
+
+    def require_writable(self) -> None:
+        """FailedPrecondition if this process opened the metadata only to read (`cargohold.kv.Env`'s)."""
         if self.readonly:
             raise FailedPrecondition(f"metadata {self.path!r} was opened read-only: it cannot be written")
-        return EtcdTxn(self, write=True)
 
     def usage(self) -> tuple[int, int]:
         """LMDB's (file bytes, live bytes): etcd keeps and compacts its own files, so (0, 0)."""
@@ -412,6 +461,7 @@ class EtcdTxn:
         self._ranges: list[tuple[bytes, bytes]] = []
         self._lock_rev = 0
         self._lease = 0
+        self._queue_key = b""
         env._enter()
         if write:
             env._threads.acquire()
@@ -434,9 +484,87 @@ class EtcdTxn:
     # -- the writer lock ------------------------------------------------------------
 
     def _take_lock(self) -> None:
+        """Take the writer lock at once if it is free and nobody queues for it (one request);
+        else queue for it, wait for our turn and take it then (`_wait_turn`)."""
+        env = self._env
+        deadline = time.monotonic() + env.lock_wait
+        self._queue_key = env.queue_key + uuid.uuid4().hex.encode()
+        lock = _b64(env.lock_key)
+
+        def attempt(lease: int) -> dict:
+            join = {"request_put": {"key": _b64(self._queue_key), "value": "", "lease": str(lease)}}
+            result = env._cluster.txn(
+                [{"key": lock, "target": "CREATE", "result": "EQUAL", "create_revision": "0"},
+                 {"key": _b64(env.queue_key), "range_end": _b64(prefix_end(env.queue_key)), "target": "CREATE",
+                  "result": "EQUAL", "create_revision": "0"}],  # true of an empty range only
+                [join, {"request_put": {"key": lock, "value": _b64(env._token_key), "lease": str(lease)}},
+                 {"request_range": {"key": _b64(env.counter_key)}}],
+                [join])
+            result["lease"] = lease
+            return result
+
+        result = env.with_lease(attempt)
+        if result.get("succeeded"):
+            self._locked(result, 2)
+            return
+        try:
+            self._wait_turn(int(result["header"]["revision"]), deadline)
+            self._put_lock(deadline)
+        except BaseException:
+            self._leave_queue()
+            raise
+
+    def _locked(self, result: dict, counter: int) -> None:
+        """Record the hold a successful lock request made (`counter`: the index of its counter read)."""
+        self._rev = int(result["header"]["revision"])
+        self._lock_rev = self._rev
+        self._lease = result["lease"]
+        kvs = result["responses"][counter]["response_range"].get("kvs", [])
+        self._counter_rev = int(kvs[0]["mod_revision"]) if kvs else 0
+
+    def _wait_turn(self, position: int, deadline: float) -> None:
+        """Wait until no writer queued before us is left (etcd's lock-queue recipe).
+
+        Every waiter has a key under ``<prefix>!writerq/`` bound to its lease;
+        its create revision is its place in the queue. A waiter polls only the
+        key of the waiter just ahead of it (the one with the highest create
+        revision below its own) until that key is gone, then looks again: the
+        one ahead may have left (done, timed out, or its host died and its
+        lease expired) while others before it still wait. The writer lock then
+        goes to writers of every host in the order they asked for it.
+        """
+        env = self._env
+        ahead_of_us = {"key": _b64(env.queue_key), "range_end": _b64(prefix_end(env.queue_key)),
+                       "max_create_revision": str(position - 1), "sort_order": "DESCEND",
+                       "sort_target": "CREATE", "limit": "1", "keys_only": True}
+        while True:
+            kvs = env._cluster.post("/kv/range", ahead_of_us).get("kvs", [])
+            if not kvs:
+                return
+            predecessor = {"key": kvs[0]["key"], "count_only": True}
+            delay = 0.002
+            while int(env._cluster.post("/kv/range", predecessor).get("count", 0)):
+                if time.monotonic() >= deadline:
+                    raise self._lock_timeout()
+                time.sleep(delay)
+                delay = min(delay * 2, 0.025)
+
+    def _lock_timeout(self) -> Unavailable:
+        env = self._env
+        return Unavailable(f"the writer lock of {env.path!r} stayed held by another host for "
+                           f"{env.lock_wait:g}s; nothing was changed")
+
+    def _leave_queue(self) -> None:
+        try:
+            self._env._cluster.post("/kv/deleterange", {"key": _b64(self._queue_key)})
+        except Error:
+            pass  # the lease expiry drops it
+
+    def _put_lock(self, deadline: float) -> None:
+        """Take the writer lock key itself; it is free once our turn came, unless a holder that
+        never queued (or whose queue key went with an expired lease) still has it."""
         env = self._env
         key = _b64(env.lock_key)
-        deadline = time.monotonic() + env.lock_wait
         delay = 0.002
         while True:
             def attempt(lease: int) -> dict:
@@ -448,31 +576,27 @@ class EtcdTxn:
                 return result
 
             result = env.with_lease(attempt)
-            lease = result["lease"]
             if result.get("succeeded"):
-                self._rev = int(result["header"]["revision"])
-                self._lock_rev = self._rev
-                self._lease = lease
-                kvs = result["responses"][1]["response_range"].get("kvs", [])
-                self._counter_rev = int(kvs[0]["mod_revision"]) if kvs else 0
+                self._locked(result, 1)
                 return
             if time.monotonic() >= deadline:
-                raise Unavailable(f"the writer lock of {env.path!r} stayed held by another host for "
-                                  f"{env.lock_wait:g}s; nothing was changed")
+                raise self._lock_timeout()
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
 
     def _drop_lock(self, undo: Optional[Callable[[], None]] = None) -> None:
-        """Give the writer lock back, after `undo` (an aborted transaction's undo steps) has run."""
+        """Give the writer lock back (and leave the queue), after `undo` (an aborted transaction's
+        undo steps) has run."""
         try:
             if undo is not None:
                 undo()
         finally:
             key = _b64(self._env.lock_key)
+            leave = {"request_delete_range": {"key": _b64(self._queue_key)}}
             try:
                 self._env._cluster.txn([{"key": key, "target": "MOD", "result": "EQUAL",
                                          "mod_revision": str(self._lock_rev)}],
-                                       [{"request_delete_range": {"key": key}}])
+                                       [{"request_delete_range": {"key": key}}, leave], [leave])
             except Error:
                 pass  # the lease expiry drops it
 
@@ -562,6 +686,24 @@ class EtcdTxn:
             if item[1] is not None:
                 yield item
 
+    def rows_from(self, table: str, start: bytes, *, values: bool = True) -> Iterator:
+        """The rows of `table` from `start` to its end, read a page at a time as they are consumed
+        (`cargohold.kv.Txn.rows_from`: for callers that stop by themselves)."""
+        self._check()
+        base = self._env.table_prefix(table)
+        first, end = base + start, prefix_end(base)
+        if self.write:
+            self._ranges.append((first, end))
+        pending = sorted((k, v) for k, v in self._writes.items() if first <= k < end)
+        cut = len(base)
+        for key, value in self._merge(first, end, pending):
+            yield (key[cut:], value) if values else key[cut:]
+
+    @contextmanager
+    def translated(self) -> Iterator[None]:
+        """`cargohold.kv.Txn.translated`: this engine's reads raise cargohold errors already."""
+        yield
+
     def keys(self, table: str, prefix: bytes = b"") -> list[bytes]:
         return [key for key, _ in self.scan(table, prefix)]
 
@@ -625,6 +767,11 @@ class EtcdTxn:
     # -- the end ----------------------------------------------------------------------
 
     def _compares(self) -> list:
+        """The commit's conditions: the writer lock is still ours (fencing), no commit happened
+        since the revision this transaction reads (the counter: every commit rewrites it, and
+        none can happen without the writer lock, so what we read is still the latest), every
+        fleet lock the thread holds is still its own, and then, as a second check of the same
+        thing, the mod revision of the first `MAX_COMPARES` keys and ranges read."""
         env = self._env
         compares = [
             {"key": _b64(env.lock_key), "target": "MOD", "result": "EQUAL", "mod_revision": str(self._lock_rev)},
@@ -653,6 +800,7 @@ class EtcdTxn:
         ops.append({"request_put": {"key": _b64(env._token_key), "value": _b64(token),
                                     "lease": str(self._lease)}})
         ops.append({"request_delete_range": {"key": _b64(env.lock_key)}})
+        ops.append({"request_delete_range": {"key": _b64(self._queue_key)}})
         return ops
 
     def commit(self, undo: Optional[Callable[[], None]] = None) -> None:
@@ -730,6 +878,7 @@ class _ChildTxn(EtcdTxn):
         self._seen = parent._seen
         self._ranges = parent._ranges
         self._lock_rev = parent._lock_rev
+        self._queue_key = parent._queue_key
         self._lease = parent._lease
         self._counter_rev = parent._counter_rev
 

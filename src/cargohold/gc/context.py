@@ -142,13 +142,23 @@ class Marking:
         self.now = now
         self.extra = extra
         self.namespaces = namespaces
+        self.named: Optional[set[bytes]] = None
+        """On metadata several hosts share: the unscoped snapshot nodes that have entries of their own."""
 
     @classmethod
     def load(cls, tx: "Transaction", contexts: Contexts) -> "Marking":
         marker = Marker(contexts.labels)
-        marker.add_nodes(_scan_whole(tx, schema.T_GC))
+        named: Optional[set[bytes]] = None
+        if getattr(getattr(tx, "db", None), "fleet", False):
+            aliases: dict[bytes, tuple[list, list]] = {}
+            named = set()
+            marker.add_nodes(_noting_aliases(_scan_whole(tx, schema.T_GC), aliases, named))
+            marker.add_nodes(_alias_entries(aliases, named))
+        else:
+            marker.add_nodes(_scan_whole(tx, schema.T_GC))
         marker.add_lease_resources(_scan_whole(tx, schema.T_LEASERES))
         marking = cls(marker, contexts, tx.now, [], set())
+        marking.named = named
         if contexts.contexts:
             for packed in marker.live_leases(tx.now):
                 lease = schema.unpack_node(packed)
@@ -189,6 +199,11 @@ class Marking:
                 present.append((key, value))
         self.marker.forget_nodes(gone)
         self.marker.update_nodes(present)
+        if self.named is not None:
+            aliases: dict[bytes, tuple[list, list]] = {}
+            for _ in _noting_aliases(present, aliases, self.named):
+                pass
+            self.marker.update_nodes(_alias_entries(aliases, self.named))
         gray = [key for key, _ in present]
         if self.contexts.contexts:
             self.extra = []
@@ -199,6 +214,40 @@ class Marking:
             self._new_namespaces(tx)
             gray.extend(self.extra)
         return self.marker.remark(tx.now, gray)
+
+
+def _noting_aliases(rows: Iterable, aliases: dict, named: set) -> Iterator:
+    """Pass node-table rows on, noting each host's snapshot node (``<name>@<scope>/<key>``, see
+    `cargohold.snapshots.scope`) under the node that references by name lead to (``<name>/<key>``).
+
+    On metadata several hosts share, labels, containers and lease resources name a snapshot
+    ``<name>/<key>``, and every host may have one: each such name gets a stand-in entry with a
+    strong edge to every host's snapshot of that name (`_alias_entries`), so that whatever
+    keeps the name keeps them all, through flat leases too, and their usedat times, so that a
+    conditional reference to the name holds when it holds for one of them. An entry of the name itself
+    (written before snapshots were scoped) keeps its own edges and gets no stand-in: such
+    nodes are added to `named`.
+    """
+    for key, value in rows:
+        if key[0] == ResourceType.SNAPSHOT:
+            packed = bytes(key)
+            ns_end = packed.index(0, 1)
+            name_end = packed.find(b"/", ns_end)
+            scope_at = packed.find(b"@", ns_end, name_end) if name_end > 0 else -1
+            if scope_at < 0:
+                named.add(packed)
+            else:
+                targets, used = aliases.setdefault(packed[:scope_at] + packed[name_end:], ([], []))
+                targets.append(packed)
+                if value[0] & index.F_USEDAT:
+                    used.extend(index.decode(bytes(value)).usedat)
+        yield key, value
+
+
+def _alias_entries(aliases: dict, named: set) -> list[tuple[bytes, bytes]]:
+    """The stand-in entries of `_noting_aliases` (hidden: never swept or listed; no root)."""
+    return [(alias, index.encode(hidden=True, strong=targets, usedat=sorted(used)[-255:]))
+            for alias, (targets, used) in aliases.items() if alias not in named]
 
 
 def _live(value: bytes, now: int) -> bool:
@@ -314,8 +363,9 @@ def sweep(tx: "Transaction", marker: Marker, contexts: Contexts, namespace: Opti
         remover(tx, node.namespace, node.key)
         removed.append(node)
         if node.type == ResourceType.SNAPSHOT:
-            snapshotter, _, key = node.key.partition("/")
-            tx.publish(node.namespace, TOPIC_SNAPSHOT_REMOVE, SnapshotRemove(key, snapshotter))
+            stored, _, key = node.key.partition("/")
+            local = getattr(tx.db, "local_snapshotter", lambda name: None)(stored)
+            tx.publish(node.namespace, TOPIC_SNAPSHOT_REMOVE, SnapshotRemove(key, local or stored))
         elif node.type == ResourceType.IMAGE:
             tx.publish(node.namespace, TOPIC_IMAGE_DELETE, ImageDelete(node.key))
     removed.extend(node for node in _unreachable_collected(marker, contexts, namespace) if contexts.remove(node))

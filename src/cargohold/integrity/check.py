@@ -36,6 +36,7 @@ from ..errors import Corrupted, Error, FailedPrecondition, InvalidArgument, NotF
 from ..gc import context as gccontext
 from ..gc import index
 from ..model import Kind, ResourceType
+from ..snapshots.scope import SEP
 from ..timeutil import to_ns
 from .. import ownership
 from . import backends as disk
@@ -122,7 +123,9 @@ def _observe(db: "DB", tx: Any, table: Any) -> _Seen:
     """The backends as they are while no commit or creation is in flight (the snapshotters' metastores
     go into the table pass, `table`)."""
     seen = _Seen()
-    for name, backend in sorted(db.snapshotters.items()):
+    for local, backend in sorted(db.snapshotters.items()):
+        name = db.stored_snapshotter(local)  # how the records' groups name it
+
         def register(rows: Any, entries: list, name: str = name) -> list:
             table.backend(name, rows, {int(e) for e in entries if e.isdigit()})
             return entries
@@ -289,11 +292,15 @@ def _from_problems(db: "DB", scan: tables.Scan, seen: _Seen) -> list[f.Finding]:
             out.append(f.Finding(f.ORPHAN_CHILD_LINK, ns, store, key, detail=(
                 "a parent's link to a child snapshot that does not exist"), repair=f.REBUILD))
         else:
-            out.append(_snapshot_problem(db, problem, seen))
+            finding = _snapshot_problem(db, problem, seen)
+            if finding is not None:
+                out.append(finding)
     return out
 
 
-def _snapshot_problem(db: "DB", problem: tuple, seen: _Seen) -> f.Finding:
+def _snapshot_problem(db: "DB", problem: tuple, seen: _Seen) -> Optional[f.Finding]:
+    """The finding of a snapshot record's problem; None for one that only says another host's
+    record has no backend here (on metadata several hosts share, see `cargohold.snapshots.scope`)."""
     code, ns, name, key = problem[:4]
     store = f"snapshots/{name}"
     if code == "missing-parent":
@@ -307,9 +314,12 @@ def _snapshot_problem(db: "DB", problem: tuple, seen: _Seen) -> f.Finding:
     if code == "missing-child-link":
         return f.Finding(f.MISSING_CHILD_LINK, ns, store, key, detail=(
             "its parent has no link to it: the parent could be removed under it"), repair=f.REBUILD)
+    local = db.local_snapshotter(name)
     if code == "no-backend":
+        if db.fleet and local is None and SEP in name:
+            return None
         return f.Finding(f.NO_BACKEND, ns, store, key, detail=f"this database has no snapshotter {name!r}")
-    backend = db.snapshotters.get(name)
+    backend = db.snapshotters.get(local or name)
     bkey = problem[4]
     if code == "missing-backend-snapshot":
         if name in seen.broken:
@@ -392,7 +402,7 @@ def _check_snapshot_data(db: "DB", scan: tables.Scan, seen: _Seen) -> list[f.Fin
             f"the snapshotter's metastore cannot be read: {reason}")))
     table = scan.check
     for name, entries in sorted(seen.layouts.items()):
-        backend = db.snapshotters[name]
+        backend = db.snapshotters[db.local_snapshotter(name) or name]
         sources = seen.commit_sources.get(name, {})
         kept = {committed for committed, source in sources.items() if table.is_referenced(name, source.encode())}
         unreferenced = {key.decode("utf-8", "replace"): sid for key, sid in table.unreferenced(name)}

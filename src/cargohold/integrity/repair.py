@@ -114,7 +114,7 @@ def _rebuild(db: "DB", finding: f.Finding) -> str:
         from ..snapshots.store import repair_commits
 
         name = finding.store.partition("/")[2]
-        errors = repair_commits(db, name)
+        errors = repair_commits(db, db.local_snapshotter(name) or name)
         if errors:
             raise _Skip("; ".join(errors))
         return f"reverted the interrupted commits of snapshotter {name!r}"
@@ -352,7 +352,7 @@ def _drop_snapshot(db: "DB", finding: f.Finding, update: Callable[[], Any]) -> s
 
 
 def _data_gone(db: "DB", name: str, record: dict) -> bool:
-    backend = db.snapshotters.get(name)
+    backend = db.snapshotters.get(db.local_snapshotter(name) or name)
     if backend is None:
         return False
     sid = backend.snapshot_id(record["b"])
@@ -396,6 +396,8 @@ def _prune(db: "DB", findings: list, dropped: set) -> list[f.Repair]:
     for finding in findings:
         groups.setdefault(_backend(finding), []).append(finding)
     for name, items in sorted(groups.items(), key=lambda kv: kv[0] or ""):
+        if name is not None:
+            name = db.local_snapshotter(name) or name  # findings name the stored snapshotter
         backend = db.content_store if name is None else db.snapshotters.get(name)
         what = "content store" if name is None else f"snapshotter {name!r}"
         errors: list[str] = []

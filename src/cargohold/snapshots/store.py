@@ -14,6 +14,13 @@ transaction, the record, the parent's children and the GC node-table entry:
   → ``b""``: keyed by the parent's id, never by two full keys, so every key
   stays far below LMDB's 511 bytes (keys are at most 255 bytes).
 
+On metadata several hosts share (etcd), ``<snapshotter>`` in these keys, in the
+node table, the id sequence, the backend's records and its dirty marker is the
+host's scoped name, ``<snapshotter>@<host scope>`` (`cargohold.snapshots.scope`,
+`Database.stored_snapshotter`): each host sees and cleans only its own
+snapshots, while references by name keep every host's snapshot of that name
+(`cargohold.gc.context`).
+
 Backend work (creating or committing a backend snapshot) happens inside the
 caller's metadata transaction, in a savepoint of it, so a call that fails
 half-way leaves nothing. A backend the database bound
@@ -95,6 +102,8 @@ class Snapshotter:
         self._db = ns.db
         self.name = name
         self._backend = ns.db.snapshotter_backend(name)
+        self._stored = ns.db.stored_snapshotter(name)
+        """The name its records are keyed by (this host's scope on a shared engine, `scope`)."""
         self._joins = ns.db.backend_joins(name)
         """Whether the backend's records commit with the metadata transaction (see the module docstring)."""
         self._resource_type = f"snapshots/{name}"
@@ -105,7 +114,7 @@ class Snapshotter:
     # -- records ----------------------------------------------------------------------
 
     def _get(self, t: "Transaction", key: str) -> Optional[dict]:
-        raw = t.kv.get(schema.T_OBJECTS, _record_key(self._ns.name, self.name, key))
+        raw = t.kv.get(schema.T_OBJECTS, _record_key(self._ns.name, self._stored, key))
         return None if raw is None else schema.unpack(raw, f"snapshot {key!r}")
 
     def _require(self, t: "Transaction", key: str) -> dict:
@@ -116,15 +125,15 @@ class Snapshotter:
         return record
 
     def _put(self, t: "Transaction", key: str, record: dict) -> None:
-        t.kv.put(schema.T_OBJECTS, _record_key(self._ns.name, self.name, key), schema.pack(record))
-        index.index_snapshot(t, self._ns.name, self.name, key, record["p"], record["l"])
+        t.kv.put(schema.T_OBJECTS, _record_key(self._ns.name, self._stored, key), schema.pack(record))
+        index.index_snapshot(t, self._ns.name, self._stored, key, record["p"], record["l"])
 
     def _add(self, t: "Transaction", key: str, record: dict) -> None:
         """Store a new record and its parent's link to it."""
         t.ensure_namespace(self._ns.name)
         self._put(t, key, record)
         if record["p"]:
-            t.kv.put(schema.T_OBJECTS, _child_key(self._ns.name, self.name, record["pi"], key), b"")
+            t.kv.put(schema.T_OBJECTS, _child_key(self._ns.name, self._stored, record["pi"], key), b"")
 
     def _check_free(self, t: "Transaction", key: str) -> None:
         if self._get(t, key) is not None:
@@ -133,7 +142,7 @@ class Snapshotter:
 
     def _reserve(self, t: "Transaction", key: str) -> tuple[int, str]:
         """A fresh id and backend key for `key`; the creation lock is held from now on."""
-        snapshot_id = t.next_sequence(_sequence_name(self.name))
+        snapshot_id = t.next_sequence(_sequence_name(self._stored))
         _hold_creation_lock(t, self._db, self.name)
         return snapshot_id, f"{self._ns.name}/{snapshot_id}/{key}"
 
@@ -167,7 +176,7 @@ class Snapshotter:
         Fields: ``name``, ``parent``, ``kind`` (active, view, committed), ``labels.<key>``.
         """
         matcher = filters.parse(*filter_args)
-        prefix = schema.object_prefix(self._ns.name, schema.K_SNAPSHOT, self.name)
+        prefix = schema.object_prefix(self._ns.name, schema.K_SNAPSHOT, self._stored)
         with self._db.transaction(tx, write=False) as t:
             found = []
             for raw_key, raw in t.kv.scan(schema.T_OBJECTS, prefix):
@@ -250,7 +259,7 @@ class Snapshotter:
                 t.on_abort(lambda: self._backend.uncommit(backend_name, before))
             leases.attach(t, self._ns, self._resource(name))
             leases.detach(t, self._ns, self._resource(key))
-            _delete(t, ns, self.name, key, active)
+            _delete(t, ns, self._stored, key, active)
             self._add(t, name, {"i": snapshot_id, "b": backend_name, "p": active["p"],
                                 "pi": active["pi"], "k": int(Kind.COMMITTED), "l": labels,
                                 "c": t.now, "u": t.now})
@@ -270,15 +279,15 @@ class Snapshotter:
 
         def _body(t: "Transaction"):
             record = self._require(t, key)
-            children = schema.object_prefix(ns, schema.K_SNAPSHOT_CHILD, self.name, str(record["i"]))
+            children = schema.object_prefix(ns, schema.K_SNAPSHOT_CHILD, self._stored, str(record["i"]))
             child = next(t.kv.scan(schema.T_OBJECTS, children), None)
             if child is not None:
                 raise FailedPrecondition(f"cannot remove snapshot {key!r}: it has children "
                                          f"(such as {schema.text(child[0][len(children):])!r})")
             t.ensure_namespace(ns)
-            _delete(t, ns, self.name, key, record)
+            _delete(t, ns, self._stored, key, record)
             leases.detach(t, self._ns, self._resource(key))
-            t.mark_dirty(snapshotter=self.name)
+            t.mark_dirty(snapshotter=self._stored)
             from .. import events  # loaded by the first write that publishes
 
             t.publish(ns, events.TOPIC_SNAPSHOT_REMOVE, events.SnapshotRemove(key, self.name))
@@ -537,7 +546,7 @@ def _names(t: "Transaction", name: str, backend_key: str) -> bool:
     if not key:
         return False
     try:
-        raw = t.kv.get(schema.T_OBJECTS, _record_key(ns, name, key))
+        raw = t.kv.get(schema.T_OBJECTS, _record_key(ns, t.db.stored_snapshotter(name), key))
     except InvalidArgument:
         return False
     return raw is not None and schema.unpack(raw, f"snapshot {key!r}")["b"] == backend_key
@@ -563,10 +572,12 @@ def leftovers(db: "Database", name: str) -> list[Leftover]:
 
 
 def _referenced_keys(db: "Database", name: str) -> set:
+    """The backend keys this host's records of snapshotter `name` name (never another host's)."""
+    stored = db.stored_snapshotter(name)
     with db.view() as t:
         return {schema.unpack(raw, "snapshot record")["b"]
                 for ns in db.namespaces.list(tx=t)
-                for _, raw in t.kv.scan(schema.T_OBJECTS, schema.object_prefix(ns, schema.K_SNAPSHOT, name))}
+                for _, raw in t.kv.scan(schema.T_OBJECTS, schema.object_prefix(ns, schema.K_SNAPSHOT, stored))}
 
 
 def _descendants(snapshots: Iterable[SnapshotInfo], key: str) -> list[str]:
