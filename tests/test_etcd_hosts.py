@@ -13,7 +13,7 @@ import pytest
 from cargohold import schema
 from cargohold.content import LocalStore
 from cargohold.db import DB
-from cargohold.errors import NotFound
+from cargohold.errors import FailedPrecondition, NotFound
 from cargohold.model import Container, Kind, Node, ResourceType, RuntimeInfo
 from cargohold.snapshots import NativeSnapshotter
 
@@ -199,3 +199,25 @@ def test_one_host_keeps_containerds_keys(tmp_path):
         assert not os.path.exists(os.path.join(db.snapshotter_backend("native").root, "host.json"))
     finally:
         db.close()
+
+
+@pytest.mark.parametrize("lost", ["host.json", "records on LMDB"])
+def test_a_backend_with_directories_but_no_scope_is_refused(tmp_path, etcd_url, lost):
+    """A snapshot root whose ``host.json`` was lost, or whose records are on LMDB, is refused on a
+    shared engine (FailedPrecondition naming the file) instead of getting a new scope, under which
+    no record would own its directories and the next collection would delete them all."""
+    host, content = str(tmp_path / "host"), str(tmp_path / "content")
+    db = open_host(host, content, etcd_url if lost == "host.json" else None)
+    try:
+        build(db, "a")
+        backend = db.snapshotter_backend("native")
+        scope_file, snapshots = os.path.join(backend.root, "host.json"), os.path.join(backend.root, "snapshots")
+    finally:
+        db.close()
+    if lost == "host.json":
+        os.unlink(scope_file)
+    before = sorted(os.listdir(snapshots))
+    assert before and not os.path.exists(scope_file)
+    with pytest.raises(FailedPrecondition, match="host.json"):
+        open_host(host, content, etcd_url)
+    assert sorted(os.listdir(snapshots)) == before and not os.path.exists(scope_file)

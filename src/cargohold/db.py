@@ -245,7 +245,9 @@ class DB:
                 from .snapshots import scope
 
                 path = scope.scope_path(root) if root else scope.scope_path(self.path, name)
-                stored = scope.stored_name(name, scope.host_scope(path, create=not self.readonly))
+                snapshots = os.path.join(root, "snapshots") if root else None
+                stored = scope.stored_name(name, scope.host_scope(path, create=not self.readonly,
+                                                                  snapshots=snapshots))
                 self._stored_names[name] = stored
             return stored
 

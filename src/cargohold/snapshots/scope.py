@@ -23,7 +23,7 @@ import re
 import uuid
 from typing import Optional
 
-from ..errors import Corrupted, Unavailable
+from ..errors import Corrupted, FailedPrecondition, Unavailable
 from ..ownership import write_json
 
 SCOPE_FILE = "host.json"
@@ -68,15 +68,27 @@ def read_scope(path: str) -> Optional[str]:
     return scope
 
 
-def host_scope(path: str, *, create: bool) -> str:
+def host_scope(path: str, *, create: bool, snapshots: Optional[str] = None) -> str:
     """The scope recorded at `path`; a new one is recorded first if there is none and `create`
-    (else a fresh one is returned, unrecorded: no record in the shared metadata can have it)."""
+    (else a fresh one is returned, unrecorded: no record in the shared metadata can have it).
+
+    A new scope is refused (FailedPrecondition) while the directory `snapshots` (the backend's
+    snapshot directories) holds anything: no record of the shared metadata could own those
+    directories, so the backend's next cleanup would delete them all. That is a lost or
+    never-copied ``host.json``, or a root that kept its snapshots on LMDB until now.
+    """
     scope = read_scope(path)
     if scope is not None:
         return scope
     fresh = uuid.uuid4().hex[:16]
     if not create:
         return fresh
+    if snapshots is not None and _holds_anything(snapshots):
+        raise FailedPrecondition(
+            f"the snapshot directories in {snapshots!r} belong to no host of the shared metadata: the host "
+            f"scope file {path!r} is missing (restore it from this host's backup), or their records are in "
+            "another metadata database (open the root with that one); a new scope would let the next "
+            "collection delete them")
     try:
         if write_json(path, {"host": fresh}, replace=False):
             return fresh
@@ -86,3 +98,13 @@ def host_scope(path: str, *, create: bool) -> str:
     if scope is None:
         raise Unavailable(f"the host scope file {path!r} vanished while it was created")
     return scope
+
+
+def _holds_anything(directory: str) -> bool:
+    try:
+        with os.scandir(directory) as entries:
+            return next(entries, None) is not None
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise Unavailable(f"cannot list the snapshot directories in {directory!r}: {exc}") from None
