@@ -138,6 +138,8 @@ cdef Py_ssize_t lm_walk(const uint8_t* base, Py_ssize_t size, Py_ssize_t psize, 
                 stack[top].pgno = child
                 stack[top].next = -1
                 continue
+            if <uint64_t>(rows + n) > entries:
+                raise _lm_damaged(table, root, f"more rows than the {entries} the table records")
             for i in range(n):
                 ptr = _lm_u16(page + LM_PAGE_HEADER + 2 * i)
                 if ptr < LM_PAGE_HEADER + 2 * n or ptr + LM_NODE_HEADER > psize:
@@ -161,8 +163,6 @@ cdef Py_ssize_t lm_walk(const uint8_t* base, Py_ssize_t size, Py_ssize_t psize, 
                     raise _lm_damaged(table, pgno, f"node {i} outside the page")
                 else:
                     value = node + LM_NODE_HEADER + ksize
-                if <uint64_t>rows >= entries:
-                    raise _lm_damaged(table, root, f"more rows than the {entries} the table records")
                 fn(ctx, node + LM_NODE_HEADER, ksize, value, vsize)
                 rows += 1
             top -= 1

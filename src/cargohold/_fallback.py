@@ -155,32 +155,32 @@ def _lm_rows(buf, psize: int, record: bytes, table: str, release_every: int = 0)
                 lo, hi, high, _ = _LM_NODE.unpack_from(buf, at + ptr)
                 stack.append([lo | hi << 16 | high << 32, -1, 0])
                 continue
-            for i in range(n):
-                ptr = _LM_U16.unpack_from(buf, at + _LM_PAGE_HEADER + 2 * i)[0]
+            if rows + n > entries:
+                raise _lm_damaged(table, root, f"more rows than the {entries} the table records")
+            page = buf[at:at + psize]
+            for i, ptr in enumerate(struct.unpack_from(f"<{n}H", page, _LM_PAGE_HEADER)):
                 if ptr < _LM_PAGE_HEADER + 2 * n or ptr + _LM_NODE_HEADER > psize:
                     raise _lm_damaged(table, pgno, f"node {i} outside the page")
-                lo, hi, nflags, ksize = _LM_NODE.unpack_from(buf, at + ptr)
+                lo, hi, nflags, ksize = _LM_NODE.unpack_from(page, ptr)
                 vsize = lo | hi << 16
-                key_at = at + ptr + _LM_NODE_HEADER
+                key_at = ptr + _LM_NODE_HEADER
                 if nflags & _LM_F_BIGDATA:
                     if nflags != _LM_F_BIGDATA or ptr + _LM_NODE_HEADER + ksize + 8 > psize:
                         raise _lm_damaged(table, pgno, f"node {i} outside the page")
-                    child = _LM_U64.unpack_from(buf, key_at + ksize)[0]
+                    child = _LM_U64.unpack_from(page, key_at + ksize)[0]
                     over = _lm_page(buf, psize, child, (_LM_PAGE_HEADER + vsize + psize - 1) // psize, table)
                     if not _LM_U16.unpack_from(buf, over + 10)[0] & _LM_P_OVERFLOW or \
                             _LM_U32.unpack_from(buf, over + 12)[0] * psize < _LM_PAGE_HEADER + vsize:
                         raise _lm_damaged(table, child, "not the overflow page its row names")
-                    value_at = over + _LM_PAGE_HEADER
+                    value = buf[over + _LM_PAGE_HEADER:over + _LM_PAGE_HEADER + vsize]
                 elif nflags:
                     raise _lm_damaged(table, pgno, f"node {i} has flags {nflags:#x}")
                 elif ptr + _LM_NODE_HEADER + ksize + vsize > psize:
                     raise _lm_damaged(table, pgno, f"node {i} outside the page")
                 else:
-                    value_at = key_at + ksize
-                if rows >= entries:
-                    raise _lm_damaged(table, root, f"more rows than the {entries} the table records")
-                yield bytes(buf[key_at:key_at + ksize]), bytes(buf[value_at:value_at + vsize])
-                rows += 1
+                    value = page[key_at + ksize:key_at + ksize + vsize]
+                yield page[key_at:key_at + ksize], value
+            rows += n
             stack.pop()
             leaves += 1
             if release_every and leaves % release_every == 0:
