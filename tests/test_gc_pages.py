@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from cargohold import _fallback, errors, schema
+from cargohold import Resource, _fallback, errors, schema
 from cargohold.gc import index
 from cargohold.gc.labels import LabelRefs
 from cargohold.kv import Env
@@ -225,3 +225,38 @@ def test_unknown_format_loads_nothing(filled, tmp_path, impl, change):
     marker, known = _load_copy(impl, copy, where)
     assert known is False
     assert marker.node_count == 0
+
+
+def test_collection_load_reads_pages_in_a_snapshot_and_rows_in_a_write(tmp_path):
+    """`gc.load`: a read snapshot's tables come from the pages, a write transaction's (whose
+    changes are not in the file yet) through the cursor, and both load the same graph."""
+    import cargohold
+    from cargohold._native import Marker
+    from cargohold.gc import load
+    from gcutil import blob, chain, container, image
+
+    with cargohold.open(tmp_path / "root") as db:
+        ns = db.namespace("ns")
+        kept = blob(ns, b"kept")
+        image(ns, "img", kept)
+        blob(ns, b"garbage")
+        chain(ns, ["base", "top"])
+        container(ns, "c1", "top")
+        ns.leases.create("l1")
+        ns.leases.add_resource("l1", Resource(blob(ns, b"leased"), "content"))
+        markers = {}
+        with db.view() as tx:
+            assert tx.kv.table_file(schema.T_GC) is not None
+            markers["pages"] = marker = Marker()
+            load.node_table(tx, marker)
+            load.lease_resources(tx, marker)
+        with db.update() as tx:
+            assert tx.kv.table_file(schema.T_GC) is None
+            image(ns, "written", kept)  # in the transaction's tree, not yet in the file
+            markers["rows"] = marker = Marker()
+            load.node_table(tx, marker)
+            load.lease_resources(tx, marker)
+        outputs = {name: _outputs(marker) for name, marker in markers.items()}
+    written = schema.pack_node(RT.IMAGE, "ns", "written")
+    assert written in outputs["rows"][4] and written not in outputs["pages"][4]
+    assert outputs["rows"][0] == outputs["pages"][0] + 1
