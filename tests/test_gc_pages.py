@@ -197,7 +197,7 @@ def test_damaged_page_is_corrupted(filled, tmp_path, impl, damage):
             f.seek(at + 16)
             ptr = int.from_bytes(f.read(2), "little")
         _patch(copy, at + ptr, (0xFFFF).to_bytes(2, "little") * 3)
-    with pytest.raises(errors.Corrupted, match=f"page .* of metadata table 'gc'"):
+    with pytest.raises(errors.Corrupted, match="page .* of metadata table 'gc'"):
         _load_copy(impl, copy, where)
 
 

@@ -864,7 +864,7 @@ class Txn:
 
     def table_file(self, table: str) -> Optional[TableFile]:
         """Where a read transaction's snapshot of `table` lies in the data file, for a reader of
-        LMDB's pages (`cargohold.gc.pages`); None in a write transaction (its changes are not in
+        LMDB's pages (`cargohold.gc.load`); None in a write transaction (its changes are not in
         the file until it commits) or for a table the environment does not have."""
         db = self._db(table)
         if self.write or db is _MISSING:
