@@ -3,6 +3,7 @@
 cargohold/_fallback.py that must give identical results."""
 
 include "varint.pxi"
+include "lmdbpages.pxi"
 include "mark.pxi"
 include "bolt.pxi"
 include "fsck.pxi"

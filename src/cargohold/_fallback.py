@@ -6,6 +6,7 @@ check that both give identical results.
 
 from __future__ import annotations
 
+import mmap
 import operator
 import struct
 from bisect import bisect_left, bisect_right
@@ -64,6 +65,131 @@ def decode_varint(data, offset: int = 0) -> tuple[int, int]:
     if ux & 1:
         x = ~x
     return x, i + 1
+
+
+# -- an LMDB table read from the data file's pages (twin of _ext/lmdbpages.pxi) ------------------
+
+_LM_PAGE_HEADER, _LM_NODE_HEADER, _LM_RECORD, _LM_MAX_DEPTH = 16, 8, 48, 64
+_LM_P_BRANCH, _LM_P_LEAF, _LM_P_OVERFLOW, _LM_P_META = 0x01, 0x02, 0x04, 0x08
+_LM_F_BIGDATA = 0x01
+_LM_MAGIC, _LM_VERSION = 0xBEEFC0DE, 1
+_LM_HEADER = struct.Struct("<QHHHH")  # page number, pad, flags, lower, upper
+_LM_NODE = struct.Struct("<HHHH")     # data size low, high, flags, key size
+_LM_U64 = struct.Struct("<Q")
+_LM_U32 = struct.Struct("<I")
+_LM_U16 = struct.Struct("<H")
+
+
+def _lm_known(buf, psize: int, record: bytes) -> bool:
+    if psize < 512 or psize > 65536 or len(buf) < 2 * psize or len(record) != _LM_RECORD:
+        return False
+    if not _LM_U16.unpack_from(buf, 10)[0] & _LM_P_META or _LM_U32.unpack_from(buf, 16)[0] != _LM_MAGIC:
+        return False
+    return _LM_U32.unpack_from(buf, 20)[0] == _LM_VERSION and _LM_U16.unpack_from(record, 4)[0] == 0
+
+
+def _lm_damaged(table: str, pgno: int, what: str) -> Corrupted:
+    return Corrupted(f"damaged page {pgno} of metadata table {table!r}: {what}")
+
+
+def _lm_page(buf, psize: int, pgno: int, pages: int, table: str) -> int:
+    total = len(buf) // psize
+    if pgno < 2 or pgno >= total or pages > total - pgno:
+        raise _lm_damaged(table, pgno, "outside the data file")
+    if _LM_U64.unpack_from(buf, pgno * psize)[0] != pgno:
+        raise _lm_damaged(table, pgno, "it names another page")
+    return pgno * psize
+
+
+def _lm_release(buf) -> None:
+    try:
+        buf.madvise(mmap.MADV_DONTNEED)
+    except (AttributeError, OSError, ValueError):
+        pass  # not a mapping, or no madvise here: the pages stay resident
+
+
+def _lm_rows(buf, psize: int, record: bytes, table: str, release_every: int = 0):
+    """(key, value) of every row of the table, in key order (`_lm_known` first)."""
+    depth = _LM_U16.unpack_from(record, 6)[0]
+    entries, root = struct.unpack_from("<QQ", record, 32)
+    if root == (1 << 64) - 1:
+        if entries:
+            raise _lm_damaged(table, root, f"an empty tree of {entries} rows")
+        return
+    if not 1 <= depth <= _LM_MAX_DEPTH:
+        raise _lm_damaged(table, root, f"a tree of depth {depth}")
+    rows = leaves = 0
+    stack = [[root, -1, 0]]
+    try:
+        while stack:
+            frame = stack[-1]
+            pgno = frame[0]
+            at = _lm_page(buf, psize, pgno, 1, table)
+            _, _, flags, lower, upper = _LM_HEADER.unpack_from(buf, at)
+            if frame[1] == -1:
+                if lower < _LM_PAGE_HEADER or lower > upper or upper > psize or (lower - _LM_PAGE_HEADER) % 2:
+                    raise _lm_damaged(table, pgno, "bad bounds")
+                n = (lower - _LM_PAGE_HEADER) // 2
+                if n == 0:
+                    raise _lm_damaged(table, pgno, "no rows")
+                kind = flags & (_LM_P_BRANCH | _LM_P_LEAF)
+                if kind == _LM_P_BRANCH:
+                    if len(stack) == depth:
+                        raise _lm_damaged(table, pgno, "a branch page at leaf depth")
+                elif kind == _LM_P_LEAF:
+                    if len(stack) != depth:
+                        raise _lm_damaged(table, pgno, "a leaf page above leaf depth")
+                else:
+                    raise _lm_damaged(table, pgno, f"page flags {flags:#x}")
+                frame[1], frame[2] = 0, n
+            n = frame[2]
+            if flags & _LM_P_BRANCH:
+                i = frame[1]
+                if i == n:
+                    stack.pop()
+                    continue
+                frame[1] = i + 1
+                ptr = _LM_U16.unpack_from(buf, at + _LM_PAGE_HEADER + 2 * i)[0]
+                if ptr < _LM_PAGE_HEADER + 2 * n or ptr + _LM_NODE_HEADER > psize:
+                    raise _lm_damaged(table, pgno, f"node {i} outside the page")
+                lo, hi, high, _ = _LM_NODE.unpack_from(buf, at + ptr)
+                stack.append([lo | hi << 16 | high << 32, -1, 0])
+                continue
+            if rows + n > entries:
+                raise _lm_damaged(table, root, f"more rows than the {entries} the table records")
+            page = buf[at:at + psize]
+            for i, ptr in enumerate(struct.unpack_from(f"<{n}H", page, _LM_PAGE_HEADER)):
+                if ptr < _LM_PAGE_HEADER + 2 * n or ptr + _LM_NODE_HEADER > psize:
+                    raise _lm_damaged(table, pgno, f"node {i} outside the page")
+                lo, hi, nflags, ksize = _LM_NODE.unpack_from(page, ptr)
+                vsize = lo | hi << 16
+                key_at = ptr + _LM_NODE_HEADER
+                if nflags & _LM_F_BIGDATA:
+                    if nflags != _LM_F_BIGDATA or ptr + _LM_NODE_HEADER + ksize + 8 > psize:
+                        raise _lm_damaged(table, pgno, f"node {i} outside the page")
+                    child = _LM_U64.unpack_from(page, key_at + ksize)[0]
+                    over = _lm_page(buf, psize, child, (_LM_PAGE_HEADER + vsize + psize - 1) // psize, table)
+                    if not _LM_U16.unpack_from(buf, over + 10)[0] & _LM_P_OVERFLOW or \
+                            _LM_U32.unpack_from(buf, over + 12)[0] * psize < _LM_PAGE_HEADER + vsize:
+                        raise _lm_damaged(table, child, "not the overflow page its row names")
+                    value = buf[over + _LM_PAGE_HEADER:over + _LM_PAGE_HEADER + vsize]
+                elif nflags:
+                    raise _lm_damaged(table, pgno, f"node {i} has flags {nflags:#x}")
+                elif ptr + _LM_NODE_HEADER + ksize + vsize > psize:
+                    raise _lm_damaged(table, pgno, f"node {i} outside the page")
+                else:
+                    value = page[key_at + ksize:key_at + ksize + vsize]
+                yield page[key_at:key_at + ksize], value
+            rows += n
+            stack.pop()
+            leaves += 1
+            if release_every and leaves % release_every == 0:
+                _lm_release(buf)
+    finally:
+        if release_every:
+            _lm_release(buf)
+    if rows != entries:
+        raise _lm_damaged(table, root, f"{rows} rows where the table records {entries}")
 
 
 # -- the mark phase ---------------------------------------------------------------------------
@@ -139,6 +265,23 @@ class Marker:
         """Load entries written since the marking: a node already known takes the new
         flags, expiry and usedat, and gains the new edges (its old ones stay)."""
         self._load(entries, True)
+
+    def add_nodes_mapped(self, buf, page_size, record, table, release_every=0):
+        """`add_nodes` of a whole node table read from the data file's pages (`buf`, a read-only
+        mapping of it; `record`, the table's entry in LMDB's main database).
+        False, with nothing loaded, if the file is in a format this reader does not know. With
+        `release_every`, the mapping's pages are given back after every that many leaf pages."""
+        if not _lm_known(buf, page_size, record):
+            return False
+        self._load(_lm_rows(buf, page_size, record, table, release_every), False)
+        return True
+
+    def add_lease_resources_mapped(self, buf, page_size, record, table, release_every=0):
+        """`add_lease_resources` of a whole lease-resource table, read as `add_nodes_mapped` reads."""
+        if not _lm_known(buf, page_size, record):
+            return False
+        self.add_lease_resources(_lm_rows(buf, page_size, record, table, release_every))
+        return True
 
     def _load(self, entries, replace):
         for key, value in entries:

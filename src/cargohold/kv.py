@@ -84,7 +84,7 @@ import sys
 import threading
 import contextlib
 import time
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Iterator, NamedTuple, Optional, Sequence
 
 import lmdb
 
@@ -628,6 +628,17 @@ def walk_all(path: str, *, lock: bool = True) -> None:
         sys.exit(f"{type(exc).__name__}: {exc}")
 
 
+class TableFile(NamedTuple):
+    """One table of a read snapshot, as LMDB lays it out in the data file (`Txn.table_file`)."""
+
+    path: str
+    """The data file."""
+    page_size: int
+    record: bytes
+    """The table's entry in LMDB's main database (its tree's root page, depth and counts)."""
+    table: str
+
+
 _MISSING = object()
 """The handle of a table a read-only environment does not have: it reads as empty."""
 
@@ -850,6 +861,18 @@ class Txn:
         for key in keys:
             self.delete(table, key)
         return len(keys)
+
+    def table_file(self, table: str) -> Optional[TableFile]:
+        """Where a read transaction's snapshot of `table` lies in the data file, for a reader of
+        LMDB's pages (`cargohold.gc.load`); None in a write transaction (its changes are not in
+        the file until it commits) or for a table the environment does not have."""
+        db = self._db(table)
+        if self.write or db is _MISSING:
+            return None
+        record = self._guard(lambda: self._txn.get(table.encode()))
+        if record is None:
+            return None
+        return TableFile(self._env._data, self._guard(lambda: self._txn.stat(db))["psize"], bytes(record), table)
 
     def count(self, table: str) -> int:
         db = self._db(table)

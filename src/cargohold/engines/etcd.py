@@ -712,6 +712,10 @@ class EtcdTxn:
             return True
         return False
 
+    def table_file(self, table: str) -> None:
+        """LMDB's: no table of etcd lies in a local file (whole tables are read with `scan`)."""
+        return None
+
     def count(self, table: str) -> int:
         self._check()
         base = self._env.table_prefix(table)

@@ -17,7 +17,7 @@ from .._native import Marker
 from ..errors import AlreadyExists, InvalidArgument
 from ..logs import LazyLogger
 from ..model import RESOURCE_END, RESOURCE_MAX, Node, ResourceType
-from . import index
+from . import index, load
 
 if TYPE_CHECKING:
     from ..transaction import Transaction
@@ -113,20 +113,6 @@ class Contexts:
         return [finisher(rtype, ctx) for rtype, ctx in self.contexts.items()]
 
 
-_RELEASE_EVERY = 32768
-"""Node-table rows read between two releases of the map's pages (`cargohold.kv.Env.release_pages`):
-the collection's memory is the marker's, not the table's."""
-
-_RELEASE_FROM = 262144
-"""Tables of fewer rows keep their pages resident: releasing costs every later read a fault per
-page, and below this size (about 40 MiB of pages) the saving is not worth it."""
-
-
-def _scan_whole(tx: "Transaction", table: str) -> Any:
-    every = _RELEASE_EVERY if tx.kv.count(table) >= _RELEASE_FROM else 0
-    return tx.kv.scan(table, release_every=every)
-
-
 class Marking:
     """One collection's marking: of a snapshot first, then continued with what writers changed.
 
@@ -152,11 +138,11 @@ class Marking:
         if getattr(getattr(tx, "db", None), "fleet", False):
             aliases: dict[bytes, tuple[list, list]] = {}
             named = set()
-            marker.add_nodes(_noting_aliases(_scan_whole(tx, schema.T_GC), aliases, named))
+            marker.add_nodes(_noting_aliases(tx.kv.scan(schema.T_GC), aliases, named))
             marker.add_nodes(_alias_entries(aliases, named))
         else:
-            marker.add_nodes(_scan_whole(tx, schema.T_GC))
-        marker.add_lease_resources(_scan_whole(tx, schema.T_LEASERES))
+            load.node_table(tx, marker)
+        load.lease_resources(tx, marker)
         marking = cls(marker, contexts, tx.now, [], set())
         marking.named = named
         if contexts.contexts:
