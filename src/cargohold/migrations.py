@@ -10,7 +10,6 @@ A migration is added, never edited: its number is what older databases hold.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Optional
 
@@ -39,6 +38,8 @@ def _identity(tx: "Transaction") -> None:
     """Version 2: a random identity, written once, by which backends name the database that owns
     them (`cargohold.ownership`); a database upgraded to it adopts the backends it is opened with."""
     if tx.kv.get(schema.T_META, schema.META_IDENTITY) is None:
+        import uuid  # here, not at import: it loads `platform`, and only a new database needs it
+
         tx.kv.put(schema.T_META, schema.META_IDENTITY, uuid.uuid4().hex.encode())
 
 
