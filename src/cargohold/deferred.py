@@ -12,13 +12,15 @@ is exactly the class `dataclass` makes.
 First use is any of: making an instance (``__init__``; a copy or an unpickled
 instance: ``__setstate__``), asking whether it is a dataclass or for its fields
 (`dataclasses.is_dataclass`, `dataclasses.fields`, `__dataclass_fields__`),
-or asking for its signature (`inspect.signature`).
+or asking for its signature (`inspect.signature`). A field that needs
+`dataclasses.field` takes this module's `field`, which makes it then: neither
+this module nor the classes using it import `dataclasses` (and the `inspect`
+it loads) before a class is used.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
 T = TypeVar("T", bound=type)
@@ -43,15 +45,34 @@ class _Completing:
         return getattr(self.cls, self.name, None)
 
 
+class _Field:
+    """The arguments of a `dataclasses.field` made when its class is completed."""
+
+    __slots__ = ("kwargs",)
+
+    def __init__(self, kwargs: dict) -> None:
+        self.kwargs = kwargs
+
+
+def field(**kwargs: Any) -> Any:
+    """`dataclasses.field(**kwargs)`, for a class decorated with `deferred_dataclass`."""
+    return _Field(kwargs)
+
+
 def complete(cls: type) -> type:
     """Run `dataclass` on `cls` now if it has not run yet (once, also across threads); return `cls`."""
     with _lock:
         options = cls.__dict__.get("_deferred_options")
         if options is None:
             return cls
+        import dataclasses
+
         for name in ("_deferred_options", "__init__", "__setstate__", *_READ_FIRST):
             delattr(cls, name)
-        dataclass(**options)(cls)
+        for name, value in list(vars(cls).items()):
+            if isinstance(value, _Field):
+                setattr(cls, name, dataclasses.field(**value.kwargs))
+        dataclasses.dataclass(**options)(cls)
     return cls
 
 

@@ -7,11 +7,10 @@ The data classes are `dataclasses.dataclass` classes built on first use
 from __future__ import annotations
 
 import enum
-from dataclasses import field
 from datetime import datetime
 from typing import Any, Mapping, NamedTuple, Optional
 
-from .deferred import deferred_dataclass
+from .deferred import deferred_dataclass, field
 
 
 class ResourceType(enum.IntEnum):

@@ -7,7 +7,6 @@ arguments (`cargohold.cli.images`) or the fast dispatcher did (`cargohold.cli.fa
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING
 
 from cargohold.errors import Error
@@ -105,6 +104,8 @@ def list_images(settings: "Settings", listing: Listing) -> None:
         return
     rows = []
     for ns, image in ns_images:
+        import dataclasses  # with the first image (and `inspect`, which it loads): an empty listing needs neither
+
         found = details(ns, image)
         rows.append({**dataclasses.asdict(image), "size": found.size, "platforms": found.platforms})
     listing.emit(rows, LIST_COLUMNS)

@@ -14,7 +14,6 @@ that run without it (`cargohold.cli.fast`) print through this module too.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import functools
 import json
@@ -33,7 +32,9 @@ FORMATS = ("table", "wide", "json")
 
 def plain(value: Any) -> Any:
     """`value` as JSON can hold it: dataclasses as objects, enums by lower-case name, times in ISO 8601."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    if hasattr(type(value), "__dataclass_fields__") and not isinstance(value, type):  # dataclasses.is_dataclass
+        import dataclasses  # loaded by then: `value` is one
+
         return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, enum.Enum):
         return value.name.lower()
