@@ -29,7 +29,7 @@ import threading
 from collections import deque
 from typing import Any, Callable, Optional, TypeVar
 
-from .transaction import Transaction, enter_writer
+from .transaction import Transaction, enter_writer, run_all
 
 T = TypeVar("T")
 
@@ -114,13 +114,12 @@ class GroupCommit:
             ok = self._run(kv, batch)
             try:
                 if ok:
-                    kv.commit()
+                    kv.commit(undo=lambda: run_all(call.tx._undo_all for call in ok))
                 else:
                     kv.abort()
             except BaseException as exc:
                 for call in ok:
                     call.error = exc
-                    call.tx._undo_all()
             self.batches += 1
             self.calls += len(batch)
         finally:

@@ -290,14 +290,9 @@ class TxContext:
         self.db._local.tx = None
         try:
             if exc_type is None:
-                try:
-                    tx.kv.commit()
-                except BaseException:
-                    tx._undo_all()
-                    raise
+                tx.kv.commit(undo=tx._undo_all)
             else:
-                tx.kv.abort()
-                tx._undo_all()
+                tx.kv.abort(undo=tx._undo_all)
                 return
         finally:
             tx._release()
