@@ -8,7 +8,7 @@ This module is imported by every command and by the listings that run without
 click (`cargohold.cli.fast`), so it imports only cargohold's light modules (click
 when `echo` or `pass_settings` is first used); the database code loads when a
 command opens one. How a failure is reported (`Failure`, `failure`, ...) is in
-`cargohold.cli.root`, with the group that reports it.
+`cargohold.cli.failures`.
 """
 
 from __future__ import annotations
@@ -27,19 +27,11 @@ _OUTPUT = ("emit_json", "emit_labels", "emit_list", "emit_table", "format_labels
 """The rest of the old context API, now in `output`: loaded from there when first asked for here."""
 
 
-_FAILURES = ("Failure", "PipeClosed", "os_failure", "failure", "internal_error", "interrupted")
-"""How failures are reported, now in `root` (they need click): loaded from there when first asked for here."""
-
-
 def __getattr__(name: str) -> Any:
     if name in _OUTPUT:
         from . import output
 
         return getattr(output, name)
-    if name in _FAILURES:
-        from . import root
-
-        return getattr(root, name)
     if name == "pass_settings":  # a command module's decorator: click is loaded by then
         import click
 

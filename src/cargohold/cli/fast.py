@@ -9,7 +9,7 @@ parses the arguments instead: help, any other option or command, a value click w
 (an empty or unusable --root, an unknown format, --json with another format), a value that
 looks like an option, an engine (--metadata, $CARGOHOLD_METADATA), shell completion. So every
 message about the arguments is click's own. The listing and the report of a failure run the
-code the click command runs (`imagelist.list_images`, `root.failure`): output, messages and
+code the click command runs (`imagelist.list_images`, `failures.failure`): output, messages and
 exit codes are the same byte for byte (tests/test_cli_fast.py runs both on the same roots).
 """
 
@@ -127,7 +127,7 @@ def _fail(exc: BaseException) -> NoReturn:
     """Report `exc` as `root.CommandGroup` and `main` do, and exit with their status."""
     from cargohold.errors import Error
 
-    from .root import failure, internal_error, interrupted
+    from .failures import failure, internal_error, interrupted
 
     if isinstance(exc, KeyboardInterrupt):
         report = interrupted()

@@ -2,7 +2,7 @@
 
 Every error is one line on stderr, ``cargohold: <ErrorClass>: <message>``,
 with exit code 1: cargohold's errors, OS errors and usage errors alike
-(`context.failure`). Ctrl-C undoes what was in flight, says so in one line
+(`failures.failure`). Ctrl-C undoes what was in flight, says so in one line
 and exits 130; a reader closing the pipe (``| head``) ends the command
 quietly with exit code 141, as a shell reports a program killed by SIGPIPE.
 
@@ -50,7 +50,6 @@ def run_click(args: list) -> None:
     """Run the CLI through click, whatever the arguments (`main` without its fast paths)."""
     import click
 
-    from .context import PipeClosed, interrupted
     from .root import cli
 
     try:
@@ -58,8 +57,12 @@ def run_click(args: list) -> None:
             code = cli.main(args=args, prog_name="cargohold", standalone_mode=False)
             sys.stdout.flush()
         except BrokenPipeError:
+            from .failures import PipeClosed
+
             raise PipeClosed() from None
         except click.exceptions.Abort:  # Ctrl-C while the arguments were parsed
+            from .failures import interrupted
+
             raise interrupted() from None
     except click.ClickException as exc:
         exc.show()
