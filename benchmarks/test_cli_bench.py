@@ -16,7 +16,10 @@
 * `test_content_ls_3000_blobs`: ``cargohold content ls`` of 3,000 blobs as
   a process, as a table and with ``-q``.
 
-The differences and figures are printed at the end of the run.
+The differences and figures are printed at the end of the run. With
+``CARGOHOLD_CLI_BASELINE=/path/to/other/venv/bin/cargohold`` `test_startup` also
+times that console script (say, the main branch's) in the same round-robin, and
+prints each command's time against it.
 """
 
 from __future__ import annotations
@@ -77,6 +80,10 @@ def test_startup(tmp_path, report, benchmark):
     ctr = shutil.which("ctr")
     if ctr:
         commands["ctr --version"] = [ctr, "--version"]
+    baseline = os.environ.get("CARGOHOLD_CLI_BASELINE")
+    if baseline:
+        commands.update({f"baseline {name}": [baseline, *argv[1:]] for name, argv in list(commands.items())
+                         if name.startswith("cargohold")})
     medians = benchmark.pedantic(_medians, args=(commands, _env()), rounds=1, iterations=1)
     assert not (tmp_path / "missing").exists()  # a reading command creates no root
     base = medians["python -c pass"]
@@ -87,6 +94,11 @@ def test_startup(tmp_path, report, benchmark):
             over = (seconds - base) * 1000
             line += f", {over:+.1f} ms against python -c pass ({'within' if over <= TARGET_MS else 'OVER'} " \
                     f"the {TARGET_MS:.0f} ms target)"
+            if baseline:
+                old = medians[f"baseline {name}"]
+                line += f"; baseline {old * 1000:.1f} ms ({(old - base) * 1000:+.1f} ms), {seconds / old:.2f}x its time"
+        elif name.startswith("baseline"):
+            continue
         report(line)
     benchmark.extra_info.update({name: round(s * 1000, 2) for name, s in medians.items()})
 

@@ -25,12 +25,12 @@ UNUSED_BY_READS = ("logging", "secrets", "cargohold.events")
 read that does none of these."""
 
 
-def imported(*args) -> set:
+def imported(*args, ok: bool = True) -> set:
     env = {k: v for k, v in os.environ.items() if k != "CARGOHOLD_ROOT"}
     code = "from cargohold.cli.main import main; main()"  # as the console script runs it
     proc = subprocess.run([sys.executable, "-X", "importtime", "-c", code, *map(str, args)],
                           capture_output=True, env=env, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (proc.returncode == 0) == ok, proc.stderr[-2000:]
     found = set()
     for line in proc.stderr.decode().splitlines():
         if line.startswith("import time:") and "|" in line:
@@ -66,6 +66,27 @@ def test_listings_import_only_what_they_use(empty_root, args):
     assert not found & set(HEAVY + UNUSED_BY_READS)
     if args[0] not in ("content", "snapshots"):  # a read-only open opens the backends a command uses
         assert "cargohold.snapshots" not in found and "cargohold.content.local" not in found
+
+
+CLICK_PATH = ("click", "cargohold.cli.root", "cargohold.cli.groups", "cargohold.cli.images")
+"""What `images ls` runs without (`cargohold.cli.fast`): click and the click commands."""
+
+OPENED_LAZILY = ("ctypes", "uuid", "platform", "dataclasses", "inspect", "cargohold.gc.context", "cargohold.gc.index",
+                 "cargohold.gc.labels", "cargohold.gc.scope", "cargohold.leases")
+"""Loaded when something needs them, not by an open and an empty listing: madvise (`kv.Env.release_pages`), a new
+database's identity, the first data class built (`cargohold.deferred`), the collector and the node table (a write
+or a collection)."""
+
+
+@pytest.mark.parametrize("args", [["images", "ls"], ["i", "list", "-q"], ["images", "ls", "--format", "wide"],
+                                  ["images", "ls", "--json", "name==x"]])
+def test_images_ls_imports_no_click_and_nothing_an_open_does_not_use(empty_root, tmp_path, args):
+    for root in (empty_root, tmp_path / "missing"):
+        found = imported("--root", root, *args)
+        assert not found & set(CLICK_PATH + OPENED_LAZILY + HEAVY + UNUSED_BY_READS), root
+        assert "cargohold.cli.fast" in found and "cargohold.cli.imagelist" in found
+        assert set(DATABASE) <= found or root != empty_root
+    assert "click" in imported("--root", empty_root, "images", "ls", "--format", "yaml", ok=False)  # click's message
 
 
 def test_a_regex_filter_loads_the_engine_only_then(empty_root):

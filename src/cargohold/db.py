@@ -61,14 +61,12 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Any, Callable, Iterator, Mapping, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional, TypeVar
 
 from . import migrations, ownership, schema
 from ._native import decode_varint, encode_varint
 from .errors import Corrupted, Error, FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from .gc import context as gccontext
 from .gc import journal as gcjournal
-from .gc.scope import Scope
 from .groupcommit import GroupCommit
 from .kv import open_env
 from .locks import FileLock
@@ -78,6 +76,10 @@ from .sessions import DeadSession, Sessions
 from .timeutil import Clock, utcnow
 from .transaction import Given, Transaction, TxContext, check_given, run_all
 from .validation import require_str, validate_identifier
+
+if TYPE_CHECKING:  # the collector's modules load with the first collection, not with every open
+    from .gc import context as gccontext
+    from .gc.scope import Scope
 
 log = LazyLogger("cargohold")
 
@@ -462,6 +464,8 @@ class DB:
         `collector.reference_label()` returns the suffix X so that a label
         ``containerd.io/gc.ref.X[.name|/name]`` references a node of this type.
         """
+        from .gc import context as gccontext
+
         for method in ("start_collection", "reference_label"):
             if not callable(getattr(collector, method, None)):
                 raise InvalidArgument(f"collector {collector!r} has no {method}() method")
@@ -469,6 +473,8 @@ class DB:
 
     def _with_marking(self, fn: Callable[[Any, "gccontext.Contexts"], Any]) -> Any:
         """Run fn(marker, contexts) over a marking of a read snapshot; collectors are cancelled after."""
+        from .gc import context as gccontext
+
         contexts = gccontext.Contexts(self._collectors)
         try:
             with self.view() as tx:
@@ -478,6 +484,8 @@ class DB:
 
     def nodes(self) -> Iterator[Node]:
         """Every known resource: what a collection scans (containers and sandboxes excluded)."""
+        from .gc import context as gccontext
+
         contexts = gccontext.Contexts(self._collectors)
         try:
             with self.view() as tx:
@@ -489,17 +497,23 @@ class DB:
 
     def mark(self) -> set[Node]:
         """Every resource reachable from a root now; deletes nothing."""
+        from .gc import context as gccontext
+
         return set(self._presented(self._with_marking(gccontext.reachable)))
 
     def unreachable(self, namespace: Optional[str] = None) -> list[Node]:
         """What a collection would remove now (a dry run): every known, unreachable resource
         (of `namespace` only, if given, as ``garbage_collect(namespace=...)`` would)."""
+        from .gc import context as gccontext
+
         namespace = _scope_namespace(namespace)
         return self._presented(self._with_marking(
             lambda marker, contexts: list(gccontext.unreachable(marker, contexts, namespace))))
 
     def explain(self, node: Node) -> Optional[list[Node]]:
         """Why is `node` kept? The chain of nodes from a root down to it, or None if unreachable."""
+        from .gc import context as gccontext
+
         packed = gccontext.node_key(self._stored_node(node))
         chain = self._with_marking(lambda marker, _: marker.chain(packed))
         return None if chain is None else self._presented(schema.unpack_node(key) for key in chain)
@@ -560,6 +574,9 @@ class DB:
     def _collect(self, namespace: Optional[str], concurrent: bool, adopt_backends: bool = False) -> GCStats:
         """A collection: concurrent, or (``concurrent=False``, kept to compare against) the
         stop-the-world one that marks everything with writers held off."""
+        from .gc import context as gccontext
+        from .gc.scope import Scope
+
         started = time.perf_counter()
         self._require_open()
         namespace = _scope_namespace(namespace)
@@ -625,6 +642,8 @@ class DB:
         while the node table and lease rows are loaded (a writer that must grow
         the map waits for it meanwhile, see `cargohold.kv`).
         """
+        from .gc import context as gccontext
+
         token = os.urandom(8)
         with self._internal_update() as tx:
             tx._gc_round = 0
@@ -678,6 +697,8 @@ class DB:
     def _collect_stopped(self, contexts: "gccontext.Contexts", dead: list[DeadSession],
                          namespace: Optional[str]) -> tuple[GCStats, Transaction, "_DirtyMarkers"]:
         """The stop-the-world collection: writers held off while everything is marked and swept."""
+        from .gc import context as gccontext
+
         paused = time.perf_counter()
         with self._turnstile.exclusive():
             self._phase("exclusive-wait")

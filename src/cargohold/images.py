@@ -9,14 +9,11 @@ and publishes ``/images/delete``.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import TYPE_CHECKING, Optional
 
-from . import filters, leases, schema
+from . import filters, schema
 from .errors import InvalidArgument, NotFound
 from .fieldpaths import clean_labels, merge_map
-from .gc import index
-from .gc.labels import GC_EXPIRE
 from .model import Descriptor, Image, Resource, ResourceType, evolve
 from .records import RecordStore, check_string_map
 from .validation import require_str, validate_digest, validate_key
@@ -85,9 +82,13 @@ class ImageStore(RecordStore[Image]):
         return image_adaptor(image)
 
     def _index(self, t: "Transaction", image: Image) -> None:
+        from .gc import index  # the collector's modules load with the first write, not for a listing
+
         index.index_image(t, self._ns.name, image.name, image.target.digest, image.labels)
 
     def _merge(self, current: Image, new: Image, paths: tuple) -> Image:
+        from dataclasses import replace
+
         if not paths:
             return replace(new, created_at=current.created_at)
         labels, target = current.labels, current.target
@@ -108,6 +109,9 @@ class ImageStore(RecordStore[Image]):
         return replace(current, labels=labels, target=target)
 
     def _before_write(self, t: "Transaction", image: Image, created: bool) -> None:
+        from . import leases
+        from .gc.labels import GC_EXPIRE
+
         # containerd leases an updated image only once it can expire: only then does the lease matter.
         if created or GC_EXPIRE in image.labels:
             leases.attach(t, self._ns, Resource(image.name, "images"))
@@ -125,6 +129,8 @@ class ImageStore(RecordStore[Image]):
         self._check_id(name)
         if target is not None:
             validate_digest(_descriptor(target, name).digest, f"target digest to delete image {name!r} by")
+
+        from . import leases
 
         def delete(t: "Transaction") -> None:
             current = self._require(t, name)
@@ -146,5 +152,7 @@ def remove_for_gc(tx: "Transaction", ns: str, name: str) -> None:
 
     No validation, no events, no dirty mark: the collector owns those.
     """
+    from .gc import index
+
     tx.kv.delete(schema.T_OBJECTS, schema.object_key(ns, schema.K_IMAGE, name))
     index.remove(tx, ResourceType.IMAGE, ns, name)

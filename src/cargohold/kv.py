@@ -504,7 +504,8 @@ class Env:
         """Give back this process's resident pages of the data file's map (Linux: madvise
         MADV_DONTNEED on a shared file mapping). Nothing is lost: the pages stay in the page
         cache and a later read maps them again. Used by reads of a whole table (`Txn.scan`)."""
-        if _madvise is None:
+        madvise = _libc_madvise()
+        if madvise is None:
             return
         data = os.path.realpath(os.path.join(self.path, "data.mdb"))
         try:
@@ -514,7 +515,7 @@ class Env:
             return
         for span in ranges:
             low, high = (int(part, 16) for part in span.split("-"))
-            _madvise(low, high - low, _MADV_DONTNEED)
+            madvise(low, high - low, _MADV_DONTNEED)
 
     # -- durability (durable=False: containerd's no_sync) ------------------------------
 
@@ -533,8 +534,18 @@ class Env:
             self.sync()
 
 
+_MADVISE: list = []
+"""libc's madvise once looked up (ctypes loads on first use: no start-up pays for it)."""
+
+
 def _libc_madvise():
     """libc's madvise, or None where there is none to call (not Linux, no ctypes)."""
+    if not _MADVISE:
+        _MADVISE.append(_find_madvise())
+    return _MADVISE[0]
+
+
+def _find_madvise():
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -549,7 +560,6 @@ def _libc_madvise():
     return fn
 
 
-_madvise = _libc_madvise()
 _MADV_DONTNEED = 4
 
 

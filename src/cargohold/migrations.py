@@ -10,21 +10,20 @@ A migration is added, never edited: its number is what older databases hold.
 
 from __future__ import annotations
 
-import uuid
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Callable, NamedTuple, Optional
 
 from . import schema
 from .errors import FailedPrecondition
-from .gc import index
 from .model import ResourceType
 
 if TYPE_CHECKING:
     from .transaction import Transaction
 
 
-@dataclass(frozen=True)
-class Migration:
+class Migration(NamedTuple):
+    """One schema change: its number, what it does, and the function that makes it in a transaction
+    (a named tuple: every open builds the list, and a dataclass would cost it `dataclasses` and `inspect`)."""
+
     version: int
     description: str
     apply: Callable[["Transaction"], None]
@@ -39,6 +38,8 @@ def _identity(tx: "Transaction") -> None:
     """Version 2: a random identity, written once, by which backends name the database that owns
     them (`cargohold.ownership`); a database upgraded to it adopts the backends it is opened with."""
     if tx.kv.get(schema.T_META, schema.META_IDENTITY) is None:
+        import uuid  # here, not at import: it loads `platform`, and only a new database needs it
+
         tx.kv.put(schema.T_META, schema.META_IDENTITY, uuid.uuid4().hex.encode())
 
 
@@ -72,6 +73,8 @@ def _rename_snapshotter(tx: "Transaction", old: str, new: str) -> None:
         if found and name.startswith(old_b + b"/"):
             return packed[:1] + ns + sep + new_b + name[len(old_b):]
         return None
+
+    from .gc import index
 
     for key, value in kv.scan(schema.T_GC):
         new_key = renamed(key) or key

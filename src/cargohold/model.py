@@ -1,12 +1,16 @@
 """Public value types: graph nodes, resource types and the frozen data classes
-of every stored object. Timestamps are timezone-aware UTC datetimes."""
+of every stored object. Timestamps are timezone-aware UTC datetimes.
+
+The data classes are `dataclasses.dataclass` classes built on first use
+(`cargohold.deferred`), so that importing this module costs start-up almost nothing."""
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Mapping, NamedTuple, Optional
+
+from .deferred import deferred_dataclass, field
 
 
 class ResourceType(enum.IntEnum):
@@ -75,7 +79,7 @@ def evolve(obj: Any, **changes: Any) -> Any:
     return new
 
 
-@dataclass(frozen=True)
+@deferred_dataclass(frozen=True)
 class Descriptor(_Frozen):
     """An OCI content descriptor: what an image's target points at."""
 
@@ -86,7 +90,7 @@ class Descriptor(_Frozen):
     _mappings = ("annotations",)
 
 
-@dataclass(frozen=True)
+@deferred_dataclass(frozen=True)
 class Image(_Frozen):
     """A named image: what its name points at, its labels and (as stored) its times."""
 
@@ -98,7 +102,7 @@ class Image(_Frozen):
     _mappings = ("labels",)
 
 
-@dataclass(frozen=True)
+@deferred_dataclass(frozen=True)
 class RuntimeInfo:
     """The runtime a container or sandbox runs on: its name and its options (opaque to cargohold)."""
 
@@ -106,7 +110,7 @@ class RuntimeInfo:
     options: Any = None
 
 
-@dataclass(frozen=True)
+@deferred_dataclass(frozen=True)
 class Container(_Frozen):
     """A container record: runtime, OCI spec bytes, the snapshot it runs on, its image, labels and extensions."""
 
@@ -124,7 +128,7 @@ class Container(_Frozen):
     _mappings = ("labels", "extensions")
 
 
-@dataclass(frozen=True)
+@deferred_dataclass(frozen=True)
 class Sandbox(_Frozen):
     """A sandbox record (a pod, for a CRI runtime): runtime, spec bytes, sandboxer, labels and extensions."""
 
@@ -139,7 +143,7 @@ class Sandbox(_Frozen):
     _mappings = ("labels", "extensions")
 
 
-@dataclass(frozen=True)
+@deferred_dataclass(frozen=True)
 class Lease(_Frozen):
     """A lease: while it lives, the resources it holds are kept by the garbage collector."""
 
@@ -149,7 +153,7 @@ class Lease(_Frozen):
     _mappings = ("labels",)
 
 
-@dataclass(frozen=True)
+@deferred_dataclass(frozen=True)
 class Resource:
     """A resource held by a lease; type is "content", "ingests", "images" or "snapshots/<snapshotter>"."""
 
@@ -157,7 +161,7 @@ class Resource:
     type: str
 
 
-@dataclass(frozen=True)
+@deferred_dataclass(frozen=True)
 class Info(_Frozen):
     """A committed blob as one namespace sees it."""
 
@@ -169,7 +173,7 @@ class Info(_Frozen):
     _mappings = ("labels",)
 
 
-@dataclass(frozen=True)
+@deferred_dataclass(frozen=True)
 class Status:
     """Progress of an ingest (an open or resumable content writer)."""
 
@@ -193,7 +197,7 @@ class Kind(enum.IntEnum):
         return self.name.capitalize()
 
 
-@dataclass(frozen=True)
+@deferred_dataclass(frozen=True)
 class SnapshotInfo(_Frozen):
     """A snapshot as its snapshotter records it: key, parent key, kind, labels and times."""
 
@@ -206,7 +210,7 @@ class SnapshotInfo(_Frozen):
     _mappings = ("labels",)
 
 
-@dataclass(frozen=True)
+@deferred_dataclass(frozen=True)
 class Usage:
     """The disk use of one snapshot: bytes and inodes."""
 
@@ -214,7 +218,7 @@ class Usage:
     inodes: int = 0
 
 
-@dataclass(frozen=True)
+@deferred_dataclass(frozen=True)
 class Mount:
     """One mount that makes a snapshot usable: ``mount -t TYPE SOURCE TARGET -o OPTIONS``."""
 
@@ -226,7 +230,7 @@ class Mount:
         object.__setattr__(self, "options", tuple(self.options))
 
 
-@dataclass
+@deferred_dataclass()
 class Freed:
     """What a backend cleanup removed of one kind: how many, and their bytes (measured before deleting)."""
 
@@ -251,7 +255,7 @@ class Leftover(NamedTuple):
     size: int
 
 
-@dataclass
+@deferred_dataclass()
 class GCStats:
     """What one garbage collection did: its phases' durations and what each store freed.
 

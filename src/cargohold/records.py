@@ -12,12 +12,10 @@ fails), timestamps from the transaction, node table in the same transaction.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING, Any, Generic, Iterable, Mapping, Optional, TypeVar
 
 from . import filters, schema
 from .errors import AlreadyExists, Corrupted, InvalidArgument, NotFound
-from .gc import index
 from .model import RuntimeInfo, evolve
 from .timeutil import from_ns, to_ns
 from .validation import require_str
@@ -171,6 +169,8 @@ class RecordStore(Generic[T]):
 
     def _delete(self, t: "Transaction", ident: str) -> None:
         """Delete a record that exists, with its node-table entry, and mark the database dirty."""
+        from .gc import index  # with the first write: a reading command never loads the collector's modules
+
         t.kv.delete(schema.T_OBJECTS, self._key(ident))
         index.remove(t, self.node_type, self._ns.name, ident)
         t.mark_dirty()
@@ -212,6 +212,8 @@ def apply_fieldpaths(current: Any, new: Any, paths: Iterable[str], *, fields: Ma
             changes[attr] = getattr(new, attr)
         else:
             raise InvalidArgument(f"cannot update field {path!r} of {what}")
+    import dataclasses
+
     return dataclasses.replace(current, **changes)
 
 

@@ -4,16 +4,17 @@ Stored text reaches the terminal only through `safe` (tables, plain lines,
 error messages): names can come from archives or other hosts, and a name
 carrying ``\\x1b]0;...\\x07`` must not drive the terminal. JSON output is exact.
 
-This module is imported by every command, so it imports only click and
-cargohold's light modules; the database code loads when a command opens one.
+This module is imported by every command and by the listings that run without
+click (`cargohold.cli.fast`), so it imports only cargohold's light modules (click
+when `echo` or `pass_settings` is first used); the database code loads when a
+command opens one. How a failure is reported (`Failure`, `failure`, ...) is in
+`cargohold.cli.failures`.
 """
 
 from __future__ import annotations
 
 import os
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
-
-import click
 
 from cargohold.errors import Error, FailedPrecondition
 
@@ -31,6 +32,11 @@ def __getattr__(name: str) -> Any:
         from . import output
 
         return getattr(output, name)
+    if name == "pass_settings":  # a command module's decorator: click is loaded by then
+        import click
+
+        globals()[name] = value = click.make_pass_decorator(Settings)
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -125,9 +131,6 @@ class Settings:
             self._db = None
 
 
-pass_settings = click.make_pass_decorator(Settings)
-
-
 def safe(value: Any) -> str:
     """`value` as text fit for a terminal (`validation.escape_controls`)."""
     from cargohold.validation import escape_controls  # not for --help: it prints no stored text
@@ -137,6 +140,8 @@ def safe(value: Any) -> str:
 
 def echo(value: Any = "", *, err: bool = False) -> None:
     """Print one line of text for people (stdout, or stderr with `err`), escaped by `safe`."""
+    import click
+
     click.echo(safe(value), err=err)
 
 
@@ -150,31 +155,6 @@ def one_line(message: str) -> str:
 PUBLIC_ERRORS = ("NotFound", "AlreadyExists", "InvalidArgument", "FailedPrecondition", "Unavailable",
                  "Unsupported", "Corrupted")
 """The error classes a message names (a subclass is reported as the public class it derives from)."""
-
-
-class Failure(click.ClickException):
-    """A failed command: one line on stderr, ``cargohold: <ErrorClass>: <message>``, exit code 1."""
-
-    def __init__(self, kind: str, message: str, exit_code: int = 1) -> None:
-        super().__init__(f"{kind}: {message}")
-        self.kind = kind
-        self.exit_code = exit_code
-
-    def show(self, file=None) -> None:
-        echo(f"cargohold: {one_line(self.message)}", err=True)
-
-
-class PipeClosed(click.ClickException):
-    """Standard output was closed by its reader (``| head``): end quietly, with the status a
-    process killed by SIGPIPE gets from the shell."""
-
-    exit_code = 141
-
-    def __init__(self) -> None:
-        super().__init__("")
-
-    def show(self, file=None) -> None:
-        silence_stdout()
 
 
 def silence_stdout() -> None:
@@ -193,49 +173,6 @@ def error_kind(exc: Error) -> str:
         if cls.__module__ == "cargohold.errors" and cls.__name__ in PUBLIC_ERRORS:
             return cls.__name__
     return "Error"
-
-
-def os_failure(exc: OSError) -> Failure:
-    """An OS error as a Failure of the class that says what went wrong."""
-    import errno
-
-    kind = {errno.ENOENT: "NotFound", errno.EEXIST: "AlreadyExists", errno.EACCES: "FailedPrecondition",
-            errno.EPERM: "FailedPrecondition", errno.EROFS: "FailedPrecondition", errno.ENOTDIR: "InvalidArgument",
-            errno.EISDIR: "InvalidArgument", errno.ENAMETOOLONG: "InvalidArgument"}.get(exc.errno, "Unavailable")
-    what = exc.strerror or str(exc)
-    if exc.errno == errno.EROFS:
-        what = "read-only file system"
-    if exc.filename is not None:
-        what += f": {exc.filename!r}"
-    return Failure(kind, what)
-
-
-def failure(exc: BaseException) -> click.ClickException:
-    """What a command's exception is reported as."""
-    cause: Optional[BaseException] = exc
-    while cause is not None:  # also when a store wrapped it into one of its errors
-        if isinstance(cause, BrokenPipeError):
-            return PipeClosed()
-        cause = cause.__cause__ or cause.__context__
-    if isinstance(exc, Error):
-        return Failure(error_kind(exc), str(exc))
-    if isinstance(exc, OSError):
-        return os_failure(exc)
-    if isinstance(exc, click.UsageError):
-        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
-        return Failure("InvalidArgument", exc.format_message() + hint)
-    raise exc
-
-
-def internal_error(exc: Exception) -> Failure:
-    """An exception no cargohold class describes: a bug, reported in one line all the same."""
-    return Failure("Error", f"internal error, please report it: {type(exc).__name__}: {exc} "
-                            "(CARGOHOLD_DEBUG=1 shows where)")
-
-
-def interrupted() -> Failure:
-    """Ctrl-C: what was in flight has been undone; exit 130 (128 + SIGINT), as shells report it."""
-    return Failure("Cancelled", "interrupted", exit_code=130)
 
 
 def refuse_terminal(what: str) -> None:

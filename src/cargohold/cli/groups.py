@@ -150,7 +150,7 @@ class Group(click.Group):
                 _help(ctx)
             return super().parse_args(ctx, args)
         except (BrokenPipeError, click.UsageError) as exc:  # --help into a closed pipe, a bad global option
-            from .context import failure
+            from .failures import failure
 
             raise failure(exc) from exc
 

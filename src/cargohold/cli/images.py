@@ -13,10 +13,9 @@ from cargohold.errors import AlreadyExists, Error
 from .context import Settings, echo, emit_json, emit_labels, emit_table, json_option, pass_settings, \
     refuse_terminal, remove_all
 from .groups import Group, examples
-from .output import Column, format_labels, listing_options, parse_labels
+from .output import listing_options, parse_labels
 
 if TYPE_CHECKING:
-    from cargohold import Image, Namespace
     from cargohold.transfer.registry.auth import Credentials
 
 platform_option = click.option("--platform", metavar="OS/ARCH[/VARIANT]",
@@ -52,85 +51,22 @@ max_layer_size_option = click.option(
          "[default: max(1G, 100 x its compressed size)].")
 
 
+_LISTING = ("Details", "details", "stored_size", "LIST_COLUMNS")
+"""What `images ls` and `images inspect` show of an image, in `imagelist` (click-free): loaded from there
+when first asked for here."""
+
+
+def __getattr__(name: str):
+    if name in _LISTING:
+        from . import imagelist
+
+        return getattr(imagelist, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 @click.group("images", cls=Group, epilog=examples("cargohold images import --unpack alpine.tar", "cargohold i ls"))
 def command() -> None:
     """Import, export, pull, push, list, inspect, tag, label and remove images."""
-
-
-# -- what an image holds ----------------------------------------------------------------------------
-
-
-class Details:
-    """What the namespace holds of one image: bytes (each blob once), platforms, the blobs reached."""
-
-    def __init__(self) -> None:
-        self.size = 0
-        self.platforms: list = []
-        self.content: list = []
-
-
-def details(ns: "Namespace", image: "Image") -> Details:
-    """Walk the image's documents in the content store: its size, its platforms (those of an
-    index's entries, else of the manifest's config, as ``ctr images ls`` shows them) and every
-    blob it reaches, stored or not."""
-    from cargohold.oci import mediatypes
-    from cargohold.oci.documents import check_document_size, parse_config
-    from cargohold.oci.platforms import format_platform, normalize
-    from cargohold.oci.walk import children
-
-    def fetch(descriptor) -> bytes:  # what `transfer.unpacker.document_fetcher` does, without the transfer package
-        check_document_size(descriptor.size, f"{descriptor.media_type} {descriptor.digest}")
-        return ns.content.read(descriptor.digest)
-
-    found = Details()
-    seen: set = set()
-    pending = [(image.target, None, True)]  # (descriptor, platform of its index entry, platform unknown yet)
-    while pending:
-        descriptor, platform, wanted = pending.pop()
-        if descriptor.digest in seen:
-            continue
-        seen.add(descriptor.digest)
-        entry = {"digest": descriptor.digest, "media_type": descriptor.media_type, "size": descriptor.size,
-                 "platform": platform, "stored": False}
-        found.content.append(entry)
-        try:
-            found.size += ns.content.info(descriptor.digest).size
-            entry["stored"] = True
-            media_type = descriptor.media_type
-            if mediatypes.is_index(media_type):
-                for child in reversed(children(descriptor, fetch)):
-                    shown = format_platform(normalize(child.platform)) if child.platform is not None else None
-                    if shown is not None and shown not in found.platforms:
-                        found.platforms.insert(0, shown)
-                    pending.append((child.descriptor, shown, wanted and shown is None))
-            elif mediatypes.is_manifest(media_type):
-                entries = children(descriptor, fetch)
-                if wanted and entries:
-                    config = entries[0].descriptor
-                    shown = format_platform(normalize(parse_config(fetch(config), "config").platform))
-                    if shown not in found.platforms:
-                        found.platforms.append(shown)
-                pending.extend((e.descriptor, platform, False) for e in reversed(entries))
-        except Error:
-            continue  # not stored (another platform), or not a document we can read
-    return found
-
-
-def stored_size(ns: "Namespace", image: "Image") -> int:
-    """Bytes of the image's content that the namespace holds (each blob counted once)."""
-    return details(ns, image).size
-
-
-LIST_COLUMNS = (
-    Column("NAME", lambda i: i["name"], "key"),
-    Column("TYPE", lambda i: i["target"]["media_type"]),
-    Column("DIGEST", lambda i: i["target"]["digest"]),
-    Column("SIZE", lambda i: i["size"], "size"),
-    Column("PLATFORMS", lambda i: ",".join(i["platforms"])),
-    Column("CREATED", lambda i: i["created_at"], "time", wide=True),
-    Column("UPDATED", lambda i: i["updated_at"], "time", wide=True),
-    Column("LABELS", lambda i: format_labels(i["labels"])),
-)
 
 
 @command.command("ls", epilog=examples(
@@ -145,21 +81,9 @@ def ls(settings: Settings, listing) -> None:
     SIZE counts the image's blobs the namespace holds; PLATFORMS are those of
     an index's entries, else the one of the image's config.
     """
-    def read() -> list:
-        ns = settings.reader()
-        return [(ns, image) for image in ns.images.list(*listing.filters)]
+    from .imagelist import list_images
 
-    ns_images = listing.fetch(read)
-    import dataclasses
-
-    if listing.quiet:
-        listing.emit([image for _, image in ns_images], LIST_COLUMNS, key=lambda image: image.name)
-        return
-    rows = []
-    for ns, image in ns_images:
-        found = details(ns, image)
-        rows.append({**dataclasses.asdict(image), "size": found.size, "platforms": found.platforms})
-    listing.emit(rows, LIST_COLUMNS)
+    list_images(settings, listing)
 
 
 @command.command("inspect", epilog=examples("cargohold images inspect docker.io/library/alpine:3.19",
@@ -173,6 +97,8 @@ def inspect(settings: Settings, names: tuple) -> None:
     index entry that leads to it, and whether the namespace holds it.
     """
     import dataclasses
+
+    from .imagelist import details
 
     ns = settings.reader()
     found = []

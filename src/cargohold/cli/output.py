@@ -8,19 +8,18 @@ holding a space or a quote is printed single-quoted, as a shell would read it
 for ``xargs``. Every cell passes through `escape_controls` first.
 
 Tables are rendered here (no terminal library): 10,000 rows take milliseconds.
+click is imported only by the option decorators and `emit_labels`: the listings
+that run without it (`cargohold.cli.fast`) print through this module too.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import functools
 import json
 import sys
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Optional, Sequence
-
-import click
 
 from cargohold.errors import InvalidArgument
 from cargohold.validation import escape_controls, validate_labels
@@ -33,7 +32,9 @@ FORMATS = ("table", "wide", "json")
 
 def plain(value: Any) -> Any:
     """`value` as JSON can hold it: dataclasses as objects, enums by lower-case name, times in ISO 8601."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    if hasattr(type(value), "__dataclass_fields__") and not isinstance(value, type):  # dataclasses.is_dataclass
+        import dataclasses  # loaded by then: `value` is one
+
         return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, enum.Enum):
         return value.name.lower()
@@ -169,6 +170,8 @@ def emit_labels(labels: Optional[dict], as_json: bool) -> None:
     if as_json:
         emit_json(labels or {})
     else:
+        import click
+
         click.echo(escape_controls(format_labels(labels)))
 
 
@@ -180,7 +183,14 @@ def emit_list(items: Sequence[Any], as_json: bool, columns: Sequence[str], row: 
         emit_table(columns, [row(item) for item in items])
 
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def __getattr__(name: str) -> Any:
+    """`json_option`, the ``--json`` flag of commands that print one object, made when a command module asks."""
+    if name == "json_option":
+        import click
+
+        globals()[name] = value = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # -- listings -------------------------------------------------------------------------------------
@@ -273,6 +283,7 @@ def listing_options(what: str, *, filter_example: str = "labels.team==infra") ->
     The command receives them as one `Listing` argument named ``listing`` (and a
     ``filters`` argument, if it has one, is folded into it).
     """
+    import click
 
     def decorate(fn: Callable) -> Callable:
         @functools.wraps(fn)

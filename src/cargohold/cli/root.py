@@ -8,7 +8,7 @@ import click
 
 import cargohold
 
-from .context import Settings, default_root, failure, internal_error, interrupted
+from .context import Settings, default_root
 from .groups import Entry, Group, examples
 
 GROUPS = {
@@ -64,14 +64,20 @@ class CommandGroup(Group):
             click.echo(exc.ctx.get_help())
             ctx.exit(0)
         except KeyboardInterrupt:
+            from .failures import interrupted
+
             raise interrupted() from None
         except (cargohold.errors.Error, OSError, click.UsageError) as exc:
+            from .failures import failure
+
             raise failure(exc) from exc
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise  # already a one-line failure, or click's own way out
         except Exception as exc:  # a bug: still one line (CARGOHOLD_DEBUG=1 shows the traceback)
             if os.environ.get("CARGOHOLD_DEBUG"):
                 raise
+            from .failures import internal_error
+
             raise internal_error(exc) from exc
 
 
