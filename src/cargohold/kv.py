@@ -910,10 +910,8 @@ class Txn:
     def _finish(self, abort: bool, undo: Optional[Callable[[], None]] = None) -> None:
         self._done = True
         try:
-            if abort and self._open:
-                self._txn.abort()
-            if abort and undo is not None:
-                undo()
+            if abort:
+                self._abort(undo)
         finally:
             if self._open:
                 self._open = False
@@ -922,6 +920,13 @@ class Txn:
             if self._lock_cm is not None:
                 self._lock_cm.__exit__(None, None, None)
                 self._lock_cm = None
+
+    def _abort(self, undo: Optional[Callable[[], None]]) -> None:
+        """Abort the LMDB transaction, then run the caller's undo steps (before any lock goes)."""
+        if self._open:
+            self._txn.abort()
+        if undo is not None:
+            undo()
 
     # -- nested transactions (savepoints, group commit) --------------------------------
 
@@ -986,10 +991,8 @@ class _Child(Txn):
     def _finish(self, abort: bool, undo: Optional[Callable[[], None]] = None) -> None:
         self._done = True
         try:
-            if abort and self._open:
-                self._txn.abort()
-            if abort and undo is not None:
-                undo()
+            if abort:
+                self._abort(undo)
         finally:
             self._open = False
             self._journal = None
