@@ -47,6 +47,7 @@ from typing import BinaryIO, Callable, Iterator, NamedTuple, Optional
 
 from .. import filters
 from ..errors import AlreadyExists, Corrupted, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from ..kvguard import sync_dir
 from ..locks import FileLock
 from ..model import Freed, Info, Status
 from ..timeutil import from_ns
@@ -76,14 +77,6 @@ def _os_errors(method):
             raise Unavailable(f"content store {method.__name__} failed: {exc}") from None
 
     return wrapper
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _unlink(path: str) -> None:
@@ -769,7 +762,7 @@ class LocalWriter:
             directory = os.path.dirname(target)
             if not os.path.isdir(directory):
                 os.makedirs(directory, exist_ok=True)
-                _fsync_dir(os.path.dirname(directory))
+                sync_dir(os.path.dirname(directory))
             created = False
             mode = stat.S_IMODE(os.fstat(f.fileno()).st_mode)
             if not os.path.exists(target):
@@ -780,7 +773,7 @@ class LocalWriter:
                 except FileExistsError:
                     os.fchmod(f.fileno(), mode)
                 if created:
-                    _fsync_dir(directory)
+                    sync_dir(directory)
             lock, self._lock = self._lock, None
             return Published(digest, created, IngestClaim(self._path, lock), target, mode)
         finally:

@@ -32,6 +32,7 @@ from .._native import encode_varint
 from ..errors import Corrupted, Error, FailedPrecondition
 from ..gc import context as gccontext
 from ..gc import index
+from ..kvguard import sync_dir
 from ..model import Freed, ResourceType
 from . import findings as f
 from . import tables
@@ -266,16 +267,8 @@ def _quarantine(db: "DB", finding: f.Finding) -> str:
             target = os.path.join(directory, f"{encoded}.{n}")
         os.rename(path, target)
         for d in (directory, os.path.dirname(path)):
-            _fsync_dir(d)
+            sync_dir(d)
     return f"moved the blob to {target} (its bytes have digest {actual})"
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # -- drops of records whose data is gone, only if no root reaches them ----------------------------------
