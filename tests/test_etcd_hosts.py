@@ -13,7 +13,7 @@ import pytest
 from cargohold import schema
 from cargohold.content import LocalStore
 from cargohold.db import DB
-from cargohold.errors import FailedPrecondition, NotFound
+from cargohold.errors import Corrupted, FailedPrecondition, NotFound
 from cargohold.model import Container, Kind, Node, ResourceType, RuntimeInfo
 from cargohold.snapshots import NativeSnapshotter
 
@@ -221,3 +221,22 @@ def test_a_backend_with_directories_but_no_scope_is_refused(tmp_path, etcd_url, 
     with pytest.raises(FailedPrecondition, match="host.json"):
         open_host(host, content, etcd_url)
     assert sorted(os.listdir(snapshots)) == before and not os.path.exists(scope_file)
+
+
+@pytest.mark.parametrize("text", [b"", b"\xff\xfe", b"[1]", b'{"host": "../../etc"}', b'{"host": "' + b"a" * 5000 + b'"}'])
+def test_a_damaged_host_scope_file_is_refused(tmp_path, etcd_url, text):
+    """A ``host.json`` that is empty, not JSON text, not an object, or names no 16-hex scope
+    (a path, an overlong value) is Corrupted naming the file; it is never replaced by a new scope."""
+    host, content = str(tmp_path / "host"), str(tmp_path / "content")
+    db = open_host(host, content, etcd_url)
+    try:
+        db.namespace(NS).snapshotter("native").prepare("k")
+        scope_file = os.path.join(db.snapshotter_backend("native").root, "host.json")
+    finally:
+        db.close()
+    with open(scope_file, "wb") as f:
+        f.write(text)
+    with pytest.raises(Corrupted, match="host.json"):
+        open_host(host, content, etcd_url)
+    with open(scope_file, "rb") as f:
+        assert f.read() == text
