@@ -110,6 +110,22 @@ def test_a_transaction_of_snapshot_calls_makes_one_durable_commit(root):
     assert syncs <= 2, syncs
 
 
+def test_a_blob_ingest_flushes_its_bytes_once(root):
+    """A writer's ingest record (one LMDB commit: data pages, meta page), then the commit: the
+    bytes flushed once (``Writer.commit`` syncs them before taking any lock, the backend's commit
+    does not flush them again), the new ``blobs/sha256`` directory (the store's first blob) and
+    the rename into it, and one LMDB commit."""
+    syncs = _count_syncs(root, """
+        import hashlib
+        data = b"x" * 256
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        with ns.content.writer("ref", total=len(data), expected=digest) as w:
+            w.write(data)
+            w.commit(len(data), digest)
+    """)
+    assert syncs == 2 + 1 + 2 + 2, syncs
+
+
 def test_an_aborted_transaction_leaves_no_backend_record_or_directory(root):
     with cargohold.open(root) as db:
         sn = db.namespace("default").snapshotter("native")

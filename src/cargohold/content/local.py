@@ -498,9 +498,16 @@ def _read_meta(path: str) -> Optional[dict]:
 
 
 def _write_meta(path: str, meta: dict) -> None:
+    """Replace the ingest's meta record atomically: a temporary file renamed over it."""
     tmp = os.path.join(path, "meta.tmp")
-    with open(tmp, "w") as f:
-        json.dump(meta, f)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+    try:
+        data = json.dumps(meta).encode()
+        done = 0
+        while done < len(data):
+            done += os.write(fd, data[done:])
+    finally:
+        os.close(fd)
     os.replace(tmp, os.path.join(path, "meta"))
 
 
@@ -534,6 +541,8 @@ class LocalWriter:
         self._offset = offset
         self._meta = meta
         self._updated = meta["updated"]
+        self._synced = False
+        """Whether every byte written is flushed already (`sync`): commit then flushes no more."""
         self.created = created
         """True if this writer started the ingest (nothing was there to resume)."""
 
@@ -552,15 +561,19 @@ class LocalWriter:
             if total and not meta["total"]:
                 meta["total"] = total
                 _write_meta(path, meta)
+            data = io.FileIO(data_path, "a")
         else:
             now = time.time_ns()
             meta = {"ref": ref, "total": total, "alg": algorithm, "started": now, "updated": now}
             _unlink(os.path.join(path, "meta"))  # never leave a meta that describes other bytes
-            with open(data_path, "wb"):
-                pass
-            _write_meta(path, meta)
+            fd = os.open(data_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC, 0o666)
+            try:
+                _write_meta(path, meta)
+            except BaseException:
+                os.close(fd)
+                raise
+            data = io.FileIO(fd, "a")
             offset = 0
-        data = io.FileIO(data_path, "a")
         if os.fstat(data.fileno()).st_size != offset:  # cannot change under our lock
             data.close()
             raise Corrupted(f"ingest data of ref {ref!r} changed while it was hashed")
@@ -602,6 +615,7 @@ class LocalWriter:
         finally:
             self._hash.update(view[:done])
             self._offset += done
+            self._synced = self._synced and not done
             self._updated = time.time_ns()
         return done
 
@@ -623,6 +637,7 @@ class LocalWriter:
             raise InvalidArgument(f"cannot truncate ingest ref {self.ref!r} to {size} bytes: "
                                   f"only {self._offset} were written")
         f.truncate(size)
+        self._synced = False
         hasher = hashlib.new(self._meta["alg"])
         if size:
             _hash_file(os.path.join(self._path, "data"), hasher, size)
@@ -634,6 +649,7 @@ class LocalWriter:
     def sync(self) -> None:
         """Flush the written bytes to stable storage."""
         os.fsync(self._require_open().fileno())
+        self._synced = True
 
     @_os_errors
     def commit(self, size: int = 0, expected: Optional[str] = None) -> str:
@@ -648,7 +664,8 @@ class LocalWriter:
             validate_digest(expected, "expected digest")
         f = self._require_open()
         try:
-            os.fsync(f.fileno())
+            if not self._synced:
+                os.fsync(f.fileno())
             actual = os.fstat(f.fileno()).st_size
             if actual != self._offset:
                 raise Corrupted(f"ingest data of ref {self.ref!r} holds {actual} bytes, "

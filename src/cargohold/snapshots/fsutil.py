@@ -7,6 +7,7 @@ Both walk iteratively, so a deep tree cannot exhaust Python's recursion limit.
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import shutil
 import stat
@@ -16,6 +17,23 @@ from ..model import Usage
 _IGNORED_XATTR_ERRORS = (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.EACCES, errno.ENODATA)
 _NO_COPY_RANGE = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP)
 _CHUNK = 1 << 30
+_TEMP_NAMES = itertools.count(1)
+
+
+def make_temp_dir(parent: str, prefix: str) -> str:
+    """Create a new, empty directory ``<parent>/<prefix><pid>-<n>`` (mode 0700) and return its path.
+
+    `tempfile.mkdtemp` without its random names: the process id and a per-process counter are
+    unique among live processes, and a name a dead process left behind is skipped.
+    """
+    pid = os.getpid()
+    while True:
+        path = os.path.join(parent, f"{prefix}{pid}-{next(_TEMP_NAMES)}")
+        try:
+            os.mkdir(path, 0o700)
+            return path
+        except FileExistsError:
+            continue
 
 
 def copy_tree(src: str, dst: str) -> None:
@@ -89,21 +107,20 @@ def copy_file(source: str, target: str) -> None:
 
 def copy_attributes(source: str, target: str, st: os.stat_result) -> None:
     """Give `target` the ownership, xattrs, mode and timestamps of `source` (stat `st`)."""
-    if (st.st_uid, st.st_gid) != _owner(target):
+    current = os.lstat(target)
+    chowned = False
+    if (st.st_uid, st.st_gid) != (current.st_uid, current.st_gid):
         try:
             os.lchown(target, st.st_uid, st.st_gid)
+            chowned = True
         except PermissionError:
             pass  # an unprivileged process keeps its own ownership
     _copy_xattrs(source, target)
     is_link = stat.S_ISLNK(st.st_mode)
-    if not is_link:
-        os.chmod(target, stat.S_IMODE(st.st_mode))  # after chown, which clears set-id bits
+    mode = stat.S_IMODE(st.st_mode)
+    if not is_link and (chowned or mode != stat.S_IMODE(current.st_mode)):
+        os.chmod(target, mode)  # after chown, which clears set-id bits
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=not is_link)
-
-
-def _owner(path: str) -> tuple[int, int]:
-    st = os.lstat(path)
-    return st.st_uid, st.st_gid
 
 
 def _copy_xattrs(source: str, target: str) -> None:
