@@ -12,8 +12,9 @@ queued meanwhile form the next batch, led by one of their threads.
 
 A call returns only after the commit that holds it: a call that returned is
 as durable as the database's mode makes any commit (`cargohold.kv`,
-``durable``). If that commit fails, every call in it fails with its error
-and runs its undo steps. Post-commit work (events, mutation callbacks, a
+``durable``). The calls' before-commit work (`Transaction.before_commit`)
+runs just before that commit, once per key across the batch. If it or the
+commit fails, every call in it fails with its error and runs its undo steps. Post-commit work (events, mutation callbacks, a
 hook's error) runs in the calling thread, as for a call that committed
 alone.
 
@@ -114,10 +115,17 @@ class GroupCommit:
             ok = self._run(kv, batch)
             try:
                 if ok:
+                    before: dict = {}
+                    for call in ok:
+                        for key, fn in call.tx._before.items():
+                            before.setdefault(key, fn)
+                    for fn in before.values():
+                        fn()
                     kv.commit()
                 else:
                     kv.abort()
             except BaseException as exc:
+                kv.abort()
                 for call in ok:
                     call.error = exc
                     call.tx._undo_all()

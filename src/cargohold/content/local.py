@@ -16,7 +16,9 @@ Writers stream: each ``write`` goes to ``data`` and the running hash, so memory
 stays bounded whatever the blob size. An ingest resumes after a close, a
 reopen or a crash from the bytes in ``data`` (re-hashed in 1 MiB chunks). A
 commit verifies size and digest, fsyncs the data, renames it to its blob path
-and fsyncs the directory: a blob is either absent or complete.
+and fsyncs the directory (or leaves that to its caller, which may flush the
+directory once for many commits before it records them): a blob is either
+absent or complete.
 
 Locking, as owned by this module: a writer holds an exclusive flock on its
 ingest's ``lock`` file for as long as it is open; a second writer on the same
@@ -72,7 +74,8 @@ def _os_errors(method):
     return wrapper
 
 
-def _fsync_dir(path: str) -> None:
+def fsync_dir(path: str) -> None:
+    """Flush a directory's entries (a rename into it) to stable storage."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
@@ -652,12 +655,16 @@ class LocalWriter:
         self._synced = True
 
     @_os_errors
-    def commit(self, size: int = 0, expected: Optional[str] = None) -> str:
+    def commit(self, size: int = 0, expected: Optional[str] = None, *,
+               sync_dir: Optional[Callable[[str], None]] = None) -> str:
         """Verify and publish the blob; returns its digest. The writer is closed afterwards.
 
         FailedPrecondition on a size (when `size` is non-zero) or digest mismatch:
         nothing is stored and the ingest stays resumable. AlreadyExists if the
-        blob is already stored: the ingest is discarded.
+        blob is already stored: the ingest is discarded. The rename into the
+        blob directory is flushed (`fsync_dir`) before this returns, or, with
+        `sync_dir`, handed to ``sync_dir(directory)``, whose caller flushes it
+        before it records the blob as stored.
         """
         validate_size(size, "size")
         if expected:
@@ -681,13 +688,13 @@ class LocalWriter:
             directory = os.path.dirname(target)
             if not os.path.isdir(directory):
                 os.makedirs(directory, exist_ok=True)
-                _fsync_dir(os.path.dirname(directory))
+                fsync_dir(os.path.dirname(directory))
             if os.path.exists(target):
                 self._discard()
                 raise AlreadyExists(f"content {digest} already exists")
             os.fchmod(f.fileno(), 0o444)
             os.rename(os.path.join(self._path, "data"), target)
-            _fsync_dir(directory)
+            (sync_dir or fsync_dir)(directory)
             self._discard()
             return digest
         finally:

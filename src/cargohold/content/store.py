@@ -60,7 +60,7 @@ from ..locks import FileLock
 from ..model import Freed, Info, Leftover, Resource, ResourceType, Status
 from ..timeutil import from_ns, to_ns
 from ..validation import validate_digest, validate_key, validate_size
-from .local import CHUNK, IngestBusy, LocalStore, LocalWriter, info_adaptor
+from .local import CHUNK, IngestBusy, LocalStore, LocalWriter, fsync_dir, info_adaptor
 
 if TYPE_CHECKING:
     from ..transaction import Database, Transaction
@@ -174,6 +174,18 @@ def _locked_write(db: "Database", tx: Optional["Transaction"], fn: Callable[["Tr
         return fn(t)
 
     return db.write(tx, locked)
+
+
+def _sync_before_commit(t: "Transaction", directory: str) -> None:
+    """Flush the blob directory `directory` just before `t` commits: once for every blob the
+    transaction put there, and before the records naming them can be on disk."""
+    def flush() -> None:
+        try:
+            fsync_dir(directory)
+        except OSError as exc:
+            raise Unavailable(f"cannot flush content directory {directory!r}: {exc}") from None
+
+    t.before_commit(("content-sync-dir", directory), flush)
 
 
 def _abandon(bw: Optional[LocalWriter]) -> None:
@@ -556,7 +568,7 @@ class Writer:
                 bw.discard()
             else:
                 try:
-                    bw.commit(actual, digest)
+                    bw.commit(actual, digest, sync_dir=lambda directory: _sync_before_commit(t, directory))
                 except AlreadyExists:
                     pass  # the backend had it already; the namespace records it below
             if existing is not None:
