@@ -234,6 +234,37 @@ def test_remove_undone_when_the_transaction_aborts(root):
         assert snapshot_dirs(root) == [] and backend_keys(db) == []
 
 
+def _writer_lock_free(root) -> bool:
+    """Whether another process could take the metadata writer lock right now."""
+    code = ("import fcntl, os, sys\n"
+            f"fd = os.open({str(root / 'meta' / 'writer.lock')!r}, os.O_RDONLY)\n"
+            "try:\n    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\nexcept BlockingIOError:\n    sys.exit(1)\n")
+    return subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+def test_undo_runs_before_the_writer_lock_goes(root):
+    """An aborted transaction's undo steps (here: a removed snapshot's directory renamed back) run
+    while it still holds the writer lock: a backend cleanup in another process, which takes that
+    lock to set aside the ``rm-*`` directories it listed, cannot take the directory in between."""
+    seen = []
+    with cargohold.open(root) as db:
+        backend = db.snapshotters["native"]
+        backend.prepare("direct")
+        with pytest.raises(RuntimeError):
+            with db.update() as tx:
+                backend.remove("direct")
+                tx.on_abort(lambda: seen.append(_writer_lock_free(root)))
+                raise RuntimeError("caller fails")
+        assert seen == [False]
+        assert backend_keys(db) == ["direct"] and snapshot_dirs(root) == ["1"]
+        with pytest.raises(RuntimeError):
+            with backend._store.write() as view:
+                view.on_abort(lambda: seen.append(_writer_lock_free(root)))
+                raise RuntimeError("caller fails")
+        assert seen == [False, False]
+        assert _writer_lock_free(root)
+
+
 def test_killed_inside_a_transaction_leaves_no_record_and_the_orphans_go(root):
     """kill -9 while a transaction holds a chain of snapshots: nothing of it is recorded anywhere,
     its directories are orphans the next collection deletes; what committed before stays whole."""

@@ -30,7 +30,7 @@ import threading
 from collections import deque
 from typing import Any, Callable, Optional, TypeVar
 
-from .transaction import Transaction, enter_writer
+from .transaction import Transaction, commit, enter_writer, run_all
 
 T = TypeVar("T")
 
@@ -115,20 +115,12 @@ class GroupCommit:
             ok = self._run(kv, batch)
             try:
                 if ok:
-                    before: dict = {}
-                    for call in ok:
-                        for key, fn in call.tx._before.items():
-                            before.setdefault(key, fn)
-                    for fn in before.values():
-                        fn()
-                    kv.commit()
+                    commit(kv, [call.tx for call in ok], lambda: run_all(call.tx._undo_all for call in ok))
                 else:
                     kv.abort()
             except BaseException as exc:
-                kv.abort()
                 for call in ok:
                     call.error = exc
-                    call.tx._undo_all()
             self.batches += 1
             self.calls += len(batch)
         finally:

@@ -861,25 +861,30 @@ class Txn:
             return 0
         return self._guard(lambda: self._txn.stat(db))["entries"]
 
-    def commit(self) -> None:
+    def commit(self, undo: Optional[Callable[[], None]] = None) -> None:
+        """Commit; if that fails, `undo` runs (see `abort`) and the error is raised."""
         if self._done:
             return
         try:
             self._guard(lambda: self._txn.commit())
         except BaseException:
-            self._finish(abort=True)
+            self._finish(abort=True, undo=undo)
             raise
         self._finish(abort=False)
 
-    def abort(self) -> None:
+    def abort(self, undo: Optional[Callable[[], None]] = None) -> None:
+        """Abort; `undo` (the caller's filesystem undo steps) runs while the writer lock is still
+        held, so that no other writer sees a state that neither committed nor was taken back."""
         if not self._done:
-            self._finish(abort=True)
+            self._finish(abort=True, undo=undo)
 
-    def _finish(self, abort: bool) -> None:
+    def _finish(self, abort: bool, undo: Optional[Callable[[], None]] = None) -> None:
         self._done = True
         try:
             if abort and self._open:
                 self._txn.abort()
+            if abort and undo is not None:
+                undo()
         finally:
             if self._open:
                 self._open = False
@@ -938,23 +943,27 @@ class _Child(Txn):
         except lmdb.MapFullError:
             return self._replay()
 
-    def commit(self) -> None:
+    def commit(self, undo: Optional[Callable[[], None]] = None) -> None:
         if self._done:
             return
         try:
             self._guard(lambda: self._txn.commit())
         except BaseException:
-            self._finish(abort=True)
+            self._finish(abort=True, undo=undo)
             raise
         self._parent._journal.extend(self._journal)
         self._finish(abort=False)
 
-    def _finish(self, abort: bool) -> None:
+    def _finish(self, abort: bool, undo: Optional[Callable[[], None]] = None) -> None:
         self._done = True
-        if abort and self._open:
-            self._txn.abort()
-        self._open = False
-        self._journal = None
+        try:
+            if abort and self._open:
+                self._txn.abort()
+            if abort and undo is not None:
+                undo()
+        finally:
+            self._open = False
+            self._journal = None
 
 
 def open_env(path: str, tables: Sequence[str], *, metadata: Optional[str] = None,

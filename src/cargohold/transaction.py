@@ -78,7 +78,8 @@ class Transaction:
 
     Besides the key-value transaction (`kv`) it collects what must happen
     only if it commits: dirty backends, events and other post-commit work;
-    and what must be undone if it does not (`on_abort`).
+    what must happen just before it commits (`before_commit`: flushes its
+    durability needs); and what must be undone if it does not (`on_abort`).
     """
 
     __slots__ = ("db", "kv", "write", "now", "_now_at", "_dirty", "_dirty_content", "_dirty_snapshotters",
@@ -203,10 +204,6 @@ class Transaction:
 
     # -- the end of a transaction (`TxContext`, `GroupCommit`) ----------------------------
 
-    def _run_before(self) -> None:
-        for fn in self._before.values():
-            fn()
-
     def _undo_all(self) -> None:
         run_all(reversed(self._undo))
 
@@ -313,22 +310,32 @@ class TxContext:
         self.db._local.tx = None
         try:
             if exc_type is None:
-                try:
-                    tx._run_before()
-                    tx.kv.commit()
-                except BaseException:
-                    tx.kv.abort()
-                    tx._undo_all()
-                    raise
+                commit(tx.kv, [tx], tx._undo_all)
             else:
-                tx.kv.abort()
-                tx._undo_all()
+                tx.kv.abort(undo=tx._undo_all)
                 return
         finally:
             tx._release()
             self._release()
         if self.write and not self.internal:
             self.db._committed(tx)
+
+
+def commit(kv: "Txn", txs: Iterable[Transaction], undo: Callable[[], None]) -> None:
+    """Commit `kv`, the key-value transaction of `txs` (one, or a shared commit's calls): their
+    before-commit work first, once per key; if it or the commit fails, `kv` is aborted with
+    `undo` run under the writer lock (`cargohold.kv.Txn.abort`) and the error raised."""
+    before: dict = {}
+    for tx in txs:
+        for key, fn in tx._before.items():
+            before.setdefault(key, fn)
+    try:
+        for fn in before.values():
+            fn()
+    except BaseException:
+        kv.abort(undo=undo)
+        raise
+    kv.commit(undo=undo)
 
 
 def enter_writer(db: Any) -> Any:

@@ -36,7 +36,7 @@ import time
 import uuid
 from base64 import b64decode, b64encode
 from contextlib import contextmanager
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 from urllib.parse import urlsplit
 
 from etcd3gw import exceptions as etcd_errors
@@ -462,14 +462,19 @@ class EtcdTxn:
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
 
-    def _drop_lock(self) -> None:
-        key = _b64(self._env.lock_key)
+    def _drop_lock(self, undo: Optional[Callable[[], None]] = None) -> None:
+        """Give the writer lock back, after `undo` (an aborted transaction's undo steps) has run."""
         try:
-            self._env._cluster.txn([{"key": key, "target": "MOD", "result": "EQUAL",
-                                     "mod_revision": str(self._lock_rev)}],
-                                   [{"request_delete_range": {"key": key}}])
-        except Error:
-            pass  # the lease expiry drops it
+            if undo is not None:
+                undo()
+        finally:
+            key = _b64(self._env.lock_key)
+            try:
+                self._env._cluster.txn([{"key": key, "target": "MOD", "result": "EQUAL",
+                                         "mod_revision": str(self._lock_rev)}],
+                                       [{"request_delete_range": {"key": key}}])
+            except Error:
+                pass  # the lease expiry drops it
 
     # -- reads ------------------------------------------------------------------------
 
@@ -650,7 +655,9 @@ class EtcdTxn:
         ops.append({"request_delete_range": {"key": _b64(env.lock_key)}})
         return ops
 
-    def commit(self) -> None:
+    def commit(self, undo: Optional[Callable[[], None]] = None) -> None:
+        """Commit as one etcd Txn; if nothing was committed, `undo` runs (see `abort`) and the
+        error is raised."""
         if self._done:
             return
         if not self.write:
@@ -665,13 +672,13 @@ class EtcdTxn:
             except Unavailable:
                 if self._committed_anyway():
                     return
-                self._drop_lock()
+                self._drop_lock(undo)
                 raise
             except BaseException:
-                self._drop_lock()
+                self._drop_lock(undo)
                 raise
             if not result.get("succeeded"):
-                self._drop_lock()
+                self._drop_lock(undo)
                 raise Unavailable(
                     f"a write transaction on {self._env.path!r} lost its writer lock or a lock it held (the "
                     "lease expired) or what it read was changed by another writer; nothing was committed")
@@ -688,12 +695,14 @@ class EtcdTxn:
                               "was applied is unknown") from None
         return bool(kvs) and _kv(kvs[0])[1] == self._token
 
-    def abort(self) -> None:
+    def abort(self, undo: Optional[Callable[[], None]] = None) -> None:
+        """Abort; `undo` (the caller's filesystem undo steps) runs before the writer lock is
+        dropped, so that no other writer sees a state that neither committed nor was taken back."""
         if self._done:
             return
         try:
             if self.write:
-                self._drop_lock()
+                self._drop_lock(undo)
         finally:
             self._finish()
 
@@ -728,10 +737,12 @@ class _ChildTxn(EtcdTxn):
         self._require_write()
         return _ChildTxn(self)
 
-    def commit(self) -> None:
+    def commit(self, undo: Optional[Callable[[], None]] = None) -> None:
         if not self._done:
             self._parent._writes = self._writes
             self._done = True
 
-    def abort(self) -> None:
+    def abort(self, undo: Optional[Callable[[], None]] = None) -> None:
+        if not self._done and undo is not None:
+            undo()
         self._done = True

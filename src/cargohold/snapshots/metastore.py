@@ -177,12 +177,14 @@ class Metastore:
             return
         kv = env.write()
         view = View(kv, tables)
+
+        def undo() -> None:
+            run_all(reversed(view._undo))
         try:
             yield view
-            kv.commit()
+            kv.commit(undo=undo)
         except BaseException:
-            kv.abort()
-            run_all(reversed(view._undo))
+            kv.abort(undo=undo)
             raise
         run_all(view._after)
 
