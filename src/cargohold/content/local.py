@@ -795,8 +795,8 @@ class LocalWriter:
                     created = True
                 except FileExistsError:
                     os.fchmod(f.fileno(), mode)
-                if created:
-                    (flush_dir or sync_dir)(directory)
+            # Also when the blob was in place: a writer that linked it may have died before its flush.
+            (flush_dir or sync_dir)(directory)
             lock, self._lock = self._lock, None
             return Published(digest, created, IngestClaim(self._path, lock), target, mode)
         finally:

@@ -551,9 +551,12 @@ class Writer:
             """(digest, the blob record written, or None when the namespace had the content)."""
             if self._shared:
                 actual, digest = self._size, self._expected
-                if not _backend(store._db).exists(digest):
+                backend = _backend(store._db)
+                if not backend.exists(digest):
                     raise FailedPrecondition(f"commit of ingest ref {self.ref!r}: content {digest} "
                                              f"is no longer in the content store; write its bytes")
+                # Whoever linked it may have died before flushing its directory entry.
+                _sync_before_commit(t, os.path.dirname(backend.blob_path(digest)))
             else:
                 actual, digest = bw.status().offset, bw.digest()
             if size and size != actual:
