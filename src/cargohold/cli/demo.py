@@ -16,7 +16,11 @@ without that label or backend data no record owns (both of which its
 collection would delete), or when the image, container, snapshot keys or
 lease it would use exist without the label; so a run on its own earlier
 output starts over and nothing else is touched. Right before collecting it
-checks again that the collection would remove only what it created. Without
+checks again that the collection would remove only what it created, and it
+collects with that dry run as ``allowed``: the collector refuses, in the
+transaction that sweeps, if anything else would go by then (another process
+wrote meanwhile), and its backend cleanup deletes only the data of the records
+it removed. Without
 ``--root`` it works in a new temporary root, which it removes at the end
 unless ``--keep`` is given.
 """
@@ -182,7 +186,7 @@ def _tour(root: str, temporary: bool, namespace: str) -> None:
             say(f"     {node_line(node)}  {_role(roles, node)}")
         _require_own(db, ns, doomed, created)
 
-        stats = db.garbage_collect(namespace=ns.name)
+        stats = _collect_own(db, ns, doomed)
         summary, _ = report_lines(stats)
         say(f"\n5. Collected the garbage (`cargohold gc --namespace {ns.name}`): {summary}.")
         say("   Removed, because the image was their only root:")
@@ -330,6 +334,22 @@ def _require_own(db, ns, doomed: list[Node], created: set[str]) -> None:
     _require_no_leftovers(db, ns, snapshots=False)
     for node in doomed:
         if not (node.type == ResourceType.CONTENT and node.key in created) and not _marked_node(ns, node):
-            raise FailedPrecondition(
-                f"a collection of namespace {ns.name!r} would now delete {node_line(node)}, which the demo "
-                f"did not create (something else wrote there while it ran), so it collects nothing: {_ELSEWHERE}")
+            raise _not_own(ns, node)
+
+
+def _collect_own(db, ns, doomed: list[Node]):
+    """Collect the namespace, removing nothing but `doomed` (the dry run `_require_own` checked): a write
+    since then that would add to it makes the collector refuse in its sweep's transaction, changing nothing."""
+    try:
+        return db.garbage_collect(namespace=ns.name, allowed=doomed)
+    except FailedPrecondition as exc:
+        node = getattr(exc, "node", None)
+        if node is None:
+            raise
+        raise _not_own(ns, node) from None
+
+
+def _not_own(ns, node: Node) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"a collection of namespace {ns.name!r} would now delete {node_line(node)}, which the demo "
+        f"did not create (something else wrote there while it ran), so it collects nothing: {_ELSEWHERE}")
