@@ -162,3 +162,23 @@ def test_a_bad_allowed_is_refused_naming_it_before_anything_is_removed(root, bad
         shown = repr(bad if not isinstance(bad, list) else bad[-1])
         assert shown in str(caught.value)
         assert _state(db, root) == before
+
+
+def test_a_collectors_node_outside_allowed_refuses_before_the_collector_removes_anything(root):
+    """A registered collector's unreachable node is part of the sweep set too: one missing from `allowed`
+    refuses the collection before any record goes or the collector is told to remove anything."""
+    from test_gc import STREAM, Streams
+
+    with cargohold.open(root) as db:
+        found = _garbage(db, root)
+        streams = Streams()
+        db.register_collectible_resource(STREAM, streams)
+        dry = db.unreachable(namespace="a")
+        streams.streams = {("a", "idle"): False}
+        before = _state(db, root)
+        with pytest.raises(FailedPrecondition, match="would remove type8 a idle"):
+            db.garbage_collect(namespace="a", allowed=dry)
+        assert streams.removed == [] and streams.events[-1] == "cancel"
+        assert _state(db, root) == before and content_node("a", found["own"]) in db.unreachable()
+        stats = db.garbage_collect(namespace="a", allowed=dry + [Node(STREAM, "a", "idle")])
+        assert streams.removed == [Node(STREAM, "a", "idle")] and set(stats.removed) == set(dry) | set(streams.removed)

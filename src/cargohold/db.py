@@ -580,7 +580,9 @@ class DB:
         cleanup deletes only the data of the records it removed: the blobs
         of its content records (unless another namespace records them), the
         backend snapshots of its snapshot records and the ingests of its ingest
-        records, never a leftover no record owns, whatever the backends hold.
+        records, never a leftover no record owns, whatever the backends hold
+        (with ``adopt_backends=True`` too). Bad `allowed` (not a collection,
+        or holding something that is no Node): InvalidArgument naming it.
         """
         if not isinstance(adopt_backends, bool):
             raise InvalidArgument(f"adopt_backends must be True or False, not {adopt_backends!r}")
