@@ -298,6 +298,18 @@ def test_demo_twice_next_to_the_users_data_in_its_namespace(tmp_path):
         assert [i.name for i in ns.images.list()] == ["example.com/user/app:2"]
 
 
+def test_demo_again_and_again_leaves_no_backend_data_behind(tmp_path):
+    """Each re-run collects what the run before left (its container's snapshot and, their blobs gone, the
+    unpacked layers) through its own restricted collection, backend directories included: nothing is left
+    for the next run to refuse."""
+    root = tmp_path / "r"
+    for _ in range(3):
+        assert "removed 5 records (5 content)" in invoke(root, "demo").stdout
+        with cargohold.open(root) as db:
+            assert db.leftovers() == [] and db.unreachable() == []
+            assert len(list(db.snapshotter_backend("native").walk())) == 4
+
+
 def test_demo_starts_over_after_an_interrupted_run(tmp_path, monkeypatch):
     """A run stopped right after the import leaves its lease, its image and unpacked layers not yet marked
     (the lease holds them): the next run knows them as its own and starts over."""
