@@ -239,7 +239,9 @@ def _start_over(db, ns, manifest: Descriptor, chains: list[str]) -> None:
         if lease is not None:
             ns.leases.delete(LEASE, tx=tx)
         ns.leases.create(LEASE, {**MARKED, GC_EXPIRE: format_rfc3339(db.clock() + EXPIRY)}, tx=tx)
-        for resource in held:
+        layers = {Resource(chain, f"snapshots/{SNAPSHOTTER}") for chain in chains
+                  if _lookup(lambda: sn.stat(chain, tx=tx)) is not None}  # kept for the import to reuse
+        for resource in held | layers:
             ns.leases.add_resource(LEASE, resource, tx=tx)
         # The import only moves an existing image's target, so the image carries the mark from the start.
         ns.images.create(Image(IMAGE, manifest, labels=MARKED), tx=tx)
@@ -247,9 +249,10 @@ def _start_over(db, ns, manifest: Descriptor, chains: list[str]) -> None:
 
 
 def _collect_earlier(db, ns) -> None:
-    """Collect what an earlier run left unreferenced (its container snapshot, marked; nothing else, or the
-    start would have been refused), through a collection that may remove that alone: its backend data
-    goes with it, and whatever else another process made garbage meanwhile stays (the demo stops)."""
+    """Collect what an earlier run left unreferenced (its container snapshot, marked; its lease holds the
+    layers; nothing else, or the start would have been refused), through a collection that may remove
+    that alone: its backend data goes with it, and whatever else another process made garbage meanwhile
+    stays (the demo stops)."""
     doomed = db.unreachable(namespace=ns.name)
     if doomed:
         _require_own(db, ns, doomed, set())
