@@ -7,13 +7,18 @@ behind, a power cut never leaves a destination naming blobs that are not on
 disk, and the source is only read.
 
 * Blobs: each digest once, hard-linked into cargohold's content store when both
-  are on one filesystem (else, or with ``copy=True``, copied), its digest and
-  size verified first; every namespace's record then commits it without its
-  bytes, with its labels.
+  are on one filesystem (else, or with ``copy=True``, copied); the link is
+  verified through our own name for the inode, a copy while it is read, and a
+  blob that is not a regular file (a symlink, a device) is refused. A linked
+  blob stays one inode with containerd's: whoever can write into that root can
+  still change it (use ``copy=True`` for a root you do not trust). Every
+  namespace's record then commits it without its bytes, with its labels.
 * Snapshots: parents first, each active or committed snapshot's tree copied
   into the new snapshot with owners, modes, times, xattrs and hard links
   (`snapshots.fsutil.copy_tree`; trees are never linked: an active one is
-  written by its container, and a link would write both roots); a view is
+  written by its container, and a link would write both roots), each
+  directory opened from the snapshotter's directory down without following a
+  symlink (a symlinked one is refused); a view is
   created as a view. Snapshotters keep their names (cargohold's are
   containerd's: ``native``, ``overlayfs``), so labels are copied as they are.
 * Images, containers, sandboxes, leases (with their resources) and ingests in
@@ -31,6 +36,7 @@ import hashlib
 import os
 import secrets
 import shutil
+import stat
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Optional
@@ -44,7 +50,7 @@ from ..model import Info, Kind, Node
 from ..snapshots.fsutil import copy_tree, flush_filesystem, open_dir, remove_tree
 from ..timeutil import utcnow
 from . import plan
-from .contentstore import ContentDir
+from .contentstore import ContentDir, not_regular, open_regular
 from .root import Host, open_root
 from .snapshotters import Backend
 
@@ -151,9 +157,8 @@ class _Importer:
                 if found is None:
                     raise FailedPrecondition(f"snapshot {snapshotter}/{record.key} of namespace {ns!r} has no "
                                              "backend snapshot (see `cargohold containerd fsck`)")
-                if found.kind != Kind.VIEW and not os.path.isdir(backend.tree_dir(found.id)):
-                    raise FailedPrecondition(f"snapshot {snapshotter}/{record.key} of namespace {ns!r}: its "
-                                             f"directory {backend.tree_dir(found.id)!r} is gone")
+                if found.kind != Kind.VIEW:
+                    os.close(backend.open_tree(found.id, _snapshot_text(ns, snapshotter, record.key)))
                 if record.parent and record.parent not in records:
                     raise FailedPrecondition(f"snapshot {snapshotter}/{record.key} of namespace {ns!r}: its "
                                              f"parent {record.parent!r} has no record")
@@ -167,7 +172,8 @@ class _Importer:
         sizes: dict[str, int] = {}
         for ns in self.host.namespaces():
             for info in self.host.content(ns):
-                actual = content.blob_size(info.digest)
+                found = content.blob_file(info.digest)
+                actual = found.st_size if found is not None else None
                 if actual is None:
                     raise FailedPrecondition(f"content {info.digest} of namespace {ns!r} has no blob "
                                              f"(see `cargohold containerd fsck`)")
@@ -192,21 +198,41 @@ class _Importer:
         return self.report
 
     def _place_blob(self, store, digest: str, size: int) -> None:
-        source = self.host.content_dir.blob_path(digest)
+        """Link (or copy) one blob into `store`, then verify the bytes we keep.
+
+        The source is reached without following a symlink and must be a regular file; a link is
+        verified through the linked name (the inode kept), a copy while it is written, so bytes
+        swapped in the source after a check are never kept unverified.
+        """
+        content: ContentDir = self.host.content_dir
+        source = content.blob_path(digest)
+        name = os.path.basename(source)
         target = store.blob_path(digest)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         temp = f"{target}.import-{secrets.token_hex(4)}"
+        directory = content.open_blob_dir(digest)
+        if directory is None:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), source)
         linked = False
-        if not self.copy:
-            _verify(source, digest)
+        try:
+            if not self.copy:
+                try:
+                    os.link(name, temp, src_dir_fd=directory, follow_symlinks=False)
+                    linked = True
+                except OSError as exc:
+                    if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                        raise
             try:
-                os.link(source, temp)
-                linked = True
-            except OSError as exc:
-                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
-                    raise
-        if not linked:
-            _copy_verified(source, temp, digest)
+                if linked:
+                    _verify(temp, digest, source)
+                else:
+                    fd = open_regular(directory, name, source, f"blob {digest}")
+                    _copy_verified(fd, temp, digest)
+            except BaseException:
+                _unlink_if_there(temp)
+                raise
+        finally:
+            os.close(directory)
         os.rename(temp, target)
         self.report.blobs += 1
         self.report.blob_bytes += size
@@ -286,7 +312,7 @@ class _Importer:
             with writer_ns.content.writer(record.ref, total=found.total, expected=record.expected or None) as w:
                 offset = w.status().offset
                 if offset < found.offset:
-                    _append(os.path.join(found.path, "data"), offset, w)
+                    _append(content.open_ingest_data(found), offset, w)
             self.report.ingests += 1
         if temporary is not None:
             handle.leases.delete(temporary)
@@ -297,15 +323,20 @@ class _Importer:
         for record, found in items:
             self.clock.set(record.created_at)
             labels = {**found.labels, **record.labels}
-            source = backend.tree_dir(found.id)
             if found.kind == Kind.VIEW:
                 sn.view(record.key, record.parent, labels=labels)
-            elif found.kind == Kind.ACTIVE:
-                _fill(_writable_dir(sn.prepare(record.key, record.parent, labels=labels)), source)
-            else:
-                temp = f"import-{secrets.token_hex(8)}"
-                _fill(_writable_dir(sn.prepare(temp, record.parent)), source)
-                sn.commit(record.key, temp, labels=labels)
+                continue
+            source = backend.open_tree(found.id, _snapshot_text(handle.name, snapshotter, record.key))
+            try:
+                if found.kind == Kind.ACTIVE:
+                    _fill(_writable_dir(sn.prepare(record.key, record.parent, labels=labels)),
+                          backend.tree_dir(found.id), source)
+                else:
+                    temp = f"import-{secrets.token_hex(8)}"
+                    _fill(_writable_dir(sn.prepare(temp, record.parent)), backend.tree_dir(found.id), source)
+                    sn.commit(record.key, temp, labels=labels)
+            finally:
+                os.close(source)
             self.report.snapshots[snapshotter] = self.report.snapshots.get(snapshotter, 0) + 1
 
     def _warn_rules(self) -> None:
@@ -319,6 +350,10 @@ class _Importer:
             verdict = "collects" if node in ours else "keeps"
             self.report.warnings.append(f"{_node_text(node)}: cargohold's rules (containerd 2.x) {verdict} it, "
                                         f"containerd {self.host.rules} does not")
+
+
+def _snapshot_text(ns: str, snapshotter: str, key: str) -> str:
+    return f"snapshot {snapshotter}/{key} of namespace {ns!r}"
 
 
 def _node_text(node: Node) -> str:
@@ -361,46 +396,68 @@ def _writable_dir(mounts: list) -> str:
     return mounts[0].source
 
 
-def _fill(target: str, source: str) -> None:
-    """Make directory `target` an exact copy of the tree at `source`."""
+def _fill(target: str, source: str, source_fd: int) -> None:
+    """Make directory `target` an exact copy of the tree of descriptor `source_fd` (at `source`)."""
     fd = open_dir(target)
     try:
         for name in os.listdir(fd):
             remove_tree(name, dir_fd=fd)
     finally:
         os.close(fd)
-    copy_tree(source, target)
+    copy_tree(source, target, src_fd=source_fd)
 
 
-def _verify(path: str, digest: str) -> None:
-    algorithm, _, expected = digest.partition(":")
-    hasher = hashlib.new(algorithm)
-    with open(path, "rb") as f:
+def _verify(path: str, digest: str, source: str) -> None:
+    """Check that our link `path` of blob `source` is a regular file holding `digest`'s bytes."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise not_regular(f"blob {digest}", source) from None   # a symlink, swapped in since it was checked
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise not_regular(f"blob {digest}", source)
+        hasher = _hasher(digest)
         while chunk := f.read(_CHUNK):
             hasher.update(chunk)
-    if hasher.hexdigest() != expected:
-        raise Corrupted(f"blob {digest} does not match its digest (its bytes hash to "
-                        f"{algorithm}:{hasher.hexdigest()})")
+    _check_digest(hasher, digest)
 
 
-def _copy_verified(source: str, target: str, digest: str) -> None:
-    algorithm, _, expected = digest.partition(":")
-    hasher = hashlib.new(algorithm)
-    with open(source, "rb") as fin, open(target, "xb") as fout:
+def _copy_verified(fd: int, target: str, digest: str) -> None:
+    """Copy the blob open at `fd` (closed here) into new file `target`, verifying it as it is read."""
+    hasher = _hasher(digest)
+    with open(fd, "rb") as fin, open(target, "xb") as fout:
         while chunk := fin.read(_CHUNK):
             hasher.update(chunk)
             fout.write(chunk)
         fout.flush()
         os.fsync(fout.fileno())
     os.chmod(target, 0o444)
+    _check_digest(hasher, digest)
+
+
+def _hasher(digest: str):
+    return hashlib.new(digest.partition(":")[0])
+
+
+def _check_digest(hasher, digest: str) -> None:
+    algorithm, _, expected = digest.partition(":")
     if hasher.hexdigest() != expected:
-        os.unlink(target)
         raise Corrupted(f"blob {digest} does not match its digest (its bytes hash to "
                         f"{algorithm}:{hasher.hexdigest()})")
 
 
-def _append(path: str, offset: int, writer) -> None:
-    with open(path, "rb") as f:
+def _unlink_if_there(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _append(fd: int, offset: int, writer) -> None:
+    """Write the bytes of descriptor `fd` (closed here) from `offset` on to `writer`."""
+    with open(fd, "rb") as f:
         f.seek(offset)
         while chunk := f.read(_CHUNK):
             writer.write(chunk)

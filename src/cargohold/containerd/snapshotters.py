@@ -14,11 +14,14 @@ key (``<ns>/<sequence>/<key>``), which `Backend.get` resolves.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from ..errors import Corrupted, FailedPrecondition
+from ..snapshots.fsutil import open_dirs
 from . import decode, tree
 from . import schema as s
 from .decode import BackendSnapshot
@@ -54,6 +57,26 @@ class Backend:
         sub = TREE_SUBDIR.get(self.name)
         base = self.snapshot_dir(snapshot_id)
         return os.path.join(base, sub) if sub else base
+
+    def open_tree(self, snapshot_id: int, what: str) -> int:
+        """A descriptor of the snapshot's tree directory, every component from the backend's
+        directory down opened without following a symlink: whoever can write into the root could
+        otherwise point one at a host directory and have it read.
+
+        FailedPrecondition when a component is missing, Corrupted when one is a symlink or not a
+        directory; both name `what` and the path.
+        """
+        sub = TREE_SUBDIR.get(self.name)
+        names = (s.SNAPSHOTS_DIR, str(snapshot_id), *((sub,) if sub else ()))
+        try:
+            return open_dirs(self.directory, *names)
+        except FileNotFoundError as exc:
+            raise FailedPrecondition(f"{what}: its directory {exc.filename!r} is gone") from None
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+            raise Corrupted(f"{what}: {exc.filename!r} is a symlink or not a directory; "
+                            "refusing to follow it out of the containerd root") from None
 
     def directories(self) -> list[str]:
         """Names of the entries of ``snapshots/`` (ids, and whatever else lies there)."""

@@ -56,6 +56,29 @@ def open_dir(name: str, dir_fd: Optional[int] = None) -> int:
     return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
 
 
+def open_dirs(base: str, *names: str) -> int:
+    """A descriptor of directory `base`/`names`..., each component opened from the previous one with
+    O_NOFOLLOW, so that none of them can be a symlink (OSError naming the component that failed).
+
+    For trees another party can write into: a path would follow a symlinked component anywhere.
+    """
+    path = base
+    fd = open_dir(base)
+    try:
+        for name in names:
+            path = os.path.join(path, name)
+            try:
+                child = open_dir(name, fd)
+            except OSError as exc:
+                raise OSError(exc.errno, exc.strerror, path) from None
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def _proc_path(fd: int, name: str = "") -> Optional[str]:
     """The path of `fd` (or of entry `name` in it) through /proc/self/fd, pinned to its inode; None without /proc."""
     base = f"/proc/self/fd/{fd}"
@@ -110,7 +133,7 @@ def _walk(top: int, where: str, strict: bool) -> Iterator[tuple[int, str, Listin
             os.close(fd)
 
 
-def copy_tree(src: str, dst: str) -> int:
+def copy_tree(src: str, dst: str, *, src_fd: Optional[int] = None) -> int:
     """Copy the contents of directory `src` into the existing empty directory `dst`.
 
     Keeps regular files, directories, symlinks, hard links (within the tree),
@@ -120,12 +143,13 @@ def copy_tree(src: str, dst: str) -> int:
     `src` is read through descriptors (see the module docstring); an entry
     that disappears or stops being a directory meanwhile fails the copy
     (OSError). `dst` is a new directory nobody else writes in: it is written by path.
-    Returns how many entries were copied.
+    With `src_fd`, the tree is that directory descriptor's (left open; `src` only names it in
+    messages), e.g. one `open_dirs` opened. Returns how many entries were copied.
     """
     copied = 0
     linked: dict[tuple[int, int], str] = {}
     finish: list[tuple[str, os.stat_result, list]] = []
-    top = open_dir(src)
+    top = open_dir(src) if src_fd is None else os.dup(src_fd)
     try:
         walk = _walk(top, src, strict=True)
         try:
