@@ -9,7 +9,7 @@ and publishes ``/images/delete``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from . import filters, schema
 from .errors import InvalidArgument, NotFound
@@ -41,11 +41,25 @@ def _check_target(target: object, name: str) -> Descriptor:
     return evolve(target, annotations=annotations)
 
 
+_encoder: Optional[Callable[..., Optional[tuple]]] = None
+
+
+def _encode_image() -> Callable[..., Optional[tuple]]:
+    """`cargohold._records.encode_image`, imported by the first creation (its twin loads the
+    collector's node-table module, which a listing never needs)."""
+    global _encoder
+    if _encoder is None:
+        from ._records import encode_image
+
+        _encoder = encode_image
+    return _encoder
+
 
 def image_adaptor(image: Image) -> filters.Adaptor:
     """containerd's image filter fields: name, target.digest, target.mediatype, labels, annotations."""
     fields = {"name": image.name, "target.digest": image.target.digest, "target.mediatype": image.target.media_type}
     return filters.adaptor(fields, {"labels": image.labels, "annotations": image.target.annotations})
+
 
 class ImageStore(RecordStore[Image]):
     """create / get / list / update / delete of the images of one namespace.
@@ -108,7 +122,12 @@ class ImageStore(RecordStore[Image]):
                 raise InvalidArgument(f"cannot update field {path!r} of image {current.name!r}")
         return replace(current, labels=labels, target=target)
 
+    def _prepare(self, t: "Transaction", image: object) -> Optional[tuple]:
+        return _encode_image()(image, self._ns.name, t.now, t.now_at)
+
     def _before_write(self, t: "Transaction", image: Image, created: bool) -> None:
+        if self._ns.lease is None:  # only a leased handle has a lease to join
+            return
         from . import leases
         from .gc.labels import GC_EXPIRE
 
