@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     from .transaction import Transaction
 
 
+MAX_SIZE = (1 << 64) - 1
+"""The largest size a record holds (msgpack's largest integer)."""
+
+
 def _descriptor(target: object, name: str) -> Descriptor:
     if not isinstance(target, Descriptor):
         raise InvalidArgument(f"target of image {name!r} must be a cargohold.Descriptor, not {type(target).__name__}")
@@ -34,6 +38,8 @@ def _check_target(target: object, name: str) -> Descriptor:
     size = target.size
     if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
         raise InvalidArgument(f"target size of image {name!r} must be an integer greater than zero, not {size!r}")
+    if size > MAX_SIZE:
+        raise InvalidArgument(f"target size of image {name!r} must be at most {MAX_SIZE}, not {size!r}")
     require_str(target.media_type, f"target media type of image {name!r}")
     if not target.media_type:
         raise InvalidArgument(f"target media type of image {name!r} must be set")
