@@ -1,7 +1,7 @@
 # An image as the image store writes it (`cargohold.images`), in one call: `encode_image` checks
 # an image of the plain form, builds the stored copy and the bytes of its record and node-table
-# entry. Twin: cargohold._fallback_records.encode_image, which says what "plain" means; any other
-# image gives None and the store takes its Python path, whose checks name the fault.
+# entry. Twin: cargohold._fallback_records.encode_image (in _fallback), which says what "plain"
+# means; any other image gives None and the store takes its Python path, whose checks name the fault.
 #
 # The record is the msgpack map schema.pack writes ({"t": {"m", "d", "s", "a"}, "l", "c", "u"},
 # msgpack-python's smallest forms, str8 allowed); the entry is gc.index.image_entry's.

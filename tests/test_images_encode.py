@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import cargohold
-from cargohold import Descriptor, Image, Resource, _fallback_records, errors, schema
+from cargohold import Descriptor, Image, Resource, _fallback, errors, schema
 from cargohold.model import ResourceType
 from cargohold.timeutil import from_ns, to_ns
 
@@ -23,7 +23,7 @@ try:
 except ImportError:  # the extension did not build: the twin alone
     _core = None
 
-ENCODERS = {"fallback": _fallback_records.encode_image}
+ENCODERS = {"fallback": _fallback.encode_image}
 if _core is not None:
     ENCODERS["compiled"] = _core.encode_image
 

@@ -1,4 +1,5 @@
-"""Pure-Python twin of `_ext/records.pxi`: an image as the image store writes it, in one call.
+"""Pure-Python twin of `_ext/records.pxi` (re-exported by `cargohold._fallback`): an image as the image
+store writes it, in one call.
 
 `encode_image` takes an image of the *plain* form, the one nearly every image has, and returns
 what the store puts; for any other image it returns None and the store takes its general path
@@ -25,12 +26,12 @@ from datetime import datetime
 from typing import Any, Optional
 
 from . import schema
-from .gc.index import image_entry
 from .model import Descriptor, Image, ResourceType, evolve
 from .validation import MAX_KEY_BYTES, MAX_LABEL_SIZE
 
 _DIGEST = re.compile(r"(?:sha256:[0-9a-f]{64}|sha384:[0-9a-f]{96}|sha512:[0-9a-f]{128})\Z")
 _INT64 = range(-(1 << 63), 1 << 63)
+_image_entry: Any = None
 
 
 def _ascii(value: object) -> bool:
@@ -71,9 +72,14 @@ def encode_image(image: Any, ns: Any, now: Any, now_at: datetime) -> Optional[tu
     labels = _plain_map(image.labels, True)
     if annotations is None or labels is None:
         return None
+    global _image_entry
+    if _image_entry is None:  # the node-table module loads with the first write, not at start-up
+        from .gc.index import image_entry
+
+        _image_entry = image_entry
     record = schema.pack({"t": {"m": media_type, "d": digest, "s": size, "a": annotations}, "l": labels,
                           "c": now, "u": now})
     stored = evolve(image, labels=labels, target=evolve(target, annotations=annotations),
                     created_at=now_at, updated_at=now_at)
     return (stored, schema.object_key(ns, schema.K_IMAGE, name), record,
-            schema.pack_node(ResourceType.IMAGE, ns, name), image_entry(ns, digest, labels))
+            schema.pack_node(ResourceType.IMAGE, ns, name), _image_entry(ns, digest, labels))

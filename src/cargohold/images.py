@@ -9,9 +9,10 @@ and publishes ``/images/delete``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Optional
 
 from . import filters, schema
+from ._native import encode_image
 from .errors import InvalidArgument, NotFound
 from .fieldpaths import clean_labels, merge_map
 from .model import Descriptor, Image, Resource, ResourceType, evolve
@@ -45,20 +46,6 @@ def _check_target(target: object, name: str) -> Descriptor:
         raise InvalidArgument(f"target media type of image {name!r} must be set")
     annotations = check_string_map(target.annotations, f"target annotation of image {name!r}")
     return evolve(target, annotations=annotations)
-
-
-_encoder: Optional[Callable[..., Optional[tuple]]] = None
-
-
-def _encode_image() -> Callable[..., Optional[tuple]]:
-    """`cargohold._records.encode_image`, imported by the first creation (its twin loads the
-    collector's node-table module, which a listing never needs)."""
-    global _encoder
-    if _encoder is None:
-        from ._records import encode_image
-
-        _encoder = encode_image
-    return _encoder
 
 
 def image_adaptor(image: Image) -> filters.Adaptor:
@@ -129,7 +116,7 @@ class ImageStore(RecordStore[Image]):
         return replace(current, labels=labels, target=target)
 
     def _prepare(self, t: "Transaction", image: object) -> Optional[tuple]:
-        return _encode_image()(image, self._ns.name, t.now, t.now_at)
+        return encode_image(image, self._ns.name, t.now, t.now_at)
 
     def _before_write(self, t: "Transaction", image: Image, created: bool) -> None:
         if self._ns.lease is None:  # only a leased handle has a lease to join
