@@ -8,6 +8,11 @@ its objects; this class does get / list / create / update / delete with the
 guarantees every store owes: validate before writing, check every failure
 case before the first write (a caller's transaction stays clean when a call
 fails), timestamps from the transaction, node table in the same transaction.
+
+A creation inside a write transaction first asks the subclass to `_prepare` the
+object in one step (the image store: one compiled call, `cargohold._native.encode_image`);
+an object that step does not take, or a creation outside any transaction, goes
+through validate / encode / index, whose checks name the fault.
 """
 
 from __future__ import annotations
