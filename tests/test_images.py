@@ -227,6 +227,7 @@ BAD_IMAGES = {
     "size negative": (replace(GOOD, target=replace(GOOD.target, size=-1)), "-1"),
     "size bool": (replace(GOOD, target=replace(GOOD.target, size=True)), "True"),
     "size string": (replace(GOOD, target=replace(GOOD.target, size="10")), "'10'"),
+    "size past what a record holds": (replace(GOOD, target=replace(GOOD.target, size=1 << 64)), "at most 18446744073709551615"),
     "no media type": (replace(GOOD, target=replace(GOOD.target, media_type="")), "media type"),
     "media type not a string": (replace(GOOD, target=replace(GOOD.target, media_type=None)), "media type"),
     "label too big": (replace(GOOD, labels={"k": "v" * 4096}), "'k'"),

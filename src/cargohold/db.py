@@ -109,7 +109,7 @@ class DB:
                  publisher: Optional[Publisher] = None, clock: Optional[Clock] = None,
                  *, map_size: Optional[int] = None, readonly: bool = False, durable: bool = True,
                  metadata: Optional[str] = None) -> None:
-        self.path = os.fspath(meta_path)
+        self.path = os.path.abspath(os.fspath(meta_path))  # locks and files open later, maybe after a chdir
         self.content_store = content_store
         self.snapshotters: dict[str, Any] = Snapshotters(snapshotters or {})
         self.shared = shared

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Optional
 
 from . import filters, schema
+from ._native import encode_image
 from .errors import InvalidArgument, NotFound
 from .fieldpaths import clean_labels, merge_map
 from .model import Descriptor, Image, Resource, ResourceType, evolve
@@ -20,6 +21,10 @@ from .validation import require_str, validate_digest, validate_key
 
 if TYPE_CHECKING:
     from .transaction import Transaction
+
+
+MAX_SIZE = (1 << 64) - 1
+"""The largest size a record holds (msgpack's largest integer)."""
 
 
 def _descriptor(target: object, name: str) -> Descriptor:
@@ -34,6 +39,8 @@ def _check_target(target: object, name: str) -> Descriptor:
     size = target.size
     if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
         raise InvalidArgument(f"target size of image {name!r} must be an integer greater than zero, not {size!r}")
+    if size > MAX_SIZE:
+        raise InvalidArgument(f"target size of image {name!r} must be at most {MAX_SIZE}, not {size!r}")
     require_str(target.media_type, f"target media type of image {name!r}")
     if not target.media_type:
         raise InvalidArgument(f"target media type of image {name!r} must be set")
@@ -41,11 +48,11 @@ def _check_target(target: object, name: str) -> Descriptor:
     return evolve(target, annotations=annotations)
 
 
-
 def image_adaptor(image: Image) -> filters.Adaptor:
     """containerd's image filter fields: name, target.digest, target.mediatype, labels, annotations."""
     fields = {"name": image.name, "target.digest": image.target.digest, "target.mediatype": image.target.media_type}
     return filters.adaptor(fields, {"labels": image.labels, "annotations": image.target.annotations})
+
 
 class ImageStore(RecordStore[Image]):
     """create / get / list / update / delete of the images of one namespace.
@@ -108,7 +115,12 @@ class ImageStore(RecordStore[Image]):
                 raise InvalidArgument(f"cannot update field {path!r} of image {current.name!r}")
         return replace(current, labels=labels, target=target)
 
+    def _prepare(self, t: "Transaction", image: object) -> Optional[tuple]:
+        return encode_image(image, self._ns.name, t.now, t.now_at)
+
     def _before_write(self, t: "Transaction", image: Image, created: bool) -> None:
+        if self._ns.lease is None:  # only a leased handle has a lease to join
+            return
         from . import leases
         from .gc.labels import GC_EXPIRE
 

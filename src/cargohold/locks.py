@@ -49,7 +49,7 @@ class FileLock:
     """
 
     def __init__(self, path: str) -> None:
-        self.path = os.fspath(path)
+        self.path = os.path.abspath(os.fspath(path))
         self._pool: list[int] = []
         self._pool_lock = threading.Lock()
         _ALL_LOCKS.add(self)

@@ -194,7 +194,11 @@ def rename_targets(value: bytes, rename) -> Optional[bytes]:
 
 
 def _put(tx: "journal.Writing", rtype: int, ns: str, key: str, value: bytes) -> None:
-    packed = schema.pack_node(rtype, ns, key)
+    put_entry(tx, schema.pack_node(rtype, ns, key), value)
+
+
+def put_entry(tx: "journal.Writing", packed: bytes, value: bytes) -> None:
+    """Write the entry of the node with packed key `packed` (a store that packed the key itself)."""
     tx.kv.put(schema.T_GC, packed, value)
     journal.record(tx, packed)
 
