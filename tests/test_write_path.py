@@ -110,6 +110,78 @@ def test_a_transaction_of_snapshot_calls_makes_one_durable_commit(root):
     assert syncs <= 2, syncs
 
 
+def test_a_blob_ingest_flushes_its_bytes_once(root):
+    """A writer's ingest record (one LMDB commit: data pages, meta page), then the commit: the
+    bytes flushed once (``Writer.commit`` syncs them before taking any lock, the backend's commit
+    does not flush them again), the new ``blobs/sha256`` directory (the store's first blob) and
+    the link into it, and one LMDB commit."""
+    syncs = _count_syncs(root, """
+        import hashlib
+        data = b"x" * 256
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        with ns.content.writer("ref", total=len(data), expected=digest) as w:
+            w.write(data)
+            w.commit(len(data), digest)
+    """)
+    assert syncs == 2 + 1 + 2 + 2, syncs
+
+
+def test_blobs_committed_in_one_transaction_flush_their_directory_once(root):
+    """Three blobs in one db.update(): each one's bytes, the new ``blobs/sha256`` directory, then
+    one flush of it for the three links, just before the one LMDB commit (before, one each)."""
+    syncs = _count_syncs(root, """
+        import hashlib
+        with db.update():
+            for i in range(3):
+                data = bytes([i]) * 256
+                digest = "sha256:" + hashlib.sha256(data).hexdigest()
+                with ns.content.writer(f"ref-{i}", total=len(data), expected=digest) as w:
+                    w.write(data)
+                    w.commit(len(data), digest)
+    """)
+    assert syncs == 3 + 1 + 1 + 2, syncs
+    with cargohold.open(root) as db:
+        assert len(list(db.namespace("default").content.walk())) == 3
+
+
+def test_work_before_the_commit_runs_once_per_key_and_its_failure_aborts(root):
+    """`Transaction.before_commit`: run once per key just before the commit, in a db.update() and
+    in a shared commit; a failing one keeps the transaction from committing (its undo steps run);
+    one registered in a savepoint that rolled back is dropped."""
+    with cargohold.open(root) as db:
+        ns = db.namespace("default")
+        ran = []
+        with db.update() as tx:
+            ns.images.create(Image("kept", TARGET))
+            tx.before_commit("k", lambda: ran.append(1))
+            tx.before_commit("k", lambda: ran.append(2))
+            with pytest.raises(RuntimeError):
+                with tx.savepoint():
+                    tx.before_commit("dropped", lambda: ran.append(3))
+                    raise RuntimeError("rolled back")
+        assert ran == [1]
+
+        def fail() -> None:
+            raise OSError("flush failed")
+
+        undone = []
+        with pytest.raises(OSError, match="flush failed"):
+            with db.update() as tx:
+                ns.images.create(Image("gone", TARGET))
+                tx.on_abort(lambda: undone.append("update"))
+                tx.before_commit("fail", fail)
+
+        def shared(t) -> None:
+            ns.images.create(Image("gone-too", TARGET), tx=t)
+            t.on_abort(lambda: undone.append("shared"))
+            t.before_commit("fail", fail)
+
+        with pytest.raises(OSError, match="flush failed"):
+            db.write(None, shared)
+        assert undone == ["update", "shared"]
+        assert [image.name for image in ns.images.list()] == ["kept"]
+
+
 def test_an_aborted_transaction_leaves_no_backend_record_or_directory(root):
     with cargohold.open(root) as db:
         sn = db.namespace("default").snapshotter("native")

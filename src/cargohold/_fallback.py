@@ -12,6 +12,7 @@ import struct
 from bisect import bisect_left, bisect_right
 from itertools import islice
 
+from ._fallback_keys import object_key, pack_node  # noqa: F401 (twins of _ext/keys.pxi)
 from .errors import Corrupted, InvalidArgument
 
 MAX_VARINT_LEN = 10
@@ -1268,3 +1269,4 @@ def ctrd_containers(containers, prefix: bytes, snap_prefix: bytes, bare: bytes, 
             continue
         target = snap_prefix + snapshotter + b"/" + (ctr.get(b"snapshotKey") or b"")
         out.append((prefix + cid, bare + strong_edge(target)))
+

@@ -25,5 +25,7 @@ else:
 
         COMPILED = False
 
+from ._keys import object_key, pack_node  # noqa: E402 (chosen by the same rule, see cargohold._keys)
+
 __all__ = ["COMPILED", "BoltBucket", "BoltTx", "Marker", "TableCheck", "bolt_branch", "bolt_leaf", "ctrd_blobs",
-           "ctrd_containers", "ctrd_images", "ctrd_snapshots", "decode_varint", "encode_varint"]
+           "ctrd_containers", "ctrd_images", "ctrd_snapshots", "decode_varint", "encode_varint", "object_key", "pack_node"]

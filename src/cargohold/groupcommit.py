@@ -12,8 +12,9 @@ queued meanwhile form the next batch, led by one of their threads.
 
 A call returns only after the commit that holds it: a call that returned is
 as durable as the database's mode makes any commit (`cargohold.kv`,
-``durable``). If that commit fails, every call in it fails with its error
-and runs its undo steps. Post-commit work (events, mutation callbacks, a
+``durable``). The calls' before-commit work (`Transaction.before_commit`)
+runs just before that commit, once per key across the batch. If it or the
+commit fails, every call in it fails with its error and runs its undo steps. Post-commit work (events, mutation callbacks, a
 hook's error) runs in the calling thread, as for a call that committed
 alone.
 
@@ -29,7 +30,7 @@ import threading
 from collections import deque
 from typing import Any, Callable, Optional, TypeVar
 
-from .transaction import Transaction, enter_writer, run_all
+from .transaction import Transaction, commit, enter_writer, run_all
 
 T = TypeVar("T")
 
@@ -114,7 +115,7 @@ class GroupCommit:
             ok = self._run(kv, batch)
             try:
                 if ok:
-                    kv.commit(undo=lambda: run_all(call.tx._undo_all for call in ok))
+                    commit(kv, [call.tx for call in ok], lambda: run_all(call.tx._undo_all for call in ok))
                 else:
                     kv.abort()
             except BaseException as exc:

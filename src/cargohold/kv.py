@@ -219,7 +219,7 @@ class Env:
     def _check_size(self) -> None:
         # A truncated data file would fault (SIGBUS) on first access: refuse it.
         info = self._env.info()
-        psize = self._env.stat()["psize"]
+        psize = self._psize = self._env.stat()["psize"]
         needed = (info["last_pgno"] + 1) * psize
         actual = os.path.getsize(self._data)
         if actual < needed:
@@ -298,7 +298,8 @@ class Env:
                 self._active[me] = count
             else:
                 del self._active[me]
-            self._cond.notify_all()
+            if self._resizing or self._closed:  # the only ones who wait for transactions to end
+                self._cond.notify_all()
 
     def _resize(self, size: int) -> None:
         """Set the map size (0 adopts another process's) with no transaction of ours open."""
@@ -342,7 +343,7 @@ class Env:
         if self._active.get(threading.get_ident()):
             return  # cannot remap under our own open transaction; MAP_FULL replay still applies
         info = self._env.info()
-        used = (info["last_pgno"] + 1) * self._env.stat()["psize"]
+        used = (info["last_pgno"] + 1) * self._psize
         if used * 2 > info["map_size"]:
             self._resize(info["map_size"] * 2)
 
@@ -794,8 +795,11 @@ class Txn:
         return done
 
     def delete(self, table: str, key: bytes) -> bool:
-        self._require_write()
-        db = self._db(table)
+        if not self.write:
+            self._require_write()
+        db = self._env._dbs.get(table)
+        if db is None:
+            db = self._db(table)
         try:
             done = self._txn.delete(key, db=db)
         except lmdb.Error as exc:

@@ -111,7 +111,7 @@ class RecordStore(Generic[T]):
         record = self._encode(obj)
         record["c"], record["u"] = created_ns, t.now
         t.kv.put(schema.T_OBJECTS, key or self._key(self._id(obj)), schema.pack(record))
-        updated = from_ns(t.now)
+        updated = t.now_at
         stored = evolve(obj, created_at=updated if created_ns == t.now else from_ns(created_ns), updated_at=updated)
         self._index(t, stored)
         return stored

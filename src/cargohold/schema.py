@@ -78,6 +78,7 @@ from typing import Any
 
 import msgpack
 
+from ._keys import object_key, pack_node
 from .errors import Corrupted, InvalidArgument
 from .model import Node, ResourceType
 
@@ -115,17 +116,16 @@ META_GC_JOURNAL = b"gc\x00journal\x00"
 
 SEP = b"\x00"
 
+# `object_key(ns, kind, *parts)`, the key of one object record (or, with fewer parts, the prefix
+# of a group), and `pack_node(rtype, ns, key)`, the packed node key (one type byte, the namespace,
+# NUL, the key), are built on every write: they come from the compiled core (`_ext/keys.pxi`).
+
 
 def _enc(part: str) -> bytes:
     try:
         return part.encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidArgument(f"{part!r} is not valid Unicode text") from None
-
-
-def object_key(ns: str, kind: bytes, *parts: str) -> bytes:
-    """Key of one object record (or, with fewer parts, the prefix of a group)."""
-    return SEP.join([_enc(ns), kind, *(_enc(p) for p in parts)])
 
 
 def ns_prefix(ns: str) -> bytes:
@@ -151,11 +151,6 @@ def text(raw: bytes, what: str = "key") -> str:
 def split_object_key(key: bytes) -> list[str]:
     """[ns, kind, part...] of an object key."""
     return [text(p) for p in key.split(SEP)]
-
-
-def pack_node(rtype: int, ns: str, key: str) -> bytes:
-    """The packed node key: one type byte, the namespace, NUL, the key."""
-    return bytes((rtype,)) + _enc(ns) + SEP + _enc(key)
 
 
 def node_prefix(rtype: int, ns: str) -> bytes:

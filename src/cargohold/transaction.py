@@ -28,6 +28,7 @@ writer lock (`cargohold.kv`).
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Protocol, TypeVar
 
 from . import schema
@@ -35,7 +36,7 @@ from ._native import decode_varint, encode_varint
 from .errors import FailedPrecondition, InvalidArgument
 from .gc import journal as gcjournal
 from .logs import LazyLogger
-from .timeutil import to_ns
+from .timeutil import from_ns, to_ns
 
 if TYPE_CHECKING:
     from .kv import Txn
@@ -79,11 +80,12 @@ class Transaction:
 
     Besides the key-value transaction (`kv`) it collects what must happen
     only if it commits: dirty backends, events and other post-commit work;
-    and what must be undone if it does not (`on_abort`).
+    what must happen just before it commits (`before_commit`: flushes its
+    durability needs); and what must be undone if it does not (`on_abort`).
     """
 
-    __slots__ = ("db", "kv", "write", "now", "_dirty", "_dirty_content", "_dirty_snapshotters",
-                 "_after", "_undo", "_held", "_namespaces", "_gc_round", "_journaled",
+    __slots__ = ("db", "kv", "write", "now", "_now_at", "_dirty", "_dirty_content", "_dirty_snapshotters",
+                 "_after", "_before", "_undo", "_held", "_namespaces", "_gc_round", "_journaled",
                  "savepoints")
 
     def __init__(self, db: Any, kv_txn: "Txn", write: bool) -> None:
@@ -92,10 +94,12 @@ class Transaction:
         self.write = write
         self.now: int = to_ns(db.clock())
         """The transaction's timestamp (ns): every object it touches gets the same one."""
+        self._now_at: Optional[datetime] = None
         self._dirty = False
         self._dirty_content = False
         self._dirty_snapshotters: set[str] = set()
         self._after: list[Callable[[], None]] = []
+        self._before: dict[Any, Callable[[], None]] = {}
         self._undo: list[Callable[[], None]] = []
         self._held: dict[Any, Any] = {}
         self._namespaces: set[str] = set()
@@ -103,6 +107,13 @@ class Transaction:
         self._journaled: set[bytes] = set()
         self.savepoints = 0
         """Savepoints open in this transaction: a nested call inside one needs none of its own."""
+
+    @property
+    def now_at(self) -> datetime:
+        """`now` as a datetime, made once (the stores stamp every object they return with it)."""
+        if self._now_at is None:
+            self._now_at = from_ns(self.now)
+        return self._now_at
 
     def gc_round(self) -> int:
         """The round of the concurrent collection this transaction journals in (0: none running).
@@ -134,6 +145,13 @@ class Transaction:
     def after_commit(self, fn: Callable[[], None]) -> None:
         """Run fn once the transaction has committed (events, backend work)."""
         self._after.append(fn)
+
+    def before_commit(self, key: Any, fn: Callable[[], None]) -> None:
+        """Run fn just before the transaction commits, once per `key`: work the commit's durability
+        needs, done once for every call that asked (one fsync of a directory that many calls
+        renamed files into). If it fails, the transaction does not commit."""
+        if key not in self._before:
+            self._before[key] = fn
 
     def on_abort(self, fn: Callable[[], None]) -> None:
         """Run fn if the transaction does not commit (undo backend side effects).
@@ -200,7 +218,7 @@ class Transaction:
 class Savepoint:
     """Context manager behind `Transaction.savepoint` (a child of the key-value transaction)."""
 
-    __slots__ = ("tx", "_parent", "_child", "_undo", "_after", "_flags", "_sets")
+    __slots__ = ("tx", "_parent", "_child", "_undo", "_after", "_before", "_flags", "_sets")
 
     def __init__(self, tx: Transaction) -> None:
         self.tx = tx
@@ -211,7 +229,7 @@ class Savepoint:
         self._parent = tx.kv
         self._child = tx.kv.child()
         tx.kv = self._child
-        self._undo, self._after = len(tx._undo), len(tx._after)
+        self._undo, self._after, self._before = len(tx._undo), len(tx._after), len(tx._before)
         self._flags = (tx._dirty, tx._dirty_content)
         self._sets = (set(tx._dirty_snapshotters), set(tx._namespaces), set(tx._journaled))
         tx.savepoints += 1
@@ -236,6 +254,8 @@ class Savepoint:
         undo = tx._undo[self._undo:]
         del tx._undo[self._undo:]
         del tx._after[self._after:]
+        for key in list(tx._before)[self._before:]:
+            del tx._before[key]
         tx._dirty, tx._dirty_content = self._flags
         tx._dirty_snapshotters, tx._namespaces, tx._journaled = self._sets
         run_all(reversed(undo))
@@ -292,7 +312,7 @@ class TxContext:
         self.db._local.tx = None
         try:
             if exc_type is None:
-                tx.kv.commit(undo=tx._undo_all)
+                commit(tx.kv, [tx], tx._undo_all)
             else:
                 tx.kv.abort(undo=tx._undo_all)
                 return
@@ -301,6 +321,23 @@ class TxContext:
             self._release()
         if self.write and not self.internal:
             self.db._committed(tx)
+
+
+def commit(kv: "Txn", txs: Iterable[Transaction], undo: Callable[[], None]) -> None:
+    """Commit `kv`, the key-value transaction of `txs` (one, or a shared commit's calls): their
+    before-commit work first, once per key; if it or the commit fails, `kv` is aborted with
+    `undo` run under the writer lock (`cargohold.kv.Txn.abort`) and the error raised."""
+    before: dict = {}
+    for tx in txs:
+        for key, fn in tx._before.items():
+            before.setdefault(key, fn)
+    try:
+        for fn in before.values():
+            fn()
+    except BaseException:
+        kv.abort(undo=undo)
+        raise
+    kv.commit(undo=undo)
 
 
 def enter_writer(db: Any) -> Any:

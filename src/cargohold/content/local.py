@@ -18,10 +18,12 @@ Writers stream: each ``write`` goes to ``data`` and the running hash, so memory
 stays bounded whatever the blob size. An ingest resumes after a close, a
 reopen or a crash from the bytes in ``data`` (re-hashed in 1 MiB chunks). A
 commit verifies size and digest, fsyncs the data, links it to its blob path
-and fsyncs the directory: a blob is either absent or complete. The ingest goes
-only after that (`LocalWriter.publish` leaves it to the caller, who records the
-blob first), so a crash in between leaves both, sharing one file; a writer
-resuming such an ingest copies the file before writing on.
+and fsyncs the directory (or leaves that flush to its caller, which flushes the
+directory once for all the blobs of a transaction before it records them): a
+blob is either absent or complete. The ingest goes only after that
+(`LocalWriter.publish` leaves it to the caller, who records the blob first), so
+a crash in between leaves both, sharing one file; a writer resuming such an
+ingest copies the file before writing on.
 
 Locking, as owned by this module: a writer holds an exclusive flock on its
 ingest's ``lock`` file for as long as it is open; a second writer on the same
@@ -544,9 +546,16 @@ def _read_meta(path: str) -> Optional[dict]:
 
 
 def _write_meta(path: str, meta: dict) -> None:
+    """Replace the ingest's meta record atomically: a temporary file renamed over it."""
     tmp = os.path.join(path, "meta.tmp")
-    with open(tmp, "w") as f:
-        json.dump(meta, f)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+    try:
+        data = json.dumps(meta).encode()
+        done = 0
+        while done < len(data):
+            done += os.write(fd, data[done:])
+    finally:
+        os.close(fd)
     os.replace(tmp, os.path.join(path, "meta"))
 
 
@@ -606,6 +615,8 @@ class LocalWriter:
         self._offset = offset
         self._meta = meta
         self._updated = meta["updated"]
+        self._synced = False
+        """Whether every byte written is flushed already (`sync`): commit then flushes no more."""
         self.created = created
         """True if this writer started the ingest (nothing was there to resume)."""
 
@@ -631,6 +642,7 @@ class LocalWriter:
             if total and not meta["total"]:
                 meta["total"] = total
                 _write_meta(path, meta)
+            data = io.FileIO(data_path, "a")
         else:
             now = time.time_ns()
             meta = {"ref": ref, "total": total, "alg": algorithm, "started": now, "updated": now}
@@ -638,11 +650,14 @@ class LocalWriter:
             # one may be a blob's too (see `_own_data`). Never leave a meta that describes other bytes.
             _unlink(data_path)
             _unlink(os.path.join(path, "meta"))
-            with open(data_path, "wb"):
-                pass
-            _write_meta(path, meta)
+            fd = os.open(data_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o666)
+            try:
+                _write_meta(path, meta)
+            except BaseException:
+                os.close(fd)
+                raise
+            data = io.FileIO(fd, "a")
             offset = 0
-        data = io.FileIO(data_path, "a")
         if os.fstat(data.fileno()).st_size != offset:  # cannot change under our lock
             data.close()
             raise Corrupted(f"ingest data of ref {ref!r} changed while it was hashed")
@@ -684,6 +699,7 @@ class LocalWriter:
         finally:
             self._hash.update(view[:done])
             self._offset += done
+            self._synced = self._synced and not done
             self._updated = time.time_ns()
         return done
 
@@ -705,6 +721,7 @@ class LocalWriter:
             raise InvalidArgument(f"cannot truncate ingest ref {self.ref!r} to {size} bytes: "
                                   f"only {self._offset} were written")
         f.truncate(size)
+        self._synced = False
         hasher = hashlib.new(self._meta["alg"])
         if size:
             _hash_file(os.path.join(self._path, "data"), hasher, size)
@@ -716,6 +733,7 @@ class LocalWriter:
     def sync(self) -> None:
         """Flush the written bytes to stable storage."""
         os.fsync(self._require_open().fileno())
+        self._synced = True
 
     @_os_errors
     def commit(self, size: int = 0, expected: Optional[str] = None) -> str:
@@ -732,21 +750,26 @@ class LocalWriter:
         return published.digest
 
     @_os_errors
-    def publish(self, size: int = 0, expected: Optional[str] = None) -> "Published":
+    def publish(self, size: int = 0, expected: Optional[str] = None, *,
+                flush_dir: Optional[Callable[[str], None]] = None) -> "Published":
         """Verify the bytes and link them into place as the blob, keeping the ingest (locked) for the
         caller to discard once the blob is recorded, or to release, resumable as it was, if the
         recording fails: until then (and after a crash) the blob and the ingest share one file.
         The writer is closed afterwards. FailedPrecondition as for `commit`, the ingest left as it was.
+        The new link is flushed before this returns, or, with `flush_dir`, handed to
+        ``flush_dir(directory)``, whose caller flushes the directory before it records the blob.
         """
-        return self._publish(size, expected)
+        return self._publish(size, expected, flush_dir)
 
-    def _publish(self, size: int, expected: Optional[str]) -> "Published":
+    def _publish(self, size: int, expected: Optional[str],
+                 flush_dir: Optional[Callable[[str], None]] = None) -> "Published":
         validate_size(size, "size")
         if expected:
             validate_digest(expected, "expected digest")
         f = self._require_open()
         try:
-            os.fsync(f.fileno())
+            if not self._synced:
+                os.fsync(f.fileno())
             actual = os.fstat(f.fileno()).st_size
             if actual != self._offset:
                 raise Corrupted(f"ingest data of ref {self.ref!r} holds {actual} bytes, "
@@ -773,7 +796,7 @@ class LocalWriter:
                 except FileExistsError:
                     os.fchmod(f.fileno(), mode)
                 if created:
-                    sync_dir(directory)
+                    (flush_dir or sync_dir)(directory)
             lock, self._lock = self._lock, None
             return Published(digest, created, IngestClaim(self._path, lock), target, mode)
         finally:

@@ -56,6 +56,7 @@ from .. import filters, leases, schema
 from ..errors import AlreadyExists, Corrupted, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from ..fieldpaths import clean_labels, update_labels
 from ..gc import index
+from ..kvguard import sync_dir
 from ..locks import FileLock
 from ..model import Freed, Info, Leftover, Resource, ResourceType, Status
 from ..timeutil import from_ns, to_ns
@@ -175,6 +176,18 @@ def _locked_write(db: "Database", tx: Optional["Transaction"], fn: Callable[["Tr
         return fn(t)
 
     return db.write(tx, locked, savepoint=True)
+
+
+def _sync_before_commit(t: "Transaction", directory: str) -> None:
+    """Flush the blob directory `directory` just before `t` commits: once for every blob the
+    transaction put there, and before the records naming them can be on disk."""
+    def flush() -> None:
+        try:
+            sync_dir(directory)
+        except OSError as exc:
+            raise Unavailable(f"cannot flush content directory {directory!r}: {exc}") from None
+
+    t.before_commit(("content-sync-dir", directory), flush)
 
 
 def _abandon(bw: Optional[LocalWriter]) -> None:
@@ -558,7 +571,8 @@ class Writer:
             else:
                 # The ingest goes only once the blob is recorded; if the transaction does not commit,
                 # the blob goes if this made it, and the ingest stays resumable as it was.
-                published = bw.publish(actual, digest)
+                published = bw.publish(actual, digest,
+                                       flush_dir=lambda directory: _sync_before_commit(t, directory))
                 t.on_abort(published.undo)
                 t.after_commit(published.ingest.discard)
             if existing is not None:

@@ -26,7 +26,6 @@ gone is forgotten by the next purge.
 from __future__ import annotations
 
 import os
-import tempfile
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator, Optional
 
@@ -36,7 +35,7 @@ from ..timeutil import Clock, to_ns, utcnow
 from ..validation import validate_labels
 from . import storage
 from .metastore import Metastore
-from .fsutil import disk_usage, flush_filesystem, remove_tree
+from .fsutil import disk_usage, flush_filesystem, make_temp_dir, remove_tree
 
 
 def bind_mount(source: str, readonly: bool) -> list[Mount]:
@@ -175,7 +174,7 @@ class DirectorySnapshotter:
         with _filesystem(f"create snapshot {key!r}", self._snapshots_dir), self._store.write() as txn:
             snapshot = storage.create(txn, kind, key, parent, labels, self._now(),
                                       taken=lambda snapshot_id: os.path.lexists(self.snapshot_dir(snapshot_id)))
-            temp = tempfile.mkdtemp(prefix="new-", dir=self._snapshots_dir)
+            temp = make_temp_dir(self._snapshots_dir, "new-")
             txn.on_abort(lambda: _discard(temp))
             self._populate(temp, snapshot)
             path = self.snapshot_dir(snapshot.id)

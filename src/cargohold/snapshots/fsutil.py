@@ -15,6 +15,7 @@ descriptor is open per level of the directory being walked.
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import shutil
 import stat
@@ -31,6 +32,23 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _HANDLE_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 Listing = list[tuple[str, os.stat_result]]
+_TEMP_NAMES = itertools.count(1)
+
+
+def make_temp_dir(parent: str, prefix: str) -> str:
+    """Create a new, empty directory ``<parent>/<prefix><pid>-<n>`` (mode 0700) and return its path.
+
+    `tempfile.mkdtemp` without its random names: the process id and a per-process counter are
+    unique among live processes, and a name a dead process left behind is skipped.
+    """
+    pid = os.getpid()
+    while True:
+        path = os.path.join(parent, f"{prefix}{pid}-{next(_TEMP_NAMES)}")
+        try:
+            os.mkdir(path, 0o700)
+            return path
+        except FileExistsError:
+            continue
 
 
 def open_dir(name: str, dir_fd: Optional[int] = None) -> int:
@@ -187,9 +205,12 @@ def copy_file(source: str, target: str, *, dir_fd: Optional[int] = None) -> list
 
 def _set_attributes(target: str, st: os.stat_result, xattrs: list[tuple[str, bytes]]) -> None:
     """Give `target` the ownership, xattrs, mode and timestamps of a source with stat `st`."""
-    if (st.st_uid, st.st_gid) != _owner(target):
+    current = os.lstat(target)
+    chowned = False
+    if (st.st_uid, st.st_gid) != (current.st_uid, current.st_gid):
         try:
             os.lchown(target, st.st_uid, st.st_gid)
+            chowned = True
         except PermissionError:
             pass  # an unprivileged process keeps its own ownership
     for name, value in xattrs:
@@ -199,14 +220,10 @@ def _set_attributes(target: str, st: os.stat_result, xattrs: list[tuple[str, byt
             if exc.errno not in _IGNORED_XATTR_ERRORS:
                 raise
     is_link = stat.S_ISLNK(st.st_mode)
-    if not is_link:
-        os.chmod(target, stat.S_IMODE(st.st_mode))  # after chown, which clears set-id bits
+    mode = stat.S_IMODE(st.st_mode)
+    if not is_link and (chowned or mode != stat.S_IMODE(current.st_mode)):
+        os.chmod(target, mode)  # after chown, which clears set-id bits
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=not is_link)
-
-
-def _owner(path: str) -> tuple[int, int]:
-    st = os.lstat(path)
-    return st.st_uid, st.st_gid
 
 
 def _read_xattrs(source: Union[int, str]) -> list[tuple[str, bytes]]:
