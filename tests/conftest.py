@@ -34,7 +34,7 @@ ENGINES = ("lmdb", "etcd")
 ENGINE_MODULES = {
     # the store, GC and CLI tests: each runs on both metadata engines with the same assertions
     "test_namespaces", "test_images", "test_containers", "test_leases", "test_sandboxes",
-    "test_content_store", "test_snapshots_store", "test_gc", "test_gc_labels", "test_gc_scoped",
+    "test_content_store", "test_snapshots_store", "test_gc", "test_gc_labels", "test_gc_scoped", "test_gc_allowed",
     "test_cli", "test_cli_images", "test_cli_containers", "test_cli_content", "test_cli_gc",
     "test_cli_leases", "test_cli_snapshots",
 }

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import subprocess
 import sys
+import textwrap
 
 import pytest
 from cliutil import fails, invoke, parsed
@@ -297,6 +299,22 @@ def test_demo_twice_next_to_the_users_data_in_its_namespace(tmp_path):
         assert [i.name for i in ns.images.list()] == ["example.com/user/app:2"]
 
 
+def test_demo_again_and_again_leaves_no_backend_data_behind(tmp_path, engine):
+    """Each re-run collects what the run before left (its container's snapshot; its lease holds the unpacked
+    layers for the import to reuse) through its own restricted collection, backend directory included:
+    nothing is left for the next run to refuse."""
+    root = tmp_path / "r"
+    layers = []
+    for _ in range(3):
+        assert "removed 5 records (5 content)" in invoke(root, "demo").stdout
+        with cargohold.open(root) as db:
+            assert db.leftovers() == [] and db.unreachable() == []
+            keys = sorted(info.name for info in db.snapshotter_backend("native").walk())
+            assert len(keys) == 4
+            layers.append([key for key in keys if not key.endswith("/hello-1")])
+    assert layers[0] == layers[1] == layers[2]  # the unpacked layers are reused, as the import finds them
+
+
 def test_demo_starts_over_after_an_interrupted_run(tmp_path, monkeypatch):
     """A run stopped right after the import leaves its lease, its image and unpacked layers not yet marked
     (the lease holds them): the next run knows them as its own and starts over."""
@@ -366,3 +384,94 @@ def test_demo_leaves_backend_data_of_its_namespace_that_no_record_owns(tmp_path,
     _refused(root, f"namespace 'demo' of this root has 1 thing in the backends that no record owns (such as {name})")
     with cargohold.open(root) as db:
         assert db.leftovers() == leftovers
+
+
+# -- a write by another process between the demo's last check and its collection -------------------
+
+_BETWEEN = {
+    # what another process does to the root right after the demo's last check
+    "image deleted": """
+        ns.images.delete("example.com/user/app:2")  # the user's manifest blob is unreferenced now
+    """,
+    "blob written": """
+        with ns.content.writer("theirs") as w:
+            w.write(b"written by someone else meanwhile")
+            w.commit()
+    """,
+    "ingest left": """
+        w = db.content_store.writer("demo-0123456789abcdef")  # the bytes of an upload whose record was lost
+        w.write(b"half an upload whose record was lost")
+        w.close()
+    """,
+}
+
+
+def _write_between_check_and_collection(monkeypatch, root, what: str) -> list:
+    """Make the demo's last check (`_require_own`) return only once another process has done `what` to
+    the root: a real write, at the one moment the check cannot see."""
+    from conftest import run_python
+
+    from cargohold.cli import demo
+
+    real, done = demo._require_own, []
+
+    @functools.wraps(real)
+    def check_then_someone_writes(*args, **kwargs):
+        real(*args, **kwargs)
+        run_python(f"import cargohold\nwith cargohold.open({str(root)!r}) as db:\n    ns = db.namespace('demo')\n"
+                   + textwrap.indent(textwrap.dedent(_BETWEEN[what]).strip(), "    "))
+        done.append(what)
+
+    monkeypatch.setattr(demo, "_require_own", check_then_someone_writes)
+    return done
+
+
+_THEIRS = {"image deleted": b'{"user": "manifest"}', "blob written": b"written by someone else meanwhile"}
+"""The bytes of the user's blob each write leaves unreferenced."""
+
+
+@pytest.mark.parametrize("what", sorted(_THEIRS))
+def test_a_write_between_the_demos_last_check_and_its_collection_is_not_collected(tmp_path, monkeypatch, what,
+                                                                                   engine):
+    """Another process deletes the user's image in namespace demo (its manifest blob is garbage now), or
+    writes an unreferenced blob there, right after the demo's last check: the collector refuses in the
+    transaction that sweeps, so the demo stops with one line, and the user's blob and the demo's own
+    garbage are all still there, records and bytes."""
+    root = tmp_path / "r"
+    _user_data_in_namespace_demo(root)
+    done = _write_between_check_and_collection(monkeypatch, root, what)
+    line = fails(root, "demo")
+    assert done == [what]
+    theirs = digest_bytes(_THEIRS[what])
+    assert line == (f"cargohold: FailedPrecondition: a collection of namespace 'demo' would now delete "
+                    f"content demo {theirs}, which the demo did not create (something else wrote there "
+                    f"while it ran), so it collects nothing: run it on another root (or without --root), "
+                    f"or in another namespace (--namespace NAME)")
+    with cargohold.open(root) as db:
+        ns = db.namespace("demo")
+        assert db.content_store.exists(theirs) and theirs in {info.digest for info in ns.content.walk()}
+        assert ns.content.read(theirs) == _THEIRS[what]
+        # nothing was collected: the five blobs of the demo's deleted image are still garbage, beside the user's
+        garbage = db.unreachable(namespace="demo")
+        assert len(garbage) == 6 and theirs in {n.key for n in garbage}
+        assert all(db.content_store.exists(n.key) for n in garbage)
+        assert db.leftovers() == []
+    from cargohold.cli import demo
+
+    monkeypatch.setattr(demo, "_require_own", demo._require_own.__wrapped__)
+    # a next run refuses before it changes anything, as after any run stopped there
+    _refused(root, "namespace 'demo' of this root already holds 6 things no root references")
+
+
+def test_an_upload_left_between_the_demos_last_check_and_its_collection_stays(tmp_path, monkeypatch, engine):
+    """Another process leaves the bytes of an upload of namespace demo without a record (backend ref
+    ``demo-<hex>``) right after the demo's last check: the demo's collection goes on, removes its own five
+    blobs, and its cleanup leaves that upload alone (a namespace's cleanup would have deleted it)."""
+    root = tmp_path / "r"
+    done = _write_between_check_and_collection(monkeypatch, root, "ingest left")
+    assert "removed 5 records (5 content)" in invoke(root, "demo").stdout
+    assert done == ["ingest left"]
+    with cargohold.open(root) as db:
+        (left,) = db.leftovers()
+        assert (left.type, left.key) == ("ingest-dir", "demo-0123456789abcdef")
+        assert db.unreachable() == []

@@ -278,3 +278,30 @@ def test_destination_must_be_new(source, tmp_path):
     (tmp_path / "full" / "x").write_text("x")
     with pytest.raises(AlreadyExists):
         ctrd.import_root(source, str(tmp_path / "full"))
+
+
+def test_the_new_root_is_on_disk_before_it_becomes_the_destination(source, tmp_path):
+    """The import's records name blobs linked in without a flush of their directory: the work
+    tree is flushed (syncfs) after the last blob is placed and before it is renamed to the
+    destination, and that rename is flushed (an fsync of the destination's parent) before the
+    import returns."""
+    import re
+    import subprocess
+    import sys
+
+    from crashutil import strace
+
+    dest = tmp_path / "dest"
+    log = tmp_path / "trace"
+    code = "import sys, cargohold.containerd as c; c.import_root(sys.argv[1], sys.argv[2])"
+    proc = subprocess.run([strace(), "-f", "-qq", "-y", "-o", str(log), "-e",
+                           "trace=rename,renameat,renameat2,syncfs,fsync", sys.executable, "-c", code,
+                           source, str(dest)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = log.read_text().splitlines()
+    placed = [i for i, line in enumerate(lines) if re.search(r"\brename\w*\(", line) and ".import-" in line
+              and "/content/blobs/" in line]
+    final = [i for i, line in enumerate(lines) if re.search(r"\brename\w*\(", line) and f'"{dest}"' in line]
+    assert placed and len(final) == 1, lines
+    assert any("syncfs(" in line for line in lines[placed[-1]:final[0]]), lines[placed[-1]:final[0] + 1]
+    assert any("fsync(" in line and f"<{tmp_path}>" in line for line in lines[final[0]:]), lines[final[0]:]

@@ -129,6 +129,36 @@ def test_a_collector_whose_lease_expires_mid_collection_commits_no_sweep(tmp_pat
         db.close()
 
 
+@pytest.mark.parametrize("shared", [False, True], ids=["copy", "shared"])
+def test_a_blob_another_host_recorded_survives_a_writer_that_lost_its_lock(tmp_path, etcd_url, etcd_cluster,
+                                                                           shared):
+    """Host a links a blob in a transaction and loses its writer lock (its lease expires) before
+    the commit; host b, writing the same bytes (or sharing the stored blob), finds it in place
+    and records it. a's commit fails, and its undo must not delete the blob b recorded."""
+    a = open_host(str(tmp_path / "a"), str(tmp_path / "content"), etcd_url)
+    b = open_host(str(tmp_path / "b"), str(tmp_path / "content"), etcd_url)
+    b.shared = shared
+    try:
+        data = b"bytes both hosts store"
+        digest = digest_of(data)
+        with pytest.raises(Unavailable, match="lost its writer lock"):
+            with a.update():
+                with a.namespace("default").content.writer("ref-a", total=len(data), expected=digest) as w:
+                    w.write(data)
+                    w.commit(len(data), digest)
+                etcd_cluster.request(0, "/v3/lease/revoke", {"ID": str(a._env._lease.id)})
+                with b.namespace("default").content.writer("ref-b", total=len(data), expected=digest) as w:
+                    if w.status().offset == 0 and not shared:
+                        w.write(data)
+                    w.commit(len(data), digest)
+        assert b.namespace("default").content.read(digest) == data
+        # what a's failed transaction leaves is its ingest (no record owns it), never a missing blob
+        assert [f.kind for f in cargohold.fsck(b).problems] == ["unowned-ingest"]
+    finally:
+        b.close()
+        a.close()
+
+
 def _paused_collection(collector, phase):
     """Start a collection on `collector` that waits at `phase`; (thread, entered, release, errors)."""
     entered, release, errors = threading.Event(), threading.Event(), []

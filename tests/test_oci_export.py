@@ -229,3 +229,37 @@ def test_skopeo_and_umoci_read_what_we_write(tmp_path):
     run(UMOCI, "unpack", *rootless, "--image", f"{extracted}:{tag}", str(tmp_path / "bundle"))
     assert (tmp_path / "bundle/rootfs/tmp/later-a-dir/inside").read_bytes() == b"now a directory\n"
     assert sha256(store.read(ref.target)) == ref.target.digest
+
+
+def test_an_exported_archive_is_on_disk_before_it_replaces_the_path(tmp_path, multi):
+    """A user may delete the images once their export returned: the archive's bytes are flushed
+    before it is renamed to the path, and the rename is flushed before the export returns."""
+    import re
+    import subprocess
+    import sys
+    import textwrap
+
+    from crashutil import strace
+
+    store = BlobStore(tmp_path / "store")
+    plan = import_into(store, multi.root, all_platforms=True)
+    code = textwrap.dedent(f"""
+        import sys
+        sys.path[:0] = {[p for p in sys.path if p.endswith("tests")]!r}
+        from cargohold.model import Descriptor
+        from test_oci_export import BlobStore, export_from
+        images = [(name, Descriptor(*target)) for name, target in {[(r.name, (r.target.media_type, r.target.digest, r.target.size)) for r in plan.images]!r}]
+        export_from(BlobStore(sys.argv[1]), images, sys.argv[2])
+    """)
+    log = tmp_path / "trace"
+    dest = tmp_path / "out.tar"
+    proc = subprocess.run([strace(), "-f", "-qq", "-y", "-o", str(log), "-e", "trace=rename,renameat,renameat2,fsync",
+                           sys.executable, "-c", code, str(tmp_path / "store"), str(dest)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = log.read_text().splitlines()
+    rename = next(i for i, line in enumerate(lines) if re.search(r"\brename\w*\(", line) and f'"{dest}"' in line)
+    assert any("fsync(" in line and f"{tmp_path}/.out.tar." in line for line in lines[:rename]), lines
+    assert any("fsync(" in line and f"<{tmp_path}>" in line for line in lines[rename:]), lines
+    with oci.open_archive(dest) as archive:
+        assert archive.index

@@ -195,3 +195,67 @@ def test_token_auth_anonymous_and_refusals(token_registry, token_server, tmp_pat
     with pytest.raises(FailedPrecondition, match=rf"push {token_registry.host}/{public}:2: .*refused anonymous"):
         transfer.push(ns, f"{token_registry.host}/{public}:1", f"{token_registry.host}/{public}:2", plain_http=True)
     assert [i.name for i in ns.images.list()] == [f"{token_registry.host}/{public}:1"]
+
+
+def test_a_host_a_redirect_leads_to_never_gets_the_registrys_credentials():
+    """The registry redirects to another host, which answers 401 with a token realm on a third:
+    the registry's credentials must reach neither of them (containerd answers a challenge with the
+    credentials of the host that sent it), and the call fails naming that host."""
+    import http.server
+    import threading
+
+    from cargohold.oci.reference import parse
+    from cargohold.transfer.registry.client import RegistryClient
+
+    seen = []
+
+    def serve(respond):
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                seen.append((self.server.server_port, self.headers.get("Authorization")))
+                respond(self)
+
+            do_HEAD = do_GET
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server
+
+    def token(handler):
+        body = json.dumps({"token": "from-the-third-host"}).encode()
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    realm = serve(token)
+
+    def challenge(handler):
+        handler.send_response(401)
+        handler.send_header("WWW-Authenticate",
+                            f'Bearer realm="http://127.0.0.1:{realm.server_port}/token",service="x"')
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    storage = serve(challenge)
+
+    def redirect(handler):
+        handler.send_response(307)
+        handler.send_header("Location", f"http://localhost:{storage.server_port}{handler.path}")
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    registry = serve(redirect)
+    try:
+        reference = parse(f"127.0.0.1:{registry.server_port}/lib/app:1")
+        with RegistryClient(reference, plain_http=True, credentials=Credentials(USER, PASSWORD)) as client:
+            with pytest.raises(FailedPrecondition, match="localhost"):
+                client.resolve()
+    finally:
+        for server in (registry, storage, realm):
+            server.shutdown()
+    assert all(auth is None for _, auth in seen), seen
+    assert realm.server_port not in [port for port, _ in seen]

@@ -6,7 +6,8 @@ descriptor (``-y``), in order. A layer's files (and a tree a user wrote into
 an active snapshot) must be flushed by a syncfs of the snapshot's filesystem
 after they were written and before the commit's first fdatasync of data.mdb
 that follows, whatever the database's durability mode. An empty snapshot
-adds no flush.
+adds no syncfs. Every new snapshot directory's entry is flushed (an fsync of
+``snapshots/``, once per transaction) before the commit that records it.
 """
 
 from __future__ import annotations
@@ -135,3 +136,55 @@ def test_a_native_copy_of_a_parent_is_flushed_before_the_active_snapshot_is_reco
     assert any(syncfs[0] < i < syncfs[1] for i in commits)  # base's commit came between
     assert any(i > syncfs[1] for i in commits)
     assert not copies or copies[-1] < syncfs[1]
+
+
+PREPARES = """
+import sys, cargohold
+from cargohold.snapshots.native import NativeSnapshotter
+root, snapshotter, batched = sys.argv[1:]
+if batched == "alone":  # a backend used on its own, with its own metastore
+    sn = NativeSnapshotter(f"{root}/snapshots/native")
+    sn.prepare("base-active")
+    sn.commit("base", "base-active")
+    for i in range(3):
+        sn.prepare(f"active-{i}", "base")
+    sn.close()
+    sys.exit()
+with cargohold.open(root) as db:
+    sn = db.namespace("default").snapshotter(snapshotter)
+    sn.prepare("base-active")
+    sn.commit("base", "base-active")
+    if batched == "1":
+        with db.update():
+            for i in range(3):
+                sn.prepare(f"active-{i}", "base")
+    else:
+        for i in range(3):
+            sn.prepare(f"active-{i}", "base")
+"""
+
+
+@pytest.mark.parametrize("snapshotter, batched", [("native", "0"), ("native", "1"), ("overlayfs", "0"),
+                                                  ("overlayfs", "1"), ("native", "alone")],
+                         ids=["native-a-call-each", "native-one-transaction", "overlayfs-a-call-each",
+                              "overlayfs-one-transaction", "native-backend-alone"])
+def test_a_new_snapshot_directory_is_on_disk_before_its_record(tmp_path, snapshotter, batched):
+    """Every prepare renames its new directory into ``snapshots/``: a flush of that directory must
+    follow the rename and come before the commit recording the snapshot (an empty one too), else
+    a power cut can leave a record of a directory that is not there."""
+    root = tmp_path / "root"
+    log = tmp_path / "trace"
+    proc = subprocess.run([strace(), "-f", "-qq", "-y", "-o", str(log), "-e", "trace=rename,renameat,renameat2,fsync,fdatasync",
+                           sys.executable, "-c", textwrap.dedent(PREPARES), str(root), snapshotter, batched],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = log.read_text().splitlines()
+    directory = f"{root}/snapshots/{snapshotter}/snapshots"
+    renames = [i for i, line in enumerate(lines) if re.search(r"\brename\w*\(", line) and "/new-" in line
+               and f'"{directory}/' in line]
+    assert len(renames) == 4, lines
+    for position in renames:
+        commit = next(i for i in range(position, len(lines))
+                      if "fdatasync(" in lines[i] and "/data.mdb>" in lines[i])
+        assert any("fsync(" in line and f"<{directory}>" in line for line in lines[position:commit]), \
+            lines[position:commit + 1]

@@ -61,7 +61,7 @@ def open(root: "str | os.PathLike[str]", *, shared: bool = True,
     from .db import DB
     from .kv import check_durable
 
-    root = os.fspath(root)
+    root = os.path.abspath(os.fspath(root))  # every path below is opened later, maybe after a chdir
     check_durable(durable)
     if metadata is None:
         metadata = os.environ.get("CARGOHOLD_METADATA") or None

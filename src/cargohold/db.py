@@ -61,7 +61,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Collection, Iterator, Mapping, Optional, TypeVar
 
 from . import migrations, ownership, schema
 from ._native import decode_varint, encode_varint
@@ -79,6 +79,7 @@ from .validation import require_str, validate_identifier
 
 if TYPE_CHECKING:  # the collector's modules load with the first collection, not with every open
     from .gc import context as gccontext
+    from .gc.allowed import Allowed
     from .gc.scope import Scope
 
 log = LazyLogger("cargohold")
@@ -108,7 +109,7 @@ class DB:
                  publisher: Optional[Publisher] = None, clock: Optional[Clock] = None,
                  *, map_size: Optional[int] = None, readonly: bool = False, durable: bool = True,
                  metadata: Optional[str] = None) -> None:
-        self.path = os.fspath(meta_path)
+        self.path = os.path.abspath(os.fspath(meta_path))  # locks and files open later, maybe after a chdir
         self.content_store = content_store
         self.snapshotters: dict[str, Any] = Snapshotters(snapshotters or {})
         self.shared = shared
@@ -537,7 +538,8 @@ class DB:
             found.extend(snapshot_leftovers(self, name))
         return found
 
-    def garbage_collect(self, namespace: Optional[str] = None, *, adopt_backends: bool = False) -> GCStats:
+    def garbage_collect(self, namespace: Optional[str] = None, *, adopt_backends: bool = False,
+                        allowed: Optional[Collection[Node]] = None) -> GCStats:
         """Collect everything no root references; return what was removed and how long it took.
 
         With `namespace`, only that namespace is collected: its unreachable
@@ -569,20 +571,38 @@ class DB:
         ``adopt_backends=True`` makes this database the owner of every backend
         and cleans the ones it took over, deleting all they hold that no
         record references.
+
+        `allowed` (the nodes a dry run, ``unreachable()``, returned, or any
+        collection of `Node`) makes the collection remove nothing else, so that
+        checking a dry run and collecting are one step: the nodes it is about
+        to remove are compared with `allowed` in the sweep's write transaction,
+        with writers held off, and if one is missing it raises
+        FailedPrecondition naming that node (also as the error's ``node``)
+        and nothing changes (no record removed, no backend data deleted). A
+        node of `allowed` that is reachable by then simply stays. Its backend
+        cleanup deletes only the data of the records it removed: the blobs
+        of its content records (unless another namespace records them), the
+        backend snapshots of its snapshot records and the ingests of its ingest
+        records, never a leftover no record owns, whatever the backends hold
+        (with ``adopt_backends=True`` too). Bad `allowed` (not a collection,
+        or holding something that is no Node): InvalidArgument naming it.
         """
         if not isinstance(adopt_backends, bool):
             raise InvalidArgument(f"adopt_backends must be True or False, not {adopt_backends!r}")
-        return self._collect(namespace, concurrent=True, adopt_backends=adopt_backends)
+        return self._collect(namespace, concurrent=True, adopt_backends=adopt_backends, allowed=allowed)
 
-    def _collect(self, namespace: Optional[str], concurrent: bool, adopt_backends: bool = False) -> GCStats:
+    def _collect(self, namespace: Optional[str], concurrent: bool, adopt_backends: bool = False,
+                 allowed: Optional[Collection[Node]] = None) -> GCStats:
         """A collection: concurrent, or (``concurrent=False``, kept to compare against) the
         stop-the-world one that marks everything with writers held off."""
         from .gc import context as gccontext
+        from .gc.allowed import Allowed
         from .gc.scope import Scope
 
         started = time.perf_counter()
         self._require_open()
         namespace = _scope_namespace(namespace)
+        guard = None if allowed is None else Allowed(allowed, self._stored_node, self._present)
         if self._current() is not None:
             raise FailedPrecondition("garbage_collect() cannot run inside a transaction of the same thread")
         with self._collector_lock.exclusive():
@@ -591,7 +611,7 @@ class DB:
             try:
                 self._phase("started")
                 collect = self._collect_concurrently if concurrent else self._collect_stopped
-                stats, tx, dirty = collect(contexts, dead, namespace)
+                stats, tx, dirty = collect(contexts, dead, namespace, guard)
             except BaseException:
                 contexts.cancel()
                 self._forget_journal()
@@ -605,8 +625,11 @@ class DB:
         if adopt_backends:
             self._adopt_backends(stats, dirty)
         jobs = [lambda: run_all(tx._after)]  # events only: publish() already logs failures
-        scope = None if namespace is None else Scope(
-            namespace, frozenset(n.key for n in stats.removed if n.type == ResourceType.CONTENT))
+        digests = frozenset(n.key for n in stats.removed if n.type == ResourceType.CONTENT)
+        if guard is not None:
+            scope: Optional[Scope] = guard.scope(namespace, digests)
+        else:
+            scope = None if namespace is None else Scope(namespace, digests)
         jobs.extend(self._cleanup_jobs(stats, dirty, scope))
         jobs.extend(contexts.finish_all())
         threads = [threading.Thread(target=job, name="cargohold-gc-cleanup") for job in jobs]
@@ -627,7 +650,8 @@ class DB:
         return TxContext(self, True, internal=True)
 
     def _collect_concurrently(self, contexts: "gccontext.Contexts", dead: list[DeadSession],
-                              namespace: Optional[str]) -> tuple[GCStats, Transaction, "_DirtyMarkers"]:
+                              namespace: Optional[str], guard: Optional["Allowed"] = None
+                              ) -> tuple[GCStats, Transaction, "_DirtyMarkers"]:
         """Mark a snapshot while writers run, then what they changed; sweep with writers held off.
 
         Phases (`COLLECTION_PHASES`): the marker is committed (writers start
@@ -688,7 +712,7 @@ class DB:
                 if dead:
                     self._mark_dead_sessions(tx, dead)
                 swept = time.perf_counter()
-                removed = gccontext.sweep(tx, marking.marker, contexts, namespace, candidates)
+                removed = gccontext.sweep(tx, marking.marker, contexts, namespace, candidates, guard)
                 sweep_d = time.perf_counter() - swept
                 gcjournal.end(tx)
                 dirty = _dirty_markers(tx)
@@ -698,7 +722,8 @@ class DB:
         return stats, tx, dirty
 
     def _collect_stopped(self, contexts: "gccontext.Contexts", dead: list[DeadSession],
-                         namespace: Optional[str]) -> tuple[GCStats, Transaction, "_DirtyMarkers"]:
+                         namespace: Optional[str], guard: Optional["Allowed"] = None
+                         ) -> tuple[GCStats, Transaction, "_DirtyMarkers"]:
         """The stop-the-world collection: writers held off while everything is marked and swept."""
         from .gc import context as gccontext
 
@@ -715,7 +740,7 @@ class DB:
                 mark_d = time.perf_counter() - marking_started
                 self._phase("exclusive")
                 swept = time.perf_counter()
-                removed = gccontext.sweep(tx, marker, contexts, namespace)
+                removed = gccontext.sweep(tx, marker, contexts, namespace, before=guard)
                 sweep_d = time.perf_counter() - swept
                 del marker
                 dirty = _dirty_markers(tx)

@@ -120,7 +120,7 @@ class Env:
 
     def __init__(self, path: str, tables: Sequence[str], *, map_size: Optional[int] = None,
                  max_readers: int = 512, readonly: Optional[bool] = None, durable: bool = True) -> None:
-        self.path = os.fspath(path)
+        self.path = os.path.abspath(os.fspath(path))
         self.durable = check_durable(durable)
         """Whether a commit is on disk when it returns (see "Durability" in the module docstring)."""
         writable = not os.path.isdir(self.path) or os.access(self.path, os.W_OK)

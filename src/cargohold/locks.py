@@ -7,6 +7,7 @@ holder: a killed process never leaves a stale lock behind.
 
 from __future__ import annotations
 
+import contextvars
 import errno
 import fcntl
 import os
@@ -14,11 +15,30 @@ import threading
 import time
 import weakref
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 from .errors import Unavailable
 
 _ALL_LOCKS: "weakref.WeakSet[FileLock]" = weakref.WeakSet()
+
+_LOCK_LOST = contextvars.ContextVar("cargohold_writer_lock_lost", default=False)
+
+
+def run_after_lock_loss(fn: Callable[[], None]) -> None:
+    """Run undo steps `fn` of a transaction that lost its writer lock before it ended (a shared
+    engine's lease expired): other writers may have seen, and recorded, what those steps would
+    delete, so the steps that delete shared data ask `writer_lock_lost` and leave it instead
+    (a collection deletes it later if nothing records it)."""
+    token = _LOCK_LOST.set(True)
+    try:
+        fn()
+    finally:
+        _LOCK_LOST.reset(token)
+
+
+def writer_lock_lost() -> bool:
+    """Whether the undo steps running now belong to a transaction that lost its writer lock."""
+    return _LOCK_LOST.get()
 
 
 class FileLock:
@@ -29,7 +49,7 @@ class FileLock:
     """
 
     def __init__(self, path: str) -> None:
-        self.path = os.fspath(path)
+        self.path = os.path.abspath(os.fspath(path))
         self._pool: list[int] = []
         self._pool_lock = threading.Lock()
         _ALL_LOCKS.add(self)

@@ -15,8 +15,12 @@ carries the label `MARK`. Before it changes anything it refuses
 without that label or backend data no record owns (both of which its
 collection would delete), or when the image, container, snapshot keys or
 lease it would use exist without the label; so a run on its own earlier
-output starts over and nothing else is touched. Right before collecting it
-checks again that the collection would remove only what it created. Without
+output starts over and nothing else is touched. Each collection it runs (of
+what an earlier run left, when it starts over, and of its deleted image) first
+checks that a dry run holds only what it created, and passes that dry run as
+``allowed``: the collector refuses, in the transaction that sweeps, if
+anything else would go by then (another process wrote meanwhile), and its
+backend cleanup deletes only the data of the records it removed. Without
 ``--root`` it works in a new temporary root, which it removes at the end
 unless ``--keep`` is given.
 """
@@ -182,7 +186,7 @@ def _tour(root: str, temporary: bool, namespace: str) -> None:
             say(f"     {node_line(node)}  {_role(roles, node)}")
         _require_own(db, ns, doomed, created)
 
-        stats = db.garbage_collect(namespace=ns.name)
+        stats = _collect_own(db, ns, doomed)
         summary, _ = report_lines(stats)
         say(f"\n5. Collected the garbage (`cargohold gc --namespace {ns.name}`): {summary}.")
         say("   Removed, because the image was their only root:")
@@ -212,7 +216,8 @@ def _start_over(db, ns, manifest: Descriptor, chains: list[str]) -> None:
     """Refuse to start if the demo would delete, replace or collect what it did not create; else remove
     what an earlier run left (all of it marked), so this run starts alike, and make its lease and image.
 
-    Either it refuses and changes nothing, or all of it happens in one transaction.
+    Either it refuses and changes nothing, or all of it happens in one transaction; then the earlier
+    run's container snapshot, unreferenced by that transaction, is collected (`_collect_earlier`).
     """
     garbage = [node for node in db.unreachable(namespace=ns.name) if not _marked_node(ns, node)]
     if garbage:
@@ -228,18 +233,30 @@ def _start_over(db, ns, manifest: Descriptor, chains: list[str]) -> None:
         held = set(ns.leases.list_resources(LEASE, tx=tx)) if lease else set()  # what an interrupted run made
         _require_ours(ns, sn, chains, lease, container, image, held, tx)
         if container is not None:
-            delete_container(ns, CONTAINER, tx=tx)
-        if _lookup(lambda: sn.stat(CONTAINER, tx=tx)) is not None:
-            sn.remove(CONTAINER, tx=tx)
+            delete_container(ns, CONTAINER, keep_snapshot=True, tx=tx)  # its snapshot, marked, is garbage now
         if image is not None:
             ns.images.delete(IMAGE, tx=tx)
         if lease is not None:
             ns.leases.delete(LEASE, tx=tx)
         ns.leases.create(LEASE, {**MARKED, GC_EXPIRE: format_rfc3339(db.clock() + EXPIRY)}, tx=tx)
-        for resource in held:
+        layers = {Resource(chain, f"snapshots/{SNAPSHOTTER}") for chain in chains
+                  if _lookup(lambda: sn.stat(chain, tx=tx)) is not None}  # kept for the import to reuse
+        for resource in held | layers:
             ns.leases.add_resource(LEASE, resource, tx=tx)
         # The import only moves an existing image's target, so the image carries the mark from the start.
         ns.images.create(Image(IMAGE, manifest, labels=MARKED), tx=tx)
+    _collect_earlier(db, ns)
+
+
+def _collect_earlier(db, ns) -> None:
+    """Collect what an earlier run left unreferenced (its container snapshot, marked; its lease holds the
+    layers; nothing else, or the start would have been refused), through a collection that may remove
+    that alone: its backend data goes with it, and whatever else another process made garbage meanwhile
+    stays (the demo stops)."""
+    doomed = db.unreachable(namespace=ns.name)
+    if doomed:
+        _require_own(db, ns, doomed, set())
+        _collect_own(db, ns, doomed)
 
 
 def _require_ours(ns, sn, chains: list[str], lease, container, image, held: set, tx) -> None:
@@ -330,6 +347,22 @@ def _require_own(db, ns, doomed: list[Node], created: set[str]) -> None:
     _require_no_leftovers(db, ns, snapshots=False)
     for node in doomed:
         if not (node.type == ResourceType.CONTENT and node.key in created) and not _marked_node(ns, node):
-            raise FailedPrecondition(
-                f"a collection of namespace {ns.name!r} would now delete {node_line(node)}, which the demo "
-                f"did not create (something else wrote there while it ran), so it collects nothing: {_ELSEWHERE}")
+            raise _not_own(ns, node)
+
+
+def _collect_own(db, ns, doomed: list[Node]):
+    """Collect the namespace, removing nothing but `doomed` (the dry run `_require_own` checked): a write
+    since then that would add to it makes the collector refuse in its sweep's transaction, changing nothing."""
+    try:
+        return db.garbage_collect(namespace=ns.name, allowed=doomed)
+    except FailedPrecondition as exc:
+        node = getattr(exc, "node", None)
+        if node is None:
+            raise
+        raise _not_own(ns, node) from None
+
+
+def _not_own(ns, node: Node) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"a collection of namespace {ns.name!r} would now delete {node_line(node)}, which the demo "
+        f"did not create (something else wrote there while it ran), so it collects nothing: {_ELSEWHERE}")

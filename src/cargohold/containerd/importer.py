@@ -1,8 +1,10 @@
 """`import_root`: a new cargohold root holding the state of a containerd root.
 
 Everything is read from one `Host` snapshot and written through cargohold's
-public API into a directory beside the destination, renamed into place at the
-end: a failed import leaves nothing behind, and the source is only read.
+public API into a directory beside the destination, flushed to disk (one
+syncfs) and renamed into place at the end: a failed import leaves nothing
+behind, a power cut never leaves a destination naming blobs that are not on
+disk, and the source is only read.
 
 * Blobs: each digest once, hard-linked into cargohold's content store when both
   are on one filesystem (else, or with ``copy=True``, copied), its digest and
@@ -37,8 +39,9 @@ import cargohold
 
 from ..content.store import INGEST_EXPIRY_NS
 from ..errors import AlreadyExists, Corrupted, FailedPrecondition, InvalidArgument, Unavailable, Unsupported
+from ..kvguard import sync_dir
 from ..model import Info, Kind, Node
-from ..snapshots.fsutil import copy_tree, open_dir, remove_tree
+from ..snapshots.fsutil import copy_tree, flush_filesystem, open_dir, remove_tree
 from ..timeutil import utcnow
 from . import plan
 from .contentstore import ContentDir
@@ -109,9 +112,13 @@ def import_root(path: "str | os.PathLike[str]", dest_root: "str | os.PathLike[st
         work = os.path.join(os.path.dirname(dest), f".{os.path.basename(dest)}.import-{secrets.token_hex(4)}")
         try:
             report = _Importer(host, work, dest, copy).run()
+            # The records committed name blobs linked in without a flush of their directory: the
+            # new root may become the destination only once all of it is on disk, and stays it.
+            flush_filesystem(work)
             if os.path.isdir(dest):
                 os.rmdir(dest)
             os.rename(work, dest)
+            sync_dir(os.path.dirname(dest))
         except BaseException as exc:
             shutil.rmtree(work, ignore_errors=True)
             if isinstance(exc, OSError):   # e.g. the running daemon deleted a blob while we copied it

@@ -50,7 +50,7 @@ from typing import BinaryIO, Callable, Iterator, NamedTuple, Optional
 from .. import filters
 from ..errors import AlreadyExists, Corrupted, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from ..kvguard import sync_dir
-from ..locks import FileLock
+from ..locks import FileLock, writer_lock_lost
 from ..model import Freed, Info, Status
 from ..timeutil import from_ns
 from ..validation import DIGEST_ALGORITHMS, validate_digest, validate_key, validate_size
@@ -477,9 +477,10 @@ class Published(NamedTuple):
     def undo(self) -> None:
         """The blob was not recorded: remove it again if this publication created it, and release
         the ingest, resumable as it was. Only while nothing can have recorded the blob since (the
-        caller still holds the metadata writer lock: `Transaction.on_abort`)."""
+        caller still holds the metadata writer lock: `Transaction.on_abort`); after the lock was
+        lost (`locks.writer_lock_lost`) another writer may have recorded it, so it stays."""
         try:
-            if self.created:
+            if self.created and not writer_lock_lost():
                 data = os.path.join(self.ingest.path, "data")
                 mine, there = os.stat(data), os.stat(self.blob)
                 if (mine.st_ino, mine.st_dev) == (there.st_ino, there.st_dev):
@@ -795,8 +796,8 @@ class LocalWriter:
                     created = True
                 except FileExistsError:
                     os.fchmod(f.fileno(), mode)
-                if created:
-                    (flush_dir or sync_dir)(directory)
+            # Also when the blob was in place: a writer that linked it may have died before its flush.
+            (flush_dir or sync_dir)(directory)
             lock, self._lock = self._lock, None
             return Published(digest, created, IngestClaim(self._path, lock), target, mode)
         finally:

@@ -551,9 +551,12 @@ class Writer:
             """(digest, the blob record written, or None when the namespace had the content)."""
             if self._shared:
                 actual, digest = self._size, self._expected
-                if not _backend(store._db).exists(digest):
+                backend = _backend(store._db)
+                if not backend.exists(digest):
                     raise FailedPrecondition(f"commit of ingest ref {self.ref!r}: content {digest} "
                                              f"is no longer in the content store; write its bytes")
+                # Whoever linked it may have died before flushing its directory entry.
+                _sync_before_commit(t, os.path.dirname(backend.blob_path(digest)))
             else:
                 actual, digest = bw.status().offset, bw.digest()
             if size and size != actual:
@@ -699,9 +702,10 @@ def collect_backend(db: "Database", blobs: Optional[Freed] = None, ingests: Opti
     (open in a writer, or too young to be called abandoned). Abandoned
     ingests are judged against the DB's clock.
 
-    With a namespace `scope`, only the blobs of the scope's removed records
-    and the ingests made for its namespace are candidates; blobs and ingest
-    directories that belong to no namespace are left alone.
+    With a `scope`, only the blobs of the scope's removed records and the
+    ingests made for its namespace (or, if it names them, the scope's removed
+    ingests alone) are candidates; blobs and ingest directories that belong to
+    no namespace are left alone.
     """
     started = time.perf_counter()
     backend = db.content_store
@@ -728,10 +732,24 @@ def collect_backend(db: "Database", blobs: Optional[Freed] = None, ingests: Opti
                 continue
         if blobs is not None:
             blobs.add(size)
-    owned = None if scope is None else (lambda ref: backend_ref_namespace(ref) == scope.namespace)
+    owned = None if scope is None else _owned_ingests(scope)
     backend.clean_ingests(_Referenced(db, refs), now=_seconds(db), freed=ingests, errors=errors,
                           deferred=deferred, owned=owned)
     return time.perf_counter() - started
+
+
+def _owned_ingests(scope: "Scope") -> Callable[[str], bool]:
+    """Which backend ingest refs a scoped cleanup may discard."""
+    if scope.ingests is not None:
+        return scope.ingests.__contains__
+    return lambda ref: backend_ref_namespace(ref) == scope.namespace
+
+
+def ingest_backend_ref(tx: "Transaction", ns: str, ref: str) -> Optional[str]:
+    """The backend ref of ingest record `ref` of namespace `ns` (None without one): what a
+    restricted collection that removes the record lets its cleanup discard."""
+    raw = tx.kv.get(schema.T_OBJECTS, _ingest_key(ns, ref))
+    return None if raw is None else _ingest_record(raw, ref)["b"]
 
 
 def leftovers(db: "Database") -> list[Leftover]:

@@ -48,6 +48,7 @@ from etcd3gw import exceptions as etcd_errors
 from etcd3gw.client import Etcd3Client
 
 from ..errors import Error, FailedPrecondition, InvalidArgument, Unavailable
+from ..locks import run_after_lock_loss
 
 SCHEMES = {"etcd": "http", "etcds": "https"}
 """URL schemes and the protocol each reaches the members with."""
@@ -560,6 +561,15 @@ class EtcdTxn:
         except Error:
             pass  # the lease expiry drops it
 
+    def _holds_lock(self) -> bool:
+        """Whether the writer lock key is still the one this transaction took (False if unknown)."""
+        try:
+            kvs = self._env._cluster.txn([], [{"request_range": {"key": _b64(self._env.lock_key)}}]
+                                         )["responses"][0]["response_range"].get("kvs", [])
+        except Error:
+            return False
+        return bool(kvs) and int(kvs[0].get("mod_revision", 0)) == self._lock_rev
+
     def _put_lock(self, deadline: float) -> None:
         """Take the writer lock key itself; it is free once our turn came, unless a holder that
         never queued (or whose queue key went with an expired lease) still has it."""
@@ -586,10 +596,14 @@ class EtcdTxn:
 
     def _drop_lock(self, undo: Optional[Callable[[], None]] = None) -> None:
         """Give the writer lock back (and leave the queue), after `undo` (an aborted transaction's
-        undo steps) has run."""
+        undo steps) has run: as `locks.run_after_lock_loss` if the lock is no longer ours (or we
+        cannot tell), since another writer may have used what the steps would delete."""
         try:
             if undo is not None:
-                undo()
+                if self._holds_lock():
+                    undo()
+                else:
+                    run_after_lock_loss(undo)
         finally:
             key = _b64(self._env.lock_key)
             leave = {"request_delete_range": {"key": _b64(self._queue_key)}}

@@ -321,11 +321,14 @@ def count_by_type(nodes: Iterable[Node]) -> dict[str, int]:
 
 
 def sweep(tx: "Transaction", marker: Marker, contexts: Contexts, namespace: Optional[str] = None,
-          candidates: Optional[list[bytes]] = None) -> list[Node]:
+          candidates: Optional[list[bytes]] = None,
+          before: Optional[Callable[["Transaction", list[Node]], None]] = None) -> list[Node]:
     """Remove every unreachable node (of `namespace` only, if given) in `tx`; queue its events;
     return what was removed. `candidates`, if given, are the packed keys the marking found
     unreachable before it was last continued (found ahead, with writers running): only those
-    still unreachable are removed.
+    still unreachable are removed. `before`, if given, is called with `tx` and every node about
+    to be removed, before any is (`cargohold.gc.allowed`): what it raises stops the sweep with
+    nothing removed.
 
     Node-table entries go to their store's removal (if the node still has an
     entry: a concurrent collection's marking may predate its deletion),
@@ -334,7 +337,7 @@ def sweep(tx: "Transaction", marker: Marker, contexts: Contexts, namespace: Opti
     from ..events import TOPIC_IMAGE_DELETE, TOPIC_SNAPSHOT_REMOVE, ImageDelete, SnapshotRemove
 
     removers = _removers()
-    removed: list[Node] = []
+    doomed: list[Node] = []
     keys = marker.unreachable() if candidates is None else [k for k in candidates if not marker.is_reachable(k)]
     for key in keys:
         node = schema.unpack_node(key)
@@ -342,17 +345,19 @@ def sweep(tx: "Transaction", marker: Marker, contexts: Contexts, namespace: Opti
             continue
         if tx.kv.get(schema.T_GC, key) is None:
             continue
-        remover = removers.get(node.type)
-        if remover is None:
+        if node.type not in removers:
             log.info("no removal defined for %r", node)
             continue
-        remover(tx, node.namespace, node.key)
-        removed.append(node)
+        doomed.append(node)
+    collected = list(_unreachable_collected(marker, contexts, namespace))
+    if before is not None:
+        before(tx, doomed + collected)
+    for node in doomed:  # each removal drops its own node's entry alone
+        removers[node.type](tx, node.namespace, node.key)
         if node.type == ResourceType.SNAPSHOT:
             stored, _, key = node.key.partition("/")
             local = getattr(tx.db, "local_snapshotter", lambda name: None)(stored)
             tx.publish(node.namespace, TOPIC_SNAPSHOT_REMOVE, SnapshotRemove(key, local or stored))
         elif node.type == ResourceType.IMAGE:
             tx.publish(node.namespace, TOPIC_IMAGE_DELETE, ImageDelete(node.key))
-    removed.extend(node for node in _unreachable_collected(marker, contexts, namespace) if contexts.remove(node))
-    return removed
+    return doomed + [node for node in collected if contexts.remove(node)]

@@ -26,6 +26,7 @@ import tempfile
 from typing import BinaryIO, Iterable, Optional, Union
 
 from ..errors import InvalidArgument, NotFound
+from ..kvguard import sync_dir
 from ..model import Descriptor
 from ..validation import validate_digest, validate_key
 from . import mediatypes, naming
@@ -151,8 +152,9 @@ def write_archive(dest: Destination, images: Iterable[tuple[str, Descriptor]],
     skipped. Each stream must be fully read before the next is asked for.
     `docker_manifest` adds manifest.json, each image's manifest chosen for
     `platform` (the host's by default). A path is written to a temporary
-    file renamed into place at the end, so a failed export leaves nothing
-    behind. Returns index.json's descriptor. Raises InvalidArgument for a
+    file, flushed and renamed into place at the end (the rename flushed
+    too), so a failed export leaves nothing behind and one that returned
+    survives a power cut. Returns index.json's descriptor. Raises InvalidArgument for a
     bad name, target or blob.
     """
     entries = [index_entry(name, target) for name, target in images]
@@ -170,9 +172,12 @@ def write_archive(dest: Destination, images: Iterable[tuple[str, Descriptor]],
     try:
         with os.fdopen(fd, "wb") as out:
             index = _write(out, entries, blobs, matcher)
+            out.flush()
+            os.fsync(out.fileno())  # on disk before it replaces anything: its images may be deleted next
         os.chmod(temp, 0o644)
         os.replace(temp, path)
     except BaseException:
         os.unlink(temp)
         raise
+    sync_dir(directory)
     return Descriptor(mediatypes.OCI_INDEX, digest_bytes(index), len(index))

@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 from ..errors import Error, FailedPrecondition, InvalidArgument, Unavailable
+from ..kvguard import sync_dir
 from ..model import Freed, Kind, Mount, SnapshotInfo, Usage
 from ..timeutil import Clock, to_ns, utcnow
 from ..validation import validate_labels
@@ -102,6 +103,13 @@ class DirectorySnapshotter:
         did reach the disk must not name a tree that did not (blob files are flushed likewise)."""
         with _filesystem(action, path):
             flush_filesystem(path)
+
+    def _flush_renames(self) -> None:
+        """Put the new snapshots' directory entries on disk before the records naming them commit:
+        once per transaction, for every snapshot it created (a crash must not leave a record of a
+        directory that is not there)."""
+        with _filesystem("flush the snapshot directories", self._snapshots_dir):
+            sync_dir(self._snapshots_dir)
 
     # -- queries ----------------------------------------------------------------------
 
@@ -180,6 +188,7 @@ class DirectorySnapshotter:
             path = self.snapshot_dir(snapshot.id)
             os.rename(temp, path)
             txn.on_abort(lambda: _discard(path))
+            txn.before_commit(("snapshot-directories", self._snapshots_dir), self._flush_renames)
         return self._mounts(snapshot)
 
     def commit(self, name: str, key: str, labels: Optional[dict] = None) -> None:

@@ -12,9 +12,10 @@ backend record can never be lost, or outlive an aborted transaction, apart
 from the metadata that names it.
 
 `Metastore.read` and `Metastore.write` hand out a `View`: the storage tables
-over one key-value transaction, with `View.on_abort` and `View.after_commit`
-for the work outside LMDB a change does (a directory renamed into place must
-go if the records do not commit). A bound metastore's view joins the
+over one key-value transaction, with `View.on_abort`, `View.before_commit`
+and `View.after_commit` for the work outside LMDB a change does (a directory
+renamed into place must go if the records do not commit, and be on disk
+before they do). A bound metastore's view joins the
 thread's metadata transaction when there is one: reads see it, and writes go
 into a savepoint of it (`cargohold.transaction.Transaction.savepoint`), so a
 backend call that fails half-way leaves nothing behind even inside a
@@ -54,13 +55,14 @@ class View:
     a transaction of the backend's own.
     """
 
-    __slots__ = ("_kv", "_tables", "joined", "_undo", "_after")
+    __slots__ = ("_kv", "_tables", "joined", "_undo", "_after", "_before")
 
     def __init__(self, kv: Any, tables: dict, joined: Any = None) -> None:
         self._kv = kv
         self._tables = tables
         self.joined = joined
         self._undo: list[Callable[[], None]] = []
+        self._before: dict[Any, Callable[[], None]] = {}
         self._after: list[Callable[[], None]] = []
 
     def get(self, table: str, key: bytes) -> Optional[bytes]:
@@ -95,6 +97,13 @@ class View:
             self.joined.on_abort(fn)
         else:
             self._undo.append(fn)
+
+    def before_commit(self, key: Any, fn: Callable[[], None]) -> None:
+        """Run fn just before these writes commit, once per `key`; if it fails, they do not."""
+        if self.joined is not None:
+            self.joined.before_commit(key, fn)
+        else:
+            self._before.setdefault(key, fn)
 
     def after_commit(self, fn: Callable[[], None]) -> None:
         """Run fn once these writes have committed."""
@@ -182,6 +191,8 @@ class Metastore:
             run_all(reversed(view._undo))
         try:
             yield view
+            for fn in view._before.values():
+                fn()
             kv.commit(undo=undo)
         except BaseException:
             kv.abort(undo=undo)

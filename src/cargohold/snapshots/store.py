@@ -381,6 +381,14 @@ def remove_for_gc(tx: "Transaction", ns: str, node_key: str) -> None:
     tx.mark_dirty(snapshotter=snapshotter)
 
 
+def backend_key_for_gc(tx: "Transaction", ns: str, node_key: str) -> Optional[tuple[str, str]]:
+    """(stored snapshotter name, backend key) of the snapshot record of node key ``<snapshotter>/<key>``
+    (None without one): what a restricted collection that removes the record lets its cleanup purge."""
+    snapshotter, _, key = node_key.partition("/")
+    raw = tx.kv.get(schema.T_OBJECTS, _record_key(ns, snapshotter, key))
+    return None if raw is None else (snapshotter, schema.unpack(raw, f"snapshot {key!r}")["b"])
+
+
 def collect_backend(db: "Database", name: str, freed: Optional[Freed] = None,
                     errors: Optional[list] = None, *, scope: Optional["Scope"] = None) -> float:
     """Remove every backend snapshot of `name` that no namespace references; return the seconds taken.
@@ -409,8 +417,10 @@ def collect_backend(db: "Database", name: str, freed: Optional[Freed] = None,
     barrier waits for creations in flight, which would include that
     transaction's own).
 
-    With a namespace `scope`, only that namespace's backend snapshots
-    (``<ns>/...`` keys) are candidates, and directories no record owns stay.
+    With a `scope`, only the backend snapshots it owns (`Scope.owns_snapshot`:
+    the namespace's ``<ns>/...`` keys, or those of the records a restricted
+    collection removed) are purged, and directories no record owns stay; a
+    restricted collection repairs only the interrupted commits of those keys.
     """
     started = time.perf_counter()
     if db._current() is not None:
@@ -426,7 +436,10 @@ def collect_backend(db: "Database", name: str, freed: Optional[Freed] = None,
 
     def is_referenced(key: str) -> bool:
         return key not in garbage if key in listed else _references(db, name, key)
-    kept = _reconcile_commits(backend, is_referenced, snapshots, freed, errors, listed)
+    stored = db.stored_snapshotter(name)
+    owned = listed if scope is None else {key for key in listed if scope.owns_snapshot(stored, key)}
+    restricted = scope is not None and scope.snapshots is not None
+    kept = _reconcile_commits(backend, is_referenced, snapshots, freed, errors, owned if restricted else listed)
     lost = _lost(db, name, backend, referenced - {info.name for info in backend.walk()})
     if lost:
         errors.append(f"snapshotter {name!r} is not cleaned: the metadata references {len(lost)} "
@@ -435,10 +448,7 @@ def collect_backend(db: "Database", name: str, freed: Optional[Freed] = None,
                       f"may have been lost or replaced; nothing in it was deleted. Restore "
                       f"{os.path.join(backend.root, 'metadata')!r}, or remove the records of the lost snapshots")
         return time.perf_counter() - started
-    order = _removal_order(snapshots, (listed - garbage) | kept)
-    if scope is not None:
-        prefix = f"{scope.namespace}/"
-        order = [key for key in order if key.startswith(prefix)]
+    order = [key for key in _removal_order(snapshots, (listed - garbage) | kept) if key in owned]
     lines = backend.purge(order, freed)
     if scope is None:
         lines += backend.cleanup(freed)

@@ -131,6 +131,10 @@ class RegistryClient:
 
     # -- authentication ----------------------------------------------------------------
 
+    @staticmethod
+    def _origin_of(url: httpx.URL) -> tuple:
+        return url.scheme, url.host, url.port
+
     def _creds(self) -> Optional[Credentials]:
         if not self._looked_up:
             self._credentials = docker_config_credentials(self.reference.domain)
@@ -260,8 +264,7 @@ class RegistryClient:
         With `stream` the body is left unread (close the response); else it is read and closed.
         """
         scopes = frozenset([self._scope, *extra_scopes])
-        target = httpx.URL(url)
-        ours = (target.scheme, target.host, target.port) == self._origin  # credentials go to the registry only
+        ours = self._origin_of(httpx.URL(url)) == self._origin  # credentials go to the registry only
         for attempt in range(2):
             sent = self._authorization(scopes) if ours else {}
             content = body() if callable(body) else body
@@ -271,6 +274,11 @@ class RegistryClient:
                 response = self._http.send(request, stream=True)
             except httpx.HTTPError as exc:
                 raise self._network_error(exc, what) from None
+            if response.status_code == 401 and self._origin_of(response.url) != self._origin:
+                response.close()  # a host a redirect led to: the registry's credentials are not for it
+                raise FailedPrecondition(f"{what}: {response.url.host}, where registry {self.reference.domain} "
+                                         "redirected, asks for authentication (401 Unauthorized); cargohold "
+                                         "authenticates to the registry only")
             if response.status_code == 401 and attempt == 0:
                 response.close()
                 self._answer(response, scopes, sent)
