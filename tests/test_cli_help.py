@@ -121,3 +121,18 @@ def test_help_is_as_wide_as_clicks_own(monkeypatch, columns):
         ours = Context(command, info_name="cargohold").get_help()
         assert ours == click.Context(command, info_name="cargohold").get_help(), (columns, path)
         assert type(command.make_context("cargohold", ["--help"], resilient_parsing=True)) is Context
+
+
+def test_help_says_what_metadata_takes(tmp_path):
+    """--metadata names its forms (LMDB by default, etcd://, etcds:// with cacert, cert and key),
+    each URL form whole on a line of its own."""
+    out = invoke(tmp_path / "r", "--help").stdout
+    option = " ".join(out.partition("--metadata URL")[2].partition("\n  -n,")[0].split())
+    assert all(word in option for word in ("LMDB", "etcd://", "etcds://", "cacert", "cert", "key",
+                                           "$CARGOHOLD_METADATA")), option
+    section = out.partition("\nMetadata (--metadata URL, $CARGOHOLD_METADATA):\n")[2].partition("\n\n")[0]
+    lines = [line.strip() for line in section.splitlines()]
+    assert "etcd://host:port[,host:port...]/<prefix>" in lines, section
+    assert "etcds://host:port[,host:port...]/<prefix>[?cacert=<file>][&cert=<file>&key=<file>]" in lines, section
+    assert lines[0].startswith("(not given)") and "LMDB in <root>/meta" in lines[0], section
+    assert not (tmp_path / "r").exists()

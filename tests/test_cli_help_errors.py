@@ -71,6 +71,27 @@ def test_errors_are_one_line_and_exit_1_from_the_program(tmp_path, args, needle)
     assert proc.stdout == b""
 
 
+BAD_METADATA = ["bogus", "mysql://127.0.0.1:3306/x", "etcd://127.0.0.1/x", "etcd://127.0.0.1:2379/x?cacert=/ca.pem",
+                "etcds://127.0.0.1:2379/x?ttl=3", "etcds://127.0.0.1:2379/x?cacert=/no/such/ca.pem"]
+
+
+@pytest.mark.parametrize("url", BAD_METADATA)
+@pytest.mark.parametrize("args", [["images", "ls"], ["namespaces", "create", "x"]], ids=["read", "write"])
+def test_a_bad_metadata_url_is_one_line_naming_it_and_creates_nothing(tmp_path, url, args):
+    line = fails(tmp_path / "r", "--metadata", url, *args)
+    assert "InvalidArgument" in line and f"metadata URL {url!r}" in line, line
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_bad_metadata_url_from_the_environment_is_one_line_from_the_program(tmp_path, monkeypatch):
+    monkeypatch.setenv("CARGOHOLD_METADATA", BAD_METADATA[0])
+    proc = subprocess_run(tmp_path / "r", "images", "ls")
+    lines = proc.stderr.decode().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and proc.stdout == b"", proc.stderr
+    assert lines[0].startswith("cargohold: InvalidArgument: ") and repr(BAD_METADATA[0]) in lines[0]
+    assert not (tmp_path / "r").exists()
+
+
 def test_an_unwritable_root_is_one_line(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")

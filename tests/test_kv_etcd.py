@@ -18,6 +18,7 @@ import pytest
 
 import cargohold
 from cargohold import schema
+from cargohold.db import DB
 from cargohold.engines.etcd import REQUEST_LIMIT, EtcdEnv, parse_url
 from cargohold.errors import InvalidArgument, Unavailable
 from cargohold.kv import Env, open_env
@@ -44,6 +45,22 @@ def test_bad_urls_are_refused_naming_them(url, tmp_path):
         with pytest.raises(InvalidArgument, match="metadata URL"):
             cargohold.open(tmp_path / "root", metadata=url)
         assert not (tmp_path / "root" / "meta" / "data.mdb").exists()
+
+
+def test_a_bad_or_unreachable_url_creates_nothing(tmp_path):
+    """A failed open leaves the disk as it was: neither the root nor its meta directory is made."""
+    from etcd_cluster import free_ports
+
+    port = free_ports(1)[0]
+    for url, error in (("bogus", InvalidArgument), ("etcd://127.0.0.1/x", InvalidArgument),
+                       (f"etcds://127.0.0.1:{port}/x?cacert={tmp_path / 'no.pem'}", InvalidArgument),
+                       (f"etcd://127.0.0.1:{port}/x", Unavailable)):
+        with pytest.raises(error, match="metadata URL|does not answer") as caught:
+            cargohold.open(tmp_path / "root", metadata=url)
+        assert url in str(caught.value)
+        with pytest.raises(error, match="metadata URL|does not answer"):
+            DB(str(tmp_path / "meta"), metadata=url)
+        assert sorted(os.listdir(tmp_path)) == [], url
 
 
 def test_parse_url_takes_every_member():

@@ -63,17 +63,22 @@ def open(root: "str | os.PathLike[str]", *, shared: bool = True,
 
     root = os.path.abspath(os.fspath(root))  # every path below is opened later, maybe after a chdir
     check_durable(durable)
+    if metadata is None:
+        metadata = os.environ.get("CARGOHOLD_METADATA") or None
+    if metadata:
+        from .engines import check_url
+
+        check_url(metadata)  # before anything is created
     if readonly:
         _require_root(root)
     else:
         _require_writable(root)
-        try:
-            os.makedirs(root, exist_ok=True)
-        except OSError as exc:
-            raise errors.Unavailable(f"cannot create root directory {root!r}: {exc}") from None
+        if not metadata:  # on an engine, DB makes root/meta once the cluster answered
+            try:
+                os.makedirs(root, exist_ok=True)
+            except OSError as exc:
+                raise errors.Unavailable(f"cannot create root directory {root!r}: {exc}") from None
     # The metadata database first: one refused as lost or damaged leaves the backends untouched.
-    if metadata is None:
-        metadata = os.environ.get("CARGOHOLD_METADATA") or None
     db = DB(os.path.join(root, "meta"), shared=shared, publisher=publisher, clock=clock, map_size=map_size,
             readonly=readonly, durable=durable, metadata=metadata)
     try:

@@ -116,13 +116,16 @@ class DB:
         self.publisher = publisher
         self.clock: Clock = clock or utcnow
         self.readonly = readonly
+        # an engine is reached before meta_path is made: a bad URL or a cluster that does not answer
+        # leaves the disk as it was
+        self._env = open_env(self.path, schema.TABLES, metadata=metadata, map_size=map_size, readonly=readonly,
+                             durable=durable)
         if metadata and not readonly:  # the host-local locks and session files stay in meta_path
             try:
                 os.makedirs(self.path, exist_ok=True)
             except OSError as exc:
+                self._env.close()
                 raise Unavailable(f"cannot create metadata directory {self.path!r}: {exc}") from None
-        self._env = open_env(self.path, schema.TABLES, metadata=metadata, map_size=map_size, readonly=readonly,
-                             durable=durable)
         self.metadata = metadata or self.path
         """Where the metadata lives: the LMDB directory, or the engine URL given as ``metadata``."""
         fleet_lock = getattr(self._env, "lock", None)

@@ -48,6 +48,18 @@ GROUPS = {
 }
 
 
+METADATA_FORMS = [
+    ("(not given)", "LMDB in <root>/meta, for this host alone."),
+    ("etcd://host:port[,host:port...]/<prefix>",
+     "The tables on an etcd cluster under <prefix>, which several hosts can share; <root> keeps this "
+     "host's locks, sessions and snapshot directories, and <root>/content must be the fleet's shared one."),
+    ("etcds://host:port[,host:port...]/<prefix>[?cacert=<file>][&cert=<file>&key=<file>]",
+     "The same over TLS: the members' certificates are verified against the CA in cacert (else the "
+     "system's trust store); cert and key, given together, are the client certificate."),
+]
+"""What --metadata takes, for the help (whole forms: a URL must not be wrapped in the middle)."""
+
+
 class CommandGroup(Group):
     """The top-level group: every failure of a command becomes one line (`context.failure`)."""
 
@@ -56,6 +68,8 @@ class CommandGroup(Group):
         must not be wrapped in the middle)."""
         super().format_options(ctx, formatter)
         formatter.write(f"\nDefault root: {default_root()}\n")
+        with formatter.section("Metadata (--metadata URL, $CARGOHOLD_METADATA)"):
+            formatter.write_dl(METADATA_FORMS)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -96,8 +110,9 @@ def _check_root(ctx: click.Context, param: click.Parameter, value: "str | None")
               help="Root directory of the host metadata [default: $CARGOHOLD_ROOT, else the user's data "
                    "directory: see Default root below].")
 @click.option("--metadata", envvar="CARGOHOLD_METADATA", default=None, metavar="URL",
-              help="Keep the metadata tables on an etcd cluster, etcd://host:port[,host:port...]/<prefix> "
-                   "[default: $CARGOHOLD_METADATA, else LMDB in the root].")
+              help="Where the metadata tables live: LMDB in the root, or an etcd cluster several hosts "
+                   "share, etcd://... (etcds://... over TLS, with cacert, cert and key options): see Metadata "
+                   "below [default: $CARGOHOLD_METADATA, else LMDB].")
 @click.option("--namespace", "-n", default="default", show_default=True, help="Namespace to work in.")
 @click.option("--init", is_flag=True,
               help="Let a command that writes make --root a cargohold root although it is a non-empty directory.")

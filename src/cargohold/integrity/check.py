@@ -179,6 +179,8 @@ def _check_meta(db: "DB", tx: Any, report: f.Report) -> None:
     prefix = schema.META_DIRTY_SNAPSHOTTER
     for key, _ in kv.scan(schema.T_META, prefix):
         name = key[len(prefix):].decode("utf-8", "replace")
+        if _other_hosts(db, name):
+            continue  # its own host's collection cleans it, and its fsck notes it
         report.findings.append(f.Finding(f.DIRTY_BACKEND, "-", f"snapshots/{name}", name, detail=(
             "deletions its cleanup has not freed yet: the next collection cleans it")))
 
@@ -316,7 +318,7 @@ def _snapshot_problem(db: "DB", problem: tuple, seen: _Seen) -> Optional[f.Findi
             "its parent has no link to it: the parent could be removed under it"), repair=f.REBUILD)
     local = db.local_snapshotter(name)
     if code == "no-backend":
-        if db.fleet and local is None and SEP in name:
+        if _other_hosts(db, name):
             return None
         return f.Finding(f.NO_BACKEND, ns, store, key, detail=f"this database has no snapshotter {name!r}")
     backend = db.snapshotters.get(local or name)
@@ -340,6 +342,11 @@ def _snapshot_problem(db: "DB", problem: tuple, seen: _Seen) -> Optional[f.Findi
     path = backend.snapshot_dir(problem[5]) if backend is not None else ""
     return f.Finding(f.MISSING_SNAPSHOT_DIR, ns, store, key, path, 0, (
         f"the directory of backend snapshot {bkey!r} is gone"), repair=f.DROP)
+
+
+def _other_hosts(db: "DB", stored: str) -> bool:
+    """Whether snapshotter `stored` is another host's, on metadata several hosts share."""
+    return db.fleet and SEP in stored and db.local_snapshotter(stored) is None
 
 
 def _kind(value: Any) -> str:
