@@ -13,10 +13,11 @@ from cargohold.snapshots import NativeSnapshotter
 NS = "default"
 
 
-def open_host(root, content, url=None) -> DB:
-    """A host: its own meta directory and snapshot root, the fleet's content directory and metadata."""
-    backend = NativeSnapshotter(os.path.join(root, "snapshots", "native"))
-    db = DB(os.path.join(root, "meta"), content_store=LocalStore(content), snapshotters={"native": backend},
+def open_host(root, content, url=None, *, native: bool = True) -> DB:
+    """A host: its own meta directory (and, with `native`, snapshot root), the fleet's content
+    directory and metadata."""
+    snapshotters = {"native": NativeSnapshotter(os.path.join(root, "snapshots", "native"))} if native else {}
+    db = DB(os.path.join(root, "meta"), content_store=LocalStore(content), snapshotters=snapshotters,
             metadata=url)
     try:
         db.init()

@@ -4,6 +4,7 @@ a lease that expires mid-collection, the leader killed, a member restarted."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -15,23 +16,15 @@ import time
 import pytest
 
 import cargohold
-from cargohold.content import LocalStore
-from cargohold.db import DB
 from cargohold.errors import NotFound, Unavailable
 
+import fleetutil
 from etcd_cluster import Cluster
 from gcutil import blob, digest_of, image
 
 
-def open_host(root, content, url) -> DB:
-    """A host: its own root for locks and sessions, the fleet's content directory and metadata."""
-    db = DB(os.path.join(root, "meta"), content_store=LocalStore(content), metadata=url)
-    try:
-        db.init()
-    except BaseException:
-        db.close()
-        raise
-    return db
+open_host = functools.partial(fleetutil.open_host, native=False)
+"""A host: its own root for locks and sessions, the fleet's content directory and metadata."""
 
 
 HOST = textwrap.dedent("""
