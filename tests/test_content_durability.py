@@ -24,7 +24,7 @@ _LINE = re.compile(r"^\d+\s+(\w+)\((.*)")
 
 PREAMBLE = """
 import hashlib, sys, threading, cargohold
-root, durable, mode = sys.argv[1:]
+root, durable = sys.argv[1:]
 db = cargohold.open(root, durable=durable == "1")
 ns = db.namespace("default")
 
@@ -62,7 +62,7 @@ def _traced(tmp_path, scenario: str, durable: bool) -> list[tuple[str, str]]:
     log = tmp_path / "trace"
     code = textwrap.dedent(PREAMBLE) + textwrap.dedent(SCENARIOS[scenario]) + "db.close()\n"
     proc = subprocess.run([strace(), "-f", "-qq", "-y", "-o", str(log), "-e", "trace=link,linkat,fsync,fdatasync",
-                           sys.executable, "-c", code, str(root), "1" if durable else "0", scenario],
+                           sys.executable, "-c", code, str(root), "1" if durable else "0"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     calls = []
@@ -80,14 +80,11 @@ def test_the_blob_directory_is_flushed_after_the_links_and_before_the_commit(tmp
     blobs = f"{tmp_path}/root/content/blobs/sha256"
     links = [i for i, (call, args) in enumerate(calls) if call.startswith("link") and f'"{blobs}/' in args]
     assert len(links) >= 3, calls
-    checked = 0
     for position in links:
         commit = next(i for i in range(position, len(calls))
                       if calls[i][0] == "fdatasync" and "/meta/data.mdb>" in calls[i][1])
         assert any(call == "fsync" and f"<{blobs}>" in args
                    for call, args in calls[position:commit]), (scenario, calls[position:commit + 1])
-        checked += 1
-    assert checked == len(links)
 
 
 KILLED = """
