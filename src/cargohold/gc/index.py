@@ -105,6 +105,7 @@ def encode(*, root: bool = False, expire: Optional[int] = None, flat: bool = Fal
 
 _EDGE_HEAD = struct.Struct("<BH")
 _ROOT_ONLY = bytes((F_ROOT,))
+_NO_FLAGS = bytes((0,))
 
 
 def strong_edge(target: bytes) -> bytes:
@@ -223,6 +224,9 @@ def content_entry(ns: str, labels: Optional[Mapping[str, str]], parse=gclabels.p
 
 def snapshot_entry(ns: str, snapshotter: str, parent: str, labels: Optional[Mapping[str, str]],
                    parse=gclabels.parse) -> bytes:
+    if not labels:  # the common case, as `encode` would write it: no flags, the parent's edge
+        return _NO_FLAGS + strong_edge(schema.pack_node(ResourceType.SNAPSHOT, ns, f"{snapshotter}/{parent}")) \
+            if parent else _NO_FLAGS
     refs = parse(ns, labels)
     refs.conds = []
     strong = [schema.pack_node(ResourceType.SNAPSHOT, ns, f"{snapshotter}/{parent}")] if parent else []

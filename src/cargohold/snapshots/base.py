@@ -26,7 +26,6 @@ gone is forgotten by the next purge.
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 from ..errors import Error, FailedPrecondition, InvalidArgument, Unavailable
@@ -81,7 +80,12 @@ class DirectorySnapshotter:
         return os.path.join(self._snapshots_dir, name)
 
     def snapshot_dir(self, snapshot_id: int) -> str:
-        return os.path.join(self._snapshots_dir, str(snapshot_id))
+        # os.path.join's result: `_snapshots_dir` is absolute and never ends with a separator.
+        return f"{self._snapshots_dir}{os.sep}{snapshot_id}"
+
+    _parent_depth: Optional[int] = None
+    """How many of a snapshot's nearest parents its layout and mounts need (None: the whole chain);
+    `storage.Snapshot.parent_ids` holds that many."""
 
     def _changes_path(self, snapshot_id: int) -> str:
         """The directory holding what the snapshot adds to its parents."""
@@ -135,7 +139,7 @@ class DirectorySnapshotter:
         """The mounts of an active snapshot or view (FailedPrecondition for a committed one)."""
         storage.check_key(key)
         with self._store.read() as txn:
-            return self._mounts(storage.get_snapshot(txn, key))
+            return self._mounts(storage.get_snapshot(txn, key, self._parent_depth))
 
     def holds_data(self) -> bool:
         """Whether the backend holds a snapshot record or any snapshot directory (even one no record owns)."""
@@ -181,7 +185,8 @@ class DirectorySnapshotter:
         labels = validate_labels(labels)
         with _filesystem(f"create snapshot {key!r}", self._snapshots_dir), self._store.write() as txn:
             snapshot = storage.create(txn, kind, key, parent, labels, self._now(),
-                                      taken=lambda snapshot_id: os.path.lexists(self.snapshot_dir(snapshot_id)))
+                                      taken=lambda snapshot_id: os.path.lexists(self.snapshot_dir(snapshot_id)),
+                                      depth=self._parent_depth)
             temp = make_temp_dir(self._snapshots_dir, "new-")
             txn.on_abort(lambda: _discard(temp))
             self._populate(temp, snapshot)
@@ -197,11 +202,13 @@ class DirectorySnapshotter:
         storage.check_key(key)
         labels = validate_labels(labels)
         with self._store.write() as txn:
-            snapshot_id = storage.get_info(txn, key)[0]
+            record = storage.require(txn, key)
+            snapshot_id = record["id"]
             usage = self._measure(key, snapshot_id)
             if usage.inodes > 1:  # an empty tree has nothing to flush
                 self._flush(f"commit snapshot {key!r}", self._changes_path(snapshot_id))
-            storage.commit_active(txn, key, name, usage, labels, self._now(), remember=txn.joined is None)
+            storage.commit_active(txn, key, name, usage, labels, self._now(), remember=txn.joined is None,
+                                  record=record)
 
     def uncommit(self, name: str, active: Optional[SnapshotInfo] = None) -> None:
         """Revert a commit whose caller failed: `name` becomes active snapshot `active` again.
@@ -364,13 +371,22 @@ class DirectorySnapshotter:
         self._store.close()
 
 
-@contextmanager
-def _filesystem(action: str, where: str) -> Iterator[None]:
-    """Report a filesystem failure as a cargohold error that names the action and path."""
-    try:
-        yield
-    except OSError as exc:
-        raise Unavailable(f"cannot {action} in {where!r}: {exc}") from exc
+class _filesystem:
+    """``with _filesystem(action, where):`` reports a filesystem failure in the block as a cargohold
+    error that names the action and path. (A class, not a generator: it wraps every creation.)"""
+
+    __slots__ = ("action", "where")
+
+    def __init__(self, action: str, where: str) -> None:
+        self.action = action
+        self.where = where
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None and issubclass(exc_type, OSError):
+            raise Unavailable(f"cannot {self.action} in {self.where!r}: {exc}") from exc
 
 
 def _discard(path: str) -> None:

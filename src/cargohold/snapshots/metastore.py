@@ -35,7 +35,7 @@ from __future__ import annotations
 import os
 import shutil
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, ContextManager, Iterator, Optional, Sequence
 
 from ..errors import FailedPrecondition, Unavailable
 from ..kv import Env
@@ -86,6 +86,12 @@ class View:
         cut = len(base)
         for key, value in self._kv.scan(name, base + prefix):
             yield key[cut:], value
+
+    def __enter__(self) -> "View":
+        return self  # a view over a joined transaction is its own context: nothing to end
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        return None
 
     def has_prefix(self, table: str, prefix: bytes) -> bool:
         name, base = self._tables[table]
@@ -158,46 +164,28 @@ class Metastore:
         self._bound, self._bound_tables, self._current = env, tables, current
         return True
 
-    @contextmanager
-    def read(self) -> Iterator[View]:
-        """The records at one moment: in the thread's metadata transaction if it has one."""
+    def read(self) -> ContextManager[View]:
+        """``with store.read() as view:`` the records at one moment: in the thread's metadata
+        transaction if it has one."""
         env, tables = self._env()
         joined = self._current() if self._bound is not None else None
         if joined is not None:
-            yield View(joined.kv, tables)
-            return
-        with env.read() as kv:
-            yield View(kv, tables)
+            return View(joined.kv, tables)
+        return _read_own(env, tables)
 
-    @contextmanager
-    def write(self) -> Iterator[View]:
-        """A change of the records: a savepoint of the thread's metadata transaction if it has
-        one (bound), else a transaction of its own, committed when the block ends."""
+    def write(self) -> ContextManager[View]:
+        """``with store.write() as view:`` a change of the records: a savepoint of the thread's
+        metadata transaction if it has one (bound), else a transaction of its own, committed
+        when the block ends."""
         env, tables = self._env()
         joined = self._current() if self._bound is not None else None
-        if joined is not None:
-            if not joined.write:
-                raise FailedPrecondition("a snapshot backend cannot write inside a read transaction (db.view())")
-            if joined.savepoints:  # a store's call: its savepoint takes this one back too
-                yield View(joined.kv, tables, joined)
-                return
-            with joined.savepoint() as tx:
-                yield View(tx.kv, tables, tx)
-            return
-        kv = env.write()
-        view = View(kv, tables)
-
-        def undo() -> None:
-            run_all(reversed(view._undo))
-        try:
-            yield view
-            for fn in view._before.values():
-                fn()
-            kv.commit(undo=undo)
-        except BaseException:
-            kv.abort(undo=undo)
-            raise
-        run_all(view._after)
+        if joined is None:
+            return _write_own(env, tables)
+        if not joined.write:
+            raise FailedPrecondition("a snapshot backend cannot write inside a read transaction (db.view())")
+        if joined.savepoints:  # a store's call: its savepoint takes this one back too
+            return View(joined.kv, tables, joined)
+        return _write_joined(joined, tables)
 
     def close(self) -> None:
         """Close the own environment, if open; the metastore cannot be used afterwards."""
@@ -206,6 +194,36 @@ class Metastore:
         if self._own is not None:
             self._own.close()
             self._own = None
+
+
+@contextmanager
+def _read_own(env: Env, tables: dict) -> Iterator[View]:
+    with env.read() as kv:
+        yield View(kv, tables)
+
+
+@contextmanager
+def _write_joined(joined: Any, tables: dict) -> Iterator[View]:
+    with joined.savepoint() as tx:
+        yield View(tx.kv, tables, tx)
+
+
+@contextmanager
+def _write_own(env: Env, tables: dict) -> Iterator[View]:
+    kv = env.write()
+    view = View(kv, tables)
+
+    def undo() -> None:
+        run_all(reversed(view._undo))
+    try:
+        yield view
+        for fn in view._before.values():
+            fn()
+        kv.commit(undo=undo)
+    except BaseException:
+        kv.abort(undo=undo)
+        raise
+    run_all(view._after)
 
 
 def _move_in(store: Metastore, env: Env, tables: dict, name: str) -> None:

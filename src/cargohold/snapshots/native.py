@@ -18,6 +18,8 @@ from .storage import Snapshot
 class NativeSnapshotter(DirectorySnapshotter):
     """Copying snapshot backend; see the module docstring for the layout."""
 
+    _parent_depth = 1  # a copy of, or a mount of, the nearest parent's tree
+
     def _changes_path(self, snapshot_id: int) -> str:
         return self.snapshot_dir(snapshot_id)
 

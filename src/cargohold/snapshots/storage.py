@@ -69,7 +69,8 @@ class Snapshot:
     id: int
     kind: Kind
     parent_ids: list = field(default_factory=list)
-    """Ids of the parent chain, nearest parent first."""
+    """Ids of the parent chain, nearest parent first (only the nearest `depth` of them when the
+    caller asked for fewer: `create`, `get_snapshot`)."""
 
 
 def check_key(key: object, what: str = "snapshot key") -> str:
@@ -82,11 +83,13 @@ def _record(txn: View, key: str) -> Optional[dict]:
     return None if raw is None else schema.unpack(raw, f"backend snapshot {key!r}")
 
 
-def _require(txn: View, key: str) -> dict:
+def require(txn: View, key: str) -> dict:
+    """The record of `key`; NotFound if there is none."""
     record = _record(txn, key)
     if record is None:
         raise NotFound(f"snapshot {key!r} does not exist")
     return record
+
 
 
 def _put(txn: View, key: str, record: dict) -> None:
@@ -102,9 +105,10 @@ def _info(key: str, record: dict) -> SnapshotInfo:
                         from_ns(record["created"]), from_ns(record["updated"]))
 
 
-def _parent_ids(txn: View, record: dict) -> list:
-    ids = []
-    while record["parent"]:
+def _parent_ids(txn: View, record: dict, depth: Optional[int] = None) -> list:
+    """The ids of the parents above `record`, nearest first: all of them, or the nearest `depth`."""
+    ids: list = []
+    while record["parent"] and (depth is None or len(ids) < depth):
         parent = record["parent"]
         record = _record(txn, parent)
         if record is None:
@@ -120,12 +124,13 @@ def _next_id(txn: View) -> int:
 
 
 def create(txn: View, kind: Kind, key: str, parent: str, labels: Mapping[str, str], now: int,
-           taken: Callable[[int], bool] = lambda snapshot_id: False) -> Snapshot:
+           taken: Callable[[int], bool] = lambda snapshot_id: False, depth: Optional[int] = None) -> Snapshot:
     """Record a new active or view snapshot on a committed parent.
 
     Ids for which `taken` is true (a directory of that name exists: left by a
     creation that never committed, or by a metastore that was lost) are
-    skipped, never reused.
+    skipped, never reused. The result names the whole parent chain, or only
+    its nearest `depth` ids (a backend whose layout needs no more reads no more).
     """
     if kind not in (Kind.ACTIVE, Kind.VIEW):
         raise InvalidArgument(f"snapshot kind {kind!s} cannot be created; only Active or View")
@@ -146,7 +151,9 @@ def create(txn: View, kind: Kind, key: str, parent: str, labels: Mapping[str, st
     parent_ids = []
     if parent_record is not None:
         txn.put(T_PARENTS, _link(parent_record["id"], snapshot_id), key.encode())
-        parent_ids = [parent_record["id"], *_parent_ids(txn, parent_record)]
+        parent_ids = [parent_record["id"]]
+        if depth is None or depth > 1:
+            parent_ids.extend(_parent_ids(txn, parent_record, None if depth is None else depth - 1))
     return Snapshot(snapshot_id, kind, parent_ids)
 
 
@@ -156,27 +163,28 @@ def exists(txn: View, key: str) -> bool:
 
 def child_keys(txn: View, key: str) -> set:
     """The keys of the snapshot's children."""
-    prefix = _ID.pack(_require(txn, key)["id"])
+    prefix = _ID.pack(require(txn, key)["id"])
     return {schema.text(raw, "backend snapshot key") for _, raw in txn.scan(T_PARENTS, prefix)}
 
 
 def get_info(txn: View, key: str) -> tuple[int, SnapshotInfo, Usage]:
-    record = _require(txn, key)
+    record = require(txn, key)
     return record["id"], _info(key, record), Usage(record["size"], record["inodes"])
 
 
-def get_snapshot(txn: View, key: str) -> Snapshot:
-    """The layout of an active or view snapshot (the ones that can be mounted)."""
-    record = _require(txn, key)
+def get_snapshot(txn: View, key: str, depth: Optional[int] = None) -> Snapshot:
+    """The layout of an active or view snapshot (the ones that can be mounted), with the whole
+    parent chain or its nearest `depth` ids."""
+    record = require(txn, key)
     kind = Kind(record["kind"])
     if kind not in (Kind.ACTIVE, Kind.VIEW):
         raise FailedPrecondition(f"snapshot {key!r} is {kind!s}: only active snapshots and views have mounts")
-    return Snapshot(record["id"], kind, _parent_ids(txn, record))
+    return Snapshot(record["id"], kind, _parent_ids(txn, record, depth))
 
 
 def update_info(txn: View, info: SnapshotInfo, paths: Iterable[str], now: int) -> SnapshotInfo:
     """Replace labels (``labels``) or single ones (``labels.<key>``); nothing else is mutable."""
-    record = _require(txn, info.name)
+    record = require(txn, info.name)
     record["labels"] = fieldpaths.update_labels(record["labels"], info.labels, paths, f"snapshot {info.name!r}")
     record["updated"] = now
     _put(txn, info.name, record)
@@ -185,7 +193,7 @@ def update_info(txn: View, info: SnapshotInfo, paths: Iterable[str], now: int) -
 
 def remove(txn: View, key: str) -> int:
     """Forget a snapshot without children; returns its id."""
-    record = _require(txn, key)
+    record = require(txn, key)
     snapshot_id = record["id"]
     if txn.has_prefix(T_PARENTS, _ID.pack(snapshot_id)):
         raise FailedPrecondition(f"cannot remove snapshot {key!r}: it has children")
@@ -199,12 +207,14 @@ def remove(txn: View, key: str) -> int:
 
 
 def commit_active(txn: View, key: str, name: str, usage: Usage, labels: Mapping[str, str], now: int,
-                  *, remember: bool = True) -> None:
+                  *, remember: bool = True, record: Optional[dict] = None) -> None:
     """Turn active snapshot `key` into committed snapshot `name`, keeping its id; with
-    `remember`, record where it came from (``commits``, see the module docstring)."""
+    `remember`, record where it came from (``commits``, see the module docstring). `record` is
+    `key`'s, if the caller has just read it in this transaction (`require`)."""
     if _record(txn, name) is not None:
         raise AlreadyExists(f"snapshot {name!r} already exists")
-    record = _require(txn, key)
+    if record is None:
+        record = require(txn, key)
     if record["kind"] != Kind.ACTIVE:
         raise FailedPrecondition(f"snapshot {key!r} is {Kind(record['kind'])!s}, not active: "
                                  "only active snapshots can be committed")
@@ -220,7 +230,7 @@ def commit_active(txn: View, key: str, name: str, usage: Usage, labels: Mapping[
 
 def uncommit(txn: View, name: str, active: SnapshotInfo) -> None:
     """Undo `commit_active`: committed `name` becomes the active snapshot `active` again."""
-    record = _require(txn, name)
+    record = require(txn, name)
     if record["kind"] != Kind.COMMITTED:
         raise FailedPrecondition(f"snapshot {name!r} is not committed")
     if txn.has_prefix(T_PARENTS, _ID.pack(record["id"])):
@@ -257,7 +267,7 @@ def _ns_or(when, default: int) -> int:
 
 def _relink(txn: View, record: dict, key: str) -> None:
     if record["parent"]:
-        parent = _require(txn, record["parent"])
+        parent = require(txn, record["parent"])
         txn.put(T_PARENTS, _link(parent["id"], record["id"]), key.encode())
 
 

@@ -222,10 +222,11 @@ class Snapshotter:
             mounts = make(backend_key, backend_parent)
             if not self._joins:
                 t.on_abort(lambda: self._backend.remove(backend_key))
-            leases.attach(t, self._ns, self._resource(key))
+            if self._ns.lease is not None:
+                leases.attach(t, self._ns, self._resource(key))
             self._add(t, key, {"i": snapshot_id, "b": backend_key, "p": parent, "pi": parent_id,
                                "k": int(kind), "l": labels, "c": t.now, "u": t.now})
-            if kind == Kind.ACTIVE:
+            if kind == Kind.ACTIVE and t.db.publisher is not None:
                 from .. import events  # loaded by the first write that publishes
 
                 t.publish(ns, events.TOPIC_SNAPSHOT_PREPARE, events.SnapshotPrepare(key, parent, self.name))
@@ -257,15 +258,17 @@ class Snapshotter:
                 before = self._backend.stat(active["b"])
                 self._backend.commit(backend_name, active["b"])
                 t.on_abort(lambda: self._backend.uncommit(backend_name, before))
-            leases.attach(t, self._ns, self._resource(name))
-            leases.detach(t, self._ns, self._resource(key))
+            if self._ns.lease is not None:
+                leases.attach(t, self._ns, self._resource(name))
+                leases.detach(t, self._ns, self._resource(key))
             _delete(t, ns, self._stored, key, active)
             self._add(t, name, {"i": snapshot_id, "b": backend_name, "p": active["p"],
                                 "pi": active["pi"], "k": int(Kind.COMMITTED), "l": labels,
                                 "c": t.now, "u": t.now})
-            from .. import events  # loaded by the first write that publishes
+            if t.db.publisher is not None:
+                from .. import events  # loaded by the first write that publishes
 
-            t.publish(ns, events.TOPIC_SNAPSHOT_COMMIT, events.SnapshotCommit(key, name, self.name))
+                t.publish(ns, events.TOPIC_SNAPSHOT_COMMIT, events.SnapshotCommit(key, name, self.name))
 
         self._db.write(tx, commit, savepoint=True)
 
