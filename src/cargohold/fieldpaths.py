@@ -15,7 +15,7 @@ from .validation import require_str, validate_labels
 
 def clean_labels(labels: Optional[Mapping[str, str]]) -> dict:
     """Validated copy without empty values (containerd never stores an empty label)."""
-    if type(labels) is dict and not labels:
+    if labels is None or (type(labels) is dict and not labels):
         return {}
     return {k: v for k, v in validate_labels(labels).items() if v != ""}
 
