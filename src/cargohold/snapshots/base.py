@@ -87,6 +87,11 @@ class DirectorySnapshotter:
     """How many of a snapshot's nearest parents its layout and mounts need (None: the whole chain);
     `storage.Snapshot.parent_ids` holds that many."""
 
+    def _taken(self, snapshot_id: int) -> bool:
+        """Whether anything (even a dangling symlink) is at the snapshot id's directory path:
+        `os.path.lexists` without raising an exception when nothing is there."""
+        return os.access(self.snapshot_dir(snapshot_id), os.F_OK, follow_symlinks=False)
+
     def _changes_path(self, snapshot_id: int) -> str:
         """The directory holding what the snapshot adds to its parents."""
         raise NotImplementedError
@@ -132,7 +137,7 @@ class DirectorySnapshotter:
 
     def _measure(self, key: str, snapshot_id: int) -> Usage:
         path = self._changes_path(snapshot_id)
-        with _filesystem(f"measure snapshot {key!r}", path):
+        with _filesystem("measure snapshot", path, key):
             return disk_usage(path)
 
     def mounts(self, key: str) -> list[Mount]:
@@ -183,9 +188,8 @@ class DirectorySnapshotter:
         if parent:
             storage.check_key(parent, "parent snapshot key")
         labels = validate_labels(labels)
-        with _filesystem(f"create snapshot {key!r}", self._snapshots_dir), self._store.write() as txn:
-            snapshot = storage.create(txn, kind, key, parent, labels, self._now(),
-                                      taken=lambda snapshot_id: os.path.lexists(self.snapshot_dir(snapshot_id)),
+        with _filesystem("create snapshot", self._snapshots_dir, key), self._store.write() as txn:
+            snapshot = storage.create(txn, kind, key, parent, labels, self._now(), taken=self._taken,
                                       depth=self._parent_depth)
             temp = make_temp_dir(self._snapshots_dir, "new-")
             txn.on_abort(lambda: _discard(temp))
@@ -250,7 +254,7 @@ class DirectorySnapshotter:
     def remove(self, key: str) -> None:
         """Remove a snapshot and its directory; FailedPrecondition while it has children."""
         storage.check_key(key)
-        with _filesystem(f"remove snapshot {key!r}", self._snapshots_dir), self._store.write() as txn:
+        with _filesystem("remove snapshot", self._snapshots_dir, key), self._store.write() as txn:
             snapshot_id = storage.remove(txn, key)
             path = self.snapshot_dir(snapshot_id)
             if os.path.lexists(path):
@@ -372,21 +376,24 @@ class DirectorySnapshotter:
 
 
 class _filesystem:
-    """``with _filesystem(action, where):`` reports a filesystem failure in the block as a cargohold
-    error that names the action and path. (A class, not a generator: it wraps every creation.)"""
+    """``with _filesystem(action, where[, key]):`` reports a filesystem failure in the block as a
+    cargohold error that names the action (on snapshot `key`, if given) and path. (A class, not a
+    generator, and the message is built only on failure: it wraps every creation.)"""
 
-    __slots__ = ("action", "where")
+    __slots__ = ("action", "where", "key")
 
-    def __init__(self, action: str, where: str) -> None:
+    def __init__(self, action: str, where: str, key: Optional[str] = None) -> None:
         self.action = action
         self.where = where
+        self.key = key
 
     def __enter__(self) -> None:
         return None
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None and issubclass(exc_type, OSError):
-            raise Unavailable(f"cannot {self.action} in {self.where!r}: {exc}") from exc
+            action = self.action if self.key is None else f"{self.action} {self.key!r}"
+            raise Unavailable(f"cannot {action} in {self.where!r}: {exc}") from exc
 
 
 def _discard(path: str) -> None:
