@@ -260,3 +260,32 @@ def test_an_encoded_answer_is_refused_before_it_is_decoded(hostile, tmp_path, ta
         assert ns.images.list() == []
     assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) < 128 << 10  # KiB: never decoded
     assert {headers.get("Accept-Encoding") for _, _, headers in hostile.requests} == {"identity"}
+
+
+@pytest.mark.parametrize("declared", ["small", "true"])
+def test_a_document_naming_a_stored_blob_is_held_to_the_download_limits(hostile, tmp_path, declared):
+    """An index entry may name any digest the namespace stores, a large layer among them: the stored blob
+    used to be read whole into memory as the manifest, whatever size the entry declared."""
+    import hashlib
+    import resource
+
+    big = os.urandom(48 << 20)
+    digest = "sha256:" + hashlib.sha256(big).hexdigest()
+    size = 400 if declared == "small" else len(big)
+    index = json.dumps({"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX, "manifests": [
+        {"mediaType": mediatypes.OCI_MANIFEST, "digest": digest, "size": size}]}).encode()
+    hostile.add_document(REPO, mediatypes.OCI_INDEX, index, "big")
+    ref = f"{hostile.host}/{REPO}:big"
+    with cargohold.open(tmp_path / "root") as db:
+        ns = db.namespace("default")
+        with ns.content.writer("big", total=len(big), expected=digest) as w:
+            w.write(big)
+            w.commit(len(big), digest)
+        del big
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        message = (r"declares 400 bytes, the stored blob of that digest has 50331648" if declared == "small"
+                   else r"is 50331648 bytes or more, larger than the 4194304-byte limit")
+        with pytest.raises(cargohold.errors.InvalidArgument, match=message):
+            transfer.pull(ns, ref, plain_http=True)
+        assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) < 16 << 10  # KiB: not read
+        assert ns.images.list() == []

@@ -362,11 +362,8 @@ class RegistryClient:
     def fetch_document(self, descriptor: Descriptor) -> bytes:
         """The verified bytes of an index, manifest or config."""
         what = describe(descriptor)
+        check_document_limit(descriptor)
         document = mediatypes.is_manifest(descriptor.media_type) or mediatypes.is_index(descriptor.media_type)
-        if document:
-            _check_manifest_size(descriptor.size, what)
-        else:
-            check_document_size(descriptor.size, what)
         kind = "manifests" if document else "blobs"
         headers = {"Accept": descriptor.media_type or "*/*"}
         response = self.request("GET", f"{self._base}/{kind}/{descriptor.digest}", what, headers=headers,
@@ -453,6 +450,15 @@ def naming(prefix: str) -> Iterator[None]:
 def _basic(creds: Credentials) -> str:
     encoded = base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode("ascii")
     return f"Basic {encoded}"
+
+
+def check_document_limit(descriptor: Descriptor) -> None:
+    """InvalidArgument unless the index, manifest or config `descriptor` declares a size within its limit."""
+    what = describe(descriptor)
+    if mediatypes.is_manifest(descriptor.media_type) or mediatypes.is_index(descriptor.media_type):
+        _check_manifest_size(descriptor.size, what)
+    else:
+        check_document_size(descriptor.size, what)
 
 
 def _check_manifest_size(size: int, what: str) -> None:
