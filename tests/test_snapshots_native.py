@@ -242,6 +242,14 @@ def test_a_directory_under_a_fresh_id_is_skipped_never_reused_or_deleted(native)
     assert not os.path.exists(stale) and os.path.isdir(native.snapshot_dir(2))
 
 
+def test_a_dangling_symlink_under_a_fresh_id_is_skipped_too(native):
+    """Whatever is at the id's path, even a symlink to nothing, makes the id taken (never followed)."""
+    stale = native.snapshot_dir(1)
+    os.symlink("/does/not/exist", stale)
+    assert native.prepare("a") == [Mount("bind", native.snapshot_dir(2), ("rw", "rbind"))]
+    assert os.path.islink(stale) and os.readlink(stale) == "/does/not/exist"
+
+
 def test_filesystem_failures_are_reported_as_cargohold_errors(native):
     native.prepare("a")
     snapshots = os.path.join(native.root, "snapshots")
