@@ -166,6 +166,43 @@ def test_no_ordering_of_entries_changes_the_host(target, outside, case, overlay)
     assert host_state(outside) == before
 
 
+@needs_root
+@pytest.mark.parametrize("case", sorted(HOST_CASES))
+def test_no_ordering_of_entries_changes_the_host_or_the_lower_layers(tmp_path, target, outside, case):
+    """The same layers into an upper directory over a lower one that has their paths (as directories,
+    a file, symlinks out of the root): copied up, followed, never written."""
+    build, _, error = HOST_CASES[case]
+    lower = tmp_path / "lower"
+    lower.mkdir()
+    apply(lower, Layer().dir("p/d", mode=0o700).dir("g/p/d").dir("q/d").dir("a").file("f", b"lower")
+          .symlink("l", str(outside)).symlink("s", "l/..").bytes())
+    before, lower_before = host_state(outside), host_state(lower)
+    layer = build(outside).bytes()
+    if error:
+        with pytest.raises(InvalidArgument, match=error):
+            apply(target, layer, overlay_whiteouts=True, lower_dirs=[lower])
+    else:
+        apply(target, layer, overlay_whiteouts=True, lower_dirs=[lower])
+    assert host_state(outside) == before
+    assert host_state(lower) == lower_before
+
+
+@needs_root
+def test_writes_through_a_lower_symlink_out_of_the_root_stay_inside(tmp_path, target, outside):
+    lower = tmp_path / "lower"
+    lower.mkdir()
+    apply(lower, Layer().symlink("l", str(outside)).symlink("s", "l/..").dir("u").symlink("u/up", "../l").bytes())
+    before, lower_before = host_state(outside), host_state(lower)
+    apply(target, _dir(Layer(), "l/p/d").file("l/f", b"x").whiteout("l/p").file("s/y", b"y")
+          .file("u/up/z", b"z").bytes(), overlay_whiteouts=True, lower_dirs=[lower])
+    assert host_state(outside) == before
+    assert host_state(lower) == lower_before
+    inside = target / str(outside).lstrip("/")
+    assert (inside / "f").read_bytes() == b"x" and (inside / "z").read_bytes() == b"z"
+    assert stat.S_ISCHR((inside / "p").lstat().st_mode)
+    assert (target / str(outside.parent).lstrip("/") / "y").read_bytes() == b"y"
+
+
 @pytest.mark.parametrize("overlay", [False, True], ids=["native", "overlay"])
 def test_deferred_directory_metadata_lands_only_on_the_inode_it_was_read_for(target, overlay):
     layer = (Layer().dir("q/d", mode=0o700, mtime=7)

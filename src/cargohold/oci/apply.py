@@ -25,6 +25,18 @@ inode its entry created or merged, reached the same way, so a directory that
 was replaced meanwhile, or is now reached through a replaced parent, is left
 alone.
 
+Into an overlay upper directory, the layer is applied onto the tree the
+mount will show (the lower directories beneath it, read as overlayfs merges
+them, see `lowerdirs`), so that the merged view equals the native
+snapshotter's full copy: a whiteout is a 0/0 character device of mode 0000,
+an opaque directory carries ``trusted.overlay.opaque=y``; a lower layer's
+symlink on the way to an entry is followed as the upper directory's own are;
+a directory only a lower layer has is copied up, with its mode, owner, times
+and xattrs, before anything is written in it (as containerd's overlay
+applier makes a parent); a directory that replaces a whiteout or another
+non-directory of the layer is made opaque, so that what the layer deleted
+stays deleted. The lower directories are only read.
+
 The layer's diff ID (sha256 of the whole uncompressed stream) is computed
 while applying and checked against the expected one. The uncompressed
 stream and the bytes written are bounded (see `limits`). On any error the
@@ -42,7 +54,7 @@ import shutil
 import stat
 import tarfile
 from dataclasses import dataclass
-from typing import BinaryIO, Optional, Union
+from typing import BinaryIO, Optional, Sequence, Union
 
 from ..errors import FailedPrecondition, InvalidArgument
 from ..model import Descriptor
@@ -52,12 +64,12 @@ from . import mediatypes
 from .compression import decompressed
 from .digests import CHUNK, CountingReader, DigestingReader, VerifiedReader
 from .limits import SizeBudget
+from .lowerdirs import OVERLAY_OPAQUE_XATTR, Lowers, is_opaque, is_whiteout, lstat_at, open_dir, xattr_target
 from .tarheaders import SafeTarFile
 
 WHITEOUT_PREFIX = ".wh."
 WHITEOUT_META_PREFIX = ".wh..wh."
 WHITEOUT_OPAQUE = ".wh..wh..opq"
-OVERLAY_OPAQUE_XATTR = "trusted.overlay.opaque"
 MAX_NAME = 4096
 """Longest entry name, hard-link or symlink target (Linux's PATH_MAX)."""
 
@@ -68,7 +80,6 @@ _MAX_TIME_NS = (1 << 63) - 1
 _IGNORED_XATTR_ERRORS = (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM)
 _GONE_ERRORS = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_SEARCH_FLAGS = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @dataclass(frozen=True)
@@ -102,26 +113,17 @@ def _times(member: tarfile.TarInfo) -> tuple[int, int]:
     return ns, ns
 
 
-def _open_dir(name: str, dir_fd: int) -> int:
-    """Open directory `name` of `dir_fd`, never through a symlink; search-only if it cannot be read."""
-    try:
-        return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
-    except PermissionError:
-        return os.open(name, _SEARCH_FLAGS, dir_fd=dir_fd)
-
-
 def _exists(name: str, dir_fd: int) -> Optional[int]:
     """The st_mode of `name` in `dir_fd` (not following a symlink), None if there is nothing."""
-    try:
-        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
-    except FileNotFoundError:
-        return None
+    st = lstat_at(name, dir_fd)
+    return None if st is None else st.st_mode
 
 
 class _Applier:
     def __init__(self, root: str, root_fd: int, what: str, overlay_whiteouts: bool, same_owner: bool,
-                 budget: SizeBudget) -> None:
+                 budget: SizeBudget, lower_roots: Lowers) -> None:
         self.root = root
+        self.lower_roots = lower_roots
         self.root_fd = root_fd
         self.what = what
         self.overlay = overlay_whiteouts
@@ -130,6 +132,7 @@ class _Applier:
         self.proc = os.path.isdir(f"/proc/self/fd/{root_fd}")
         self.unpacked: set[str] = set()
         self.opaque_done: set[str] = set()
+        self.copied_up: dict[tuple[int, int], tuple[int, int]] = {}  # (st_dev, st_ino): the times copied
         self.dirs: list[tuple] = []  # (real components, st_dev, st_ino, mode, times) of each directory entry
 
     def walk(self, parts) -> int:
@@ -137,7 +140,7 @@ class _Applier:
         fd = os.open(".", _DIR_FLAGS, dir_fd=self.root_fd)
         try:
             for part in parts:
-                fd, old = _open_dir(part, fd), fd
+                fd, old = open_dir(part, fd), fd
                 os.close(old)
         except BaseException:
             os.close(fd)
@@ -156,13 +159,17 @@ class _Applier:
     def resolve(self, parts: list[str], entry: str, create: bool) -> tuple[int, list[str]]:
         """A descriptor of the real directory `parts` names, and its real components below the root.
 
-        Symlinks on the way are followed here, inside the root; missing
-        directories are created (0755) when `create`. The caller closes the descriptor.
+        Symlinks on the way, the upper directory's or a lower layer's, are
+        followed here, inside the root. When `create`, a directory only a
+        lower layer has is copied up (`copy_up`) and a missing one is
+        created (0755; opaque where it replaces a whiteout of this layer, so
+        that what the whiteout hid stays hidden). The caller closes the descriptor.
         """
         resolved: list[str] = []
         pending = collections.deque(parts)
         links = 0
-        fd = self.walk(())
+        fd: Optional[int] = self.walk(())  # None: the upper directory does not have `resolved` (not `create`)
+        lowers: Optional[Lowers] = None  # the lower layers' `resolved`, None until needed
         try:
             while pending:
                 part = pending.popleft()
@@ -173,37 +180,138 @@ class _Applier:
                         raise InvalidArgument(f"{self.what}: entry {entry!r} leads outside the target "
                                               "through a symlink")
                     resolved.pop()
-                    fd, old = _open_dir("..", fd), fd  # the real parent: `resolved` holds no symlink
-                    os.close(old)
+                    fd, lowers = self.release(fd, lowers, self.upper_at(resolved)), None
                     continue
-                mode = _exists(part, fd)
-                if mode is None:
+                st = lstat_at(part, fd) if fd is not None else None
+                whiteout = st is not None and self.overlay and is_whiteout(st)
+                source = -1  # the lower layer holding `part`, -1 for the upper directory
+                if st is None and self.lower_roots.fds:
+                    if lowers is None:
+                        lowers = self.lowers_at(resolved)
+                    st, source = lowers.find(part)
+                if st is None or whiteout:
                     if not create:
                         raise InvalidArgument(f"{self.what}: entry {entry!r}: "
                                               f"{'/'.join(resolved + [part])} does not exist")
-                    os.mkdir(part, 0o755, dir_fd=fd)
-                    mode = stat.S_IFDIR
-                if stat.S_ISLNK(mode):
+                    self.make_dir(part, fd, resolved, opaque=whiteout)
+                    fd, lowers = self.release(fd, lowers, open_dir(part, fd)), Lowers()
+                    resolved.append(part)
+                    continue
+                if stat.S_ISLNK(st.st_mode):
                     links += 1
                     if links > _MAX_SYMLINKS:
                         raise InvalidArgument(f"{self.what}: entry {entry!r}: too many levels of symlinks")
-                    target = os.readlink(part, dir_fd=fd)
+                    target = os.readlink(part, dir_fd=fd) if source < 0 else lowers.readlink(part, source)
                     if target.startswith("/"):
                         resolved = []
-                        fd, old = self.walk(()), fd
-                        os.close(old)
+                        fd, lowers = self.release(fd, lowers, self.walk(())), None
                     pending.extendleft(reversed(target.split("/")))
                     continue
-                if not stat.S_ISDIR(mode):
+                if not stat.S_ISDIR(st.st_mode):
                     raise InvalidArgument(f"{self.what}: entry {entry!r}: "
                                           f"{'/'.join(resolved + [part])} is not a directory")
-                fd, old = _open_dir(part, fd), fd
-                os.close(old)
+                if source < 0:
+                    child, below = open_dir(part, fd), None
+                else:
+                    below = lowers.child(part, source)
+                    try:
+                        child = self.copy_up(part, fd, resolved, below) if create else None
+                    except BaseException:
+                        below.close()
+                        raise
+                fd, lowers = self.release(fd, lowers, child), below
                 resolved.append(part)
         except BaseException:
-            os.close(fd)
+            self.release(fd, lowers, None)
             raise
+        if lowers is not None:
+            lowers.close()
+        if fd is None:
+            raise InvalidArgument(f"{self.what}: entry {entry!r}: {'/'.join(resolved)} is only in a lower layer")
         return fd, resolved
+
+    @staticmethod
+    def release(fd: Optional[int], lowers: Optional[Lowers], new_fd: Optional[int]) -> Optional[int]:
+        """Close `fd` and `lowers` (either may be None) and return `new_fd`: one step of `resolve`."""
+        if fd is not None:
+            os.close(fd)
+        if lowers is not None:
+            lowers.close()
+        return new_fd
+
+    def upper_at(self, parts: list[str]) -> Optional[int]:
+        """A descriptor of the upper directory's `parts` (real directories), None if it has not got them."""
+        try:
+            return self.walk(parts)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                return None
+            raise
+
+    def lowers_at(self, parts: list[str]) -> Lowers:
+        """The lower layers' directory `parts` (real directories of the merged tree) as overlayfs merges
+        them under the upper directory: nothing below an opaque directory of this layer."""
+        lowers = self.lower_roots.copy()
+        fd = self.walk(())
+        try:
+            for part in parts:
+                if not lowers.fds:
+                    break
+                st = lstat_at(part, fd) if fd is not None else None
+                upper = open_dir(part, fd) if st is not None and stat.S_ISDIR(st.st_mode) else None
+                fd = self.release(fd, None, upper)
+                below = Lowers() if upper is not None and is_opaque(upper) else lowers.child(part)
+                lowers.close()
+                lowers = below
+        except BaseException:
+            lowers.close()
+            raise
+        finally:
+            if fd is not None:
+                os.close(fd)
+        return lowers
+
+    def make_dir(self, name: str, fd: int, parent: list[str], opaque: bool) -> None:
+        """A missing directory on the way to an entry (0755), replacing a whiteout when `opaque`."""
+        if opaque:
+            os.unlink(name, dir_fd=fd)
+        os.mkdir(name, 0o755, dir_fd=fd)
+        if opaque:
+            os.setxattr(self.path_at(fd, parent, name), OVERLAY_OPAQUE_XATTR, b"y", follow_symlinks=False)
+
+    def copy_up(self, name: str, fd: int, parent: list[str], lowers: Lowers) -> int:
+        """Make in directory `fd` (`parent`) the directory `name` a lower layer has (`lowers`, nearest
+        first) with that one's mode, owner, times and xattrs (but ``trusted.*``, overlayfs' own), as
+        containerd's overlay applier makes a parent; its descriptor. A copied-up parent nothing else
+        changed keeps its times: in the merged tree, its content did not change."""
+        source = lowers.fds[0]
+        st = os.fstat(source)
+        here = os.fstat(fd)
+        times = self.copied_up.get((here.st_dev, here.st_ino))
+        os.mkdir(name, 0o700, dir_fd=fd)
+        if times is not None and times[1] == here.st_mtime_ns:
+            os.utime(self.path_at(fd, parent), ns=times)
+        child = open_dir(name, fd)
+        try:
+            if self.same_owner:
+                os.chown(name, st.st_uid, st.st_gid, dir_fd=fd, follow_symlinks=False)
+            source_xattrs, child_xattrs = xattr_target(source), xattr_target(child)
+            try:
+                keys = os.listxattr(source_xattrs)
+            except OSError as exc:
+                if exc.errno not in _IGNORED_XATTR_ERRORS:
+                    raise
+                keys = []
+            for key in keys:
+                if not key.startswith("trusted."):
+                    self.set_xattr(child_xattrs, key, os.getxattr(source_xattrs, key))
+            self.set_mode_and_times(child, stat.S_IMODE(st.st_mode), (st.st_atime_ns, st.st_mtime_ns))
+            mine = os.fstat(child)
+            self.copied_up[(mine.st_dev, mine.st_ino)] = (st.st_atime_ns, st.st_mtime_ns)
+        except BaseException:
+            os.close(child)
+            raise
+        return child
 
     def apply(self, tar: tarfile.TarFile) -> None:
         while True:
@@ -255,11 +363,15 @@ class _Applier:
                 self.whiteout(member, fd, parent, base)
                 return
             existing = _exists(base, fd)
-            if existing is not None and not (stat.S_ISDIR(existing) and member.isdir()):
+            replaced = existing is not None and not (stat.S_ISDIR(existing) and member.isdir())
+            if replaced:
                 remove_tree(base, dir_fd=fd)
                 existing = None
             if self.create(tar, member, fd, parent, base, existing is not None):
                 self.unpacked.add("/".join(parent + [base]))
+            if replaced and self.overlay and member.isdir():
+                # what this layer put there (a whiteout, a file) hid the lower layers' directory: keep it hidden
+                os.setxattr(self.path_at(fd, parent, base), OVERLAY_OPAQUE_XATTR, b"y", follow_symlinks=False)
         finally:
             os.close(fd)
 
@@ -383,15 +495,21 @@ class _Applier:
 
     def set_xattrs(self, member: tarfile.TarInfo, target: Union[int, str]) -> None:
         """The entry's SCHILY.xattr records on `target`, a descriptor or a path not to follow."""
-        options = {} if isinstance(target, int) else {"follow_symlinks": False}
         for key, value in member.pax_headers.items():
             if key.startswith(_XATTR_PAX_PREFIX):
-                try:
-                    os.setxattr(target, key[len(_XATTR_PAX_PREFIX):], value.encode("utf-8", "surrogateescape"),
-                                **options)
-                except OSError as exc:
-                    if exc.errno not in _IGNORED_XATTR_ERRORS:
-                        raise
+                self.set_xattr(target, key[len(_XATTR_PAX_PREFIX):], value.encode("utf-8", "surrogateescape"),
+                               follow=False)
+
+    @staticmethod
+    def set_xattr(target: Union[int, str], key: str, value: bytes, follow: bool = True) -> None:
+        """One xattr on `target` (a descriptor, or a path followed only if `follow`); where the
+        filesystem or the privileges refuse it, none."""
+        options = {} if isinstance(target, int) else {"follow_symlinks": follow}
+        try:
+            os.setxattr(target, key, value, **options)
+        except OSError as exc:
+            if exc.errno not in _IGNORED_XATTR_ERRORS:
+                raise
 
     def set_metadata(self, member: tarfile.TarInfo, fd: int, parent: list[str], base: str) -> None:
         """Metadata of the entry `base` just made in directory `fd` (not a regular file); a directory's mode
@@ -422,8 +540,8 @@ class _BudgetedDigest(DigestingReader):
 
 def apply_layer(root: "str | os.PathLike[str]", stream: BinaryIO, *,
                 descriptor: Optional[Descriptor] = None, diff_id: Optional[str] = None,
-                overlay_whiteouts: bool = False, same_owner: Optional[bool] = None,
-                max_size: Optional[int] = None) -> AppliedLayer:
+                overlay_whiteouts: bool = False, lower_dirs: Sequence[str] = (),
+                same_owner: Optional[bool] = None, max_size: Optional[int] = None) -> AppliedLayer:
     """Apply the layer read from `stream` onto directory `root` and return its diff ID.
 
     `descriptor`, when given, is the layer blob's: its media type must be a
@@ -431,7 +549,12 @@ def apply_layer(root: "str | os.PathLike[str]", stream: BinaryIO, *,
     its size and digest. `diff_id`, when given, must equal the computed one
     (else InvalidArgument). `overlay_whiteouts` writes whiteouts the way an
     overlay upper directory holds them (0/0 character devices of mode 0000
-    and the ``trusted.overlay.opaque`` xattr) instead of deleting. `same_owner`
+    and the ``trusted.overlay.opaque`` xattr) instead of deleting. `lower_dirs`
+    (only with `overlay_whiteouts`) are the directories under `root` in the
+    overlay mount, nearest first, as its ``lowerdir`` lists them: the layer is
+    applied onto the tree they show with `root` on top, as the native
+    snapshotter applies it onto a full copy (see `lowerdirs`); they are only
+    read. `same_owner`
     (default: when running as root) applies the entries' uid/gid.
     `max_size` bounds the uncompressed stream and the bytes written: None
     for the default, max(1 GiB, 100 x the compressed size), a number of
@@ -444,6 +567,13 @@ def apply_layer(root: "str | os.PathLike[str]", stream: BinaryIO, *,
         raise InvalidArgument(f"layer target {root!r} is not a directory")
     if diff_id is not None:
         validate_digest(diff_id, "diff ID")
+    lower_dirs = [os.path.abspath(os.fspath(path)) for path in lower_dirs]
+    if lower_dirs and not overlay_whiteouts:
+        raise InvalidArgument(f"lower directories {lower_dirs!r} are only for an overlay upper directory "
+                              "(overlay_whiteouts=True)")
+    for path in lower_dirs:
+        if not os.path.isdir(path):
+            raise InvalidArgument(f"lower directory {path!r} is not a directory")
     if descriptor is not None:
         what = f"layer {descriptor.digest}"
         mediatypes.layer_compression(descriptor.media_type)
@@ -461,6 +591,11 @@ def apply_layer(root: "str | os.PathLike[str]", stream: BinaryIO, *,
     except OSError as exc:
         raise FailedPrecondition(f"cannot apply {what} into {root}: {exc}") from None
     try:
+        lower_roots = Lowers.roots(lower_dirs)
+    except OSError as exc:
+        os.close(root_fd)
+        raise FailedPrecondition(f"cannot apply {what} onto {lower_dirs}: {exc}") from None
+    try:
         try:
             tar = SafeTarFile.open(fileobj=plain, mode="r|", what=what)
         except tarfile.ReadError:
@@ -469,7 +604,7 @@ def apply_layer(root: "str | os.PathLike[str]", stream: BinaryIO, *,
             tar = None  # an empty stream is an empty layer
         if tar is not None:
             with tar:
-                _Applier(root, root_fd, what, overlay_whiteouts, same_owner, budget).apply(tar)
+                _Applier(root, root_fd, what, overlay_whiteouts, same_owner, budget, lower_roots).apply(tar)
         plain.drain()
         while stream.read(CHUNK):
             pass  # let the verifying reader see the whole blob
@@ -479,6 +614,7 @@ def apply_layer(root: "str | os.PathLike[str]", stream: BinaryIO, *,
         raise FailedPrecondition(f"cannot apply {what} into {root}: {exc}") from None
     finally:
         os.close(root_fd)
+        lower_roots.close()
     actual = plain.digest()
     if diff_id is not None and actual != diff_id:
         raise InvalidArgument(f"{what}: diff ID mismatch, expected {diff_id}, the uncompressed content is {actual}")

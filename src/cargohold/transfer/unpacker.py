@@ -16,12 +16,14 @@ Where a layer is applied: with ``native``, into the snapshot's bind-mount
 source (a full copy of the parent's tree). With ``overlayfs``, the bottom layer
 into its bind-mount source, every other one into the overlay mount's
 ``upperdir`` with overlay whiteouts (0/0 character devices and the
-``trusted.overlay.opaque`` xattr), as containerd's overlay applier does.
-Nothing is mounted, so no mount privilege is needed, but overlay whiteouts
-need root (CAP_MKNOD, CAP_SYS_ADMIN for the xattr). Applied into the upper
-directory, a layer sees only its own entries: a hard link to a file of a lower
-layer is refused, and a directory reached through a lower layer's symlink is
-created in the upper directory instead of being followed.
+``trusted.overlay.opaque`` xattr), onto the tree its ``lowerdir`` list shows,
+as containerd's overlay applier does: the mounted result equals the native
+one (lower symlinks are followed, a lower directory written into is copied up
+with its mode, owner, times and xattrs, a directory that replaces a whiteout
+is opaque; see `oci.apply`). Nothing is mounted, so no mount privilege is
+needed, but overlay whiteouts need root (CAP_MKNOD, CAP_SYS_ADMIN for the
+xattr). One limit remains: a hard link to a file of a lower layer is refused
+(the upper directory cannot link to another layer's inode).
 """
 
 from __future__ import annotations
@@ -118,11 +120,12 @@ def _unpack_layer(leased: "Namespace", sn, layer: oci.RootfsLayer, progress: Opt
     key = f"extract-{secrets.token_hex(8)} {layer.chain_id}"
     mounts = sn.prepare(key, layer.parent)
     try:
-        directory, overlay = _apply_target(mounts)
+        directory, lowers = _apply_target(mounts)
         with leased.content.open(layer.descriptor.digest) as blob:
             applied = oci.apply_layer(directory, counting(blob, progress, "unpack", layer.descriptor),
                                       descriptor=layer.descriptor, diff_id=layer.diff_id,
-                                      overlay_whiteouts=overlay, max_size=max_layer_size)
+                                      overlay_whiteouts=lowers is not None, lower_dirs=lowers or (),
+                                      max_size=max_layer_size)
         try:
             sn.commit(layer.chain_id, key)
         except AlreadyExists:  # another unpack committed it meanwhile: use theirs (and leave the label to it)
@@ -140,13 +143,15 @@ def _unpack_layer(leased: "Namespace", sn, layer: oci.RootfsLayer, progress: Opt
                           f"labels.{UNCOMPRESSED_LABEL}")
 
 
-def _apply_target(mounts: list[Mount]) -> tuple[str, bool]:
-    """The directory to apply a layer into, and whether it takes overlay whiteouts."""
+def _apply_target(mounts: list[Mount]) -> tuple[str, Optional[list[str]]]:
+    """The directory to apply a layer into and, for an overlay upper directory (which takes overlay
+    whiteouts), the lower directories beneath it, nearest first; None for a bind mount."""
     if len(mounts) == 1 and mounts[0].type == "bind":
-        return mounts[0].source, False
+        return mounts[0].source, None
     if len(mounts) == 1 and mounts[0].type == "overlay":
-        for option in mounts[0].options:
-            if option.startswith("upperdir="):
-                return option[len("upperdir="):], True
+        options = dict(option.partition("=")[::2] for option in mounts[0].options)
+        if options.get("upperdir"):
+            lowers = options.get("lowerdir", "")
+            return options["upperdir"], lowers.split(":") if lowers else []
     raise Unsupported(f"cannot unpack into snapshot mounts {mounts!r}: expected a bind mount "
                       "or an overlay mount with an upper directory")
