@@ -57,6 +57,8 @@ class GroupCommit:
         self._cond = threading.Condition(threading.Lock())
         self._queue: deque[_Call] = deque()
         self._leading = False
+        self._waiting = 0
+        """Threads waiting on `_cond`: with none, nobody needs notifying."""
         self.batches = 0
         """Write transactions committed for queued calls (a statistic for tests and benchmarks)."""
         self.calls = 0
@@ -68,13 +70,30 @@ class GroupCommit:
         call = _Call(fn)
         cond = self._cond
         with cond:
-            self._queue.append(call)
-            while self._leading and not call.done:
-                cond.wait()
-            lead = not call.done
-            if lead:
-                self._leading = True
-        if lead:
+            alone = not self._leading and not self._queue
+            if alone:
+                self._leading = True  # nothing running or queued: a batch of this call alone
+            else:
+                self._queue.append(call)
+                while self._leading and not call.done:
+                    self._waiting += 1
+                    try:
+                        cond.wait()
+                    finally:
+                        self._waiting -= 1
+                lead = not call.done
+                if lead:
+                    self._leading = True
+        if alone:
+            try:
+                self._commit([call])
+            finally:
+                with cond:
+                    call.done = True
+                    self._leading = False
+                    if self._waiting:
+                        cond.notify_all()
+        elif lead:
             try:
                 while not call.done:
                     with cond:

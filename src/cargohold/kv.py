@@ -11,7 +11,8 @@ Locking, as owned by this module:
   mutex. It makes the map-growth retry below safe: nobody else can commit
   between our abort and our replay.
 * The map grows by itself. A write that finds the map more than half full
-  doubles it first; a write that still hits MDB_MAP_FULL is aborted, the map
+  doubles it first (one that finds it at most a quarter full lets the next
+  seven writes begin without looking); a write that still hits MDB_MAP_FULL is aborted, the map
   is doubled and the transaction's journal of writes is replayed. Resizing
   must not race transactions of this process (LMDB remaps the file), so it
   waits for the other threads' open transactions to end and holds new ones
@@ -100,6 +101,11 @@ COMPACT_FILE = "data.mdb.compact"
 _ATTEMPTS = 8
 """Times a begin is retried after another process grew the map under it."""
 
+_UNCHECKED_WRITES = 7
+"""Write transactions that begin without looking at the map's fill after one found it at most a
+quarter full: reading it (``Environment.info``) costs more than an empty transaction, and a map
+that fills faster than that is still grown, by the MDB_MAP_FULL replay."""
+
 _CRASH_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGILL, signal.SIGFPE)
 
 
@@ -142,11 +148,16 @@ class Env:
         self._writer_lock = FileLock(os.path.join(self.path, kvguard.WRITER_LOCK_FILE))
         self._settings = (map_size, len(tables), max_readers, tuple(tables))
         self._read_gate = _ReadGate(os.path.join(self.path, kvguard.WRITER_LOCK_FILE)) if self._lockless else None
-        self._cond = threading.Condition()
+        self._mutex = threading.RLock()
+        self._cond = threading.Condition(self._mutex)
+        """Guards `_active` and `_resizing`; entered through `_mutex` where nobody waits (`_enter`,
+        `_leave`: every transaction passes them, and the Condition's own enter is Python code)."""
         self._active: dict[int, int] = {}
         self._resizing = False
         self._closed = False
         self._marker_dropped = False
+        self._unchecked_writes = 0
+        """Write transactions that may begin before the map's fill is looked at again (`_grow_if_needed`)."""
         self._dbs: dict = {}
         self._sessions = kvguard.Sessions(self.path)
         if self._lockless:
@@ -283,7 +294,7 @@ class Env:
 
     def _enter(self) -> None:
         me = threading.get_ident()
-        with self._cond:
+        with self._mutex:
             while self._resizing and not self._active.get(me):
                 self._cond.wait()
             if self._closed:
@@ -292,7 +303,7 @@ class Env:
 
     def _leave(self) -> None:
         me = threading.get_ident()
-        with self._cond:
+        with self._mutex:
             count = self._active[me] - 1
             if count:
                 self._active[me] = count
@@ -340,12 +351,17 @@ class Env:
         raise Unavailable(f"metadata database {self.path!r} keeps being resized")
 
     def _grow_if_needed(self) -> None:
+        if self._unchecked_writes:
+            self._unchecked_writes -= 1
+            return
         if self._active.get(threading.get_ident()):
             return  # cannot remap under our own open transaction; MAP_FULL replay still applies
         info = self._env.info()
         used = (info["last_pgno"] + 1) * self._psize
         if used * 2 > info["map_size"]:
             self._resize(info["map_size"] * 2)
+        elif used * 4 <= info["map_size"]:
+            self._unchecked_writes = _UNCHECKED_WRITES
 
     # -- public ------------------------------------------------------------------
 
@@ -693,7 +709,8 @@ class Txn:
             self._lock_cm = env._writer_lock.exclusive()
             self._lock_cm.__enter__()
             try:
-                env._before_write()
+                if not env._marker_dropped:
+                    env._before_write()
                 env._grow_if_needed()
                 self._txn = env._begin(True)
             except BaseException:
@@ -899,7 +916,15 @@ class Txn:
         if self._done:
             return
         try:
-            self._guard(lambda: self._txn.commit())
+            try:
+                self._txn.commit()
+            except lmdb.MapFullError:
+                if not self.write:
+                    raise Error("metadata map full during a read") from None
+                self._replay()
+                self._guard(lambda: self._txn.commit())
+            except lmdb.Error as exc:
+                raise _translate(exc, self._env.path) from None
         except BaseException:
             self._finish(abort=True, undo=undo)
             raise
