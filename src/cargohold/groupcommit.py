@@ -54,7 +54,9 @@ class GroupCommit:
 
     def __init__(self, db: Any) -> None:
         self._db = db
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        """Waited on by queued calls; entered through `_lock` (the Condition's own enter is Python code)."""
         self._queue: deque[_Call] = deque()
         self._leading = False
         self._waiting = 0
@@ -67,33 +69,34 @@ class GroupCommit:
     def run(self, fn: Callable[[Transaction], T]) -> T:
         """Run ``fn(tx)`` in a write transaction shared with concurrent calls; return its value
         once that transaction has committed (then post-commit work runs here)."""
-        call = _Call(fn)
-        cond = self._cond
-        with cond:
+        with self._lock:
             alone = not self._leading and not self._queue
             if alone:
                 self._leading = True  # nothing running or queued: a batch of this call alone
-            else:
-                self._queue.append(call)
-                while self._leading and not call.done:
-                    self._waiting += 1
-                    try:
-                        cond.wait()
-                    finally:
-                        self._waiting -= 1
-                lead = not call.done
-                if lead:
-                    self._leading = True
         if alone:
             try:
-                self._commit([call])
+                tx, value = self._alone(fn)
             finally:
-                with cond:
-                    call.done = True
+                with self._lock:
                     self._leading = False
                     if self._waiting:
-                        cond.notify_all()
-        elif lead:
+                        self._cond.notify_all()
+            self._db._committed(tx)
+            return value
+        call = _Call(fn)
+        cond = self._cond
+        with cond:
+            self._queue.append(call)
+            while self._leading and not call.done:
+                self._waiting += 1
+                try:
+                    cond.wait()
+                finally:
+                    self._waiting -= 1
+            lead = not call.done
+            if lead:
+                self._leading = True
+        if lead:
             try:
                 while not call.done:
                     with cond:
@@ -113,6 +116,44 @@ class GroupCommit:
             raise call.error
         self._db._committed(call.tx)
         return call.value
+
+    def _alone(self, fn: Callable[[Transaction], T]) -> tuple[Transaction, T]:
+        """``fn(tx)`` in a write transaction of its own (the batch of a call that found nothing
+        running or queued); returns the committed transaction and the value, or raises the error,
+        in the order `_commit` and `_run` take for a batch of one."""
+        db = self._db
+        db._require_open()
+        lock = enter_writer(db)
+        tx = None
+        try:
+            kv = db._env.write()
+            try:
+                tx = Transaction(db, kv, True)
+            except BaseException:
+                kv.abort()
+                raise
+            db._local.tx = tx
+            try:
+                value = fn(tx)
+            except BaseException:
+                tx._undo_all()
+                tx._release()
+                kv.abort()
+                self.batches += 1
+                self.calls += 1
+                raise
+            finally:
+                db._local.tx = None
+            try:
+                commit(kv, (tx,), tx._undo_all)
+            finally:
+                self.batches += 1
+                self.calls += 1
+            return tx, value
+        finally:
+            if tx is not None:
+                tx._release()
+            lock.__exit__(None, None, None)
 
     def _commit(self, batch: list[_Call]) -> None:
         """One write transaction for `batch`: every call's outcome lands in its `_Call`."""

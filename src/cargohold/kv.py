@@ -696,25 +696,27 @@ class _ReadGate:
 class Txn:
     """A read or write transaction; a context manager that commits on success."""
 
-    __slots__ = ("_env", "write", "_txn", "_journal", "_lock_cm", "_done", "_open")
+    __slots__ = ("_env", "write", "_txn", "_journal", "_lock_cm", "_writer", "_done", "_open")
 
     def __init__(self, env: Env, *, write: bool) -> None:
         self._env = env
         self.write = write
         self._journal: Optional[list] = [] if write else None
         self._lock_cm = None
+        self._writer: Optional[int] = None
+        """The writer lock's hold (`FileLock.acquire_exclusive`), while this write transaction has it."""
         self._done = False
         self._open = False
         if write:
-            self._lock_cm = env._writer_lock.exclusive()
-            self._lock_cm.__enter__()
+            self._writer = env._writer_lock.acquire_exclusive()
             try:
                 if not env._marker_dropped:
                     env._before_write()
                 env._grow_if_needed()
                 self._txn = env._begin(True)
             except BaseException:
-                self._lock_cm.__exit__(None, None, None)
+                env._writer_lock.release(self._writer)
+                self._writer = None
                 raise
         else:
             if env._read_gate is not None:
@@ -946,7 +948,10 @@ class Txn:
                 self._open = False
                 self._env._leave()
             self._journal = None
-            if self._lock_cm is not None:
+            if self._writer is not None:
+                self._env._writer_lock.release(self._writer)
+                self._writer = None
+            elif self._lock_cm is not None:
                 self._lock_cm.__exit__(None, None, None)
                 self._lock_cm = None
 
@@ -982,6 +987,7 @@ class _Child(Txn):
         self.write = True
         self._journal = []
         self._lock_cm = None
+        self._writer = None
         self._done = False
         self._open = False
         self._parent = parent

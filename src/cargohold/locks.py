@@ -11,7 +11,6 @@ import contextvars
 import errno
 import fcntl
 import os
-import threading
 import time
 import weakref
 from typing import Callable, Optional
@@ -19,6 +18,9 @@ from typing import Callable, Optional
 from .errors import Unavailable
 
 _ALL_LOCKS: "weakref.WeakSet[FileLock]" = weakref.WeakSet()
+
+_POOLED = 8
+"""Unlocked descriptors a lock keeps for reuse."""
 
 _LOCK_LOST = contextvars.ContextVar("cargohold_writer_lock_lost", default=False)
 
@@ -50,13 +52,10 @@ class FileLock:
     def __init__(self, path: str) -> None:
         self.path = os.path.abspath(os.fspath(path))
         self._pool: list[int] = []
-        self._pool_lock = threading.Lock()
+        """Unlocked descriptors of the file, for the next acquisitions (list operations are atomic)."""
         _ALL_LOCKS.add(self)
 
-    def _fd(self) -> int:
-        with self._pool_lock:
-            if self._pool:
-                return self._pool.pop()
+    def _open(self) -> int:
         try:
             return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
@@ -71,14 +70,20 @@ class FileLock:
 
     def _release(self, fd: int) -> None:
         fcntl.flock(fd, fcntl.LOCK_UN)
-        with self._pool_lock:
-            if len(self._pool) < 8:
-                self._pool.append(fd)
-                return
-        os.close(fd)
+        pool = self._pool
+        if len(pool) < _POOLED:
+            pool.append(fd)  # a race of two releases may keep one more: harmless
+        else:
+            os.close(fd)
+
+    def _take(self) -> int:
+        try:
+            return self._pool.pop()  # atomic: two threads never get one descriptor
+        except IndexError:
+            return self._open()
 
     def _acquire(self, mode: int, timeout: Optional[float]) -> int:
-        fd = self._fd()
+        fd = self._take()
         try:
             if timeout is None:
                 fcntl.flock(fd, mode)
@@ -101,15 +106,26 @@ class FileLock:
     def acquire_shared(self) -> int:
         """Take the lock shared, waiting as long as it takes; returns the token to `release`.
         For hot paths that cannot afford a context manager (the write transaction's locks)."""
-        return self._acquire(fcntl.LOCK_SH, None)
+        fd = self._take()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def acquire_exclusive(self) -> int:
         """Take the lock alone, waiting as long as it takes; returns the token to `release`."""
-        return self._acquire(fcntl.LOCK_EX, None)
+        fd = self._take()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
-    def release(self, token: int) -> None:
-        """Let go of a hold `acquire_shared` or `acquire_exclusive` returned."""
-        self._release(token)
+    release = _release
+    """Let go of a hold `acquire_shared` or `acquire_exclusive` returned."""
 
     def shared(self, timeout: Optional[float] = None) -> "Held":
         """Hold the lock shared (many holders at once): ``with lock.shared(): ...``."""
@@ -120,15 +136,17 @@ class FileLock:
         return Held(self, fcntl.LOCK_EX, timeout)
 
     def close(self) -> None:
-        with self._pool_lock:
-            pool, self._pool = self._pool, []
-        for fd in pool:
+        pool = self._pool
+        while pool:
+            try:
+                fd = pool.pop()
+            except IndexError:
+                break
             os.close(fd)
 
     def _forget_after_fork(self) -> None:
         # Inherited descriptors share their lock with the parent: never reuse them.
         self._pool = []
-        self._pool_lock = threading.Lock()
 
 
 class Held:
