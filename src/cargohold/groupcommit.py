@@ -30,7 +30,7 @@ import threading
 from collections import deque
 from typing import Any, Callable, Optional, TypeVar
 
-from .transaction import Transaction, commit, enter_writer, run_all
+from .transaction import Transaction, commit, enter_writer, leave_writer, run_all
 
 T = TypeVar("T")
 
@@ -151,9 +151,9 @@ class GroupCommit:
                 self.calls += 1
             return tx, value
         finally:
-            if tx is not None:
+            if tx is not None and tx._held:
                 tx._release()
-            lock.__exit__(None, None, None)
+            leave_writer(db, lock)
 
     def _commit(self, batch: list[_Call]) -> None:
         """One write transaction for `batch`: every call's outcome lands in its `_Call`."""
@@ -187,7 +187,7 @@ class GroupCommit:
             for call in batch:
                 if call.tx is not None:
                     call.tx._release()
-            lock.__exit__(None, None, None)
+            leave_writer(db, lock)
 
     def _run(self, kv: Any, batch: list[_Call]) -> list[_Call]:
         """Run the calls in `kv` (each in a child transaction unless alone); the ones that succeeded."""

@@ -292,15 +292,6 @@ class Env:
 
     # -- transaction bookkeeping ------------------------------------------------
 
-    def _enter(self) -> None:
-        me = threading.get_ident()
-        with self._mutex:
-            while self._resizing and not self._active.get(me):
-                self._cond.wait()
-            if self._closed:
-                raise Unavailable(f"metadata database {self.path!r} is closed")
-            self._active[me] = self._active.get(me, 0) + 1
-
     def _leave(self) -> None:
         me = threading.get_ident()
         with self._mutex:
@@ -335,8 +326,16 @@ class Env:
                 self._cond.notify_all()
 
     def _begin(self, write: bool) -> "lmdb.Transaction":
+        """Begin an LMDB transaction, counted in `_active` (`_leave` uncounts it) and held back
+        while the map is being resized."""
+        me = threading.get_ident()
         for _ in range(_ATTEMPTS):
-            self._enter()
+            with self._mutex:
+                while self._resizing and not self._active.get(me):
+                    self._cond.wait()
+                if self._closed:
+                    raise Unavailable(f"metadata database {self.path!r} is closed")
+                self._active[me] = self._active.get(me, 0) + 1
             try:
                 return self._env.begin(write=write)
             except lmdb.MapResizedError:
@@ -351,9 +350,7 @@ class Env:
         raise Unavailable(f"metadata database {self.path!r} keeps being resized")
 
     def _grow_if_needed(self) -> None:
-        if self._unchecked_writes:
-            self._unchecked_writes -= 1
-            return
+        """Double the map if it is more than half full (see the module docstring)."""
         if self._active.get(threading.get_ident()):
             return  # cannot remap under our own open transaction; MAP_FULL replay still applies
         info = self._env.info()
@@ -371,7 +368,8 @@ class Env:
 
     def write(self) -> "Txn":
         """Begin the write transaction (blocks while another writer runs); FailedPrecondition when read-only."""
-        self.require_writable()
+        if self.readonly:
+            self.require_writable()
         return Txn(self, write=True)
 
     def require_writable(self) -> None:
@@ -712,7 +710,10 @@ class Txn:
             try:
                 if not env._marker_dropped:
                     env._before_write()
-                env._grow_if_needed()
+                if env._unchecked_writes:
+                    env._unchecked_writes -= 1
+                else:
+                    env._grow_if_needed()
                 self._txn = env._begin(True)
             except BaseException:
                 env._writer_lock.release(self._writer)

@@ -106,7 +106,10 @@ class FileLock:
     def acquire_shared(self) -> int:
         """Take the lock shared, waiting as long as it takes; returns the token to `release`.
         For hot paths that cannot afford a context manager (the write transaction's locks)."""
-        fd = self._take()
+        try:
+            fd = self._pool.pop()  # atomic: two threads never get one descriptor
+        except IndexError:
+            fd = self._open()
         try:
             fcntl.flock(fd, fcntl.LOCK_SH)
         except BaseException:
@@ -116,7 +119,10 @@ class FileLock:
 
     def acquire_exclusive(self) -> int:
         """Take the lock alone, waiting as long as it takes; returns the token to `release`."""
-        fd = self._take()
+        try:
+            fd = self._pool.pop()
+        except IndexError:
+            fd = self._open()
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
         except BaseException:

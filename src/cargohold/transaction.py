@@ -35,6 +35,7 @@ from . import schema
 from ._native import decode_varint, encode_varint
 from .errors import FailedPrecondition, InvalidArgument
 from .gc import journal as gcjournal
+from .locks import FileLock
 from .logs import LazyLogger
 from .timeutil import clock_ns, from_ns
 
@@ -305,7 +306,7 @@ class TxContext:
 
     def _release(self) -> None:
         if self._lock is not None:
-            self._lock.__exit__(None, None, None)
+            leave_writer(self.db, self._lock)
             self._lock = None
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -347,15 +348,26 @@ def commit(kv: "Txn", txs: Iterable[Transaction], undo: Callable[[], None]) -> N
 
 def enter_writer(db: Any) -> Any:
     """Pass the turnstile and take ``wlock`` shared, as every write transaction does first;
-    returns the held lock (exit it once the transaction has ended)."""
+    returns the hold to hand to `leave_writer` once the transaction has ended."""
     turnstile = db._turnstile
     token = turnstile.acquire_shared()
     try:
-        lock = db.wlock.shared()
-        lock.__enter__()
+        wlock = db.wlock
+        if type(wlock) is FileLock:
+            return wlock.acquire_shared()
+        held = wlock.shared()  # an engine's lock (`cargohold.engines.etcd.EtcdLock`)
+        held.__enter__()
+        return held
     finally:
         turnstile.release(token)
-    return lock
+
+
+def leave_writer(db: Any, held: Any) -> None:
+    """Let go of ``wlock`` as `enter_writer` took it."""
+    if type(held) is int:
+        db.wlock.release(held)
+    else:
+        held.__exit__(None, None, None)
 
 
 class Given:
