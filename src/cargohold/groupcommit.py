@@ -132,6 +132,7 @@ class GroupCommit:
             except BaseException:
                 kv.abort()
                 raise
+            tx.savepoints = 1  # the call's own transaction: if the call fails, all of it goes
             db._local.tx = tx
             try:
                 value = fn(tx)
@@ -201,6 +202,7 @@ class GroupCommit:
                 call.error = exc
                 continue
             tx = call.tx = Transaction(db, txn, True)
+            tx.savepoints = 1  # the call's own (child) transaction: if the call fails, all of it goes
             db._local.tx = tx
             try:
                 call.value = call.fn(tx)

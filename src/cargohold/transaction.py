@@ -107,7 +107,9 @@ class Transaction:
         self._gc_round: Optional[int] = None
         self._journaled: set[bytes] = set()
         self.savepoints = 0
-        """Savepoints open in this transaction: a nested call inside one needs none of its own."""
+        """Savepoints open in this transaction: a nested call inside one needs none of its own.
+        A group-commit call's own transaction counts as one (`cargohold.groupcommit`): a call
+        that fails takes all of it back, so the writes of one that succeeds need no other."""
 
     @property
     def now_at(self) -> datetime:
