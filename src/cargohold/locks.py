@@ -76,14 +76,11 @@ class FileLock:
         else:
             os.close(fd)
 
-    def _take(self) -> int:
-        try:
-            return self._pool.pop()  # atomic: two threads never get one descriptor
-        except IndexError:
-            return self._open()
-
     def _acquire(self, mode: int, timeout: Optional[float]) -> int:
-        fd = self._take()
+        try:
+            fd = self._pool.pop()  # atomic: two threads never get one descriptor
+        except IndexError:
+            fd = self._open()
         try:
             if timeout is None:
                 fcntl.flock(fd, mode)
@@ -107,7 +104,7 @@ class FileLock:
         """Take the lock shared, waiting as long as it takes; returns the token to `release`.
         For hot paths that cannot afford a context manager (the write transaction's locks)."""
         try:
-            fd = self._pool.pop()  # atomic: two threads never get one descriptor
+            fd = self._pool.pop()
         except IndexError:
             fd = self._open()
         try:
