@@ -172,9 +172,9 @@ class _IngestLock:
         if fd >= 0:
             os.close(fd)  # closing the descriptor drops the flock
 
-    def __del__(self) -> None:
+    def __del__(self, _close: Callable[[int], None] = os.close) -> None:
         if self._fd >= 0:
-            os.close(self._fd)
+            _close(self._fd)
 
 
 class LocalStore:
