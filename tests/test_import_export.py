@@ -134,10 +134,29 @@ def test_indexes_get_manifest_labels_and_only_the_platform_is_stored(tmp_path, n
     transfer.import_archive(ns, layout.root, platform="linux/arm64")
     assert {i.digest for i in ns.content.walk()} == {index.digest, arm.manifest.digest, arm.config.digest,
                                                      arm.layers[0].digest}
-    assert ns.content.info(index.digest).labels == {f"{M}0": arm.manifest.digest}
+    # the index names both manifests although one is stored (containerd's import labels only the kept one)
+    assert ns.content.info(index.digest).labels == {f"{M}0": amd.manifest.digest, f"{M}1": arm.manifest.digest}
     transfer.import_archive(ns, layout.root, all_platforms=True)
     assert ns.content.info(index.digest).labels == {f"{M}0": amd.manifest.digest, f"{M}1": arm.manifest.digest}
     assert ns.content.info(amd.manifest.digest).labels[CONFIG] == amd.config.digest
+
+
+def test_reimporting_one_platform_keeps_the_others_from_the_collector(tmp_path, ns, db):
+    """An index stored by an all-platform import, imported again for one platform: its labels used to
+    be rewritten to that platform's manifest alone, and the next collection deleted the other
+    platform's manifest, config and layers while the image still targeted the index."""
+    layout = Layout(tmp_path / "layout")
+    amd = layout.image([Layer().file("a", b"1").bytes()], arch="amd64")
+    arm = layout.image([Layer().file("b", b"2").bytes()], arch="arm64")
+    index = layout.index([amd, arm])
+    layout.write_index([(index, {NAME: "example.com/multi:1"})])
+    transfer.import_archive(ns, layout.root, all_platforms=True)
+    transfer.import_archive(ns, layout.root, platform="linux/arm64")
+    db.garbage_collect()
+    stored = {i.digest for i in ns.content.walk()}
+    assert stored == {index.digest}.union(*({i.manifest.digest, i.config.digest, *(d.digest for d in i.layers)}
+                                            for i in (amd, arm)))
+    transfer.unpack_image(ns, "example.com/multi:1", platform="linux/amd64")
 
 
 def test_a_second_namespace_reuses_the_stored_bytes_and_gets_its_own_labels(tmp_path, db):

@@ -215,3 +215,77 @@ def test_push_faults_and_credentials_stay_with_the_registry(hostile, tmp_path):
             for method, path, headers in hostile.requests}
     assert auth[("PUT", "/upload/elsewhere")] is False
     assert auth[("POST", f"/v2/{REPO}/blobs/uploads/")] is True
+
+
+def gzip_bomb(decoded: int, layers: int = 2) -> bytes:
+    """`decoded` zero bytes gzipped `layers` times over: a few KiB on the wire."""
+    import zlib
+
+    data = bytes(decoded)
+    for _ in range(layers):
+        packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+        data = packer.compress(data) + packer.flush()
+    return data
+
+
+@pytest.mark.parametrize("target", ["manifest", "layer", "error"])
+def test_an_encoded_answer_is_refused_before_it_is_decoded(hostile, tmp_path, target):
+    """httpx would decode `Content-Encoding: gzip, gzip` a whole chunk at a time, before any size limit
+    saw a byte (a few KiB became gigabytes): the client asks for identity and refuses anything else.
+    The layer is the bomb's own bytes, so its length is the one its descriptor gives."""
+    import resource
+
+    bomb = gzip_bomb(256 << 20)
+    assert len(bomb) < 64 << 10
+    manifest, blobs = hostile.add_image(REPO, "1", [(bomb, "")])
+    ref = f"{hostile.host}/{REPO}:1"
+    layer = layer_of(blobs)
+    encoded = {"Content-Encoding": "gzip, gzip", "Content-Type": "application/vnd.oci.image.manifest.v1+json"}
+    if target == "manifest":  # no HEAD: the manifest's size is not known before it is read
+        hostile.faults += [Fault(r"HEAD .*/manifests/", status=405), Fault(r"GET .*/manifests/", status=200,
+                                                                          body=bomb, headers=encoded)]
+    else:
+        hostile.faults.append(Fault(rf"GET .*/blobs/{layer.digest}", status=500 if target == "error" else 200,
+                                    body=bomb, headers=encoded))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with cargohold.open(tmp_path / "root") as db:
+        ns = db.namespace("default")
+        if target == "error":
+            with pytest.raises(Unavailable, match=r"answered 500 Internal Server Error$"):
+                transfer.pull(ns, ref, plain_http=True)
+        else:
+            with pytest.raises(cargohold.errors.InvalidArgument,
+                               match=r"Content-Encoding 'gzip, gzip', which cargohold did not ask for"):
+                transfer.pull(ns, ref, plain_http=True)
+        assert ns.images.list() == []
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) < 128 << 10  # KiB: never decoded
+    assert {headers.get("Accept-Encoding") for _, _, headers in hostile.requests} == {"identity"}
+
+
+@pytest.mark.parametrize("declared", ["small", "true"])
+def test_a_document_naming_a_stored_blob_is_held_to_the_download_limits(hostile, tmp_path, declared):
+    """An index entry may name any digest the namespace stores, a large layer among them: the stored blob
+    used to be read whole into memory as the manifest, whatever size the entry declared."""
+    import hashlib
+    import resource
+
+    big = os.urandom(48 << 20)
+    digest = "sha256:" + hashlib.sha256(big).hexdigest()
+    size = 400 if declared == "small" else len(big)
+    index = json.dumps({"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX, "manifests": [
+        {"mediaType": mediatypes.OCI_MANIFEST, "digest": digest, "size": size}]}).encode()
+    hostile.add_document(REPO, mediatypes.OCI_INDEX, index, "big")
+    ref = f"{hostile.host}/{REPO}:big"
+    with cargohold.open(tmp_path / "root") as db:
+        ns = db.namespace("default")
+        with ns.content.writer("big", total=len(big), expected=digest) as w:
+            w.write(big)
+            w.commit(len(big), digest)
+        del big
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        message = (r"declares 400 bytes, the stored blob of that digest has 50331648" if declared == "small"
+                   else r"is 50331648 bytes or more, larger than the 4194304-byte limit")
+        with pytest.raises(cargohold.errors.InvalidArgument, match=message):
+            transfer.pull(ns, ref, plain_http=True)
+        assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) < 16 << 10  # KiB: not read
+        assert ns.images.list() == []

@@ -71,7 +71,10 @@ def walk(roots: Iterable[Descriptor], fetch: Fetch, matcher: Matcher = ALL) -> I
     """Every blob reachable from `roots`, once each, parents first.
 
     Index entries with a platform the matcher rejects are skipped with all
-    they reach; entries without a platform are always kept. Raises
+    they reach; entries without a platform are always kept. A blob's labels
+    name all of its children, skipped ones too (as a pull labels them): a
+    blob already stored from a wider import keeps every reference, and a
+    child that is not stored is an edge to nothing for the collector. Raises
     Unsupported for a reached media type cargohold cannot import.
     """
     seen: set[str] = set()
@@ -87,11 +90,12 @@ def walk(roots: Iterable[Descriptor], fetch: Fetch, matcher: Matcher = ALL) -> I
         if descriptor.digest in seen:
             continue
         seen.add(descriptor.digest)
-        kept = tuple(entry.descriptor for entry in children(descriptor, fetch)
+        entries = children(descriptor, fetch)
+        kept = tuple(entry.descriptor for entry in entries
                      if entry.platform is None or matcher.match(entry.platform))
         for child in kept:
             mediatypes.check_supported(child.media_type, f"{describe(child)} in {describe(descriptor)}")
-        yield Blob(descriptor, kept, children_labels(kept))
+        yield Blob(descriptor, kept, children_labels([entry.descriptor for entry in entries]))
         if kept:
             stack.append(iter(kept))
 

@@ -14,7 +14,12 @@ Every failure raises a cargohold error naming what was asked for: NotFound
 denied), Unavailable (429, 5xx, timeouts, refused or dropped connections,
 redirect loops), Unsupported (405, 501), InvalidArgument (other statuses,
 malformed challenges or answers, content longer or shorter than its
-descriptor).
+descriptor, a body sent with a ``Content-Encoding``).
+
+Bodies are read as they come off the wire: the client asks for
+``Accept-Encoding: identity`` and refuses an encoded answer instead of
+decoding it, since a decoder hands over a whole chunk's expansion before any
+size limit sees it (a few KiB of nested gzip would become gigabytes).
 """
 
 from __future__ import annotations
@@ -115,7 +120,8 @@ class RegistryClient:
         self._looked_up = credentials is not None
         self._http = httpx.Client(timeout=TIMEOUT, follow_redirects=True, max_redirects=MAX_REDIRECTS,
                                   verify=ssl.create_default_context(),  # the system's CAs, as ctr trusts
-                                  headers={"User-Agent": f"cargohold/{__version__}"})
+                                  headers={"User-Agent": f"cargohold/{__version__}",
+                                           "Accept-Encoding": "identity"})
         self._lock = threading.Lock()
         self._challenge: Optional[Challenge] = None
         self._tokens: dict[frozenset, str] = {}
@@ -248,7 +254,7 @@ class RegistryClient:
     def _raise_status(self, response: httpx.Response, what: str) -> None:
         try:
             detail = _registry_message(self._bounded(response, MAX_SMALL_BODY, what))
-        except Unavailable:
+        except (Unavailable, InvalidArgument):  # a dropped or an encoded body: the status says enough
             detail = ""
         status = response.status_code
         message = f"{what}: registry {self.reference.domain} answered {status} {response.reason_phrase}"
@@ -304,9 +310,14 @@ class RegistryClient:
         raise AssertionError("unreachable")
 
     def chunks(self, response: httpx.Response, what: str) -> Iterator[bytes]:
-        """The body of a streamed response, chunk by chunk; a dropped connection raises Unavailable."""
+        """The body of a streamed response, chunk by chunk, as sent; a dropped connection raises
+        Unavailable, an encoded body InvalidArgument (see the module docstring)."""
+        encoding = response.headers.get("content-encoding", "").strip()
+        if encoding and encoding.lower() != "identity":
+            raise InvalidArgument(f"{what}: registry {self.reference.domain} sent it with Content-Encoding "
+                                  f"{encoding!r}, which cargohold did not ask for (it asks for identity)")
         try:
-            yield from response.iter_bytes()
+            yield from response.iter_raw()
         except httpx.HTTPError as exc:
             raise Unavailable(f"{what}: the connection to registry {self.reference.domain} broke "
                               f"mid-transfer ({exc})") from None
@@ -351,11 +362,8 @@ class RegistryClient:
     def fetch_document(self, descriptor: Descriptor) -> bytes:
         """The verified bytes of an index, manifest or config."""
         what = describe(descriptor)
+        check_document_limit(descriptor)
         document = mediatypes.is_manifest(descriptor.media_type) or mediatypes.is_index(descriptor.media_type)
-        if document:
-            _check_manifest_size(descriptor.size, what)
-        else:
-            check_document_size(descriptor.size, what)
         kind = "manifests" if document else "blobs"
         headers = {"Accept": descriptor.media_type or "*/*"}
         response = self.request("GET", f"{self._base}/{kind}/{descriptor.digest}", what, headers=headers,
@@ -442,6 +450,15 @@ def naming(prefix: str) -> Iterator[None]:
 def _basic(creds: Credentials) -> str:
     encoded = base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode("ascii")
     return f"Basic {encoded}"
+
+
+def check_document_limit(descriptor: Descriptor) -> None:
+    """InvalidArgument unless the index, manifest or config `descriptor` declares a size within its limit."""
+    what = describe(descriptor)
+    if mediatypes.is_manifest(descriptor.media_type) or mediatypes.is_index(descriptor.media_type):
+        _check_manifest_size(descriptor.size, what)
+    else:
+        check_document_size(descriptor.size, what)
 
 
 def _check_manifest_size(size: int, what: str) -> None:

@@ -44,7 +44,7 @@ from ..lease import transfer_lease
 from ..progress import Progress
 from ..unpacker import unpack_target
 from .auth import Credentials
-from .client import RegistryClient, naming
+from .client import RegistryClient, check_document_limit, naming
 from .jobs import Jobs, validate_concurrency
 from ...oci.reference import Reference, parse_reference
 from .sources import source_label
@@ -193,10 +193,21 @@ class _Fetch:
         return [entry.descriptor for entry in kept]
 
     def _local(self, descriptor: Descriptor) -> Optional[bytes]:
-        """The document if the namespace has it already (then it is not fetched again)."""
+        """The document if the namespace has it already (then it is not fetched again). Its descriptor
+        is held to the limits a download is: a registry's document may name any digest the namespace
+        stores, a layer of gigabytes among them."""
+        content = self._leased.content
         try:
-            return self._leased.content.read(descriptor.digest)
+            stored = content.info(descriptor.digest).size
         except NotFound:
+            return None
+        check_document_limit(descriptor)
+        if stored != descriptor.size:
+            raise InvalidArgument(f"{describe(descriptor)}: its descriptor declares {descriptor.size} bytes, "
+                                  f"the stored blob of that digest has {stored}")
+        try:
+            return content.read(descriptor.digest)
+        except NotFound:  # collected meanwhile
             return None
 
     def _blob(self, descriptor: Descriptor) -> None:
