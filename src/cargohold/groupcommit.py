@@ -8,7 +8,10 @@ finds no batch running leads: it takes the queued calls (its own among
 them), runs each in one write transaction, every call but a lone one in a
 child transaction of its own (so a call that fails is rolled back alone,
 its undo steps run, and the others go on), and commits once. Calls that
-queued meanwhile form the next batch, led by one of their threads.
+queued meanwhile form the next batch, led by one of their threads. A call
+that finds nothing running or queued runs at once, without the queue. Either
+way a call's own transaction (or child) counts as its savepoint
+(`Transaction.savepoints`): whatever it writes goes with it if it fails.
 
 A call returns only after the commit that holds it: a call that returned is
 as durable as the database's mode makes any commit (`cargohold.kv`,
