@@ -198,6 +198,19 @@ def test_second_writer_on_open_ref_is_unavailable_in_threads(store):
     store.writer("busy").close()  # free once closed
 
 
+def test_a_writer_dropped_without_closing_lets_go_of_its_ref(store):
+    """The ingest lock is a bare descriptor: a writer that is garbage collected unclosed still
+    releases it, as a file object would."""
+    import gc
+
+    w = store.writer("dropped")
+    w.write(b"abc")
+    del w
+    gc.collect()
+    with store.writer("dropped") as again:
+        assert again.status().offset == 3
+
+
 def test_second_writer_on_open_ref_is_unavailable_across_processes(store):
     child = spawn(f"""
         from cargohold.content import LocalStore

@@ -155,6 +155,38 @@ def test_growth_by_another_process_is_adopted(tmp_path):
         env.close()
 
 
+def test_a_write_that_skips_the_fill_check_still_fits_after_another_process_filled_the_map(tmp_path):
+    """After a write found the map at most a quarter full, the next writes begin without looking
+    at it: when a writer of another process (raw LMDB: it grows nothing) fills the map meanwhile,
+    such a write hits MDB_MAP_FULL and is replayed in a doubled map, not lost."""
+    path = tmp_path / "shared"
+    env = Env(path, TABLES, map_size=1 << 22)
+    try:
+        with env.write() as txn:
+            txn.put("a", b"mine", b"1")
+        assert env._unchecked_writes > 0  # the next write does not look
+        start = env.map_size
+        run_python(f"""
+            import os, lmdb
+            env = lmdb.open({str(path)!r}, max_dbs=8, map_size={start})
+            db = env.open_db(b"a")
+            with env.begin(write=True) as txn:
+                for i in range(700):  # 700 of the map's 1024 pages
+                    txn.put(b"%06d" % i, os.urandom(3000), db=db)
+            env.close()
+        """)
+        blob = os.urandom(3000)
+        with env.write() as txn:
+            for i in range(600):
+                txn.put("a", b"late%04d" % i, blob)
+        assert env.map_size > start
+        with env.read() as txn:
+            assert txn.count("a") == 1 + 700 + 600
+            assert txn.get("a", b"late0599") == blob
+    finally:
+        env.close()
+
+
 def test_closed_env_is_unavailable(tmp_path):
     env = Env(tmp_path / "c", TABLES)
     env.close()

@@ -219,6 +219,22 @@ def test_a_call_that_fails_half_way_inside_a_transaction_leaves_nothing_and_the_
         assert len(snapshot_dirs(root)) == 2
 
 
+def test_a_call_that_fails_half_way_in_its_own_transaction_leaves_nothing(root):
+    """A call outside any transaction runs in one of its own, which stands for its savepoint (the
+    backend's records join it without a child transaction): failing after the backend made its
+    snapshot, it leaves no record and no directory, and the next call commits."""
+    with cargohold.open(root) as db:
+        ns = db.namespace("default")
+        ns.snapshotter("native").prepare("first")
+        with pytest.raises(NotFound, match="no-such-lease"):
+            ns.with_lease("no-such-lease").snapshotter("native").prepare("second")
+        assert snapshot_dirs(root) == ["1"]
+        assert backend_keys(db) == ["default/1/first"]
+        ns.snapshotter("native").prepare("third")
+        assert sorted(info.name for info in ns.snapshotter("native").walk()) == ["first", "third"]
+        assert len(snapshot_dirs(root)) == 2 and len(backend_keys(db)) == 2
+
+
 def test_remove_undone_when_the_transaction_aborts(root):
     """A backend removal inside a transaction that aborts puts the directory and record back."""
     with cargohold.open(root) as db:

@@ -8,7 +8,10 @@ finds no batch running leads: it takes the queued calls (its own among
 them), runs each in one write transaction, every call but a lone one in a
 child transaction of its own (so a call that fails is rolled back alone,
 its undo steps run, and the others go on), and commits once. Calls that
-queued meanwhile form the next batch, led by one of their threads.
+queued meanwhile form the next batch, led by one of their threads. A call
+that finds nothing running or queued runs at once, without the queue. Either
+way a call's own transaction (or child) counts as its savepoint
+(`Transaction.savepoints`): whatever it writes goes with it if it fails.
 
 A call returns only after the commit that holds it: a call that returned is
 as durable as the database's mode makes any commit (`cargohold.kv`,
@@ -30,7 +33,7 @@ import threading
 from collections import deque
 from typing import Any, Callable, Optional, TypeVar
 
-from .transaction import Transaction, commit, enter_writer, run_all
+from .transaction import Transaction, commit, enter_writer, leave_writer, run_all
 
 T = TypeVar("T")
 
@@ -54,9 +57,13 @@ class GroupCommit:
 
     def __init__(self, db: Any) -> None:
         self._db = db
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        """Waited on by queued calls; entered through `_lock` (the Condition's own enter is Python code)."""
         self._queue: deque[_Call] = deque()
         self._leading = False
+        self._waiting = 0
+        """Threads waiting on `_cond`: with none, nobody needs notifying."""
         self.batches = 0
         """Write transactions committed for queued calls (a statistic for tests and benchmarks)."""
         self.calls = 0
@@ -65,12 +72,30 @@ class GroupCommit:
     def run(self, fn: Callable[[Transaction], T]) -> T:
         """Run ``fn(tx)`` in a write transaction shared with concurrent calls; return its value
         once that transaction has committed (then post-commit work runs here)."""
+        with self._lock:
+            alone = not self._leading and not self._queue
+            if alone:
+                self._leading = True  # nothing running or queued: a batch of this call alone
+        if alone:
+            try:
+                tx, value = self._alone(fn)
+            finally:
+                with self._lock:
+                    self._leading = False
+                    if self._waiting:
+                        self._cond.notify_all()
+            self._db._committed(tx)
+            return value
         call = _Call(fn)
         cond = self._cond
         with cond:
             self._queue.append(call)
             while self._leading and not call.done:
-                cond.wait()
+                self._waiting += 1
+                try:
+                    cond.wait()
+                finally:
+                    self._waiting -= 1
             lead = not call.done
             if lead:
                 self._leading = True
@@ -94,6 +119,45 @@ class GroupCommit:
             raise call.error
         self._db._committed(call.tx)
         return call.value
+
+    def _alone(self, fn: Callable[[Transaction], T]) -> tuple[Transaction, T]:
+        """``fn(tx)`` in a write transaction of its own (the batch of a call that found nothing
+        running or queued); returns the committed transaction and the value, or raises the error,
+        in the order `_commit` and `_run` take for a batch of one."""
+        db = self._db
+        db._require_open()
+        lock = enter_writer(db)
+        tx = None
+        try:
+            kv = db._env.write()
+            try:
+                tx = Transaction(db, kv, True)
+            except BaseException:
+                kv.abort()
+                raise
+            tx.savepoints = 1  # the call's own transaction: if the call fails, all of it goes
+            db._local.tx = tx
+            try:
+                value = fn(tx)
+            except BaseException:
+                tx._undo_all()
+                tx._release()
+                kv.abort()
+                self.batches += 1
+                self.calls += 1
+                raise
+            finally:
+                db._local.tx = None
+            try:
+                commit(kv, (tx,), tx._undo_all)
+            finally:
+                self.batches += 1
+                self.calls += 1
+            return tx, value
+        finally:
+            if tx is not None and tx._held:
+                tx._release()
+            leave_writer(db, lock)
 
     def _commit(self, batch: list[_Call]) -> None:
         """One write transaction for `batch`: every call's outcome lands in its `_Call`."""
@@ -127,7 +191,7 @@ class GroupCommit:
             for call in batch:
                 if call.tx is not None:
                     call.tx._release()
-            lock.__exit__(None, None, None)
+            leave_writer(db, lock)
 
     def _run(self, kv: Any, batch: list[_Call]) -> list[_Call]:
         """Run the calls in `kv` (each in a child transaction unless alone); the ones that succeeded."""
@@ -141,6 +205,7 @@ class GroupCommit:
                 call.error = exc
                 continue
             tx = call.tx = Transaction(db, txn, True)
+            tx.savepoints = 1  # the call's own (child) transaction: if the call fails, all of it goes
             db._local.tx = tx
             try:
                 call.value = call.fn(tx)

@@ -11,7 +11,8 @@ Locking, as owned by this module:
   mutex. It makes the map-growth retry below safe: nobody else can commit
   between our abort and our replay.
 * The map grows by itself. A write that finds the map more than half full
-  doubles it first; a write that still hits MDB_MAP_FULL is aborted, the map
+  doubles it first (one that finds it at most a quarter full lets the next
+  seven writes begin without looking); a write that still hits MDB_MAP_FULL is aborted, the map
   is doubled and the transaction's journal of writes is replayed. Resizing
   must not race transactions of this process (LMDB remaps the file), so it
   waits for the other threads' open transactions to end and holds new ones
@@ -100,6 +101,11 @@ COMPACT_FILE = "data.mdb.compact"
 _ATTEMPTS = 8
 """Times a begin is retried after another process grew the map under it."""
 
+_UNCHECKED_WRITES = 7
+"""Write transactions that begin without looking at the map's fill after one found it at most a
+quarter full: reading it (``Environment.info``) costs more than an empty transaction, and a map
+that fills faster than that is still grown, by the MDB_MAP_FULL replay."""
+
 _CRASH_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGILL, signal.SIGFPE)
 
 
@@ -142,11 +148,16 @@ class Env:
         self._writer_lock = FileLock(os.path.join(self.path, kvguard.WRITER_LOCK_FILE))
         self._settings = (map_size, len(tables), max_readers, tuple(tables))
         self._read_gate = _ReadGate(os.path.join(self.path, kvguard.WRITER_LOCK_FILE)) if self._lockless else None
-        self._cond = threading.Condition()
+        self._mutex = threading.RLock()
+        self._cond = threading.Condition(self._mutex)
+        """Guards `_active` and `_resizing`; entered through `_mutex` where nobody waits (`_enter`,
+        `_leave`: every transaction passes them, and the Condition's own enter is Python code)."""
         self._active: dict[int, int] = {}
         self._resizing = False
         self._closed = False
         self._marker_dropped = False
+        self._unchecked_writes = 0
+        """Write transactions that may begin before the map's fill is looked at again (`_grow_if_needed`)."""
         self._dbs: dict = {}
         self._sessions = kvguard.Sessions(self.path)
         if self._lockless:
@@ -281,18 +292,9 @@ class Env:
 
     # -- transaction bookkeeping ------------------------------------------------
 
-    def _enter(self) -> None:
-        me = threading.get_ident()
-        with self._cond:
-            while self._resizing and not self._active.get(me):
-                self._cond.wait()
-            if self._closed:
-                raise Unavailable(f"metadata database {self.path!r} is closed")
-            self._active[me] = self._active.get(me, 0) + 1
-
     def _leave(self) -> None:
         me = threading.get_ident()
-        with self._cond:
+        with self._mutex:
             count = self._active[me] - 1
             if count:
                 self._active[me] = count
@@ -324,8 +326,16 @@ class Env:
                 self._cond.notify_all()
 
     def _begin(self, write: bool) -> "lmdb.Transaction":
+        """Begin an LMDB transaction, counted in `_active` (`_leave` uncounts it) and held back
+        while the map is being resized."""
+        me = threading.get_ident()
         for _ in range(_ATTEMPTS):
-            self._enter()
+            with self._mutex:
+                while self._resizing and not self._active.get(me):
+                    self._cond.wait()
+                if self._closed:
+                    raise Unavailable(f"metadata database {self.path!r} is closed")
+                self._active[me] = self._active.get(me, 0) + 1
             try:
                 return self._env.begin(write=write)
             except lmdb.MapResizedError:
@@ -340,12 +350,15 @@ class Env:
         raise Unavailable(f"metadata database {self.path!r} keeps being resized")
 
     def _grow_if_needed(self) -> None:
+        """Double the map if it is more than half full (see the module docstring)."""
         if self._active.get(threading.get_ident()):
             return  # cannot remap under our own open transaction; MAP_FULL replay still applies
         info = self._env.info()
         used = (info["last_pgno"] + 1) * self._psize
         if used * 2 > info["map_size"]:
             self._resize(info["map_size"] * 2)
+        elif used * 4 <= info["map_size"]:
+            self._unchecked_writes = _UNCHECKED_WRITES
 
     # -- public ------------------------------------------------------------------
 
@@ -355,7 +368,8 @@ class Env:
 
     def write(self) -> "Txn":
         """Begin the write transaction (blocks while another writer runs); FailedPrecondition when read-only."""
-        self.require_writable()
+        if self.readonly:
+            self.require_writable()
         return Txn(self, write=True)
 
     def require_writable(self) -> None:
@@ -680,24 +694,30 @@ class _ReadGate:
 class Txn:
     """A read or write transaction; a context manager that commits on success."""
 
-    __slots__ = ("_env", "write", "_txn", "_journal", "_lock_cm", "_done", "_open")
+    __slots__ = ("_env", "write", "_txn", "_journal", "_lock_cm", "_writer", "_done", "_open")
 
     def __init__(self, env: Env, *, write: bool) -> None:
         self._env = env
         self.write = write
         self._journal: Optional[list] = [] if write else None
         self._lock_cm = None
+        self._writer: Optional[int] = None
+        """The writer lock's hold (`FileLock.acquire_exclusive`), while this write transaction has it."""
         self._done = False
         self._open = False
         if write:
-            self._lock_cm = env._writer_lock.exclusive()
-            self._lock_cm.__enter__()
+            self._writer = env._writer_lock.acquire_exclusive()
             try:
-                env._before_write()
-                env._grow_if_needed()
+                if not env._marker_dropped:
+                    env._before_write()
+                if env._unchecked_writes:
+                    env._unchecked_writes -= 1
+                else:
+                    env._grow_if_needed()
                 self._txn = env._begin(True)
             except BaseException:
-                self._lock_cm.__exit__(None, None, None)
+                env._writer_lock.release(self._writer)
+                self._writer = None
                 raise
         else:
             if env._read_gate is not None:
@@ -899,7 +919,15 @@ class Txn:
         if self._done:
             return
         try:
-            self._guard(lambda: self._txn.commit())
+            try:
+                self._txn.commit()
+            except lmdb.MapFullError:
+                if not self.write:
+                    raise Error("metadata map full during a read") from None
+                self._replay()
+                self._guard(lambda: self._txn.commit())
+            except lmdb.Error as exc:
+                raise _translate(exc, self._env.path) from None
         except BaseException:
             self._finish(abort=True, undo=undo)
             raise
@@ -921,7 +949,10 @@ class Txn:
                 self._open = False
                 self._env._leave()
             self._journal = None
-            if self._lock_cm is not None:
+            if self._writer is not None:
+                self._env._writer_lock.release(self._writer)
+                self._writer = None
+            elif self._lock_cm is not None:
                 self._lock_cm.__exit__(None, None, None)
                 self._lock_cm = None
 
@@ -957,6 +988,7 @@ class _Child(Txn):
         self.write = True
         self._journal = []
         self._lock_cm = None
+        self._writer = None
         self._done = False
         self._open = False
         self._parent = parent

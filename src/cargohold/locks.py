@@ -11,15 +11,16 @@ import contextvars
 import errno
 import fcntl
 import os
-import threading
 import time
 import weakref
-from contextlib import contextmanager
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 from .errors import Unavailable
 
 _ALL_LOCKS: "weakref.WeakSet[FileLock]" = weakref.WeakSet()
+
+_POOLED = 8
+"""Unlocked descriptors a lock keeps for reuse."""
 
 _LOCK_LOST = contextvars.ContextVar("cargohold_writer_lock_lost", default=False)
 
@@ -51,13 +52,10 @@ class FileLock:
     def __init__(self, path: str) -> None:
         self.path = os.path.abspath(os.fspath(path))
         self._pool: list[int] = []
-        self._pool_lock = threading.Lock()
+        """Unlocked descriptors of the file, for the next acquisitions (list operations are atomic)."""
         _ALL_LOCKS.add(self)
 
-    def _fd(self) -> int:
-        with self._pool_lock:
-            if self._pool:
-                return self._pool.pop()
+    def _open(self) -> int:
         try:
             return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
@@ -72,14 +70,17 @@ class FileLock:
 
     def _release(self, fd: int) -> None:
         fcntl.flock(fd, fcntl.LOCK_UN)
-        with self._pool_lock:
-            if len(self._pool) < 8:
-                self._pool.append(fd)
-                return
-        os.close(fd)
+        pool = self._pool
+        if len(pool) < _POOLED:
+            pool.append(fd)  # a race of two releases may keep one more: harmless
+        else:
+            os.close(fd)
 
     def _acquire(self, mode: int, timeout: Optional[float]) -> int:
-        fd = self._fd()
+        try:
+            fd = self._pool.pop()  # atomic: two threads never get one descriptor
+        except IndexError:
+            fd = self._open()
         try:
             if timeout is None:
                 fcntl.flock(fd, mode)
@@ -99,34 +100,79 @@ class FileLock:
             os.close(fd)
             raise
 
-    @contextmanager
-    def shared(self, timeout: Optional[float] = None) -> Iterator[None]:
-        """Hold the lock shared (many holders at once)."""
-        fd = self._acquire(fcntl.LOCK_SH, timeout)
+    def acquire_shared(self) -> int:
+        """Take the lock shared, waiting as long as it takes; returns the token to `release`.
+        For hot paths that cannot afford a context manager (the write transaction's locks)."""
         try:
-            yield
-        finally:
-            self._release(fd)
+            fd = self._pool.pop()
+        except IndexError:
+            fd = self._open()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
-    @contextmanager
-    def exclusive(self, timeout: Optional[float] = None) -> Iterator[None]:
-        """Hold the lock alone."""
-        fd = self._acquire(fcntl.LOCK_EX, timeout)
+    def acquire_exclusive(self) -> int:
+        """Take the lock alone, waiting as long as it takes; returns the token to `release`."""
         try:
-            yield
-        finally:
-            self._release(fd)
+            fd = self._pool.pop()
+        except IndexError:
+            fd = self._open()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    release = _release
+    """Let go of a hold `acquire_shared` or `acquire_exclusive` returned."""
+
+    def shared(self, timeout: Optional[float] = None) -> "Held":
+        """Hold the lock shared (many holders at once): ``with lock.shared(): ...``."""
+        return Held(self, fcntl.LOCK_SH, timeout)
+
+    def exclusive(self, timeout: Optional[float] = None) -> "Held":
+        """Hold the lock alone: ``with lock.exclusive(): ...``."""
+        return Held(self, fcntl.LOCK_EX, timeout)
 
     def close(self) -> None:
-        with self._pool_lock:
-            pool, self._pool = self._pool, []
-        for fd in pool:
+        pool = self._pool
+        while pool:
+            try:
+                fd = pool.pop()
+            except IndexError:
+                break
             os.close(fd)
 
     def _forget_after_fork(self) -> None:
         # Inherited descriptors share their lock with the parent: never reuse them.
         self._pool = []
-        self._pool_lock = threading.Lock()
+
+
+class Held:
+    """One hold of a `FileLock` in one mode, as a context manager (`FileLock.shared`,
+    `FileLock.exclusive`): a plain class, since a write transaction enters several."""
+
+    __slots__ = ("_lock", "_mode", "_timeout", "_fd")
+
+    def __init__(self, lock: FileLock, mode: int, timeout: Optional[float]) -> None:
+        self._lock = lock
+        self._mode = mode
+        self._timeout = timeout
+        self._fd = -1
+
+    def __enter__(self) -> None:
+        if self._fd >= 0:
+            raise RuntimeError(f"lock {self._lock.path!r} is already held by this context manager")
+        self._fd = self._lock._acquire(self._mode, self._timeout)
+
+    def __exit__(self, *exc: object) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            self._lock._release(fd)
 
 
 def _after_fork_in_child() -> None:

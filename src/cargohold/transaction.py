@@ -35,8 +35,9 @@ from . import schema
 from ._native import decode_varint, encode_varint
 from .errors import FailedPrecondition, InvalidArgument
 from .gc import journal as gcjournal
+from .locks import FileLock
 from .logs import LazyLogger
-from .timeutil import from_ns, to_ns
+from .timeutil import clock_ns, from_ns
 
 if TYPE_CHECKING:
     from .kv import Txn
@@ -92,7 +93,7 @@ class Transaction:
         self.db = db
         self.kv = kv_txn
         self.write = write
-        self.now: int = to_ns(db.clock())
+        self.now: int = clock_ns(db.clock)
         """The transaction's timestamp (ns): every object it touches gets the same one."""
         self._now_at: Optional[datetime] = None
         self._dirty = False
@@ -106,7 +107,9 @@ class Transaction:
         self._gc_round: Optional[int] = None
         self._journaled: set[bytes] = set()
         self.savepoints = 0
-        """Savepoints open in this transaction: a nested call inside one needs none of its own."""
+        """Savepoints open in this transaction: a nested call inside one needs none of its own.
+        A group-commit call's own transaction counts as one (`cargohold.groupcommit`): a call
+        that fails takes all of it back, so the writes of one that succeeds need no other."""
 
     @property
     def now_at(self) -> datetime:
@@ -186,8 +189,9 @@ class Transaction:
         if name in self._namespaces:
             return
         self.require_write()
-        record = schema.pack({"labels": {}, "created": self.now})
-        self.kv.put(schema.T_NAMESPACES, name.encode(), record, overwrite=False)
+        key = name.encode()
+        if self.kv.get(schema.T_NAMESPACES, key) is None:
+            self.kv.put(schema.T_NAMESPACES, key, schema.pack({"labels": {}, "created": self.now}))
         self._namespaces.add(name)
 
     def next_sequence(self, name: str) -> int:
@@ -211,6 +215,8 @@ class Transaction:
 
     def _release(self) -> None:
         """Let go of what `hold` took (newest first)."""
+        if not self._held:
+            return
         held, self._held = self._held, {}
         run_all([cm.__exit__ for cm in reversed(held.values())], None, None, None)
 
@@ -302,7 +308,7 @@ class TxContext:
 
     def _release(self) -> None:
         if self._lock is not None:
-            self._lock.__exit__(None, None, None)
+            leave_writer(self.db, self._lock)
             self._lock = None
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -329,24 +335,41 @@ def commit(kv: "Txn", txs: Iterable[Transaction], undo: Callable[[], None]) -> N
     `undo` run under the writer lock (`cargohold.kv.Txn.abort`) and the error raised."""
     before: dict = {}
     for tx in txs:
-        for key, fn in tx._before.items():
-            before.setdefault(key, fn)
-    try:
-        for fn in before.values():
-            fn()
-    except BaseException:
-        kv.abort(undo=undo)
-        raise
+        if tx._before:
+            for key, fn in tx._before.items():
+                before.setdefault(key, fn)
+    if before:
+        try:
+            for fn in before.values():
+                fn()
+        except BaseException:
+            kv.abort(undo=undo)
+            raise
     kv.commit(undo=undo)
 
 
 def enter_writer(db: Any) -> Any:
     """Pass the turnstile and take ``wlock`` shared, as every write transaction does first;
-    returns the held lock (exit it once the transaction has ended)."""
-    with db._turnstile.shared():
-        lock = db.wlock.shared()
-        lock.__enter__()
-    return lock
+    returns the hold to hand to `leave_writer` once the transaction has ended."""
+    turnstile = db._turnstile
+    token = turnstile.acquire_shared()
+    try:
+        wlock = db.wlock
+        if type(wlock) is FileLock:
+            return wlock.acquire_shared()
+        held = wlock.shared()  # an engine's lock (`cargohold.engines.etcd.EtcdLock`)
+        held.__enter__()
+        return held
+    finally:
+        turnstile.release(token)
+
+
+def leave_writer(db: Any, held: Any) -> None:
+    """Let go of ``wlock`` as `enter_writer` took it."""
+    if type(held) is int:
+        db.wlock.release(held)
+    else:
+        held.__exit__(None, None, None)
 
 
 class Given:

@@ -114,12 +114,13 @@ def _status_adaptor(status: Status) -> filters.Adaptor:
 
 
 class _IngestLock:
-    """The exclusive flock on one ingest directory's ``lock`` file."""
+    """The exclusive flock on one ingest directory's ``lock`` file (a bare descriptor: a file
+    object would cost two more system calls to open; dropping the lock unreleased still closes it)."""
 
-    __slots__ = ("_file",)
+    __slots__ = ("_fd",)
 
-    def __init__(self, file: io.FileIO) -> None:
-        self._file = file
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
 
     @classmethod
     def acquire(cls, path: str, ref: str, *, create: bool = True) -> Optional["_IngestLock"]:
@@ -131,32 +132,49 @@ class _IngestLock:
         lock_path = os.path.join(path, "lock")
         for _ in range(_LOCK_ATTEMPTS):
             if create:
-                os.makedirs(path, exist_ok=True)
+                try:
+                    os.mkdir(path)
+                except FileExistsError:
+                    pass
+                except FileNotFoundError:
+                    os.makedirs(path, exist_ok=True)  # the ingest directory itself is gone
             try:
-                file = io.FileIO(lock_path, "a")
+                fd = os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o666)
             except FileNotFoundError:
                 if not create:
                     return None
-                continue  # removed between makedirs and open
+                continue  # removed between mkdir and open
             try:
-                fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                file.close()
+                os.close(fd)
                 raise IngestBusy(f"ingest ref {ref!r} is open in another writer") from None
+            except BaseException:
+                os.close(fd)
+                raise
             try:
                 current = os.stat(lock_path)
+                mine = os.fstat(fd)
             except FileNotFoundError:
-                current = None
-            mine = os.fstat(file.fileno())
+                current = mine = None
+            except BaseException:
+                os.close(fd)
+                raise
             if current is not None and (current.st_ino, current.st_dev) == (mine.st_ino, mine.st_dev):
-                return cls(file)
-            file.close()  # we locked a file that was removed meanwhile: start over
+                return cls(fd)
+            os.close(fd)  # we locked a file that was removed meanwhile: start over
             if not create:
                 return None
         raise Unavailable(f"ingest ref {ref!r} keeps being removed while it is locked")
 
     def release(self) -> None:
-        self._file.close()  # closing the descriptor drops the flock
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)  # closing the descriptor drops the flock
+
+    def __del__(self, _close: Callable[[int], None] = os.close) -> None:
+        if self._fd >= 0:
+            _close(self._fd)
 
 
 class LocalStore:
@@ -644,6 +662,9 @@ class LocalWriter:
                 meta["total"] = total
                 _write_meta(path, meta)
             data = io.FileIO(data_path, "a")
+            if os.fstat(data.fileno()).st_size != offset:  # cannot change under our lock
+                data.close()
+                raise Corrupted(f"ingest data of ref {ref!r} changed while it was hashed")
         else:
             now = time.time_ns()
             meta = {"ref": ref, "total": total, "alg": algorithm, "started": now, "updated": now}
@@ -657,11 +678,9 @@ class LocalWriter:
             except BaseException:
                 os.close(fd)
                 raise
-            data = io.FileIO(fd, "a")
+            # "w": the descriptor appends already (O_APPEND), and "a" would seek to the end of a new file
+            data = io.FileIO(fd, "w")
             offset = 0
-        if os.fstat(data.fileno()).st_size != offset:  # cannot change under our lock
-            data.close()
-            raise Corrupted(f"ingest data of ref {ref!r} changed while it was hashed")
         return cls(store, path, ref, lock, data, hasher, offset, meta, not resumable)
 
     # -- context manager ---------------------------------------------------------------
@@ -771,7 +790,8 @@ class LocalWriter:
         try:
             if not self._synced:
                 os.fsync(f.fileno())
-            actual = os.fstat(f.fileno()).st_size
+            st = os.fstat(f.fileno())
+            actual = st.st_size
             if actual != self._offset:
                 raise Corrupted(f"ingest data of ref {self.ref!r} holds {actual} bytes, "
                                 f"{self._offset} were written")
@@ -784,18 +804,23 @@ class LocalWriter:
                                          f"{digest}, expected {expected}")
             target = self._store.blob_path(digest)
             directory = os.path.dirname(target)
-            if not os.path.isdir(directory):
-                os.makedirs(directory, exist_ok=True)
-                sync_dir(os.path.dirname(directory))
+            data = os.path.join(self._path, "data")
             created = False
-            mode = stat.S_IMODE(os.fstat(f.fileno()).st_mode)
-            if not os.path.exists(target):
-                os.fchmod(f.fileno(), 0o444)
+            mode = stat.S_IMODE(st.st_mode)
+            os.fchmod(f.fileno(), 0o444)
+            try:
                 try:
-                    os.link(os.path.join(self._path, "data"), target)
-                    created = True
-                except FileExistsError:
-                    os.fchmod(f.fileno(), mode)
+                    os.link(data, target)
+                except FileNotFoundError:
+                    if os.path.isdir(directory):
+                        raise
+                    # the algorithm's first blob: its directory, flushed into the blobs directory
+                    os.makedirs(directory, exist_ok=True)
+                    sync_dir(os.path.dirname(directory))
+                    os.link(data, target)
+                created = True
+            except FileExistsError:
+                os.fchmod(f.fileno(), mode)
             # Also when the blob was in place: a writer that linked it may have died before its flush.
             (flush_dir or sync_dir)(directory)
             lock, self._lock = self._lock, None

@@ -145,16 +145,25 @@ def _intent(db: "Database") -> FileLock:
         return lock
 
 
-@contextmanager
-def _commit_lock(db: "Database", backend: LocalStore) -> Iterator[None]:
-    """The cleanup lock, shared, waited for while announcing it (see the module docstring)."""
-    with _intent(db).shared():
-        held = backend.cleanup_lock.shared()
-        held.__enter__()
-    try:
-        yield
-    finally:
-        held.__exit__(None, None, None)
+class _CommitLock:
+    """The cleanup lock, shared, waited for while announcing it (see the module docstring); a
+    context manager that every commit and registration enters."""
+
+    __slots__ = ("_intent", "_held")
+
+    def __init__(self, db: "Database", backend: LocalStore) -> None:
+        self._intent = _intent(db)
+        self._held = backend.cleanup_lock.shared()
+
+    def __enter__(self) -> None:
+        token = self._intent.acquire_shared()
+        try:
+            self._held.__enter__()
+        finally:
+            self._intent.release(token)
+
+    def __exit__(self, *exc: object) -> None:
+        self._held.__exit__(None, None, None)
 
 
 @contextmanager
@@ -172,7 +181,7 @@ def _locked_write(db: "Database", tx: Optional["Transaction"], fn: Callable[["Tr
     backend = _backend(db)
 
     def locked(t: "Transaction") -> T:
-        t.hold(("content-cleanup", backend.root), lambda: _commit_lock(db, backend))
+        t.hold(("content-cleanup", backend.root), lambda: _CommitLock(db, backend))
         return fn(t)
 
     return db.write(tx, locked, savepoint=True)
