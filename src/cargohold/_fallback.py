@@ -13,7 +13,6 @@ from bisect import bisect_left, bisect_right
 from itertools import islice
 
 from ._fallback_keys import object_key, pack_node  # noqa: F401 (twins of _ext/keys.pxi)
-from ._fallback_plain import NOT_PLAIN, plain_pack, plain_unpack  # noqa: F401 (twins of _ext/plainpack.pxi)
 from ._fallback_records import encode_image  # noqa: F401 (twin of _ext/records.pxi)
 from .errors import Corrupted, InvalidArgument
 

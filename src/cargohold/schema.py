@@ -79,7 +79,6 @@ from typing import Any
 import msgpack
 
 from ._keys import object_key, pack_node
-from ._plain import NOT_PLAIN, plain_pack, plain_unpack
 from .errors import Corrupted, InvalidArgument
 from .model import Node, ResourceType
 
@@ -179,20 +178,12 @@ def dirty_snapshotter_key(name: str) -> bytes:
 
 
 def pack(record: Any) -> bytes:
-    """Encode a record (msgpack; the common forms in one compiled call, `cargohold._plain`)."""
-    if plain_pack is not None:
-        raw = plain_pack(record)
-        if raw is not None:
-            return raw
+    """Encode a record (msgpack)."""
     return msgpack.packb(record, use_bin_type=True)
 
 
 def unpack(data: bytes, what: str = "record") -> Any:
     """Decode a record; damaged bytes raise Corrupted, never a raw msgpack error."""
-    if plain_unpack is not None:
-        value = plain_unpack(data)
-        if value is not NOT_PLAIN:
-            return value
     try:
         return msgpack.unpackb(data, raw=False, strict_map_key=False)
     except Exception as exc:  # msgpack raises several unrelated classes
