@@ -103,29 +103,11 @@ class FileLock:
     def acquire_shared(self) -> int:
         """Take the lock shared, waiting as long as it takes; returns the token to `release`.
         For hot paths that cannot afford a context manager (the write transaction's locks)."""
-        try:
-            fd = self._pool.pop()
-        except IndexError:
-            fd = self._open()
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH)
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
+        return self._acquire(fcntl.LOCK_SH, None)
 
     def acquire_exclusive(self) -> int:
         """Take the lock alone, waiting as long as it takes; returns the token to `release`."""
-        try:
-            fd = self._pool.pop()
-        except IndexError:
-            fd = self._open()
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
+        return self._acquire(fcntl.LOCK_EX, None)
 
     release = _release
     """Let go of a hold `acquire_shared` or `acquire_exclusive` returned."""
