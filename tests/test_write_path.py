@@ -525,3 +525,35 @@ def test_the_modules_form_no_import_circle():
         assert not graph[module] & stores, (module, graph[module] & stores)
     for module in stores - {"cargohold.db"}:
         assert "cargohold.db" not in graph[module], module
+
+
+def test_ctrl_c_just_after_a_lone_call_takes_the_lead_leaves_the_next_call_free(root):
+    """A KeyboardInterrupt raised as the group commit's lock is let go, the moment a lone call has made
+    itself the leader (a signal's handler runs right after a call such as the lock's release
+    returns), left the leader flag set: the next call of the process, such as the import's lease
+    cleanup after Ctrl-C, then waited forever (seen as a hung `images import`)."""
+    from cargohold.groupcommit import GroupCommit
+
+    target = Descriptor("m", "sha256:" + "ab" * 32, 1)
+    with cargohold.open(root) as db:
+        ns = db.namespace("default")
+        lock, held = db._group._lock, [False]
+
+        def local(frame, event, arg):
+            if event == "line":
+                if held[0] and not lock.locked():
+                    raise KeyboardInterrupt
+                held[0] = lock.locked()
+            return local
+
+        sys.settrace(lambda frame, event, arg: local if frame.f_code is GroupCommit.run.__code__ else None)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                ns.images.create(Image("cut", target))
+        finally:
+            sys.settrace(None)
+        follower = threading.Thread(target=ns.images.create, args=(Image("next", target),), daemon=True)
+        follower.start()
+        follower.join(20)
+        assert not follower.is_alive(), "the call after the interrupt never ended"
+        assert [image.name for image in ns.images.list()] == ["next"]

@@ -72,35 +72,40 @@ class GroupCommit:
     def run(self, fn: Callable[[Transaction], T]) -> T:
         """Run ``fn(tx)`` in a write transaction shared with concurrent calls; return its value
         once that transaction has committed (then post-commit work runs here)."""
-        with self._lock:
-            alone = not self._leading and not self._queue
+        # The flags are set in one statement inside the `try` whose `finally` clears them: a
+        # KeyboardInterrupt raised between two statements must not leave `_leading` set, or every
+        # later call of the process would wait for a batch that never ends.
+        alone = False
+        try:
+            with self._lock:
+                if not self._leading and not self._queue:
+                    self._leading = alone = True  # nothing running or queued: a batch of this call alone
             if alone:
-                self._leading = True  # nothing running or queued: a batch of this call alone
-        if alone:
-            try:
                 tx, value = self._alone(fn)
-            finally:
+        finally:
+            if alone:
                 with self._lock:
                     self._leading = False
                     if self._waiting:
                         self._cond.notify_all()
+        if alone:
             self._db._committed(tx)
             return value
         call = _Call(fn)
         cond = self._cond
-        with cond:
-            self._queue.append(call)
-            while self._leading and not call.done:
-                self._waiting += 1
-                try:
-                    cond.wait()
-                finally:
-                    self._waiting -= 1
-            lead = not call.done
+        lead = False
+        try:
+            with cond:
+                self._queue.append(call)
+                while self._leading and not call.done:
+                    self._waiting += 1
+                    try:
+                        cond.wait()
+                    finally:
+                        self._waiting -= 1
+                if not call.done:
+                    self._leading = lead = True
             if lead:
-                self._leading = True
-        if lead:
-            try:
                 while not call.done:
                     with cond:
                         batch = [self._queue.popleft() for _ in range(min(len(self._queue), MAX_BATCH))]
@@ -111,7 +116,8 @@ class GroupCommit:
                             for item in batch:
                                 item.done = True
                             cond.notify_all()
-            finally:
+        finally:
+            if lead:
                 with cond:
                     self._leading = False
                     cond.notify_all()
