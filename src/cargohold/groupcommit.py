@@ -75,13 +75,14 @@ class GroupCommit:
         # The flags are set in one statement inside the `try` whose `finally` clears them: a
         # KeyboardInterrupt raised between two statements must not leave `_leading` set, or every
         # later call of the process would wait for a batch that never ends.
+        call = _Call(fn)
         alone = False
         try:
             with self._lock:
                 if not self._leading and not self._queue:
                     self._leading = alone = True  # nothing running or queued: a batch of this call alone
             if alone:
-                tx, value = self._alone(fn)
+                self._commit([call])
         finally:
             if alone:
                 with self._lock:
@@ -89,9 +90,7 @@ class GroupCommit:
                     if self._waiting:
                         self._cond.notify_all()
         if alone:
-            self._db._committed(tx)
-            return value
-        call = _Call(fn)
+            return self._outcome(call)
         cond = self._cond
         lead = False
         try:
@@ -121,49 +120,14 @@ class GroupCommit:
                 with cond:
                     self._leading = False
                     cond.notify_all()
+        return self._outcome(call)
+
+    def _outcome(self, call: _Call) -> Any:
+        """The value of a committed call (its post-commit work run here), or its error raised."""
         if call.error is not None:
             raise call.error
         self._db._committed(call.tx)
         return call.value
-
-    def _alone(self, fn: Callable[[Transaction], T]) -> tuple[Transaction, T]:
-        """``fn(tx)`` in a write transaction of its own (the batch of a call that found nothing
-        running or queued); returns the committed transaction and the value, or raises the error,
-        in the order `_commit` and `_run` take for a batch of one."""
-        db = self._db
-        db._require_open()
-        lock = enter_writer(db)
-        tx = None
-        try:
-            kv = db._env.write()
-            try:
-                tx = Transaction(db, kv, True)
-            except BaseException:
-                kv.abort()
-                raise
-            tx.savepoints = 1  # the call's own transaction: if the call fails, all of it goes
-            db._local.tx = tx
-            try:
-                value = fn(tx)
-            except BaseException:
-                tx._undo_all()
-                tx._release()
-                kv.abort()
-                self.batches += 1
-                self.calls += 1
-                raise
-            finally:
-                db._local.tx = None
-            try:
-                commit(kv, (tx,), tx._undo_all)
-            finally:
-                self.batches += 1
-                self.calls += 1
-            return tx, value
-        finally:
-            if tx is not None and tx._held:
-                tx._release()
-            leave_writer(db, lock)
 
     def _commit(self, batch: list[_Call]) -> None:
         """One write transaction for `batch`: every call's outcome lands in its `_Call`."""
