@@ -35,7 +35,6 @@ from . import schema
 from ._native import decode_varint, encode_varint
 from .errors import FailedPrecondition, InvalidArgument
 from .gc import journal as gcjournal
-from .locks import FileLock
 from .logs import LazyLogger
 from .timeutil import clock_ns, from_ns
 
@@ -354,22 +353,14 @@ def enter_writer(db: Any) -> Any:
     turnstile = db._turnstile
     token = turnstile.acquire_shared()
     try:
-        wlock = db.wlock
-        if type(wlock) is FileLock:
-            return wlock.acquire_shared()
-        held = wlock.shared()  # an engine's lock (`cargohold.engines.etcd.EtcdLock`)
-        held.__enter__()
-        return held
+        return db.wlock.acquire_shared()
     finally:
         turnstile.release(token)
 
 
 def leave_writer(db: Any, held: Any) -> None:
     """Let go of ``wlock`` as `enter_writer` took it."""
-    if type(held) is int:
-        db.wlock.release(held)
-    else:
-        held.__exit__(None, None, None)
+    db.wlock.release(held)
 
 
 class Given:

@@ -441,6 +441,17 @@ class EtcdLock:
         """Hold the lock alone (no other holder on any host)."""
         return self._hold(True, timeout)
 
+    def acquire_shared(self) -> Any:
+        """Take the lock shared, as `cargohold.locks.FileLock.acquire_shared` does: returns the
+        hold to hand to `release` (a write transaction takes ``wlock`` this way on any engine)."""
+        hold = self._hold(False, None)
+        hold.__enter__()
+        return hold
+
+    def release(self, hold: Any) -> None:
+        """Let go of a hold `acquire_shared` returned."""
+        hold.__exit__(None, None, None)
+
     def close(self) -> None:
         pass
 
