@@ -91,7 +91,6 @@ def require(txn: View, key: str) -> dict:
     return record
 
 
-
 def _put(txn: View, key: str, record: dict) -> None:
     txn.put(T_SNAPSHOTS, key.encode(), schema.pack(record))
 
@@ -151,9 +150,7 @@ def create(txn: View, kind: Kind, key: str, parent: str, labels: Mapping[str, st
     parent_ids = []
     if parent_record is not None:
         txn.put(T_PARENTS, _link(parent_record["id"], snapshot_id), key.encode())
-        parent_ids = [parent_record["id"]]
-        if depth is None or depth > 1:
-            parent_ids.extend(_parent_ids(txn, parent_record, None if depth is None else depth - 1))
+        parent_ids = [parent_record["id"], *_parent_ids(txn, parent_record, None if depth is None else depth - 1)]
     return Snapshot(snapshot_id, kind, parent_ids)
 
 
