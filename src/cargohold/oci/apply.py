@@ -147,6 +147,10 @@ class _Applier:
             raise
         return fd
 
+    def mark_opaque(self, fd: int, parent: list[str], name: str = "") -> None:
+        """Set overlayfs' opaque flag on directory `name` of `fd` (`parent`), or on `fd` itself."""
+        os.setxattr(self.path_at(fd, parent, name), OVERLAY_OPAQUE_XATTR, b"y", follow_symlinks=not name)
+
     def path_at(self, fd: int, parent: list[str], name: str = "") -> str:
         """A path to `name` in directory `fd` (`parent` below the root) for the calls that take no dir_fd.
 
@@ -277,7 +281,7 @@ class _Applier:
             os.unlink(name, dir_fd=fd)
         os.mkdir(name, 0o755, dir_fd=fd)
         if opaque:
-            os.setxattr(self.path_at(fd, parent, name), OVERLAY_OPAQUE_XATTR, b"y", follow_symlinks=False)
+            self.mark_opaque(fd, parent, name)
 
     def copy_up(self, name: str, fd: int, parent: list[str], lowers: Lowers) -> int:
         """Make in directory `fd` (`parent`) the directory `name` a lower layer has (`lowers`, nearest
@@ -371,14 +375,14 @@ class _Applier:
                 self.unpacked.add("/".join(parent + [base]))
             if replaced and self.overlay and member.isdir():
                 # what this layer put there (a whiteout, a file) hid the lower layers' directory: keep it hidden
-                os.setxattr(self.path_at(fd, parent, base), OVERLAY_OPAQUE_XATTR, b"y", follow_symlinks=False)
+                self.mark_opaque(fd, parent, base)
         finally:
             os.close(fd)
 
     def whiteout(self, member: tarfile.TarInfo, fd: int, parent: list[str], base: str) -> None:
         if base == WHITEOUT_OPAQUE:
             if self.overlay:
-                os.setxattr(self.path_at(fd, parent), OVERLAY_OPAQUE_XATTR, b"y")
+                self.mark_opaque(fd, parent)
             else:
                 self.make_opaque(parent)
             return

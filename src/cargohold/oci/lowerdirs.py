@@ -72,7 +72,7 @@ def is_opaque(fd: int) -> bool:
 class Lowers:
     """One directory of the merged lower tree: its descriptor in each contributing layer, nearest first.
 
-    The instance owns its descriptors; `close` them (a `with` block does).
+    The instance owns its descriptors: `close` them.
     """
 
     def __init__(self, fds: Sequence[int] = ()) -> None:
@@ -97,12 +97,6 @@ class Lowers:
         fds, self.fds = self.fds, []
         for fd in fds:
             os.close(fd)
-
-    def __enter__(self) -> "Lowers":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def find(self, name: str) -> tuple[Optional[os.stat_result], int]:
         """What the merged lower tree holds at `name`: (its lstat, the index of the layer holding it);
