@@ -884,7 +884,24 @@ class Txn:
             raise _translate(exc, self._env.path) from None
 
     def keys(self, table: str, prefix: bytes = b"") -> list[bytes]:
-        return [key for key, _ in self.scan(table, prefix)]
+        """The keys starting with prefix, in key order (one cursor walk, no values read)."""
+        db = self._db(table)
+        if db is _MISSING:
+            return []
+        try:
+            cursor = self._txn.cursor(db)
+        except lmdb.Error as exc:
+            cursor = self._again(exc, lambda: self._txn.cursor(db))
+        found = []
+        try:
+            if cursor.set_range(prefix):
+                for key in cursor.iternext(True, False):
+                    if not key.startswith(prefix):
+                        break
+                    found.append(key)
+        except lmdb.Error as exc:
+            raise _translate(exc, self._env.path) from None
+        return found
 
     def has_prefix(self, table: str, prefix: bytes) -> bool:
         for _ in self.scan(table, prefix):

@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 from ..errors import Error, FailedPrecondition, InvalidArgument, Unavailable
 from ..kvguard import sync_dir
 from ..model import Freed, Kind, Mount, SnapshotInfo, Usage
-from ..timeutil import Clock, to_ns, utcnow
+from ..timeutil import Clock, clock_ns, utcnow
 from ..validation import validate_labels
 from . import storage
 from .metastore import Metastore
@@ -104,7 +104,7 @@ class DirectorySnapshotter:
         raise NotImplementedError
 
     def _now(self) -> int:
-        return to_ns(self._clock())
+        return clock_ns(self._clock)
 
     def _flush(self, action: str, path: str) -> None:
         """Put the tree at `path` on disk before a record naming it commits. Done with
