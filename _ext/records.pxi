@@ -28,6 +28,8 @@ cdef enum:
     REC_E_STRONG = 1            # gc.index.E_STRONG
     REC_GC_PREFIX_LEN = 17
 
+cdef long long REC_U32_END = 4294967296   # msgpack's uint32/int32 bounds, as C values (a literal
+cdef long long REC_I32_MIN = -2147483648  # this large would make Cython compare Python ints)
 cdef const char *_REC_GC_PREFIX = b"containerd.io/gc."
 cdef object _rec_image_cls = None
 cdef object _rec_descriptor_cls = None
@@ -61,14 +63,14 @@ cdef inline Py_ssize_t _rec_int_size(long long v) noexcept:
             return 2
         if v < 65536:
             return 3
-        return 5 if v < 4294967296 else 9
+        return 5 if v < REC_U32_END else 9
     if v >= -32:
         return 1
     if v >= -128:
         return 2
     if v >= -32768:
         return 3
-    return 5 if v >= -2147483648 else 9
+    return 5 if v >= REC_I32_MIN else 9
 
 
 cdef inline unsigned char *_rec_be(unsigned char *p, unsigned long long v, int n) noexcept:
@@ -141,7 +143,7 @@ cdef inline unsigned char *_rec_int(unsigned char *p, long long v) noexcept:
         if v < 65536:
             p[0] = 0xCD
             return _rec_be(p + 1, v, 2)
-        if v < 4294967296:
+        if v < REC_U32_END:
             p[0] = 0xCE
             return _rec_be(p + 1, v, 4)
         p[0] = 0xCF
@@ -155,7 +157,7 @@ cdef inline unsigned char *_rec_int(unsigned char *p, long long v) noexcept:
     if v >= -32768:
         p[0] = 0xD1
         return _rec_be(p + 1, <unsigned long long>v, 2)
-    if v >= -2147483648:
+    if v >= REC_I32_MIN:
         p[0] = 0xD2
         return _rec_be(p + 1, <unsigned long long>v, 4)
     p[0] = 0xD3

@@ -74,12 +74,12 @@ Timestamps are integer nanoseconds since the epoch, UTC.
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import msgpack
 
-from ._keys import object_key, pack_node
+from ._fallback_msgrecords import msgpack_pack
+from ._keys import object_key, pack_node, pack_record, unpack_record
 from .errors import Corrupted, InvalidArgument
 from .model import Node, ResourceType
 
@@ -178,22 +178,18 @@ def dirty_snapshotter_key(name: str) -> bytes:
     return META_DIRTY_SNAPSHOTTER + _enc(name)
 
 
-_packers = threading.local()
-
-
 def pack(record: Any) -> bytes:
-    """Encode a record (msgpack): what ``msgpack.packb(record, use_bin_type=True)`` returns, through
-    one `msgpack.Packer` per thread (``packb`` builds a new one each call, a third of its cost; a
-    packer that fails empties its buffer, so a failure leaves nothing for the next record)."""
-    try:
-        packer = _packers.packer
-    except AttributeError:
-        packer = _packers.packer = msgpack.Packer(use_bin_type=True)
-    return packer.pack(record)
+    """Encode a record (msgpack): ``msgpack.packb(record, use_bin_type=True)``'s bytes, from the
+    compiled core for a record of the plain form (`cargohold._fallback_msgrecords`)."""
+    data = pack_record(record)
+    return msgpack_pack(record) if data is None else data
 
 
 def unpack(data: bytes, what: str = "record") -> Any:
     """Decode a record; damaged bytes raise Corrupted, never a raw msgpack error."""
+    value = unpack_record(data)
+    if value is not None:
+        return value
     try:
         return msgpack.unpackb(data, raw=False, strict_map_key=False)
     except Exception as exc:  # msgpack raises several unrelated classes
