@@ -1,6 +1,6 @@
 # Records in msgpack (`cargohold.schema.pack` and `unpack`) for the plain form nearly every record
 # has: maps with ASCII str keys whose values are ints in the int64 range, ASCII str, or maps of the
-# same form (labels), at most MR_MAX_DEPTH deep. `pack_record` gives msgpack-python's bytes
+# same form (labels), at most MR_MAX_DEPTH deep; or one such int or str (a sequence's value). `pack_record` gives msgpack-python's bytes
 # (``packb(record, use_bin_type=True)``: smallest forms, str8 allowed) and `unpack_record` its
 # value (``unpackb(data, raw=False, strict_map_key=False)``); for anything else both give None and
 # schema takes msgpack-python's path. Twin: cargohold._fallback_msgrecords (msgpack-python itself).
@@ -60,12 +60,11 @@ cdef unsigned char *_mr_write(unsigned char *p, object value) except NULL:
 
 
 def pack_record(record):
-    """msgpack-python's bytes of a record of the plain form (see the top of this file), else None."""
+    """msgpack-python's bytes of a record (or int, or str) of the plain form (see the top of this
+    file), else None."""
     cdef Py_ssize_t size
     cdef bytes out
     cdef unsigned char *end
-    if type(record) is not dict:
-        return None
     size = _mr_size(record, 0)
     if size < 0:
         return None
@@ -161,15 +160,12 @@ cdef object _mr_read(const unsigned char *p, Py_ssize_t n, Py_ssize_t *pos, int 
 
 
 def unpack_record(data):
-    """msgpack-python's value of the bytes of a record of the plain form (a map; see the top of
-    this file), else None (the caller then asks msgpack-python, which also reports damage)."""
+    """msgpack-python's value of the bytes of a record (or int, or str) of the plain form (see the
+    top of this file), else None (the caller then asks msgpack-python, which also reports damage)."""
     cdef Py_ssize_t pos = 0, n
     if type(data) is not bytes:
         return None
     n = PyBytes_GET_SIZE(data)
-    if n == 0 or not (0x80 <= (<const unsigned char *>PyBytes_AS_STRING(data))[0] <= 0x8F
-                      or (<const unsigned char *>PyBytes_AS_STRING(data))[0] in (0xDE, 0xDF)):
-        return None
     value = _mr_read(<const unsigned char *>PyBytes_AS_STRING(data), n, &pos, 0)
     if value is _MR_NONE or pos != n:
         return None

@@ -100,7 +100,7 @@ def validate_key(value: object, what: str = "key", limit: int = MAX_KEY_BYTES) -
         raise InvalidArgument(f"{what} must not be empty")
     if "\x00" in value:
         raise InvalidArgument(f"{what} {_short(value)} must not contain a NUL character")
-    size = utf8_size(value, what)
+    size = len(value) if value.isascii() else utf8_size(value, what)
     if size > limit:
         raise InvalidArgument(f"{what} {_short(value)} is {size} bytes, more than the {limit}-byte limit")
     return value
