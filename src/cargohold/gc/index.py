@@ -206,7 +206,11 @@ def put_entry(tx: "journal.Writing", packed: bytes, value: bytes) -> None:
 
 def remove(tx: "journal.Writing", rtype: int, ns: str, key: str) -> None:
     """Drop a node's entry (its record is being deleted)."""
-    packed = schema.pack_node(rtype, ns, key)
+    remove_entry(tx, schema.pack_node(rtype, ns, key))
+
+
+def remove_entry(tx: "journal.Writing", packed: bytes) -> None:
+    """Drop the entry of the node with packed key `packed` (a store that packed the key itself)."""
     if tx.kv.delete(schema.T_GC, packed):
         journal.record(tx, packed)
 

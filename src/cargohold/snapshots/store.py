@@ -104,6 +104,8 @@ class Snapshotter:
         self._backend = ns.db.snapshotter_backend(name)
         self._stored = ns.db.stored_snapshotter(name)
         """The name its records are keyed by (this host's scope on a shared engine, `scope`)."""
+        self._keys = _Keys(ns.name, self._stored)
+        self._sequence = _sequence_name(self._stored)
         self._joins = ns.db.backend_joins(name)
         """Whether the backend's records commit with the metadata transaction (see the module docstring)."""
         self._resource_type = f"snapshots/{name}"
@@ -114,7 +116,7 @@ class Snapshotter:
     # -- records ----------------------------------------------------------------------
 
     def _get(self, t: "Transaction", key: str) -> Optional[dict]:
-        raw = t.kv.get(schema.T_OBJECTS, _record_key(self._ns.name, self._stored, key))
+        raw = t.kv.get(schema.T_OBJECTS, self._keys.record + key.encode())
         return None if raw is None else schema.unpack(raw, f"snapshot {key!r}")
 
     def _require(self, t: "Transaction", key: str) -> dict:
@@ -125,15 +127,16 @@ class Snapshotter:
         return record
 
     def _put(self, t: "Transaction", key: str, record: dict) -> None:
-        t.kv.put(schema.T_OBJECTS, _record_key(self._ns.name, self._stored, key), schema.pack(record))
-        index.index_snapshot(t, self._ns.name, self._stored, key, record["p"], record["l"])
+        t.kv.put(schema.T_OBJECTS, self._keys.record + key.encode(), schema.pack(record))
+        index.put_entry(t, self._keys.node + key.encode(),
+                        index.snapshot_entry(self._ns.name, self._stored, record["p"], record["l"]))
 
     def _add(self, t: "Transaction", key: str, record: dict) -> None:
         """Store a new record and its parent's link to it."""
         t.ensure_namespace(self._ns.name)
         self._put(t, key, record)
         if record["p"]:
-            t.kv.put(schema.T_OBJECTS, _child_key(self._ns.name, self._stored, record["pi"], key), b"")
+            t.kv.put(schema.T_OBJECTS, self._keys.child_link(record["pi"], key), b"")
 
     def _check_free(self, t: "Transaction", key: str) -> None:
         if self._get(t, key) is not None:
@@ -142,7 +145,7 @@ class Snapshotter:
 
     def _reserve(self, t: "Transaction", key: str) -> tuple[int, str]:
         """A fresh id and backend key for `key`; the creation lock is held from now on."""
-        snapshot_id = t.next_sequence(_sequence_name(self._stored))
+        snapshot_id = t.next_sequence(self._sequence)
         _hold_creation_lock(t, self._db, self.name)
         return snapshot_id, f"{self._ns.name}/{snapshot_id}/{key}"
 
@@ -261,7 +264,7 @@ class Snapshotter:
             if self._ns.lease is not None:
                 leases.attach(t, self._ns, self._resource(name))
                 leases.detach(t, self._ns, self._resource(key))
-            _delete(t, ns, self._stored, key, active)
+            _delete(t, self._keys, key, active)
             self._add(t, name, {"i": snapshot_id, "b": backend_name, "p": active["p"],
                                 "pi": active["pi"], "k": int(Kind.COMMITTED), "l": labels,
                                 "c": t.now, "u": t.now})
@@ -288,7 +291,7 @@ class Snapshotter:
                 raise FailedPrecondition(f"cannot remove snapshot {key!r}: it has children "
                                          f"(such as {schema.text(child[0][len(children):])!r})")
             t.ensure_namespace(ns)
-            _delete(t, ns, self._stored, key, record)
+            _delete(t, self._keys, key, record)
             leases.detach(t, self._ns, self._resource(key))
             t.mark_dirty(snapshotter=self._stored)
             from .. import events  # loaded by the first write that publishes
@@ -326,22 +329,35 @@ def _record_key(ns: str, snapshotter: str, key: str) -> bytes:
     return schema.object_key(ns, schema.K_SNAPSHOT, snapshotter, key)
 
 
-def _child_key(ns: str, snapshotter: str, parent_id: int, child: str) -> bytes:
-    return schema.object_key(ns, schema.K_SNAPSHOT_CHILD, snapshotter, str(parent_id), child)
-
-
 def _sequence_name(snapshotter: str) -> str:
     return f"snapshots/{snapshotter}"
 
 
-def _delete(t: "Transaction", ns: str, snapshotter: str, key: str, record: dict) -> None:
+class _Keys:
+    """The key prefixes of one namespace's snapshots of one (stored) snapshotter name: a record's
+    key, a child link's and a node's are a prefix and the snapshot key (in UTF-8) after it."""
+
+    __slots__ = ("record", "child", "node")
+
+    def __init__(self, ns: str, snapshotter: str) -> None:
+        self.record = schema.object_prefix(ns, schema.K_SNAPSHOT, snapshotter)
+        """`_record_key` without the snapshot key."""
+        self.child = schema.object_prefix(ns, schema.K_SNAPSHOT_CHILD, snapshotter)
+        """A child link's key without ``<parent id>\\0<child key>`` (`child_link`)."""
+        self.node = schema.pack_node(ResourceType.SNAPSHOT, ns, f"{snapshotter}/")
+        """The packed node key without the snapshot key."""
+
+    def child_link(self, parent_id: int, child: str) -> bytes:
+        return self.child + str(parent_id).encode() + b"\x00" + child.encode()
+
+
+def _delete(t: "Transaction", keys: _Keys, key: str, record: dict) -> None:
     """Drop a record, its link from its parent, its children links and its node entry."""
-    t.kv.delete(schema.T_OBJECTS, _record_key(ns, snapshotter, key))
+    t.kv.delete(schema.T_OBJECTS, keys.record + key.encode())
     if record["p"]:
-        t.kv.delete(schema.T_OBJECTS, _child_key(ns, snapshotter, record["pi"], key))
-    t.kv.delete_prefix(schema.T_OBJECTS,
-                       schema.object_prefix(ns, schema.K_SNAPSHOT_CHILD, snapshotter, str(record["i"])))
-    index.remove(t, ResourceType.SNAPSHOT, ns, f"{snapshotter}/{key}")
+        t.kv.delete(schema.T_OBJECTS, keys.child_link(record["pi"], key))
+    t.kv.delete_prefix(schema.T_OBJECTS, keys.child + str(record["i"]).encode() + b"\x00")
+    index.remove_entry(t, keys.node + key.encode())
 
 
 # -- the creation lock ----------------------------------------------------------------------
@@ -380,7 +396,7 @@ def remove_for_gc(tx: "Transaction", ns: str, node_key: str) -> None:
     if raw is None:
         index.remove(tx, ResourceType.SNAPSHOT, ns, node_key)
     else:
-        _delete(tx, ns, snapshotter, key, schema.unpack(raw, f"snapshot {key!r}"))
+        _delete(tx, _Keys(ns, snapshotter), key, schema.unpack(raw, f"snapshot {key!r}"))
     tx.mark_dirty(snapshotter=snapshotter)
 
 
