@@ -7,6 +7,7 @@
 # Builds on the writers of records.pxi (_rec_str, _rec_int, _rec_map and their sizes).
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.ref cimport Py_INCREF, Py_XDECREF
 
 cdef extern from "Python.h":
     object PyUnicode_DecodeASCII(const char *s, Py_ssize_t size, const char *errors)
@@ -17,6 +18,8 @@ cdef extern from "Python.h":
 cdef enum:
     MR_MAX_DEPTH = 4
     MR_MAX_STR = 0xFFFFFFFF
+    MR_KEY_SLOTS = 256          # a power of two
+    MR_KEY_MAX = 24             # longer keys are not remembered
 
 
 cdef Py_ssize_t _mr_size(object value, int depth) except -2:
@@ -75,6 +78,32 @@ def pack_record(record):
     return out
 
 
+cdef PyObject *_mr_keys[MR_KEY_SLOTS]
+"""Map keys decoded before, by a hash of their bytes: records share a few short keys, and a key
+found here needs no new str (nor hashing it again) for the dict it goes into."""
+
+
+cdef object _mr_key(const unsigned char *s, Py_ssize_t n):
+    """The str of ASCII bytes s[:n], from `_mr_keys` when it holds it."""
+    cdef unsigned int h = <unsigned int>n
+    cdef Py_ssize_t i
+    cdef PyObject *hit
+    if n > MR_KEY_MAX:
+        return PyUnicode_DecodeASCII(<const char *>s, n, NULL)
+    for i in range(n):
+        h = h * 31 + s[i]
+    h &= MR_KEY_SLOTS - 1
+    hit = _mr_keys[h]
+    if hit != NULL and PyUnicode_GET_LENGTH(<object>hit) == n and memcmp(PyUnicode_DATA(<object>hit), s, n) == 0:
+        return <object>hit
+    key = PyUnicode_DecodeASCII(<const char *>s, n, NULL)
+    hash(key)  # kept in the str: every dict it goes into uses it
+    Py_XDECREF(hit)
+    Py_INCREF(key)
+    _mr_keys[h] = <PyObject *>key
+    return key
+
+
 cdef object _MR_NONE = object()
 """What `_mr_read` returns for anything it leaves to msgpack-python (damage included)."""
 
@@ -87,7 +116,7 @@ cdef inline unsigned long long _mr_be(const unsigned char *p, int n) noexcept:
     return v
 
 
-cdef object _mr_read(const unsigned char *p, Py_ssize_t n, Py_ssize_t *pos, int depth):
+cdef object _mr_read(const unsigned char *p, Py_ssize_t n, Py_ssize_t *pos, int depth, bint is_key=False):
     """The value at p[pos[0]:], pos moved past it; _MR_NONE when not of the plain form."""
     cdef Py_ssize_t at = pos[0], size, i, j
     cdef unsigned char c
@@ -117,6 +146,8 @@ cdef object _mr_read(const unsigned char *p, Py_ssize_t n, Py_ssize_t *pos, int 
             if p[j] >= 0x80:
                 return _MR_NONE
         pos[0] = at + size
+        if is_key:
+            return _mr_key(p + at, size)
         return PyUnicode_DecodeASCII(<const char *>(p + at), size, NULL)
     if 0xCC <= c <= 0xD3:
         width = 1 << ((c - 0xCC) & 3)
@@ -147,7 +178,7 @@ cdef object _mr_read(const unsigned char *p, Py_ssize_t n, Py_ssize_t *pos, int 
             return _MR_NONE
         found = _PyDict_NewPresized(size)
         for i in range(size):
-            key = _mr_read(p, n, &at, MR_MAX_DEPTH)  # a key is a str: no map at any depth
+            key = _mr_read(p, n, &at, MR_MAX_DEPTH, True)  # a key is a str: no map at any depth
             if type(key) is not str:
                 return _MR_NONE
             value = _mr_read(p, n, &at, depth + 1)
