@@ -1036,7 +1036,10 @@ class _Child(Txn):
         if self._done:
             return
         try:
-            self._guard(lambda: self._txn.commit())
+            try:
+                self._txn.commit()
+            except lmdb.Error as exc:
+                self._again(exc, lambda: self._txn.commit())
         except BaseException:
             self._finish(abort=True, undo=undo)
             raise

@@ -230,10 +230,11 @@ class Savepoint:
 
     def __enter__(self) -> Transaction:
         tx = self.tx
-        tx.require_write()
-        self._parent = tx.kv
-        self._child = tx.kv.child()
-        tx.kv = self._child
+        if not tx.write:
+            tx.require_write()
+        parent = self._parent = tx.kv
+        child = self._child = parent.child()
+        tx.kv = child
         self._undo, self._after, self._before = len(tx._undo), len(tx._after), len(tx._before)
         self._flags = (tx._dirty, tx._dirty_content)
         self._sets = (set(tx._dirty_snapshotters), set(tx._namespaces), set(tx._journaled))
