@@ -15,6 +15,7 @@ from itertools import islice
 from ._fallback_keys import object_key, pack_node  # noqa: F401 (twins of _ext/keys.pxi)
 from ._fallback_records import encode_image  # noqa: F401 (twin of _ext/records.pxi)
 from ._fallback_msgrecords import pack_record, unpack_record  # noqa: F401 (twins of _ext/msgrecords.pxi)
+from ._fallback_fsdir import list_dir  # noqa: F401 (twin of _ext/fsdir.pxi)
 from .errors import Corrupted, InvalidArgument
 
 MAX_VARINT_LEN = 10

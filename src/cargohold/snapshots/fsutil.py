@@ -22,6 +22,7 @@ import stat
 import sys
 from typing import Iterator, Optional, Union
 
+from .._native import list_dir
 from ..model import Usage
 
 _IGNORED_XATTR_ERRORS = (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.EACCES, errno.ENODATA)
@@ -100,13 +101,13 @@ def _walk(top: int, where: str, strict: bool) -> Iterator[tuple[int, str, Listin
     try:
         while True:
             entries: Listing = []
-            for entry in list(os.scandir(fd)):
+            for name in list_dir(fd):
                 try:
-                    entries.append((entry.name, entry.stat(follow_symlinks=False)))
+                    entries.append((name, os.stat(name, dir_fd=fd, follow_symlinks=False)))
                 except FileNotFoundError:
                     if strict:
                         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT),
-                                                os.path.join(where, rel, entry.name)) from None
+                                                os.path.join(where, rel, name)) from None
             yield fd, rel, entries
             stack.append((fd, rel, [name for name, st in entries if stat.S_ISDIR(st.st_mode)]))
             fd = -1
