@@ -88,8 +88,10 @@ def _proc_path(fd: int, name: str = "") -> Optional[str]:
     return os.path.join(base, name) if name else base
 
 
-def _walk(top: int, where: str, strict: bool) -> Iterator[tuple[int, str, Listing]]:
-    """Top-down: (descriptor, path below the top, entries with their lstat) of each directory of `top`.
+def _walk(top: int, where: str, strict: bool,
+          names: Optional[list[str]] = None) -> Iterator[tuple[int, str, Listing]]:
+    """Top-down: (descriptor, path below the top, entries with their lstat) of each directory of `top`
+    (whose `list_dir` is `names`, if the caller has read it).
 
     Descends into every entry listed as a directory, after the consumer has
     seen its parent's listing. An entry that is gone, or that is no longer a
@@ -101,13 +103,14 @@ def _walk(top: int, where: str, strict: bool) -> Iterator[tuple[int, str, Listin
     try:
         while True:
             entries: Listing = []
-            for name in list_dir(fd):
+            for name in list_dir(fd) if names is None else names:
                 try:
                     entries.append((name, os.stat(name, dir_fd=fd, follow_symlinks=False)))
                 except FileNotFoundError:
                     if strict:
                         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT),
                                                 os.path.join(where, rel, name)) from None
+            names = None
             yield fd, rel, entries
             stack.append((fd, rel, [name for name, st in entries if stat.S_ISDIR(st.st_mode)]))
             fd = -1
@@ -152,7 +155,11 @@ def copy_tree(src: str, dst: str, *, src_fd: Optional[int] = None) -> int:
     finish: list[tuple[str, os.stat_result, list]] = []
     top = open_dir(src) if src_fd is None else os.dup(src_fd)
     try:
-        walk = _walk(top, src, strict=True)
+        names = list_dir(top)
+        if not names:  # an empty tree (every snapshot's first parent is): its own attributes alone
+            _set_attributes(dst, os.fstat(top), _read_xattrs(top))
+            return 0
+        walk = _walk(top, src, strict=True, names=names)
         try:
             for fd, rel, entries in walk:
                 target_dir = os.path.join(dst, rel) if rel else dst
@@ -386,7 +393,10 @@ def disk_usage(root: str) -> Usage:
             raise
         return Usage(size=size, inodes=1)  # replaced since the lstat
     try:
-        walk = _walk(top, root, strict=False)
+        names = list_dir(top)
+        if not names:
+            return Usage(size=size, inodes=1)
+        walk = _walk(top, root, strict=False, names=names)
         try:
             for _, _, entries in walk:
                 for _, st in entries:
