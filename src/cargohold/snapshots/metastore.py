@@ -61,9 +61,10 @@ class View:
         self._kv = kv
         self._tables = tables
         self.joined = joined
-        self._undo: list[Callable[[], None]] = []
-        self._before: dict[Any, Callable[[], None]] = {}
-        self._after: list[Callable[[], None]] = []
+        if joined is None:  # a view that joins hands these steps to its transaction
+            self._undo: list[Callable[[], None]] = []
+            self._before: dict[Any, Callable[[], None]] = {}
+            self._after: list[Callable[[], None]] = []
 
     def get(self, table: str, key: bytes) -> Optional[bytes]:
         name, prefix = self._tables[table]

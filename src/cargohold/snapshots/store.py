@@ -106,6 +106,7 @@ class Snapshotter:
         """The name its records are keyed by (this host's scope on a shared engine, `scope`)."""
         self._keys = _Keys(ns.name, self._stored)
         self._sequence = _sequence_name(self._stored)
+        self._creation = _creation_hold(ns.db, name)
         self._joins = ns.db.backend_joins(name)
         """Whether the backend's records commit with the metadata transaction (see the module docstring)."""
         self._resource_type = f"snapshots/{name}"
@@ -146,7 +147,7 @@ class Snapshotter:
     def _reserve(self, t: "Transaction", key: str) -> tuple[int, str]:
         """A fresh id and backend key for `key`; the creation lock is held from now on."""
         snapshot_id = t.next_sequence(self._sequence)
-        _hold_creation_lock(t, self._db, self.name)
+        t.hold(*self._creation)
         return snapshot_id, f"{self._ns.name}/{snapshot_id}/{key}"
 
     def _resource(self, key: str) -> Resource:
@@ -377,8 +378,9 @@ def creation_lock(db: "Database", name: str) -> FileLock:
         return lock
 
 
-def _hold_creation_lock(t: "Transaction", db: "Database", name: str) -> None:
-    t.hold(("snapshot-creation", name), lambda: creation_lock(db, name).shared())
+def _creation_hold(db: "Database", name: str) -> tuple:
+    """`Transaction.hold`'s (key, factory) for the creation lock of `name`, held shared."""
+    return ("snapshot-creation", name), lambda: creation_lock(db, name).shared()
 
 
 # -- garbage collection -------------------------------------------------------------------
