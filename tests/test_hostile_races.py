@@ -22,7 +22,7 @@ import pytest
 
 import cargohold
 from cargohold.errors import Unavailable
-from cargohold.snapshots import NativeSnapshotter
+from cargohold.snapshots import NativeSnapshotter, fsutil
 from cargohold.snapshots.fsutil import copy_tree, disk_usage, remove_tree
 
 SECRET = b"root:$6$host-secret\n"
@@ -71,16 +71,17 @@ def swap_when_walked(parent, outside, visit: int = 1):
     when the walk lists (for the `visit`-th time) the subdirectory it enters first.
 
     Every walk here takes the subdirectories of a listing last-listed first, so
-    the victim is the first one `os.listdir` returns. Yields the list of swaps
-    made (to check that the swap happened).
+    the victim is the first one `os.listdir` returns. A walk lists through
+    `os.scandir` (remove_tree) or `fsutil.list_dir` (copy_tree, disk_usage):
+    both are watched. Yields the list of swaps made (to check that the swap happened).
     """
     names = [name for name in os.listdir(parent) if os.path.isdir(os.path.join(parent, name))]
     victim, trigger_inode = names[0], os.stat(os.path.join(parent, names[-1])).st_ino
     parent_fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)  # the tree may be renamed (rm-<id>) meanwhile
-    real_scandir = os.scandir
+    real_scandir, real_list_dir = os.scandir, fsutil.list_dir
     seen, swapped = [], []
 
-    def scandir(where="."):
+    def listed(where) -> None:
         st = os.fstat(where) if isinstance(where, int) else os.stat(where)
         if st.st_ino == trigger_inode:
             seen.append(where)
@@ -88,11 +89,19 @@ def swap_when_walked(parent, outside, visit: int = 1):
                 os.rename(victim, victim + ".moved", src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
                 os.symlink(outside, victim, dir_fd=parent_fd)
                 swapped.append(victim)
+
+    def scandir(where="."):
+        listed(where)
         return real_scandir(where)
+
+    def list_dir(fd):
+        listed(fd)
+        return real_list_dir(fd)
 
     try:
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(os, "scandir", scandir)
+            patch.setattr(fsutil, "list_dir", list_dir)
             yield swapped
     finally:
         os.close(parent_fd)
