@@ -136,3 +136,54 @@ def test_a_blob_found_in_place_is_flushed_before_it_is_recorded(tmp_path, mode):
                   if calls[i][0] == "fdatasync" and "/meta/data.mdb>" in calls[i][1])
     blobs = f"{root}/content/blobs/sha256"
     assert any(call == "fsync" and f"<{blobs}>" in args for call, args in calls[mark:commit]), calls[mark:commit + 1]
+
+
+DELETIONS = """
+import hashlib, sys, cargohold
+root, case = sys.argv[1:]
+db = cargohold.open(root, durable=False)
+content = db.namespace("default").content
+
+def put(ref, commit=True):
+    data = ref.encode() * 64
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    w = content.writer(ref, total=len(data), expected=digest)
+    w.write(data)
+    if commit:
+        w.commit(len(data), digest)
+    w.close()
+
+if case == "collect":
+    put("unreferenced")  # no image, lease or gc.root: the collection removes the record, then the blob
+    db.garbage_collect()
+elif case == "commit":
+    put("committed")  # the commit records the blob, then the ingest goes
+elif case == "abort":
+    put("aborted", commit=False)
+    content.abort("aborted")
+db.close()
+"""
+
+
+@pytest.mark.parametrize("case", ["collect", "commit", "abort"])
+def test_a_database_that_is_not_durable_flushes_a_commit_before_deleting_what_it_stopped_naming(tmp_path, case):
+    """With ``durable=False`` a commit's meta page is not flushed, so a power cut may undo it: the
+    blob or ingest it stopped naming may go only after a flush of ``data.mdb`` that follows the
+    commit's last write to it, or the record would come back naming nothing."""
+    root = tmp_path / "root"
+    log = tmp_path / "trace"
+    proc = subprocess.run([strace(), "-f", "-qq", "-y", "-o", str(log), "-e",
+                           "trace=pwrite64,pwritev,writev,fsync,fdatasync,unlink,unlinkat",
+                           sys.executable, "-c", textwrap.dedent(DELETIONS), str(root), case],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    calls = [(m.group(1), m.group(2)) for m in map(_LINE.match, log.read_text().splitlines()) if m]
+    doomed = f"{root}/content/blobs/" if case == "collect" else f"{root}/content/ingest/"
+    deletions = [i for i, (call, args) in enumerate(calls)
+                 if call.startswith("unlink") and doomed in args and args.rstrip().endswith("= 0")]
+    assert deletions, calls
+    for position in deletions:
+        written = max(i for i in range(position) if calls[i][0].startswith(("pwrite", "writev"))
+                      and "/meta/data.mdb>" in calls[i][1])
+        assert any(call in ("fdatasync", "fsync") and "/meta/data.mdb>" in args
+                   for call, args in calls[written:position]), calls[written:position + 1]

@@ -432,7 +432,7 @@ class ContentStore:
                 raise IngestBusy(f"cannot abort ingest ref {ref!r} of namespace {self._ns.name!r}: "
                                  f"it is open in a writer") from None
             t.on_abort(claim.release)
-            t.after_commit(claim.discard)
+            t.after_commit(claim.discard, deletes=True)
             self._drop_ingest(t, ref)
 
         self._db.write(tx, _body)
@@ -586,7 +586,7 @@ class Writer:
                 published = bw.publish(actual, digest,
                                        flush_dir=lambda directory: _sync_before_commit(t, directory))
                 t.on_abort(published.undo)
-                t.after_commit(published.ingest.discard)
+                t.after_commit(published.ingest.discard, deletes=True)
             if existing is not None:
                 return digest, None
             record = {"s": actual, "l": labels, "c": t.now, "u": t.now}
