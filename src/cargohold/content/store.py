@@ -335,7 +335,8 @@ class ContentStore:
                 raise AlreadyExists(f"content {expected} already exists in namespace {self._ns.name!r}")
             bref = record["b"] if record else new_backend_ref(self._ns.name)
             try:
-                bw = None if exists else backend.writer(bref, total=total, algorithm=algorithm)
+                bw = None if exists else backend.writer(bref, total=total, algorithm=algorithm,
+                                                        fresh=record is None)
             except IngestBusy:
                 raise IngestBusy(f"ingest ref {ref!r} of namespace {self._ns.name!r} is open "
                                  f"in another writer") from None
@@ -367,10 +368,7 @@ class ContentStore:
                 raise _Raced()
             shared, size = False, total
             if expected and (self._db.shared or _shareable_elsewhere(t, expected)):
-                try:
-                    stored = backend.info(expected).size
-                except NotFound:
-                    stored = None
+                stored = backend._size(expected)
                 if stored is not None and total in (0, stored):
                     shared, size = True, stored
             t.ensure_namespace(ns)
@@ -567,7 +565,7 @@ class Writer:
                 # Whoever linked it may have died before flushing its directory entry.
                 _sync_before_commit(t, os.path.dirname(backend.blob_path(digest)))
             else:
-                actual, digest = bw.status().offset, bw.digest()
+                actual, digest = bw.offset, bw.digest()
             if size and size != actual:
                 raise FailedPrecondition(f"commit of ingest ref {self.ref!r}: {actual} bytes written, "
                                          f"expected size {size}")
@@ -583,8 +581,8 @@ class Writer:
             else:
                 # The ingest goes only once the blob is recorded; if the transaction does not commit,
                 # the blob goes if this made it, and the ingest stays resumable as it was.
-                published = bw.publish(actual, digest,
-                                       flush_dir=lambda directory: _sync_before_commit(t, directory))
+                # Size and digest are checked above, from the same writer.
+                published = bw.publish(flush_dir=lambda directory: _sync_before_commit(t, directory))
                 t.on_abort(published.undo)
                 t.after_commit(published.ingest.discard)
             if existing is not None:
