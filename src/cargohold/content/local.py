@@ -42,7 +42,6 @@ import errno
 import fcntl
 import functools
 import hashlib
-import io
 import json
 import os
 import stat
@@ -623,6 +622,15 @@ def _meta_json(meta: dict) -> bytes:
             f'"started": {meta["started"]:d}, "updated": {meta["updated"]:d}}}').encode()
 
 
+_HASHES = {"sha256": hashlib.sha256, "sha384": hashlib.sha384, "sha512": hashlib.sha512}
+
+
+def _hasher(algorithm: str):
+    """A new hash object of a digest algorithm (``hashlib.new`` without its look-up, for the usual ones)."""
+    make = _HASHES.get(algorithm)
+    return make() if make is not None else hashlib.new(algorithm)
+
+
 def _write_all(fd: int, data: bytes) -> None:
     """Write all of data to fd, then close it."""
     try:
@@ -678,13 +686,14 @@ class LocalWriter:
     ingest for a later writer to resume; `commit` and `close` release the ref.
     """
 
-    def __init__(self, store: LocalStore, path: str, ref: str, lock: _IngestLock, data: io.FileIO,
+    def __init__(self, store: LocalStore, path: str, ref: str, lock: _IngestLock, fd: int,
                  hasher, offset: int, meta: dict, created: bool) -> None:
         self._store = store
         self._path = path
         self.ref = ref
         self._lock: Optional[_IngestLock] = lock
-        self._data: Optional[io.FileIO] = data
+        self._fd = fd
+        """The data file, opened to append (-1 once closed)."""
         self._hash = hasher
         self._offset = offset
         self._meta = meta
@@ -701,24 +710,10 @@ class LocalWriter:
     def _open(cls, store: LocalStore, path: str, ref: str, lock: _IngestLock, total: int,
               algorithm: str, fresh: bool = False) -> "LocalWriter":
         data_path = f"{path}/data"
-        if fresh and lock.made:
-            # Only this writer knows the ref, and the directory is the one it made: empty but for the lock.
-            now = time.time_ns()
-            meta = {"ref": ref, "total": total, "alg": algorithm, "started": now, "updated": now}
-            try:
-                fd = os.open(data_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o666)
-            except FileExistsError:
-                return cls._open(store, path, ref, lock, total, algorithm)
-            try:
-                _write_meta(path, meta, absent=True)
-            except BaseException:
-                os.close(fd)
-                raise
-            writer = cls(store, path, ref, lock, io.FileIO(fd, "w"), hashlib.new(algorithm), 0, meta, True)
-            writer._tidy = True
-            return writer
-        meta = _read_meta(path)
-        if meta is None and os.path.exists(data_path):
+        # A ref only this writer knows, in the directory it has just made: nothing there but the lock.
+        new = fresh and lock.made
+        meta = None if new else _read_meta(path)
+        if meta is None and not new and os.path.exists(data_path):
             # The meta was lost (it is written without fsync) but not the bytes: nothing else leaves
             # data without meta (a restart or a discard removes data first). They are this ref's.
             now = time.time_ns()
@@ -728,34 +723,39 @@ class LocalWriter:
             raise Corrupted(f"ingest directory of ref {ref!r} records ref {meta['ref']!r}")
         resumable = (meta is not None and meta["alg"] == algorithm and os.path.exists(data_path)
                      and (not total or not meta["total"] or total == meta["total"]))
-        hasher = hashlib.new(algorithm)
+        hasher = _hasher(algorithm)
         if resumable:
             _own_data(data_path)
             offset = _hash_file(data_path, hasher)
             if total and not meta["total"]:
                 meta["total"] = total
                 _write_meta(path, meta)
-            data = io.FileIO(data_path, "a")
-            if os.fstat(data.fileno()).st_size != offset:  # cannot change under our lock
-                data.close()
+            fd = os.open(data_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o666)
+            if os.fstat(fd).st_size != offset:  # cannot change under our lock
+                os.close(fd)
                 raise Corrupted(f"ingest data of ref {ref!r} changed while it was hashed")
         else:
             now = time.time_ns()
             meta = {"ref": ref, "total": total, "alg": algorithm, "started": now, "updated": now}
             # Data first: bytes left without a meta are taken for this ingest's. A new file: the old
             # one may be a blob's too (see `_own_data`). Never leave a meta that describes other bytes.
-            _unlink(data_path)
-            _unlink(os.path.join(path, "meta"))
+            if not new:
+                _unlink(data_path)
+                _unlink(os.path.join(path, "meta"))
             fd = os.open(data_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o666)
             try:
                 _write_meta(path, meta, absent=True)
             except BaseException:
                 os.close(fd)
                 raise
-            # "w": the descriptor appends already (O_APPEND), and "a" would seek to the end of a new file
-            data = io.FileIO(fd, "w")
             offset = 0
-        return cls(store, path, ref, lock, data, hasher, offset, meta, not resumable)
+        writer = cls(store, path, ref, lock, fd, hasher, offset, meta, not resumable)
+        writer._tidy = new
+        return writer
+
+    def __del__(self, _close: Callable[[int], None] = os.close) -> None:
+        if getattr(self, "_fd", -1) >= 0:
+            _close(self._fd)  # dropped without closing: the descriptor goes, the ingest stays
 
     # -- context manager ---------------------------------------------------------------
 
@@ -767,19 +767,19 @@ class LocalWriter:
 
     @property
     def closed(self) -> bool:
-        return self._data is None
+        return self._fd < 0
 
-    def _require_open(self) -> io.FileIO:
-        if self._data is None:
+    def _require_open(self) -> int:
+        if self._fd < 0:
             raise FailedPrecondition(f"writer for ingest ref {self.ref!r} is closed")
-        return self._data
+        return self._fd
 
     # -- writing -----------------------------------------------------------------------
 
     @_os_errors
     def write(self, data) -> int:
         """Append bytes (any bytes-like object); returns how many."""
-        f = self._require_open()
+        fd = self._require_open()
         try:
             view = memoryview(data)
         except TypeError:
@@ -789,7 +789,7 @@ class LocalWriter:
         done = 0
         try:
             while done < len(view):
-                done += f.write(view[done:])
+                done += os.write(fd, view[done:])
         finally:
             self._hash.update(view[:done])
             self._offset += done
@@ -814,14 +814,14 @@ class LocalWriter:
     @_os_errors
     def truncate(self, size: int = 0) -> None:
         """Cut the ingest back to its first `size` bytes (re-hashed from disk)."""
-        f = self._require_open()
+        fd = self._require_open()
         validate_size(size, "truncate size")
         if size > self._offset:
             raise InvalidArgument(f"cannot truncate ingest ref {self.ref!r} to {size} bytes: "
                                   f"only {self._offset} were written")
-        f.truncate(size)
+        os.ftruncate(fd, size)
         self._synced = False
-        hasher = hashlib.new(self._meta["alg"])
+        hasher = _hasher(self._meta["alg"])
         if size:
             _hash_file(os.path.join(self._path, "data"), hasher, size)
         self._hash = hasher
@@ -831,7 +831,7 @@ class LocalWriter:
     @_os_errors
     def sync(self) -> None:
         """Flush the written bytes to stable storage."""
-        os.fsync(self._require_open().fileno())
+        os.fsync(self._require_open())
         self._synced = True
 
     @_os_errors
@@ -865,11 +865,11 @@ class LocalWriter:
         validate_size(size, "size")
         if expected:
             validate_digest(expected, "expected digest")
-        f = self._require_open()
+        fd = self._require_open()
         try:
             if not self._synced:
-                os.fsync(f.fileno())
-            st = os.fstat(f.fileno())
+                os.fsync(fd)
+            st = os.fstat(fd)
             actual = st.st_size
             if actual != self._offset:
                 raise Corrupted(f"ingest data of ref {self.ref!r} holds {actual} bytes, "
@@ -882,11 +882,11 @@ class LocalWriter:
                 raise FailedPrecondition(f"commit of ingest ref {self.ref!r}: content has digest "
                                          f"{digest}, expected {expected}")
             target = self._store._blob_file(digest)
-            directory = os.path.dirname(target)
+            directory = target.rpartition("/")[0]
             data = f"{self._path}/data"
             created = False
             mode = stat.S_IMODE(st.st_mode)
-            os.fchmod(f.fileno(), 0o444)
+            os.fchmod(fd, 0o444)
             try:
                 try:
                     os.link(data, target)
@@ -899,7 +899,7 @@ class LocalWriter:
                     os.link(data, target)
                 created = True
             except FileExistsError:
-                os.fchmod(f.fileno(), mode)
+                os.fchmod(fd, mode)
             # Also when the blob was in place: a writer that linked it may have died before its flush.
             (flush_dir or sync_dir)(directory)
             lock, self._lock = self._lock, None
@@ -909,10 +909,10 @@ class LocalWriter:
 
     def close(self) -> None:
         """Release the ref, keeping the ingest resumable."""
-        if self._data is None:
+        if self._fd < 0:
             return
-        self._data.close()
-        self._data = None
+        fd, self._fd = self._fd, -1
+        os.close(fd)
         if self._meta["updated"] != self._updated and self._lock is not None:  # still ours, not committed
             self._meta["updated"] = self._updated
             self._tidy = False
@@ -925,10 +925,10 @@ class LocalWriter:
     @_os_errors
     def discard(self) -> None:
         """Close and remove the ingest (the caller abandons what it started)."""
-        if self._data is None:
+        if self._fd < 0:
             return
-        self._data.close()
-        self._data = None
+        fd, self._fd = self._fd, -1
+        os.close(fd)
         self._discard()
 
     def _discard(self) -> None:

@@ -554,8 +554,8 @@ class Writer:
         store = self._store
         ns = store._ns
 
-        def commit(t: "Transaction") -> tuple[str, Optional[dict]]:
-            """(digest, the blob record written, or None when the namespace had the content)."""
+        def commit(t: "Transaction") -> tuple[str, Optional[Info]]:
+            """(digest, the Info of the blob record written, or None when the namespace had the content)."""
             if self._shared:
                 actual, digest = self._size, self._expected
                 backend = _backend(store._db)
@@ -587,23 +587,24 @@ class Writer:
                 t.after_commit(published.ingest.discard)
             if existing is not None:
                 return digest, None
-            record = {"s": actual, "l": labels, "c": t.now, "u": t.now}
-            t.kv.put(schema.T_OBJECTS, _blob_key(ns.name, digest), schema.pack(record))
+            t.kv.put(schema.T_OBJECTS, _blob_key(ns.name, digest),
+                     schema.pack({"s": actual, "l": labels, "c": t.now, "u": t.now}))
             index.index_content(t, ns.name, digest, labels)
-            from ..events import TOPIC_CONTENT_CREATE, ContentCreate  # loaded by the first commit
+            if t.db.publisher is not None:
+                from ..events import TOPIC_CONTENT_CREATE, ContentCreate  # loaded by the first commit
 
-            t.publish(ns.name, TOPIC_CONTENT_CREATE, ContentCreate(digest, actual))
-            return digest, record
+                t.publish(ns.name, TOPIC_CONTENT_CREATE, ContentCreate(digest, actual))
+            return digest, Info(digest, actual, labels, t.now_at, t.now_at)
 
         try:
             if not self._shared:
                 bw.sync()  # the slow part, done before any lock is taken
-            digest, record = _locked_write(store._db, tx, commit)
+            digest, info = _locked_write(store._db, tx, commit)
         finally:
             bw.close()
-        if record is None:
+        if info is None:
             raise AlreadyExists(f"content {digest} already exists in namespace {ns.name!r}")
-        return _info(digest, record)
+        return info
 
     def close(self) -> None:
         """Close the writer; the ingest stays resumable."""
