@@ -591,7 +591,7 @@ class Writer:
                      schema.pack({"s": actual, "l": labels, "c": t.now, "u": t.now}))
             index.index_content(t, ns.name, digest, labels)
             if t.db.publisher is not None:
-                from ..events import TOPIC_CONTENT_CREATE, ContentCreate  # loaded by the first commit
+                from ..events import TOPIC_CONTENT_CREATE, ContentCreate  # loaded by the first commit that publishes
 
                 t.publish(ns.name, TOPIC_CONTENT_CREATE, ContentCreate(digest, actual))
             return digest, Info(digest, actual, labels, t.now_at, t.now_at)
