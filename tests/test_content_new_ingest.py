@@ -52,6 +52,7 @@ def child(tmp_path, root, mode: str, *strace_args: str) -> subprocess.CompletedP
     script.write_text(textwrap.dedent(CHILD.format(size=len(DATA), digest=DIGEST, first=DATA[:HALF],
                                                    rest=DATA[HALF:])))
     env = {k: v for k, v in os.environ.items() if k not in ("CARGOHOLD_ROOT", "CARGOHOLD_METADATA")}
+    env["PYTHONDONTWRITEBYTECODE"] = "1"  # the clean run and the killed one make the same opens
     return subprocess.run([strace(), "-f", "-qq", *strace_args, sys.executable, str(script), str(root), mode],
                           capture_output=True, text=True, env=env, timeout=120)
 
