@@ -13,7 +13,7 @@ from bisect import bisect_left, bisect_right
 from itertools import islice
 
 from ._fallback_keys import object_key, pack_node  # noqa: F401 (twins of _ext/keys.pxi)
-from ._fallback_records import encode_image  # noqa: F401 (twin of _ext/records.pxi)
+from ._fallback_records import encode_container, encode_image  # noqa: F401 (twins of _ext/records.pxi)
 from ._fallback_msgrecords import pack_record, unpack_record  # noqa: F401 (twins of _ext/msgrecords.pxi)
 from ._fallback_fsdir import list_dir  # noqa: F401 (twin of _ext/fsdir.pxi)
 from .errors import Corrupted, InvalidArgument
