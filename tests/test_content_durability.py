@@ -61,7 +61,8 @@ def _traced(tmp_path, scenario: str, durable: bool) -> list[tuple[str, str]]:
     root = tmp_path / "root"
     log = tmp_path / "trace"
     code = textwrap.dedent(PREAMBLE) + textwrap.dedent(SCENARIOS[scenario]) + "db.close()\n"
-    proc = subprocess.run([strace(), "-f", "-qq", "-y", "-o", str(log), "-e", "trace=link,linkat,fsync,fdatasync",
+    proc = subprocess.run([strace(), "-f", "-qq", "-y", "-o", str(log), "-e",
+                           "trace=link,linkat,fsync,fdatasync,pwrite64,pwritev,writev",
                            sys.executable, "-c", code, str(root), "1" if durable else "0"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -81,7 +82,12 @@ def test_the_blob_directory_is_flushed_after_the_links_and_before_the_commit(tmp
     links = [i for i, (call, args) in enumerate(calls) if call.startswith("link") and f'"{blobs}/' in args]
     assert len(links) >= 3, calls
     for position in links:
-        commit = next(i for i in range(position, len(calls))
+        # The link's transaction holds the writer lock until it commits, so the first write to
+        # data.mdb after the link is that commit's (a flush another thread makes after its own
+        # commit, as durable=False's deletions do, writes nothing).
+        written = next(i for i in range(position, len(calls))
+                       if calls[i][0].startswith(("pwrite", "writev")) and "/meta/data.mdb>" in calls[i][1])
+        commit = next(i for i in range(written, len(calls))
                       if calls[i][0] == "fdatasync" and "/meta/data.mdb>" in calls[i][1])
         assert any(call == "fsync" and f"<{blobs}>" in args
                    for call, args in calls[position:commit]), (scenario, calls[position:commit + 1])
@@ -136,3 +142,54 @@ def test_a_blob_found_in_place_is_flushed_before_it_is_recorded(tmp_path, mode):
                   if calls[i][0] == "fdatasync" and "/meta/data.mdb>" in calls[i][1])
     blobs = f"{root}/content/blobs/sha256"
     assert any(call == "fsync" and f"<{blobs}>" in args for call, args in calls[mark:commit]), calls[mark:commit + 1]
+
+
+DELETIONS = """
+import hashlib, sys, cargohold
+root, case = sys.argv[1:]
+db = cargohold.open(root, durable=False)
+content = db.namespace("default").content
+
+def put(ref, commit=True):
+    data = ref.encode() * 64
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    w = content.writer(ref, total=len(data), expected=digest)
+    w.write(data)
+    if commit:
+        w.commit(len(data), digest)
+    w.close()
+
+if case == "collect":
+    put("unreferenced")  # no image, lease or gc.root: the collection removes the record, then the blob
+    db.garbage_collect()
+elif case == "commit":
+    put("committed")  # the commit records the blob, then the ingest goes
+elif case == "abort":
+    put("aborted", commit=False)
+    content.abort("aborted")
+db.close()
+"""
+
+
+@pytest.mark.parametrize("case", ["collect", "commit", "abort"])
+def test_a_database_that_is_not_durable_flushes_a_commit_before_deleting_what_it_stopped_naming(tmp_path, case):
+    """With ``durable=False`` a commit's meta page is not flushed, so a power cut may undo it: the
+    blob or ingest it stopped naming may go only after a flush of ``data.mdb`` that follows the
+    commit's last write to it, or the record would come back naming nothing."""
+    root = tmp_path / "root"
+    log = tmp_path / "trace"
+    proc = subprocess.run([strace(), "-f", "-qq", "-y", "-o", str(log), "-e",
+                           "trace=pwrite64,pwritev,writev,fsync,fdatasync,unlink,unlinkat",
+                           sys.executable, "-c", textwrap.dedent(DELETIONS), str(root), case],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    calls = [(m.group(1), m.group(2)) for m in map(_LINE.match, log.read_text().splitlines()) if m]
+    doomed = f"{root}/content/blobs/" if case == "collect" else f"{root}/content/ingest/"
+    deletions = [i for i, (call, args) in enumerate(calls)
+                 if call.startswith("unlink") and doomed in args and args.rstrip().endswith("= 0")]
+    assert deletions, calls
+    for position in deletions:
+        written = max(i for i in range(position) if calls[i][0].startswith(("pwrite", "writev"))
+                      and "/meta/data.mdb>" in calls[i][1])
+        assert any(call in ("fdatasync", "fsync") and "/meta/data.mdb>" in args
+                   for call, args in calls[written:position]), calls[written:position + 1]

@@ -19,7 +19,7 @@ import pytest
 from cliutil import image_archive, invoke, parsed
 from conftest import run_python
 from content_util import expect_line, spawn
-from crashutil import EMPTY, backend_files, check_records, kill_points, later_clock, run_killed
+from crashutil import EMPTY, TRACED, backend_files, check_records, kill_points, later_clock, run_killed
 from oci_fixtures import Layer, Layout, tar_layout
 
 import cargohold
@@ -189,9 +189,9 @@ def test_a_live_session_is_not_taken_for_a_dead_one(root):
         assert len(dirty_markers(db)) == 3
 
 
-def _killed_import(tmp_path, root, choose) -> None:
+def _killed_import(tmp_path, root, choose, calls: tuple = TRACED) -> None:
     archive, _ = image_archive(tmp_path)
-    points = [p for p in kill_points(tmp_path / "clean-run", *IMPORT, archive) if choose(p)]
+    points = [p for p in kill_points(tmp_path / "clean-run", *IMPORT, archive, calls=calls) if choose(p)]
     assert points, "no such kill point"
     run_killed(root, points[0], *IMPORT, archive)
 
@@ -207,7 +207,10 @@ def test_an_import_killed_while_building_a_snapshot_directory_leaves_nothing_beh
 
 
 def test_an_ingest_killed_before_its_meta_is_freed_once_abandoned(tmp_path, root):
-    _killed_import(tmp_path, root, lambda p: p.syscall.startswith("rename") and "meta.tmp" in p.line)
+    # A new ingest creates its meta in place right after its data file: killed as it opens it, the
+    # directory holds the data and no meta.
+    _killed_import(tmp_path, root, lambda p: p.syscall == "openat" and '/meta"' in p.line and "O_EXCL" in p.line,
+                   calls=TRACED + ("openat",))
     (debris,) = backend_files(root)["ingests"]
     assert not os.path.exists(os.path.join(root, "content", "ingest", debris, "meta"))
     with cargohold.open(root) as db:

@@ -354,3 +354,35 @@ def test_cleanup_keeps_a_directory_a_creation_made_after_its_listing(native, mon
     native.cleanup()
     assert sorted(os.listdir(os.path.join(native.root, "snapshots"))) == ["1", "2"]
     assert sorted(info.name for info in native.walk()) == ["kept", "late"]
+
+
+def test_a_removal_killed_before_its_commit_keeps_the_snapshots_directory(tmp_path):
+    """kill -9 as the removal's commit flushes: the record stays, so its directory must too,
+    and a cleanup must not take it (it used to be renamed ``rm-<id>`` before the commit)."""
+    import subprocess
+
+    from crashutil import strace
+
+    root = tmp_path / "native"
+    backend = NativeSnapshotter(root)
+    _committed(backend, "base", lambda d: open(os.path.join(d, "kept"), "w").close())
+    work = _dir(backend.prepare("work", "base"))
+    with open(os.path.join(work, "written"), "w") as f:
+        f.write("a container's data")
+    backend.close()
+    code = ("import sys; from cargohold.snapshots import NativeSnapshotter\n"
+            "NativeSnapshotter(sys.argv[1]).remove('work')\n")
+    proc = subprocess.run([strace(), "-f", "-qq", "-o", "/dev/null", "-e", "trace=fdatasync",
+                           "-e", "inject=fdatasync:signal=KILL:when=1", sys.executable, "-c", code, str(root)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0, proc.stderr  # killed at the commit's flush
+    backend = NativeSnapshotter(root)
+    try:
+        assert backend.stat("work").kind == Kind.ACTIVE
+        assert backend.cleanup() == []
+        with open(os.path.join(_dir(backend.mounts("work")), "written")) as f:
+            assert f.read() == "a container's data"
+        backend.remove("work")
+        assert not os.path.exists(work)
+    finally:
+        backend.close()

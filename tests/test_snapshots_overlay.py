@@ -12,7 +12,7 @@ import traceback
 import pytest
 from snapshot_mounts import can_mount, mounted, read_layers, read_tree, report_skipped  # noqa: F401
 
-from cargohold.errors import FailedPrecondition
+from cargohold.errors import FailedPrecondition, InvalidArgument, NotFound
 from cargohold.model import Mount
 from cargohold.snapshots import OverlaySnapshotter
 from cargohold.snapshots.overlay import needs_userxattr, supports_index
@@ -169,3 +169,19 @@ def test_creating_snapshots_needs_no_mount_privilege(unprivileged_dir):
     assert json.loads(report) == {"uid": json.loads(report)["uid"], "kinds": ["overlay", "bind"],
                                   "names": ["base", "top"]}
     assert json.loads(report)["uid"] != 0
+
+
+@pytest.mark.parametrize("name", ["a:b", "a,b"])
+def test_a_root_the_mount_options_cannot_name_is_refused_before_a_snapshot_on_a_parent(tmp_path, name):
+    """``lowerdir=`` is split at ':' and the options at ',': a root holding either would name other
+    directories (the unpacker would apply a layer onto them)."""
+    backend = OverlaySnapshotter(tmp_path / name / "overlay")
+    try:
+        _commit_layer(backend, "base", "", {"f": b"x"})  # a bind mount: no options
+        with pytest.raises(InvalidArgument, match="cannot name directories"):
+            backend.prepare("child", "base")
+        with pytest.raises(NotFound):
+            backend.stat("child")  # nothing was created
+        assert sorted(os.listdir(os.path.join(backend.root, "snapshots"))) == ["1"]
+    finally:
+        backend.close()

@@ -13,7 +13,7 @@ from bisect import bisect_left, bisect_right
 from itertools import islice
 
 from ._fallback_keys import object_key, pack_node  # noqa: F401 (twins of _ext/keys.pxi)
-from ._fallback_records import encode_image  # noqa: F401 (twin of _ext/records.pxi)
+from ._fallback_records import encode_container, encode_image  # noqa: F401 (twins of _ext/records.pxi)
 from .errors import Corrupted, InvalidArgument
 
 MAX_VARINT_LEN = 10

@@ -9,9 +9,10 @@ changes them is refused, and no field path reaches them.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 from . import filters, schema
+from ._native import encode_container
 from .errors import InvalidArgument
 from .fieldpaths import clean_labels
 from .gc import index
@@ -87,6 +88,9 @@ class ContainerStore(RecordStore[Container]):
     def _index(self, t: "Transaction", c: Container) -> None:
         index.index_container(t, self._ns.name, c.id, c.snapshotter if c.snapshot_key else "",
                               c.snapshot_key, c.labels)
+
+    def _prepare(self, t: "Transaction", c: object) -> Optional[tuple]:
+        return encode_container(c, self._ns.name, t.now, t.now_at)
 
     def _merge(self, current: Container, new: Container, paths: tuple) -> Container:
         what = f"container {current.id!r}"

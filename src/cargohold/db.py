@@ -74,7 +74,7 @@ from .logs import LazyLogger
 from .model import Freed, GCStats, Leftover, Node, ResourceType, snapshotter_name
 from .sessions import DeadSession, Sessions
 from .timeutil import Clock, utcnow
-from .transaction import Given, Transaction, TxContext, check_given, run_all
+from .transaction import Given, Transaction, TxContext, check_given, needs_flush, run_all
 from .validation import require_str, validate_identifier
 
 if TYPE_CHECKING:  # the collector's modules load with the first collection, not with every open
@@ -437,6 +437,8 @@ class DB:
             with self._dirty_lock:
                 self._dirty += 1
         error: Optional[BaseException] = None
+        if needs_flush(self._env, tx._after):
+            self._env.sync()
         for fn in tx._after:
             try:
                 fn()
@@ -612,6 +614,8 @@ class DB:
                 self._phase("started")
                 collect = self._collect_concurrently if concurrent else self._collect_stopped
                 stats, tx, dirty = collect(contexts, dead, namespace, guard)
+                if not self._env.durable:
+                    self._env.sync()  # the backends delete what the sweep stopped naming
             except BaseException:
                 contexts.cancel()
                 self._forget_journal()

@@ -10,7 +10,8 @@ case before the first write (a caller's transaction stays clean when a call
 fails), timestamps from the transaction, node table in the same transaction.
 
 A creation inside a write transaction first asks the subclass to `_prepare` the
-object in one step (the image store: one compiled call, `cargohold._native.encode_image`);
+object in one step (the image and container stores: one compiled call each,
+`cargohold._native.encode_image` and `encode_container`);
 an object that step does not take, or a creation outside any transaction, goes
 through validate / encode / index, whose checks name the fault.
 """

@@ -144,9 +144,14 @@ class Transaction:
             self._dirty_snapshotters.add(snapshotter)
             self.kv.put(schema.T_META, schema.dirty_snapshotter_key(snapshotter), os.urandom(8))
 
-    def after_commit(self, fn: Callable[[], None]) -> None:
-        """Run fn once the transaction has committed (events, backend work)."""
-        self._after.append(fn)
+    def after_commit(self, fn: Callable[[], None], *, deletes: bool = False) -> None:
+        """Run fn once the transaction has committed (events, backend work).
+
+        ``deletes=True``: fn deletes backend data the commit stopped naming, so it runs only once
+        the commit is on disk (a database that is not durable flushes first, `needs_flush`):
+        a power cut must not bring back a record of what is gone.
+        """
+        self._after.append(AfterFlush(fn) if deletes else fn)
 
     def before_commit(self, key: Any, fn: Callable[[], None]) -> None:
         """Run fn just before the transaction commits, once per `key`: work the commit's durability
@@ -397,6 +402,24 @@ def check_given(db: Any, tx: Any, write: bool) -> Transaction:
     if write:
         tx.require_write()
     return tx
+
+
+class AfterFlush:
+    """A post-commit step that deletes data: it must not run before the commit is durable."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self.fn = fn
+
+    def __call__(self) -> None:
+        self.fn()
+
+
+def needs_flush(env: Any, steps: Iterable[Callable]) -> bool:
+    """Whether `env`'s last commit must be flushed before `steps` run: it is not durable by
+    itself and one of them deletes data (`AfterFlush`)."""
+    return not env.durable and any(isinstance(step, AfterFlush) for step in steps)
 
 
 def run_all(fns: Iterable[Callable], *args: Any) -> None:

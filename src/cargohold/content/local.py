@@ -8,9 +8,11 @@ Layout under ``root``::
                              so that no ref can name a path outside the root
         lock                 flocked by the writer that has the ingest open
         meta                 JSON {"ref", "total", "alg", "started", "updated"} (ns),
-                             replaced atomically (write a temporary file, rename),
-                             not flushed: one a power cut lost is written anew
-                             by the next writer, which keeps the data
+                             written in place when the ingest starts (a partial
+                             one reads as none), later replaced atomically (write
+                             a temporary file, rename), never flushed: one a
+                             crash or power cut lost is written anew by the next
+                             writer, which keeps the data
         data                 the bytes written so far
     cleanup.lock             see `cargohold.content.store` (commits vs. GC cleanup)
 
@@ -40,11 +42,11 @@ import errno
 import fcntl
 import functools
 import hashlib
-import io
 import json
 import os
 import stat
 import time
+from json.encoder import encode_basestring_ascii as _json_text
 from typing import BinaryIO, Callable, Iterator, NamedTuple, Optional
 
 from .. import filters
@@ -117,10 +119,13 @@ class _IngestLock:
     """The exclusive flock on one ingest directory's ``lock`` file (a bare descriptor: a file
     object would cost two more system calls to open; dropping the lock unreleased still closes it)."""
 
-    __slots__ = ("_fd",)
+    __slots__ = ("_fd", "made")
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, made: bool = False) -> None:
         self._fd = fd
+        self.made = made
+        """Whether `acquire` created the directory it locked: it held only this lock file then,
+        unless someone who knows the ref locked it in between."""
 
     @classmethod
     def acquire(cls, path: str, ref: str, *, create: bool = True) -> Optional["_IngestLock"]:
@@ -129,11 +134,13 @@ class _IngestLock:
         Unavailable if another writer holds it; None if the directory is gone
         and `create` is false.
         """
-        lock_path = os.path.join(path, "lock")
+        lock_path = f"{path}/lock"
         for _ in range(_LOCK_ATTEMPTS):
+            made = False
             if create:
                 try:
                     os.mkdir(path)
+                    made = True
                 except FileExistsError:
                     pass
                 except FileNotFoundError:
@@ -161,7 +168,7 @@ class _IngestLock:
                 os.close(fd)
                 raise
             if current is not None and (current.st_ino, current.st_dev) == (mine.st_ino, mine.st_dev):
-                return cls(fd)
+                return cls(fd, made)
             os.close(fd)  # we locked a file that was removed meanwhile: start over
             if not create:
                 return None
@@ -203,11 +210,15 @@ class LocalStore:
     def blob_path(self, digest: str) -> str:
         """Where the blob of a (validated) digest lives."""
         validate_digest(digest)
+        return self._blob_file(digest)
+
+    def _blob_file(self, digest: str) -> str:
+        """`blob_path` of a digest known to be valid."""
         algorithm, _, encoded = digest.partition(":")
-        return os.path.join(self._blobs, algorithm, encoded)
+        return f"{self._blobs}/{algorithm}/{encoded}"
 
     def _ingest_path(self, ref: str) -> str:
-        return os.path.join(self._ingests, hashlib.sha256(ref.encode()).hexdigest())
+        return f"{self._ingests}/{hashlib.sha256(ref.encode()).hexdigest()}"
 
     def ingest_dir(self, ref: str) -> str:
         """The directory of the ingest `ref` (present or not): ``ingest/<sha256(ref)>``."""
@@ -224,6 +235,14 @@ class LocalStore:
         except FileNotFoundError:
             raise NotFound(f"content {digest} not found") from None
         return Info(digest, st.st_size, {}, from_ns(st.st_mtime_ns), from_ns(st.st_mtime_ns))
+
+    @_os_errors
+    def _size(self, digest: str) -> Optional[int]:
+        """The size of the blob of a digest known to be valid, None if absent (`info` without the Info)."""
+        try:
+            return os.stat(self._blob_file(digest)).st_size
+        except FileNotFoundError:
+            return None
 
     def exists(self, digest: str) -> bool:
         return os.path.exists(self.blob_path(digest))
@@ -278,13 +297,16 @@ class LocalStore:
 
     @_os_errors
     def writer(self, ref: str, *, total: int = 0, expected: Optional[str] = None,
-               algorithm: Optional[str] = None) -> "LocalWriter":
+               algorithm: Optional[str] = None, fresh: bool = False) -> "LocalWriter":
         """Open (or resume) the ingest `ref`.
 
         AlreadyExists if `expected` is already stored; Unavailable if the ref is
         open in another writer. The digest algorithm is `algorithm`, else that of
         `expected`, else sha256. A resumed ingest keeps its bytes unless `total`
         or the algorithm differ from what it was started with; then it restarts.
+        ``fresh=True`` says the caller made `ref` up for this call, so that nobody
+        else knows it: a directory this call creates then holds nothing to
+        resume or clear, and the writer skips looking.
         """
         validate_key(ref, "ingest ref")
         validate_size(total, "total")
@@ -298,7 +320,7 @@ class LocalStore:
         path = self._ingest_path(ref)
         lock = _IngestLock.acquire(path, ref)
         try:
-            return LocalWriter._open(self, path, ref, lock, total, algorithm)
+            return LocalWriter._open(self, path, ref, lock, total, algorithm, fresh)
         except BaseException:
             lock.release()
             raise
@@ -442,14 +464,22 @@ class LocalStore:
         return [os.path.join(self._ingests, n) for n in sorted(names) if len(n) == 64]
 
 
+_INGEST_FILES = ("data", "data.tmp", "meta", "meta.tmp", "lock")
+"""What an ingest directory may hold, in the order a discard removes it."""
+
+_TIDY_INGEST_FILES = ("data", "meta", "lock")
+"""What it holds when no temporary file was ever made in it (`LocalWriter._tidy`)."""
+
+
 class IngestClaim:
     """A locked ingest directory: `discard` removes it, `release` leaves it."""
 
-    __slots__ = ("_path", "_lock")
+    __slots__ = ("_path", "_lock", "_files")
 
-    def __init__(self, path: str, lock: _IngestLock) -> None:
+    def __init__(self, path: str, lock: _IngestLock, files: tuple = _INGEST_FILES) -> None:
         self._path = path
         self._lock = lock
+        self._files = files
 
     @property
     def path(self) -> str:
@@ -468,8 +498,8 @@ class IngestClaim:
         if self._lock is None:
             return
         try:
-            for name in ("data", "data.tmp", "meta", "meta.tmp", "lock"):
-                _unlink(os.path.join(self._path, name))
+            for name in self._files:
+                _unlink(f"{self._path}/{name}")
             try:
                 os.rmdir(self._path)
             except OSError as exc:
@@ -564,18 +594,51 @@ def _read_meta(path: str) -> Optional[dict]:
     return meta
 
 
-def _write_meta(path: str, meta: dict) -> None:
-    """Replace the ingest's meta record atomically: a temporary file renamed over it."""
+def _write_meta(path: str, meta: dict, *, absent: bool = False) -> None:
+    """Replace the ingest's meta record atomically: a temporary file renamed over it.
+
+    With `absent` (the caller holds the ingest's lock and has made sure there is no meta), it is
+    written in place: a reader takes a partial one (no prefix of a JSON object parses) for none,
+    which is what it saw until then, and the data file beside it stands for (`LocalWriter._open`).
+    """
+    data = _meta_json(meta) if absent else json.dumps(meta).encode()
+    if absent:
+        try:
+            fd = os.open(f"{path}/meta", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        except FileExistsError:
+            pass
+        else:
+            _write_all(fd, data)
+            return
     tmp = os.path.join(path, "meta.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+    _write_all(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666), data)
+    os.replace(tmp, os.path.join(path, "meta"))
+
+
+def _meta_json(meta: dict) -> bytes:
+    """``json.dumps(meta).encode()`` of a meta made by `LocalWriter._open` (its keys, in its order),
+    without the encoder's set-up."""
+    return (f'{{"ref": {_json_text(meta["ref"])}, "total": {meta["total"]:d}, "alg": {_json_text(meta["alg"])}, '
+            f'"started": {meta["started"]:d}, "updated": {meta["updated"]:d}}}').encode()
+
+
+_HASHES = {"sha256": hashlib.sha256, "sha384": hashlib.sha384, "sha512": hashlib.sha512}
+
+
+def _hasher(algorithm: str):
+    """A new hash object of a digest algorithm (``hashlib.new`` without its look-up, for the usual ones)."""
+    make = _HASHES.get(algorithm)
+    return make() if make is not None else hashlib.new(algorithm)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of data to fd, then close it."""
     try:
-        data = json.dumps(meta).encode()
         done = 0
         while done < len(data):
             done += os.write(fd, data[done:])
     finally:
         os.close(fd)
-    os.replace(tmp, os.path.join(path, "meta"))
 
 
 def _own_data(path: str) -> None:
@@ -623,13 +686,14 @@ class LocalWriter:
     ingest for a later writer to resume; `commit` and `close` release the ref.
     """
 
-    def __init__(self, store: LocalStore, path: str, ref: str, lock: _IngestLock, data: io.FileIO,
+    def __init__(self, store: LocalStore, path: str, ref: str, lock: _IngestLock, fd: int,
                  hasher, offset: int, meta: dict, created: bool) -> None:
         self._store = store
         self._path = path
         self.ref = ref
         self._lock: Optional[_IngestLock] = lock
-        self._data: Optional[io.FileIO] = data
+        self._fd = fd
+        """The data file, opened to append (-1 once closed)."""
         self._hash = hasher
         self._offset = offset
         self._meta = meta
@@ -638,13 +702,18 @@ class LocalWriter:
         """Whether every byte written is flushed already (`sync`): commit then flushes no more."""
         self.created = created
         """True if this writer started the ingest (nothing was there to resume)."""
+        self._tidy = False
+        """Whether the directory has never held a temporary file (it was new, and this writer
+        wrote none): a discard then removes only what is there."""
 
     @classmethod
     def _open(cls, store: LocalStore, path: str, ref: str, lock: _IngestLock, total: int,
-              algorithm: str) -> "LocalWriter":
-        data_path = os.path.join(path, "data")
-        meta = _read_meta(path)
-        if meta is None and os.path.exists(data_path):
+              algorithm: str, fresh: bool = False) -> "LocalWriter":
+        data_path = f"{path}/data"
+        # A ref only this writer knows, in the directory it has just made: nothing there but the lock.
+        new = fresh and lock.made
+        meta = None if new else _read_meta(path)
+        if meta is None and not new and os.path.exists(data_path):
             # The meta was lost (it is written without fsync) but not the bytes: nothing else leaves
             # data without meta (a restart or a discard removes data first). They are this ref's.
             now = time.time_ns()
@@ -654,34 +723,39 @@ class LocalWriter:
             raise Corrupted(f"ingest directory of ref {ref!r} records ref {meta['ref']!r}")
         resumable = (meta is not None and meta["alg"] == algorithm and os.path.exists(data_path)
                      and (not total or not meta["total"] or total == meta["total"]))
-        hasher = hashlib.new(algorithm)
+        hasher = _hasher(algorithm)
         if resumable:
             _own_data(data_path)
             offset = _hash_file(data_path, hasher)
             if total and not meta["total"]:
                 meta["total"] = total
                 _write_meta(path, meta)
-            data = io.FileIO(data_path, "a")
-            if os.fstat(data.fileno()).st_size != offset:  # cannot change under our lock
-                data.close()
+            fd = os.open(data_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o666)
+            if os.fstat(fd).st_size != offset:  # cannot change under our lock
+                os.close(fd)
                 raise Corrupted(f"ingest data of ref {ref!r} changed while it was hashed")
         else:
             now = time.time_ns()
             meta = {"ref": ref, "total": total, "alg": algorithm, "started": now, "updated": now}
             # Data first: bytes left without a meta are taken for this ingest's. A new file: the old
             # one may be a blob's too (see `_own_data`). Never leave a meta that describes other bytes.
-            _unlink(data_path)
-            _unlink(os.path.join(path, "meta"))
+            if not new:
+                _unlink(data_path)
+                _unlink(os.path.join(path, "meta"))
             fd = os.open(data_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o666)
             try:
-                _write_meta(path, meta)
+                _write_meta(path, meta, absent=True)
             except BaseException:
                 os.close(fd)
                 raise
-            # "w": the descriptor appends already (O_APPEND), and "a" would seek to the end of a new file
-            data = io.FileIO(fd, "w")
             offset = 0
-        return cls(store, path, ref, lock, data, hasher, offset, meta, not resumable)
+        writer = cls(store, path, ref, lock, fd, hasher, offset, meta, not resumable)
+        writer._tidy = new
+        return writer
+
+    def __del__(self, _close: Callable[[int], None] = os.close) -> None:
+        if getattr(self, "_fd", -1) >= 0:
+            _close(self._fd)  # dropped without closing: the descriptor goes, the ingest stays
 
     # -- context manager ---------------------------------------------------------------
 
@@ -693,19 +767,19 @@ class LocalWriter:
 
     @property
     def closed(self) -> bool:
-        return self._data is None
+        return self._fd < 0
 
-    def _require_open(self) -> io.FileIO:
-        if self._data is None:
+    def _require_open(self) -> int:
+        if self._fd < 0:
             raise FailedPrecondition(f"writer for ingest ref {self.ref!r} is closed")
-        return self._data
+        return self._fd
 
     # -- writing -----------------------------------------------------------------------
 
     @_os_errors
     def write(self, data) -> int:
         """Append bytes (any bytes-like object); returns how many."""
-        f = self._require_open()
+        fd = self._require_open()
         try:
             view = memoryview(data)
         except TypeError:
@@ -715,13 +789,18 @@ class LocalWriter:
         done = 0
         try:
             while done < len(view):
-                done += f.write(view[done:])
+                done += os.write(fd, view[done:])
         finally:
             self._hash.update(view[:done])
             self._offset += done
             self._synced = self._synced and not done
             self._updated = time.time_ns()
         return done
+
+    @property
+    def offset(self) -> int:
+        """How many bytes the ingest holds."""
+        return self._offset
 
     def digest(self) -> str:
         """Digest of the bytes written so far."""
@@ -735,14 +814,14 @@ class LocalWriter:
     @_os_errors
     def truncate(self, size: int = 0) -> None:
         """Cut the ingest back to its first `size` bytes (re-hashed from disk)."""
-        f = self._require_open()
+        fd = self._require_open()
         validate_size(size, "truncate size")
         if size > self._offset:
             raise InvalidArgument(f"cannot truncate ingest ref {self.ref!r} to {size} bytes: "
                                   f"only {self._offset} were written")
-        f.truncate(size)
+        os.ftruncate(fd, size)
         self._synced = False
-        hasher = hashlib.new(self._meta["alg"])
+        hasher = _hasher(self._meta["alg"])
         if size:
             _hash_file(os.path.join(self._path, "data"), hasher, size)
         self._hash = hasher
@@ -752,7 +831,7 @@ class LocalWriter:
     @_os_errors
     def sync(self) -> None:
         """Flush the written bytes to stable storage."""
-        os.fsync(self._require_open().fileno())
+        os.fsync(self._require_open())
         self._synced = True
 
     @_os_errors
@@ -786,11 +865,11 @@ class LocalWriter:
         validate_size(size, "size")
         if expected:
             validate_digest(expected, "expected digest")
-        f = self._require_open()
+        fd = self._require_open()
         try:
             if not self._synced:
-                os.fsync(f.fileno())
-            st = os.fstat(f.fileno())
+                os.fsync(fd)
+            st = os.fstat(fd)
             actual = st.st_size
             if actual != self._offset:
                 raise Corrupted(f"ingest data of ref {self.ref!r} holds {actual} bytes, "
@@ -802,12 +881,12 @@ class LocalWriter:
             if expected and expected != digest:
                 raise FailedPrecondition(f"commit of ingest ref {self.ref!r}: content has digest "
                                          f"{digest}, expected {expected}")
-            target = self._store.blob_path(digest)
-            directory = os.path.dirname(target)
-            data = os.path.join(self._path, "data")
+            target = self._store._blob_file(digest)
+            directory = target.rpartition("/")[0]
+            data = f"{self._path}/data"
             created = False
             mode = stat.S_IMODE(st.st_mode)
-            os.fchmod(f.fileno(), 0o444)
+            os.fchmod(fd, 0o444)
             try:
                 try:
                     os.link(data, target)
@@ -820,22 +899,23 @@ class LocalWriter:
                     os.link(data, target)
                 created = True
             except FileExistsError:
-                os.fchmod(f.fileno(), mode)
+                os.fchmod(fd, mode)
             # Also when the blob was in place: a writer that linked it may have died before its flush.
             (flush_dir or sync_dir)(directory)
             lock, self._lock = self._lock, None
-            return Published(digest, created, IngestClaim(self._path, lock), target, mode)
+            return Published(digest, created, self._claim(lock), target, mode)
         finally:
             self.close()
 
     def close(self) -> None:
         """Release the ref, keeping the ingest resumable."""
-        if self._data is None:
+        if self._fd < 0:
             return
-        self._data.close()
-        self._data = None
+        fd, self._fd = self._fd, -1
+        os.close(fd)
         if self._meta["updated"] != self._updated and self._lock is not None:  # still ours, not committed
             self._meta["updated"] = self._updated
+            self._tidy = False
             try:
                 _write_meta(self._path, self._meta)
             except OSError:
@@ -845,16 +925,19 @@ class LocalWriter:
     @_os_errors
     def discard(self) -> None:
         """Close and remove the ingest (the caller abandons what it started)."""
-        if self._data is None:
+        if self._fd < 0:
             return
-        self._data.close()
-        self._data = None
+        fd, self._fd = self._fd, -1
+        os.close(fd)
         self._discard()
 
     def _discard(self) -> None:
         lock, self._lock = self._lock, None
         if lock is not None:
-            IngestClaim(self._path, lock).discard()
+            self._claim(lock).discard()
+
+    def _claim(self, lock: _IngestLock) -> IngestClaim:
+        return IngestClaim(self._path, lock, _TIDY_INGEST_FILES if self._tidy else _INGEST_FILES)
 
     def _release(self) -> None:
         lock, self._lock = self._lock, None

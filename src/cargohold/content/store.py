@@ -335,7 +335,8 @@ class ContentStore:
                 raise AlreadyExists(f"content {expected} already exists in namespace {self._ns.name!r}")
             bref = record["b"] if record else new_backend_ref(self._ns.name)
             try:
-                bw = None if exists else backend.writer(bref, total=total, algorithm=algorithm)
+                bw = None if exists else backend.writer(bref, total=total, algorithm=algorithm,
+                                                        fresh=record is None)
             except IngestBusy:
                 raise IngestBusy(f"ingest ref {ref!r} of namespace {self._ns.name!r} is open "
                                  f"in another writer") from None
@@ -367,10 +368,7 @@ class ContentStore:
                 raise _Raced()
             shared, size = False, total
             if expected and (self._db.shared or _shareable_elsewhere(t, expected)):
-                try:
-                    stored = backend.info(expected).size
-                except NotFound:
-                    stored = None
+                stored = backend._size(expected)
                 if stored is not None and total in (0, stored):
                     shared, size = True, stored
             t.ensure_namespace(ns)
@@ -432,7 +430,7 @@ class ContentStore:
                 raise IngestBusy(f"cannot abort ingest ref {ref!r} of namespace {self._ns.name!r}: "
                                  f"it is open in a writer") from None
             t.on_abort(claim.release)
-            t.after_commit(claim.discard)
+            t.after_commit(claim.discard, deletes=True)
             self._drop_ingest(t, ref)
 
         self._db.write(tx, _body)
@@ -556,8 +554,8 @@ class Writer:
         store = self._store
         ns = store._ns
 
-        def commit(t: "Transaction") -> tuple[str, Optional[dict]]:
-            """(digest, the blob record written, or None when the namespace had the content)."""
+        def commit(t: "Transaction") -> tuple[str, Optional[Info]]:
+            """(digest, the Info of the blob record written, or None when the namespace had the content)."""
             if self._shared:
                 actual, digest = self._size, self._expected
                 backend = _backend(store._db)
@@ -567,7 +565,7 @@ class Writer:
                 # Whoever linked it may have died before flushing its directory entry.
                 _sync_before_commit(t, os.path.dirname(backend.blob_path(digest)))
             else:
-                actual, digest = bw.status().offset, bw.digest()
+                actual, digest = bw.offset, bw.digest()
             if size and size != actual:
                 raise FailedPrecondition(f"commit of ingest ref {self.ref!r}: {actual} bytes written, "
                                          f"expected size {size}")
@@ -583,29 +581,30 @@ class Writer:
             else:
                 # The ingest goes only once the blob is recorded; if the transaction does not commit,
                 # the blob goes if this made it, and the ingest stays resumable as it was.
-                published = bw.publish(actual, digest,
-                                       flush_dir=lambda directory: _sync_before_commit(t, directory))
+                # Size and digest are checked above, from the same writer.
+                published = bw.publish(flush_dir=lambda directory: _sync_before_commit(t, directory))
                 t.on_abort(published.undo)
-                t.after_commit(published.ingest.discard)
+                t.after_commit(published.ingest.discard, deletes=True)
             if existing is not None:
                 return digest, None
-            record = {"s": actual, "l": labels, "c": t.now, "u": t.now}
-            t.kv.put(schema.T_OBJECTS, _blob_key(ns.name, digest), schema.pack(record))
+            t.kv.put(schema.T_OBJECTS, _blob_key(ns.name, digest),
+                     schema.pack({"s": actual, "l": labels, "c": t.now, "u": t.now}))
             index.index_content(t, ns.name, digest, labels)
-            from ..events import TOPIC_CONTENT_CREATE, ContentCreate  # loaded by the first commit
+            if t.db.publisher is not None:
+                from ..events import TOPIC_CONTENT_CREATE, ContentCreate  # loaded by the first commit that publishes
 
-            t.publish(ns.name, TOPIC_CONTENT_CREATE, ContentCreate(digest, actual))
-            return digest, record
+                t.publish(ns.name, TOPIC_CONTENT_CREATE, ContentCreate(digest, actual))
+            return digest, Info(digest, actual, labels, t.now_at, t.now_at)
 
         try:
             if not self._shared:
                 bw.sync()  # the slow part, done before any lock is taken
-            digest, record = _locked_write(store._db, tx, commit)
+            digest, info = _locked_write(store._db, tx, commit)
         finally:
             bw.close()
-        if record is None:
+        if info is None:
             raise AlreadyExists(f"content {digest} already exists in namespace {ns.name!r}")
-        return _info(digest, record)
+        return info
 
     def close(self) -> None:
         """Close the writer; the ingest stays resumable."""

@@ -7,8 +7,9 @@ directories.
 A directory is built under a temporary name (``new-*``) and renamed to its id
 inside the metastore's write transaction (the caller's metadata transaction,
 when the backend is bound and the thread has one open); if that transaction
-does not commit, the directory goes. Removal renames it to ``rm-<id>``
-inside the transaction and deletes it after the commit (or renames it back).
+does not commit, the directory goes. Removal deletes it only after its
+transaction committed (a crash before that keeps the record and the
+directory; one after it leaves a directory no record owns, for `cleanup`).
 Because creations and `cleanup` both run inside a write transaction of the
 metastore's LMDB environment (whose writer lock is a flock, see
 `cargohold.kv`), cleanup never sees a half-built directory of a creation in
@@ -258,11 +259,8 @@ class DirectorySnapshotter:
             snapshot_id = storage.remove(txn, key)
             path = self.snapshot_dir(snapshot_id)
             if os.path.lexists(path):
-                doomed = os.path.join(self._snapshots_dir, f"rm-{snapshot_id}")
-                remove_tree(doomed)
-                os.rename(path, doomed)
-                txn.on_abort(lambda: os.rename(doomed, path))
-                txn.after_commit(lambda: _discard(doomed))
+                # Only once the record is gone: a crash before the commit keeps both.
+                txn.after_commit(lambda: _discard(path), deletes=True)
 
     def purge(self, keys: Iterable[str], freed: Optional[Freed] = None) -> list[str]:
         """Delete snapshots no one may use any more, directories first; return one line per failure.
@@ -311,7 +309,7 @@ class DirectorySnapshotter:
         directory no record owns whose id is at most the sequence seen then
         can never be owned (every later creation takes a higher id): it goes.
         The others (a higher id, which a creation in flight may be filling;
-        ``new-*`` of a creation, ``rm-*`` of a removal, strays) are checked
+        ``new-*`` of a creation, ``rm-*`` an earlier cleanup set aside, strays) are checked
         again and set aside (renamed ``rm-*``) in one write transaction, which
         no creation is inside; the full re-read of the records it then needs
         happens only when a higher id is there (a crash's debris). Everything

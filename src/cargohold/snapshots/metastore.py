@@ -39,7 +39,7 @@ from typing import Any, Callable, ContextManager, Iterator, Optional, Sequence
 
 from ..errors import FailedPrecondition, Unavailable
 from ..kv import Env
-from ..transaction import run_all
+from ..transaction import AfterFlush, needs_flush, run_all
 
 TABLE = "snapshotters"
 """The metadata table bound backends keep their records in."""
@@ -111,12 +111,13 @@ class View:
         else:
             self._before.setdefault(key, fn)
 
-    def after_commit(self, fn: Callable[[], None]) -> None:
-        """Run fn once these writes have committed."""
+    def after_commit(self, fn: Callable[[], None], *, deletes: bool = False) -> None:
+        """Run fn once these writes have committed (``deletes=True``: once they are on disk,
+        see `Transaction.after_commit`)."""
         if self.joined is not None:
-            self.joined.after_commit(fn)
+            self.joined.after_commit(fn, deletes=deletes)
         else:
-            self._after.append(fn)
+            self._after.append(AfterFlush(fn) if deletes else fn)
 
 
 class Metastore:
@@ -223,6 +224,8 @@ def _write_own(env: Env, tables: dict) -> Iterator[View]:
     except BaseException:
         kv.abort(undo=undo)
         raise
+    if needs_flush(env, view._after):
+        env.sync()
     run_all(view._after)
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 from typing import Optional
 
+from ..errors import InvalidArgument
 from ..model import Kind, Mount
 from ..timeutil import Clock
 from .base import DirectorySnapshotter, bind_mount
@@ -69,7 +70,16 @@ class OverlaySnapshotter(DirectorySnapshotter):
     def _changes_path(self, snapshot_id: int) -> str:
         return self.upper_path(snapshot_id)
 
+    def _check_nameable(self) -> None:
+        """The kernel (and the unpacker) split an overlay mount's options at ',' and its lower
+        directories at ':', so a root holding either cannot be named in one."""
+        if ":" in self.root or "," in self.root:
+            raise InvalidArgument(f"overlayfs snapshotter root {self.root!r}: an overlay mount cannot name "
+                                  "directories whose paths hold ':' or ','")
+
     def _populate(self, directory: str, snapshot: Snapshot) -> None:
+        if snapshot.parent_ids:
+            self._check_nameable()
         upper = os.path.join(directory, "fs")
         os.mkdir(upper, 0o755)
         if snapshot.kind == Kind.ACTIVE:
@@ -92,4 +102,5 @@ class OverlaySnapshotter(DirectorySnapshotter):
             return bind_mount(self.upper_path(snapshot.parent_ids[0]), readonly=True)
         lowers = ":".join(self.upper_path(parent_id) for parent_id in snapshot.parent_ids)
         options.append(f"lowerdir={lowers}")
+        self._check_nameable()
         return [Mount("overlay", "overlay", tuple(options))]
