@@ -31,9 +31,10 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from itertools import islice
 from typing import Any, Callable, Optional, TypeVar
 
-from .transaction import Transaction, commit, enter_writer, leave_writer, run_all
+from .transaction import Transaction, commit, enter_writer, run_all
 
 T = TypeVar("T")
 
@@ -94,33 +95,75 @@ class GroupCommit:
         cond = self._cond
         lead = False
         try:
-            with cond:
-                self._queue.append(call)
-                while self._leading and not call.done:
-                    self._waiting += 1
-                    try:
-                        cond.wait()
-                    finally:
-                        self._waiting -= 1
-                if not call.done:
-                    self._leading = lead = True
-            if lead:
-                while not call.done:
-                    with cond:
-                        batch = [self._queue.popleft() for _ in range(min(len(self._queue), MAX_BATCH))]
-                    try:
-                        self._commit(batch)
-                    finally:
-                        with cond:
-                            for item in batch:
-                                item.done = True
-                            cond.notify_all()
+            try:
+                with cond:
+                    self._queue.append(call)
+                    while self._leading and not call.done:
+                        self._waiting += 1
+                        try:
+                            cond.wait()
+                        finally:
+                            self._waiting -= 1
+                    if not call.done:
+                        self._leading = lead = True
+                if lead:
+                    while not call.done:
+                        self._lead()
+            except BaseException:
+                if not self._settle(call):
+                    raise  # withdrawn from the queue: it never ran
         finally:
             if lead:
                 with cond:
                     self._leading = False
                     cond.notify_all()
         return self._outcome(call)
+
+    def _lead(self) -> None:
+        """Take up to `MAX_BATCH` queued calls and commit them in one transaction. An interrupt
+        leaves each call it took either done, with its outcome, or queued again as it was."""
+        cond = self._cond
+        batch: list[_Call] = []
+        begun = False
+        try:
+            with cond:
+                queue = self._queue
+                batch = list(islice(queue, MAX_BATCH))  # copied before any leaves the queue
+                for _ in batch:
+                    queue.popleft()
+            begun = True
+            self._commit(batch)
+        finally:
+            with cond:
+                if begun:
+                    for item in batch:
+                        item.done = True
+                else:  # interrupted while taking them: back to the front, in their order
+                    queue = self._queue
+                    for item in reversed(batch):
+                        if item not in queue:
+                            queue.appendleft(item)
+                cond.notify_all()
+
+    def _settle(self, call: _Call) -> bool:
+        """After an interrupt in `run`: withdraw `call` if it is still queued (False: it never ran);
+        else a leader took it, and this waits, through further interrupts, for its outcome (True)."""
+        cond = self._cond
+        while True:
+            try:
+                with cond:
+                    while not call.done:
+                        if call in self._queue:
+                            self._queue.remove(call)
+                            return False
+                        self._waiting += 1
+                        try:
+                            cond.wait()
+                        finally:
+                            self._waiting -= 1
+                    return True
+            except BaseException:  # noqa: BLE001 -- another interrupt: the call's state must still be known
+                continue
 
     def _outcome(self, call: _Call) -> Any:
         """The value of a committed call (its post-commit work run here), or its error raised."""
@@ -140,28 +183,30 @@ class GroupCommit:
                 call.error = exc
             return
         try:
+            kv = None
             try:
                 kv = db._env.write()
-            except BaseException as exc:
-                for call in batch:
-                    call.error = exc
-                return
-            ok = self._run(kv, batch)
-            try:
+                ok = self._run(kv, batch)
                 if ok:
                     commit(kv, [call.tx for call in ok], lambda: run_all(call.tx._undo_all for call in ok))
                 else:
                     kv.abort()
-            except BaseException as exc:
-                for call in ok:
-                    call.error = exc
+            except BaseException as exc:  # nothing committed (`Txn.commit`): every call fails with it
+                ran = [call for call in batch if call.tx is not None and call.error is None]
+                if kv is not None:
+                    kv.abort(undo=lambda: run_all(call.tx._undo_all for call in ran))
+                for call in batch:
+                    if call.error is None:
+                        call.error = exc
             self.batches += 1
             self.calls += len(batch)
         finally:
-            for call in batch:
-                if call.tx is not None:
-                    call.tx._release()
-            leave_writer(db, lock)
+            try:
+                for call in batch:
+                    if call.tx is not None:
+                        call.tx._release()
+            finally:
+                db.wlock.release(lock)  # `leave_writer`, inline: no Python call for an interrupt to precede
 
     def _run(self, kv: Any, batch: list[_Call]) -> list[_Call]:
         """Run the calls in `kv` (each in a child transaction unless alone); the ones that succeeded."""

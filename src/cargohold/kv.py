@@ -295,11 +295,11 @@ class Env:
     def _leave(self) -> None:
         me = threading.get_ident()
         with self._mutex:
-            count = self._active[me] - 1
-            if count:
+            count = self._active.get(me, 0) - 1
+            if count > 0:
                 self._active[me] = count
-            else:
-                del self._active[me]
+            else:  # (a transaction interrupted as it ended may come twice: see `Txn._finish`)
+                self._active.pop(me, None)
             if self._resizing or self._closed:  # the only ones who wait for transactions to end
                 self._cond.notify_all()
 
@@ -330,13 +330,15 @@ class Env:
         while the map is being resized."""
         me = threading.get_ident()
         for _ in range(_ATTEMPTS):
-            with self._mutex:
-                while self._resizing and not self._active.get(me):
-                    self._cond.wait()
-                if self._closed:
-                    raise Unavailable(f"metadata database {self.path!r} is closed")
-                self._active[me] = self._active.get(me, 0) + 1
+            counted = False
             try:
+                with self._mutex:  # inside the `try`: an interrupt as the mutex goes must count this out
+                    while self._resizing and not self._active.get(me):
+                        self._cond.wait()
+                    if self._closed:
+                        raise Unavailable(f"metadata database {self.path!r} is closed")
+                    self._active[me] = self._active.get(me, 0) + 1
+                    counted = True
                 return self._env.begin(write=write)
             except lmdb.MapResizedError:
                 self._leave()
@@ -345,7 +347,8 @@ class Env:
                 self._leave()
                 raise _translate(exc, self.path) from None
             except BaseException:
-                self._leave()
+                if counted:
+                    self._leave()
                 raise
         raise Unavailable(f"metadata database {self.path!r} keeps being resized")
 
@@ -370,7 +373,12 @@ class Env:
         """Begin the write transaction (blocks while another writer runs); FailedPrecondition when read-only."""
         if self.readonly:
             self.require_writable()
-        return Txn(self, write=True)
+        # Not ``return Txn(...)``: a signal's handler may run as a class call returns, and a
+        # KeyboardInterrupt there would drop a transaction that holds the writer lock. A plain
+        # function's return is no such point, and an interrupt inside `__init__` lets go of all.
+        txn = Txn.__new__(Txn)
+        txn.__init__(self, write=True)
+        return txn
 
     def require_writable(self) -> None:
         """FailedPrecondition, saying why, if this environment is read-only."""
@@ -937,19 +945,25 @@ class Txn:
         """Commit; if that fails, `undo` runs (see `abort`) and the error is raised."""
         if self._done:
             return
+        replayed = False
         try:
             try:
                 self._txn.commit()
             except lmdb.MapFullError:
                 if not self.write:
                     raise Error("metadata map full during a read") from None
+                replayed = True
                 self._replay()
                 self._guard(lambda: self._txn.commit())
             except lmdb.Error as exc:
                 raise _translate(exc, self._env.path) from None
-        except BaseException:
-            self._finish(abort=True, undo=undo)
-            raise
+        except BaseException as exc:
+            if replayed or isinstance(exc, (lmdb.Error, Error)) or not _finished(self._txn):
+                self._finish(abort=True, undo=undo)
+                raise
+            # Else a KeyboardInterrupt raised as LMDB's commit returned (a signal's handler runs at
+            # the first check after the call): the commit stands, and is reported as it is; taking
+            # it back, or running `undo` for what committed, is not possible.
         self._finish(abort=False)
 
     def abort(self, undo: Optional[Callable[[], None]] = None) -> None:
@@ -964,16 +978,22 @@ class Txn:
             if abort:
                 self._abort(undo)
         finally:
-            if self._open:
-                self._open = False
-                self._env._leave()
-            self._journal = None
-            if self._writer is not None:
-                self._env._writer_lock.release(self._writer)
-                self._writer = None
-            elif self._lock_cm is not None:
-                self._lock_cm.__exit__(None, None, None)
-                self._lock_cm = None
+            try:
+                if self._open:
+                    self._open = False
+                    try:
+                        self._env._leave()
+                    except BaseException:  # interrupted as it began: count it out all the same
+                        self._env._leave()
+                        raise
+            finally:  # the locks go even if what came before was interrupted
+                self._journal = None
+                if self._writer is not None:
+                    self._env._writer_lock.release(self._writer)
+                    self._writer = None
+                elif self._lock_cm is not None:
+                    self._lock_cm.__exit__(None, None, None)
+                    self._lock_cm = None
 
     def _abort(self, undo: Optional[Callable[[], None]]) -> None:
         """Abort the LMDB transaction, then run the caller's undo steps (before any lock goes)."""
@@ -1040,9 +1060,11 @@ class _Child(Txn):
                 self._txn.commit()
             except lmdb.Error as exc:
                 self._again(exc, lambda: self._txn.commit())
-        except BaseException:
-            self._finish(abort=True, undo=undo)
-            raise
+        except BaseException as exc:
+            if isinstance(exc, (lmdb.Error, Error)) or not _finished(self._txn):
+                self._finish(abort=True, undo=undo)
+                raise
+            # an interrupt as LMDB's commit returned: the child's writes are in its parent (see `Txn.commit`)
         self._parent._journal.extend(self._journal)
         self._finish(abort=False)
 
@@ -1054,6 +1076,15 @@ class _Child(Txn):
         finally:
             self._open = False
             self._journal = None
+
+
+def _finished(txn: "lmdb.Transaction") -> bool:
+    """Whether LMDB has ended `txn` (committed or aborted it): it refuses every use then."""
+    try:
+        txn.id()
+    except lmdb.Error:
+        return True
+    return False
 
 
 def open_env(path: str, tables: Sequence[str], *, metadata: Optional[str] = None,

@@ -302,18 +302,21 @@ class TxContext:
         db._require_open()
         if self.write and not self.internal:
             self._lock = enter_writer(db)
+        kv_txn = None
         try:
             kv_txn = db._env.write() if self.write else db._env.read()
-        except BaseException:
+            self.tx = tx = Transaction(db, kv_txn, self.write)
+        except BaseException:  # a KeyboardInterrupt too: `with` runs no `__exit__` for a failed enter
+            if kv_txn is not None:
+                kv_txn.abort()
             self._release()
             raise
-        self.tx = Transaction(db, kv_txn, self.write)
-        db._local.tx = self.tx
-        return self.tx
+        db._local.tx = tx
+        return tx
 
     def _release(self) -> None:
         if self._lock is not None:
-            leave_writer(self.db, self._lock)
+            self.db.wlock.release(self._lock)  # `leave_writer`, inline: no Python call for an interrupt to precede
             self._lock = None
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -328,8 +331,10 @@ class TxContext:
                 tx.kv.abort(undo=tx._undo_all)
                 return
         finally:
-            tx._release()
-            self._release()
+            try:
+                tx._release()
+            finally:
+                self._release()
         if self.write and not self.internal:
             self.db._committed(tx)
 
@@ -358,10 +363,17 @@ def enter_writer(db: Any) -> Any:
     returns the hold to hand to `leave_writer` once the transaction has ended."""
     turnstile = db._turnstile
     token = turnstile.acquire_shared()
+    held = None
     try:
-        return db.wlock.acquire_shared()
+        held = db.wlock.acquire_shared()
     finally:
-        turnstile.release(token)
+        try:
+            turnstile.release(token)
+        except BaseException:  # interrupted: the hold it took must not be lost with the return
+            if held is not None:
+                db.wlock.release(held)
+            raise
+    return held
 
 
 def leave_writer(db: Any, held: Any) -> None:

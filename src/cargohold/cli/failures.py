@@ -10,7 +10,8 @@ something fails.
 
 from __future__ import annotations
 
-from typing import Optional
+import sys
+from typing import NoReturn, Optional
 
 import click
 
@@ -85,3 +86,16 @@ def internal_error(exc: Exception) -> Failure:
 def interrupted() -> Failure:
     """Ctrl-C: what was in flight has been undone; exit 130 (128 + SIGINT), as shells report it."""
     return Failure("Cancelled", "interrupted", exit_code=130)
+
+
+def exit_with(report: click.ClickException) -> NoReturn:
+    """Show `report` and exit with its status.
+
+    A KeyboardInterrupt that once left code run by ``exec`` of a string (`dataclasses` compiles a
+    class's methods so, at the class's first use) makes CPython note it as unhandled, and a process
+    started with ``python -m`` then kills itself with SIGINT as it exits, whatever status it asked
+    for. Running a string to its end clears that note: a Ctrl-C the command handled exits 130.
+    """
+    report.show()
+    exec("")  # noqa: S102 -- see above
+    sys.exit(report.exit_code)

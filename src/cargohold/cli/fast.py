@@ -127,7 +127,7 @@ def _fail(exc: BaseException) -> NoReturn:
     """Report `exc` as `root.CommandGroup` and `main` do, and exit with their status."""
     from cargohold.errors import Error
 
-    from .failures import failure, internal_error, interrupted
+    from .failures import exit_with, failure, internal_error, interrupted
 
     if isinstance(exc, KeyboardInterrupt):
         report = interrupted()
@@ -137,5 +137,4 @@ def _fail(exc: BaseException) -> NoReturn:
         report = internal_error(exc)
     else:
         raise exc
-    report.show()
-    sys.exit(report.exit_code)
+    exit_with(report)

@@ -65,8 +65,9 @@ def run_click(args: list) -> None:
 
             raise interrupted() from None
     except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+        from .failures import exit_with
+
+        exit_with(exc)
     if isinstance(code, int) and code:
         sys.exit(code)
 
