@@ -43,11 +43,14 @@ MAX_BATCH = 64
 
 
 class _Call:
-    __slots__ = ("fn", "done", "tx", "value", "error")
+    __slots__ = ("fn", "owner", "done", "again", "tx", "value", "error")
 
     def __init__(self, fn: Callable[[Transaction], Any]) -> None:
         self.fn = fn
+        self.owner = threading.get_ident()
         self.done = False
+        self.again = False
+        """Its batch was cancelled by an interrupt of the leading thread: it goes back to the queue."""
         self.tx: Optional[Transaction] = None
         self.value: Any = None
         self.error: Optional[BaseException] = None
@@ -135,14 +138,13 @@ class GroupCommit:
             self._commit(batch)
         finally:
             with cond:
-                if begun:
-                    for item in batch:
+                queue = self._queue
+                for item in reversed(batch):
+                    if begun and not item.again:
                         item.done = True
-                else:  # interrupted while taking them: back to the front, in their order
-                    queue = self._queue
-                    for item in reversed(batch):
-                        if item not in queue:
-                            queue.appendleft(item)
+                    elif item not in queue:  # interrupted before it ran, or its batch cancelled
+                        item.again, item.tx, item.value = False, None, None
+                        queue.appendleft(item)  # back to the front, in their order
                 cond.notify_all()
 
     def _settle(self, call: _Call) -> bool:
@@ -197,7 +199,10 @@ class GroupCommit:
                     kv.abort(undo=lambda: run_all(call.tx._undo_all for call in ran))
                 for call in batch:
                     if call.error is None:
-                        call.error = exc
+                        if _interrupts_another(exc, call):
+                            call.again = True  # this thread's Ctrl-C is not that call's failure
+                        else:
+                            call.error = exc
             self.batches += 1
             self.calls += len(batch)
         finally:
@@ -214,12 +219,17 @@ class GroupCommit:
         alone = len(batch) == 1
         ok = []
         for call in batch:
+            txn = None
             try:
                 txn = kv if alone else kv.child()
+                tx = call.tx = Transaction(db, txn, True)
             except BaseException as exc:
+                if txn is not None and not alone:
+                    txn.abort()
+                if _interrupts_another(exc, call):
+                    raise  # the whole batch goes, and its calls run again (`_commit`)
                 call.error = exc
                 continue
-            tx = call.tx = Transaction(db, txn, True)
             tx.savepoints = 1  # the call's own (child) transaction: if the call fails, all of it goes
             db._local.tx = tx
             try:
@@ -227,13 +237,22 @@ class GroupCommit:
                 if not alone:
                     txn.commit()
             except BaseException as exc:
-                call.error = exc
                 if not alone:
                     txn.abort()
                 tx._undo_all()
                 tx._release()
+                if _interrupts_another(exc, call):
+                    call.tx = None  # taken back already
+                    raise
+                call.error = exc
                 continue
             finally:
                 db._local.tx = None
             ok.append(call)
         return ok
+
+
+def _interrupts_another(exc: BaseException, call: _Call) -> bool:
+    """Whether `exc` is an interrupt (KeyboardInterrupt, SystemExit) of the leading thread met while
+    it ran, or committed, another thread's call: it cancels the batch rather than fail that call."""
+    return not isinstance(exc, Exception) and call.owner != threading.get_ident()
