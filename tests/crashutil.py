@@ -41,6 +41,19 @@ class KillPoint(NamedTuple):
     """The call in the clean run's trace."""
 
 
+def traced_calls(trace: str):
+    """(call name, its occurrence in its thread, the line) of each call of an ``strace -f`` log, in
+    order (the occurrence as ``-e inject=...:when=`` counts it)."""
+    seen: dict = {}
+    for line in trace.splitlines():
+        parts = line.split(None, 1)
+        if len(parts) < 2 or "(" not in parts[1]:
+            continue
+        name = parts[1].split("(", 1)[0]
+        occurrence = seen[(parts[0], name)] = seen.get((parts[0], name), 0) + 1
+        yield name, occurrence, line
+
+
 def strace() -> str:
     path = shutil.which("strace")
     if path is None:

@@ -6,30 +6,17 @@ nothing written) is the one of a creation outside any transaction, which always 
 
 from __future__ import annotations
 
-import itertools
-from datetime import datetime, timezone
-
 import pytest
-from hypothesis import HealthCheck, given, settings
+from encodeutil import (NOW, SETTINGS, _core, check_against_validation, create_inside, create_outside, encoders,
+                        namespaces, open_pair, outcome)
+from hypothesis import given
 from hypothesis import strategies as st
 
-import cargohold
-from cargohold import Container, RuntimeInfo, _fallback, schema
+from cargohold import Container, RuntimeInfo, schema
 from cargohold.model import ResourceType
-from cargohold.timeutil import from_ns, to_ns
+from cargohold.timeutil import from_ns
 
-try:
-    from cargohold import _core
-except ImportError:  # the extension did not build: the twin alone
-    _core = None
-
-ENCODERS = {"fallback": _fallback.encode_container}
-if _core is not None:
-    ENCODERS["compiled"] = _core.encode_container
-
-WHEN = datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=timezone.utc)
-NOW = to_ns(WHEN)
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+ENCODERS = encoders("encode_container")
 
 
 class Text(str):
@@ -96,12 +83,6 @@ def containers(draw) -> Container:
                f["extensions"], f["sandbox_id"])
 
 
-def _outcome(fn):
-    try:
-        return ("ok", fn())
-    except Exception as exc:  # the class and message are what must agree
-        return (type(exc).__name__, str(exc))
-
 
 def _shape(stored) -> tuple:
     """The stored container with the types of what it holds (a dict must be a dict, not the input's)."""
@@ -115,7 +96,7 @@ def _shape(stored) -> tuple:
        st.one_of(st.integers(-(1 << 64), 1 << 64), st.sampled_from([NOW, -1, 0, 127, -33, -(1 << 63), True])))
 def test_compiled_and_pure_encoders_agree(container, ns, now):
     at = from_ns(NOW)
-    results = {name: _outcome(lambda: encode(container, ns, now, at)) for name, encode in ENCODERS.items()}
+    results = {name: outcome(lambda: encode(container, ns, now, at)) for name, encode in ENCODERS.items()}
     compiled, pure = results["compiled"], results["fallback"]
     assert compiled[0] == pure[0] and (compiled[1] is None) == (pure[1] is None), (compiled, pure)
     if compiled[0] == "ok" and compiled[1] is not None:
@@ -127,68 +108,30 @@ def test_compiled_and_pure_encoders_agree(container, ns, now):
 @pytest.fixture(scope="module")
 def dbs(tmp_path_factory):
     """Two databases on one fixed clock: creations outside any transaction and inside one."""
-    roots = [tmp_path_factory.mktemp("outside"), tmp_path_factory.mktemp("inside")]
-    with cargohold.open(roots[0], durable=False, clock=lambda: WHEN) as outside, \
-            cargohold.open(roots[1], durable=False, clock=lambda: WHEN) as inside:
-        yield outside, inside
+    yield from open_pair(tmp_path_factory)
 
 
-_namespaces = itertools.count()
 
-
-def _rows(tx, ns: str) -> tuple:
-    """The rows a container creation in namespace ns may write: its record, its node-table entries
-    (of any node of ns), the namespace's record."""
-    prefix = ns.encode() + b"\x00"
-    nodes = [(k, v) for k, v in tx.kv.scan(schema.T_GC) if k[1:].startswith(prefix)]
-    return (list(tx.kv.scan(schema.T_OBJECTS, prefix)), nodes, tx.kv.get(schema.T_NAMESPACES, ns.encode()))
-
-
-def _create_outside(db, ns: str, container) -> tuple:
-    outcome = _outcome(lambda: _shape(db.namespace(ns).containers.create(container)))
-    with db.view() as tx:
-        return outcome, _rows(tx, ns)
-
-
-def _create_inside(db, ns: str, container) -> tuple:
-    with db.update() as tx:
-        before = _rows(tx, ns)
-        outcome = _outcome(lambda: _shape(db.namespace(ns).containers.create(container)))
-        if outcome[0] != "ok":
-            assert _rows(tx, ns) == before  # a failed call changes nothing, and the transaction goes on
-    with db.view() as tx:
-        return outcome, _rows(tx, ns)
+def _create(obj):
+    return lambda handle: handle.containers.create(obj)
 
 
 @SETTINGS
 @given(containers())
 def test_encoders_accept_only_valid_containers_and_write_what_validation_writes(dbs, container):
     outside, _ = dbs
-    ns = f"n{next(_namespaces)}"
-    expected = _outcome(lambda: outside.namespace(ns).containers.create(container))
-    with outside.view() as tx:
-        rows = _rows(tx, ns)
-    for name, encode in ENCODERS.items():
-        got = encode(container, ns, NOW, from_ns(NOW))
-        if expected[0] != "ok":
-            assert got is None, (name, expected)
-            continue
-        if got is None:  # not of the plain form: the store validated it instead
-            continue
-        stored, key, record, node, entry = got
-        assert _shape(stored) == _shape(expected[1])
-        assert (key, node) == (schema.object_key(ns, schema.K_CONTAINER, container.id),
-                               schema.pack_node(ResourceType.CONTAINER, ns, container.id))
-        assert [(key, record)] == rows[0], name
-        assert (node, entry) in rows[1], name
+    ns = f"n{next(namespaces)}"
+    check_against_validation(outside, ns, container, _create(container), _shape, ENCODERS,
+                             lambda: (schema.object_key(ns, schema.K_CONTAINER, container.id),
+                                      schema.pack_node(ResourceType.CONTAINER, ns, container.id)))
 
 
 @SETTINGS
 @given(containers())
 def test_a_creation_inside_a_transaction_ends_as_one_outside(dbs, container):
     outside, inside = dbs
-    ns = f"m{next(_namespaces)}"
-    assert _create_inside(inside, ns, container) == _create_outside(outside, ns, container)
+    ns = f"m{next(namespaces)}"
+    assert create_inside(inside, ns, _create(container), _shape) == create_outside(outside, ns, _create(container), _shape)
 
 
 def _off(cid="c1", runtime="runc", options=None, spec=b"", snapshotter="native", snapshot_key="s1", image="",
@@ -227,7 +170,7 @@ def test_each_rule_of_the_plain_form_at_its_edge(dbs, container):
 def test_a_plain_container_inside_a_transaction_takes_the_one_step_path(dbs):
     """The store writes a plain container from the encoder's output, without validating it again."""
     _, db = dbs
-    ns = f"p{next(_namespaces)}"
+    ns = f"p{next(namespaces)}"
     container = _off(labels={"k": "v", "empty": ""})
     with db.update() as tx:
         assert ENCODERS["fallback"](container, ns, tx.now, tx.now_at) is not None

@@ -15,7 +15,7 @@ import textwrap
 
 import pytest
 from content_util import digest_of
-from crashutil import later_clock, strace
+from crashutil import later_clock, strace, traced_calls
 
 import cargohold
 from cargohold import schema
@@ -64,13 +64,8 @@ def traced(tmp_path, mode: str, calls) -> list[tuple[str, int, str, int]]:
     log = tmp_path / "clean.trace"
     proc = child(tmp_path, root, mode, "-o", str(log), "-e", "trace=getppid," + ",".join(calls))
     assert proc.returncode == 0, proc.stderr
-    found, seen, section = [], {}, 0
-    for line in log.read_text().splitlines():
-        parts = line.split(None, 1)
-        if len(parts) < 2 or "(" not in parts[1]:
-            continue
-        name = parts[1].split("(", 1)[0]
-        occurrence = seen[(parts[0], name)] = seen.get((parts[0], name), 0) + 1
+    found, section = [], 0
+    for name, occurrence, line in traced_calls(log.read_text()):
         if name == "getppid":
             section += 1
         else:

@@ -16,7 +16,7 @@ import time
 
 import pytest
 from content_util import digest_of
-from crashutil import later_clock, strace
+from crashutil import later_clock, strace, traced_calls
 from storeutil import db  # noqa: F401  (fixture)
 
 import cargohold
@@ -211,13 +211,8 @@ def commit_points(tmp_path, mode: str) -> list[tuple[str, int, str]]:
     log = tmp_path / "clean.trace"
     proc = child(tmp_path, root, mode, "-o", str(log), "-e", "trace=getppid," + ",".join(TRACED))
     assert proc.returncode == 0 and proc.stdout.startswith("committed"), proc.stderr
-    points, seen, inside = [], {}, False
-    for line in log.read_text().splitlines():
-        parts = line.split(None, 1)
-        if len(parts) < 2 or "(" not in parts[1]:
-            continue
-        name = parts[1].split("(", 1)[0]
-        occurrence = seen[(parts[0], name)] = seen.get((parts[0], name), 0) + 1
+    points, inside = [], False
+    for name, occurrence, line in traced_calls(log.read_text()):
         if name == "getppid":
             inside = not inside
         elif inside:

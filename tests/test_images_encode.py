@@ -6,30 +6,17 @@ is the one of a creation outside any transaction, which always validates."""
 
 from __future__ import annotations
 
-import itertools
-from datetime import datetime, timezone
-
 import pytest
-from hypothesis import HealthCheck, given, settings
+from encodeutil import (NOW, SETTINGS, _core, check_against_validation, create_inside, create_outside, encoders,
+                        namespaces, open_pair, rows)
+from hypothesis import given
 from hypothesis import strategies as st
 
-import cargohold
-from cargohold import Descriptor, Image, Resource, _fallback, errors, schema
+from cargohold import Descriptor, Image, Resource, errors, schema
 from cargohold.model import ResourceType
-from cargohold.timeutil import from_ns, to_ns
+from cargohold.timeutil import from_ns
 
-try:
-    from cargohold import _core
-except ImportError:  # the extension did not build: the twin alone
-    _core = None
-
-ENCODERS = {"fallback": _fallback.encode_image}
-if _core is not None:
-    ENCODERS["compiled"] = _core.encode_image
-
-WHEN = datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=timezone.utc)
-NOW = to_ns(WHEN)
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+ENCODERS = encoders("encode_image")
 
 
 class Text(str):
@@ -98,12 +85,6 @@ def images(draw) -> Image:
     return cls(field["name"], target, field["labels"])
 
 
-def _outcome(fn):
-    try:
-        return ("ok", fn())
-    except Exception as exc:  # the class and message are what must agree
-        return (type(exc).__name__, str(exc))
-
 
 def _shape(stored) -> tuple:
     """The stored image with the types of what it holds (a dict must be a dict, not the input's)."""
@@ -128,37 +109,12 @@ def test_compiled_and_pure_encoders_agree(image, ns, now):
 @pytest.fixture(scope="module")
 def dbs(tmp_path_factory):
     """Two databases on one fixed clock: creations outside any transaction and inside one."""
-    roots = [tmp_path_factory.mktemp("outside"), tmp_path_factory.mktemp("inside")]
-    with cargohold.open(roots[0], durable=False, clock=lambda: WHEN) as outside, \
-            cargohold.open(roots[1], durable=False, clock=lambda: WHEN) as inside:
-        yield outside, inside
+    yield from open_pair(tmp_path_factory)
 
 
-_namespaces = itertools.count()
 
-
-def _rows(tx, ns: str) -> tuple:
-    """The rows an image creation in namespace ns may write: its records, its node-table entries
-    (its images' and any other node of ns), the namespace's record."""
-    prefix = ns.encode() + b"\x00"
-    nodes = [(k, v) for k, v in tx.kv.scan(schema.T_GC) if k[1:].startswith(prefix)]
-    return (list(tx.kv.scan(schema.T_OBJECTS, prefix)), nodes, tx.kv.get(schema.T_NAMESPACES, ns.encode()))
-
-
-def _create_outside(db, ns: str, image) -> tuple:
-    outcome = _outcome(lambda: _shape(db.namespace(ns).images.create(image)))
-    with db.view() as tx:
-        return outcome, _rows(tx, ns)
-
-
-def _create_inside(db, ns: str, image) -> tuple:
-    with db.update() as tx:
-        before = _rows(tx, ns)
-        outcome = _outcome(lambda: _shape(db.namespace(ns).images.create(image)))
-        if outcome[0] != "ok":
-            assert _rows(tx, ns) == before  # a failed call changes nothing, and the transaction goes on
-    with db.view() as tx:
-        return outcome, _rows(tx, ns)
+def _create(obj):
+    return lambda handle: handle.images.create(obj)
 
 
 _D = "sha256:" + "ab" * 32
@@ -202,31 +158,18 @@ def test_each_rule_of_the_plain_form_at_its_edge(dbs, image):
 @given(images())
 def test_encoders_accept_only_valid_images_and_write_what_validation_writes(dbs, image):
     outside, _ = dbs
-    ns = f"n{next(_namespaces)}"
-    expected = _outcome(lambda: outside.namespace(ns).images.create(image))
-    with outside.view() as tx:
-        rows = _rows(tx, ns)
-    for name, encode in ENCODERS.items():
-        got = encode(image, ns, NOW, from_ns(NOW))
-        if expected[0] != "ok":
-            assert got is None, (name, expected)
-            continue
-        if got is None:  # not of the plain form: the store validated it instead
-            continue
-        stored, key, record, node, entry = got
-        assert _shape(stored) == _shape(expected[1])
-        assert (key, node) == (schema.object_key(ns, schema.K_IMAGE, image.name),
-                               schema.pack_node(ResourceType.IMAGE, ns, image.name))
-        assert [(key, record)] == rows[0], name
-        assert (node, entry) in rows[1], name
+    ns = f"n{next(namespaces)}"
+    check_against_validation(outside, ns, image, _create(image), _shape, ENCODERS,
+                             lambda: (schema.object_key(ns, schema.K_IMAGE, image.name),
+                                      schema.pack_node(ResourceType.IMAGE, ns, image.name)))
 
 
 @SETTINGS
 @given(images())
 def test_a_creation_inside_a_transaction_ends_as_one_outside(dbs, image):
     outside, inside = dbs
-    ns = f"m{next(_namespaces)}"
-    assert _create_inside(inside, ns, image) == _create_outside(outside, ns, image)
+    ns = f"m{next(namespaces)}"
+    assert create_inside(inside, ns, _create(image), _shape) == create_outside(outside, ns, _create(image), _shape)
 
 
 def _plain(name: str = "img") -> Image:
@@ -236,18 +179,18 @@ def _plain(name: str = "img") -> Image:
 
 def test_an_existing_image_inside_a_transaction_is_already_exists_and_changes_nothing(dbs):
     outside, inside = dbs
-    ns = f"e{next(_namespaces)}"
-    first = _create_inside(inside, ns, _plain())
-    assert first == _create_outside(outside, ns, _plain())
-    again = _create_inside(inside, ns, _plain())
-    assert again == _create_outside(outside, ns, _plain())
+    ns = f"e{next(namespaces)}"
+    first = create_inside(inside, ns, _create(_plain()), _shape)
+    assert first == create_outside(outside, ns, _create(_plain()), _shape)
+    again = create_inside(inside, ns, _create(_plain()), _shape)
+    assert again == create_outside(outside, ns, _create(_plain()), _shape)
     assert again[0] == ("AlreadyExists", f"image 'img' already exists in namespace '{ns}'")
     assert again[1] == first[1]
 
 
 def test_a_leased_creation_inside_a_transaction_joins_the_lease_or_fails_without_it(dbs):
     _, db = dbs
-    ns = f"l{next(_namespaces)}"
+    ns = f"l{next(namespaces)}"
     with db.update():
         with pytest.raises(errors.NotFound, match="lease 'gone' does not exist"):
             db.namespace(ns).with_lease("gone").images.create(_plain())
@@ -260,7 +203,7 @@ def test_a_leased_creation_inside_a_transaction_joins_the_lease_or_fails_without
 
 def test_a_creation_in_a_read_transaction_or_another_databases_fails_as_before(dbs):
     outside, inside = dbs
-    ns = f"r{next(_namespaces)}"
+    ns = f"r{next(namespaces)}"
     with inside.view():
         with pytest.raises(errors.FailedPrecondition, match="cannot write inside a read transaction"):
             inside.namespace(ns).images.create(_plain())
@@ -268,4 +211,4 @@ def test_a_creation_in_a_read_transaction_or_another_databases_fails_as_before(d
         with pytest.raises(errors.InvalidArgument, match="tx must be a transaction of this database"):
             inside.namespace(ns).images.create(_plain(), tx=foreign)
     with inside.view() as tx:
-        assert _rows(tx, ns) == ([], [], None)
+        assert rows(tx, ns) == ([], [], None)
