@@ -21,6 +21,11 @@ commit fails, every call in it fails with its error and runs its undo steps. Pos
 hook's error) runs in the calling thread, as for a call that committed
 alone.
 
+An interrupt (Ctrl-C) of a waiting thread withdraws its call if no leader took it yet, else
+waits for the batch's outcome. One of the leading thread, met while it runs or commits another
+thread's call, is the leader's: the batch is taken back, its other calls queue again, and the
+leader's thread raises it.
+
 The leader runs the queued calls in its own thread, with the thread's current
 transaction set to the call's (`cargohold.transaction`): calls must not rely
 on running in the thread that made them, besides that. LMDB requires a write
@@ -203,6 +208,8 @@ class GroupCommit:
                             call.again = True  # this thread's Ctrl-C is not that call's failure
                         else:
                             call.error = exc
+                if not isinstance(exc, Exception):
+                    raise  # the leading thread's own, even when its call was not in this batch
             self.batches += 1
             self.calls += len(batch)
         finally:
