@@ -74,7 +74,7 @@ from .logs import LazyLogger
 from .model import Freed, GCStats, Leftover, Node, ResourceType, snapshotter_name
 from .sessions import DeadSession, Sessions
 from .timeutil import Clock, utcnow
-from .transaction import Given, Transaction, TxContext, check_given, needs_flush, run_all
+from .transaction import AfterFlush, Given, Transaction, TxContext, check_given, needs_flush, run_all
 from .validation import require_str, validate_identifier
 
 if TYPE_CHECKING:  # the collector's modules load with the first collection, not with every open
@@ -437,9 +437,14 @@ class DB:
             with self._dirty_lock:
                 self._dirty += 1
         error: Optional[BaseException] = None
-        if needs_flush(self._env, tx._after):
-            self._env.sync()
-        for fn in tx._after:
+        steps = tx._after
+        if needs_flush(self._env, steps):
+            try:
+                self._env.sync()
+            except Exception as exc:  # deletions wait for the next collection, the rest runs
+                error = exc
+                steps = [fn for fn in steps if not isinstance(fn, AfterFlush)]
+        for fn in steps:
             try:
                 fn()
             except Exception as exc:
@@ -614,8 +619,6 @@ class DB:
                 self._phase("started")
                 collect = self._collect_concurrently if concurrent else self._collect_stopped
                 stats, tx, dirty = collect(contexts, dead, namespace, guard)
-                if not self._env.durable:
-                    self._env.sync()  # the backends delete what the sweep stopped naming
             except BaseException:
                 contexts.cancel()
                 self._forget_journal()
@@ -626,6 +629,8 @@ class DB:
             self._phase("committed")
             self._forget_journal()
             self._phase("cleared")
+        if not self._env.durable:
+            self._env.sync()  # the backends delete only what a commit on disk stopped naming
         if adopt_backends:
             self._adopt_backends(stats, dirty)
         jobs = [lambda: run_all(tx._after)]  # events only: publish() already logs failures

@@ -17,7 +17,8 @@ A call returns only after the commit that holds it: a call that returned is
 as durable as the database's mode makes any commit (`cargohold.kv`,
 ``durable``). The calls' before-commit work (`Transaction.before_commit`)
 runs just before that commit, once per key across the batch. If it or the
-commit fails, every call in it fails with its error and runs its undo steps. Post-commit work (events, mutation callbacks, a
+commit fails, every call in it fails with its error and runs its undo steps
+(but for a Ctrl-C, below). Post-commit work (events, mutation callbacks, a
 hook's error) runs in the calling thread, as for a call that committed
 alone.
 
@@ -187,7 +188,12 @@ class GroupCommit:
             lock = enter_writer(db)
         except BaseException as exc:
             for call in batch:
-                call.error = exc
+                if _interrupts_another(exc, call):
+                    call.again = True
+                else:
+                    call.error = exc
+            if any(call.again for call in batch):
+                raise  # the leading thread's interrupt: it is its own
             return
         try:
             kv = None
@@ -198,7 +204,7 @@ class GroupCommit:
                     commit(kv, [call.tx for call in ok], lambda: run_all(call.tx._undo_all for call in ok))
                 else:
                     kv.abort()
-            except BaseException as exc:  # nothing committed (`Txn.commit`): every call fails with it
+            except BaseException as exc:  # nothing committed (`Txn.commit`): the calls fail with it
                 ran = [call for call in batch if call.tx is not None and call.error is None]
                 if kv is not None:
                     kv.abort(undo=lambda: run_all(call.tx._undo_all for call in ran))
@@ -208,7 +214,7 @@ class GroupCommit:
                             call.again = True  # this thread's Ctrl-C is not that call's failure
                         else:
                             call.error = exc
-                if not isinstance(exc, Exception):
+                if any(call.again for call in batch):
                     raise  # the leading thread's own, even when its call was not in this batch
             self.batches += 1
             self.calls += len(batch)
@@ -218,7 +224,7 @@ class GroupCommit:
                     if call.tx is not None:
                         call.tx._release()
             finally:
-                db.wlock.release(lock)  # `leave_writer`, inline: no Python call for an interrupt to precede
+                db.wlock.release(lock)  # inline: no Python call for an interrupt to precede
 
     def _run(self, kv: Any, batch: list[_Call]) -> list[_Call]:
         """Run the calls in `kv` (each in a child transaction unless alone); the ones that succeeded."""
@@ -260,6 +266,8 @@ class GroupCommit:
 
 
 def _interrupts_another(exc: BaseException, call: _Call) -> bool:
-    """Whether `exc` is an interrupt (KeyboardInterrupt, SystemExit) of the leading thread met while
-    it ran, or committed, another thread's call: it cancels the batch rather than fail that call."""
-    return not isinstance(exc, Exception) and call.owner != threading.get_ident()
+    """Whether `exc` is a Ctrl-C of the leading thread (the main thread, which alone gets signals)
+    met while it ran or committed another thread's call: it cancels the batch rather than fail that
+    call. Whatever a call's own code raises stays that call's (`_run`)."""
+    return (isinstance(exc, KeyboardInterrupt) and call.owner != threading.get_ident()
+            and threading.current_thread() is threading.main_thread())

@@ -367,7 +367,9 @@ class Env:
 
     def read(self) -> "Txn":
         """Begin a read transaction (a consistent snapshot)."""
-        return Txn(self, write=False)
+        txn = Txn.__new__(Txn)  # as `write` does
+        txn.__init__(self, write=False)
+        return txn
 
     def write(self) -> "Txn":
         """Begin the write transaction (blocks while another writer runs); FailedPrecondition when read-only."""
@@ -1014,7 +1016,9 @@ class Txn:
         self._require_write()
         if self._done:
             raise Unavailable("transaction already finished")
-        return _Child(self)
+        child = _Child.__new__(_Child)  # as `Env.write` does
+        child.__init__(self)
+        return child
 
 
 class _Child(Txn):

@@ -316,7 +316,7 @@ class TxContext:
 
     def _release(self) -> None:
         if self._lock is not None:
-            self.db.wlock.release(self._lock)  # `leave_writer`, inline: no Python call for an interrupt to precede
+            self.db.wlock.release(self._lock)  # inline: no Python call for an interrupt to precede
             self._lock = None
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -360,7 +360,7 @@ def commit(kv: "Txn", txs: Iterable[Transaction], undo: Callable[[], None]) -> N
 
 def enter_writer(db: Any) -> Any:
     """Pass the turnstile and take ``wlock`` shared, as every write transaction does first;
-    returns the hold to hand to `leave_writer` once the transaction has ended."""
+    returns the hold to give back (``db.wlock.release(held)``, inline) once the transaction has ended."""
     turnstile = db._turnstile
     token = turnstile.acquire_shared()
     held = None
@@ -374,11 +374,6 @@ def enter_writer(db: Any) -> Any:
                 db.wlock.release(held)
             raise
     return held
-
-
-def leave_writer(db: Any, held: Any) -> None:
-    """Let go of ``wlock`` as `enter_writer` took it."""
-    db.wlock.release(held)
 
 
 class Given:
