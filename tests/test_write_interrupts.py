@@ -357,3 +357,57 @@ def test_ctrl_c_while_the_main_thread_leads_another_threads_call_cancels_the_bat
                 _next_call_runs(ns)
                 return
     pytest.skip("the scheduler never let the main thread lead a batch with another thread's call")
+
+
+def _interrupt_once_committed(kv_class):
+    """A profiler raising KeyboardInterrupt at the start of `_finish` once LMDB's commit has
+    returned (a function's start is where a signal's handler runs): the commit stands."""
+    from cargohold.kv import Txn
+
+    state = {"committed": False, "fired": False}
+
+    def profile(frame, event, arg):
+        code = frame.f_code
+        if event == "c_return" and code is kv_class.commit.__code__ and getattr(arg, "__name__", "") == "commit":
+            state["committed"] = True
+        elif event == "call" and code is Txn._finish.__code__ and state["committed"] and not state["fired"]:
+            state["fired"] = True
+            raise KeyboardInterrupt
+
+    return state, profile
+
+
+@pytest.mark.parametrize("how", ["lone call", "db.update()"])
+def test_ctrl_c_as_a_commit_lets_go_keeps_what_it_committed(root, how):
+    """An interrupt after LMDB committed, as the transaction lets go of its locks, used to be taken
+    for a failed commit: the caller got KeyboardInterrupt and the undo steps of what had committed
+    ran (deleting, say, a committed snapshot's directory). Now the commit stands and nothing is undone."""
+    from cargohold.kv import Txn
+
+    with cargohold.open(root) as db:
+        ns = db.namespace("default")
+        undone: list = []
+
+        def body(tx) -> None:
+            tx.on_abort(lambda: undone.append("undo"))
+            ns.images.create(Image("kept", TARGET), tx=tx)
+
+        state, profile = _interrupt_once_committed(Txn)
+        sys.setprofile(profile)
+        try:
+            if how == "lone call":
+                db.write(None, body)
+            else:
+                with db.update() as tx:
+                    body(tx)
+        except KeyboardInterrupt:
+            interrupted = True
+        else:
+            interrupted = False
+        finally:
+            sys.setprofile(None)
+        assert state["fired"]
+        assert not interrupted, "a commit that stood was reported as interrupted"
+        assert undone == [] and _names(ns) == ["kept"]
+        _next_call_runs(ns)
+        assert _names(ns) == ["kept", "next"]

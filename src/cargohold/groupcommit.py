@@ -204,7 +204,13 @@ class GroupCommit:
                     commit(kv, [call.tx for call in ok], lambda: run_all(call.tx._undo_all for call in ok))
                 else:
                     kv.abort()
-            except BaseException as exc:  # nothing committed (`Txn.commit`): the calls fail with it
+            except BaseException as exc:
+                if kv is not None and kv.committed:  # an interrupt as the commit let go: it stands,
+                    kv.abort()  # and so do the outcomes (this only lets go)
+                    self.batches += 1
+                    self.calls += len(batch)
+                    return
+                # nothing committed: the calls fail with it
                 ran = [call for call in batch if call.tx is not None and call.error is None]
                 if kv is not None:
                     kv.abort(undo=lambda: run_all(call.tx._undo_all for call in ran))
@@ -250,6 +256,12 @@ class GroupCommit:
                 if not alone:
                     txn.commit()
             except BaseException as exc:
+                if not alone and txn.committed:  # an interrupt as its child let go: its writes are in
+                    txn.abort()  # the batch (this only lets go), and it succeeds with it
+                    if _interrupts_another(exc, call):
+                        raise  # the whole batch goes, and this call's undo steps with it (`_commit`)
+                    ok.append(call)
+                    continue
                 if not alone:
                     txn.abort()
                 tx._undo_all()

@@ -704,7 +704,7 @@ class _ReadGate:
 class Txn:
     """A read or write transaction; a context manager that commits on success."""
 
-    __slots__ = ("_env", "write", "_txn", "_journal", "_lock_cm", "_writer", "_done", "_open")
+    __slots__ = ("_env", "write", "_txn", "_journal", "_lock_cm", "_writer", "_done", "_open", "committed")
 
     def __init__(self, env: Env, *, write: bool) -> None:
         self._env = env
@@ -715,6 +715,8 @@ class Txn:
         """The writer lock's hold (`FileLock.acquire_exclusive`), while this write transaction has it."""
         self._done = False
         self._open = False
+        self.committed = False
+        """LMDB has committed it: from then on nothing takes it back, whatever interrupts the rest."""
         if write:
             self._writer = env._writer_lock.acquire_exclusive()
             try:
@@ -966,13 +968,14 @@ class Txn:
             # Else a KeyboardInterrupt raised as LMDB's commit returned (a signal's handler runs at
             # the first check after the call): the commit stands, and is reported as it is; taking
             # it back, or running `undo` for what committed, is not possible.
+        self.committed = True
         self._finish(abort=False)
 
     def abort(self, undo: Optional[Callable[[], None]] = None) -> None:
         """Abort; `undo` (the caller's filesystem undo steps) runs while the writer lock is still
         held, so that no other writer sees a state that neither committed nor was taken back."""
-        if not self._done:
-            self._finish(abort=True, undo=undo)
+        if not self._done:  # after a commit interrupted as it let go, only the letting go is left
+            self._finish(abort=not self.committed, undo=None if self.committed else undo)
 
     def _finish(self, abort: bool, undo: Optional[Callable[[], None]] = None) -> None:
         self._done = True
@@ -1034,6 +1037,7 @@ class _Child(Txn):
         self._writer = None
         self._done = False
         self._open = False
+        self.committed = False
         self._parent = parent
         self._txn = self._begin_child()
         self._open = True
@@ -1069,6 +1073,7 @@ class _Child(Txn):
                 self._finish(abort=True, undo=undo)
                 raise
             # an interrupt as LMDB's commit returned: the child's writes are in its parent (see `Txn.commit`)
+        self.committed = True
         self._parent._journal.extend(self._journal)
         self._finish(abort=False)
 

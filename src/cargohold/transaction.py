@@ -326,7 +326,12 @@ class TxContext:
         self.db._local.tx = None
         try:
             if exc_type is None:
-                commit(tx.kv, [tx], tx._undo_all)
+                try:
+                    commit(tx.kv, [tx], tx._undo_all)
+                except BaseException:
+                    if not tx.kv.committed:
+                        raise
+                    tx.kv.abort()  # an interrupt as the commit let go: it stands (this only lets go)
             else:
                 tx.kv.abort(undo=tx._undo_all)
                 return

@@ -463,6 +463,9 @@ def _kv(item: dict) -> tuple[bytes, bytes, int]:
 class EtcdTxn:
     """A read or write transaction on `EtcdEnv`; a context manager that commits on success."""
 
+    committed = False
+    """`cargohold.kv.Txn.committed`: a commit that raises here committed nothing it must keep."""
+
     def __init__(self, env: EtcdEnv, *, write: bool) -> None:
         self._env = env
         self.write = write
