@@ -187,13 +187,7 @@ class GroupCommit:
             db._require_open()
             lock = enter_writer(db)
         except BaseException as exc:
-            for call in batch:
-                if _interrupts_another(exc, call):
-                    call.again = True
-                else:
-                    call.error = exc
-            if any(call.again for call in batch):
-                raise  # the leading thread's interrupt: it is its own
+            _fail(batch, exc)
             return
         try:
             kv = None
@@ -214,14 +208,7 @@ class GroupCommit:
                 ran = [call for call in batch if call.tx is not None and call.error is None]
                 if kv is not None:
                     kv.abort(undo=lambda: run_all(call.tx._undo_all for call in ran))
-                for call in batch:
-                    if call.error is None:
-                        if _interrupts_another(exc, call):
-                            call.again = True  # this thread's Ctrl-C is not that call's failure
-                        else:
-                            call.error = exc
-                if any(call.again for call in batch):
-                    raise  # the leading thread's own, even when its call was not in this batch
+                _fail(batch, exc)
             self.batches += 1
             self.calls += len(batch)
         finally:
@@ -275,6 +262,20 @@ class GroupCommit:
                 db._local.tx = None
             ok.append(call)
         return ok
+
+
+def _fail(batch: list[_Call], exc: BaseException) -> None:
+    """Give `exc` to every call of `batch` without an outcome, unless it is the leading thread's
+    Ctrl-C (`_interrupts_another`): those calls queue again (`_lead`) and the leader raises it, even
+    when its own call was not in this batch."""
+    for call in batch:
+        if call.error is None:
+            if _interrupts_another(exc, call):
+                call.again = True
+            else:
+                call.error = exc
+    if any(call.again for call in batch):
+        raise exc
 
 
 def _interrupts_another(exc: BaseException, call: _Call) -> bool:
